@@ -1,0 +1,78 @@
+"""Session-wide real servers: PostgreSQL 18 + pgvector (embedded wheel) and redis-server.
+
+Nothing here is mocked: each test session starts its own servers in a temp dir on free
+ports and stops them at the end. Databases are cheap, so tests that change the schema
+get a database of their own from ``new_database``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable, Iterator
+
+import asyncpg
+import pytest
+
+from worker.embedded import EmbeddedPostgres, EmbeddedRedis
+
+
+def run_sql(dsn: str, sql: str) -> None:
+    """Run SQL on a short-lived connection from synchronous fixtures."""
+
+    async def _go() -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(_go())
+
+
+@pytest.fixture(scope="session")
+def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
+    server = EmbeddedPostgres(
+        tmp_path_factory.mktemp("pg"),
+        extra_conf={"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"},
+    ).start()
+    try:
+        yield server
+    finally:
+        server.stop(mode="immediate")
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def new_database(pg: EmbeddedPostgres) -> Iterator[Callable[[], str]]:
+    """Factory for empty databases (dropped after the test); returns their DSN."""
+    created: list[str] = []
+
+    def make() -> str:
+        name = f"t_{uuid.uuid4().hex[:12]}"
+        run_sql(pg.dsn(), f'CREATE DATABASE "{name}"')
+        created.append(name)
+        return pg.dsn(name)
+
+    yield make
+    for name in created:
+        run_sql(pg.dsn(), f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def migrated_dsn(pg: EmbeddedPostgres) -> str:
+    """A database with every migration applied by the runner, shared by the session."""
+    from worker.migrate import Migrator
+
+    run_sql(pg.dsn(), 'CREATE DATABASE "cos_test"')
+    dsn = pg.dsn("cos_test")
+    asyncio.run(Migrator(dsn).up())
+    return dsn
