@@ -1,0 +1,59 @@
+"""The asyncpg pool every worker component shares.
+
+Connections switch to ``settings.database_role`` (``service_role`` by default) at
+connect time, so the worker's writes run under the backend role whatever login role
+the DSN names, and the pgvector codec is registered so vectors travel in binary.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+from pgvector.asyncpg import register_vector
+
+from worker.settings import Settings
+
+VECTOR_SCHEMA_QUERY = """
+SELECT n.nspname
+FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+WHERE e.extname = 'vector'
+"""
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    schema = await conn.fetchval(VECTOR_SCHEMA_QUERY)
+    if schema is not None:
+        await register_vector(conn, schema=schema)
+
+
+def server_settings(settings: Settings) -> dict[str, str]:
+    """Session settings applied to every connection (role, application name)."""
+    values = {"application_name": "cos-worker"}
+    if settings.database_role:
+        values["role"] = settings.database_role
+    return values
+
+
+async def create_pool(
+    settings: Settings, dsn: str, *, min_size: int | None = None, max_size: int | None = None
+) -> asyncpg.Pool:
+    """A pool with the pgvector codec and the service role on every connection."""
+    pool: Any = await asyncpg.create_pool(
+        dsn,
+        min_size=min_size if min_size is not None else settings.db_pool_min,
+        max_size=max_size if max_size is not None else settings.db_pool_max,
+        init=_init_connection,
+        server_settings=server_settings(settings),
+        command_timeout=settings.job_timeout_s,
+    )
+    return pool
+
+
+async def connect(settings: Settings, dsn: str, *, as_role: bool = True) -> asyncpg.Connection:
+    """A single connection (CLI commands, migrations); ``as_role=False`` keeps the login role."""
+    conn = await asyncpg.connect(
+        dsn, server_settings=server_settings(settings) if as_role else {"application_name": "cos-worker"}
+    )
+    await _init_connection(conn)
+    return conn
