@@ -1,0 +1,98 @@
+"""Enqueueing for connectors: ``enqueue_communication`` / ``_transcript`` / ``_media``.
+
+The job id is deterministic from (workspace, kind, source, external id, content hash),
+so a connector that sends the same thing twice makes one job: arq refuses a second
+job with an id it still knows, and the worker's ledger turns any later re-delivery
+into a recorded no-op. Payloads are validated here first, so a connector learns about
+a bad field at once instead of from the dead-letter log.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+from arq.connections import ArqRedis, RedisSettings, create_pool
+
+from worker import keys, ledger, serialization
+from worker.payloads import (
+    CommunicationPayload,
+    MediaPayload,
+    TranscriptPayload,
+    content_hash,
+    job_id,
+    parse_payload,
+)
+from worker.settings import Settings, get_settings
+
+AnyPayload = CommunicationPayload | TranscriptPayload | MediaPayload
+
+
+def redis_settings_for(url: str) -> RedisSettings:
+    return RedisSettings.from_dsn(url)
+
+
+async def connect(redis_url: str) -> ArqRedis:
+    """An arq Redis pool that speaks our JSON job format."""
+    return await create_pool(
+        redis_settings_for(redis_url),
+        job_serializer=serialization.dumps,
+        job_deserializer=serialization.loads,
+    )
+
+
+def _as_model(payload: AnyPayload | dict[str, Any]) -> AnyPayload:
+    if isinstance(payload, (CommunicationPayload, TranscriptPayload, MediaPayload)):
+        return payload
+    return parse_payload(payload)  # raises PayloadError(field, reason)
+
+
+async def enqueue(
+    redis: ArqRedis, payload: AnyPayload | dict[str, Any], *, db: asyncpg.Pool | None = None,
+    settings: Settings | None = None,
+) -> str:  # fmt: skip
+    """Validate and enqueue one payload; returns its (deterministic) job id.
+
+    With ``db`` the job is recorded in the ledger before it reaches Redis, so it
+    survives a Redis that loses its data.
+    """
+    settings = settings or get_settings()
+    model = _as_model(payload)
+    jid = job_id(model)
+    data = json.loads(model.model_dump_json())
+    if db is not None:
+        ref = ledger.JobRef(UUID(jid), model.workspace_id, model.kind, arq_job_id=jid)
+        async with db.acquire() as conn:
+            await ledger.receive(conn, ref, source=model.source, external_id=model.external_id,
+                                 content_hash=content_hash(model), payload=data)  # fmt: skip
+    await redis.enqueue_job(keys.INGEST, data, _job_id=jid, _queue_name=settings.queue_name)
+    return jid
+
+
+async def enqueue_communication(redis: ArqRedis, payload: CommunicationPayload | dict[str, Any],
+                                **kw: Any) -> str:  # fmt: skip
+    return await enqueue(redis, _typed(payload, "communication"), **kw)
+
+
+async def enqueue_transcript(redis: ArqRedis, payload: TranscriptPayload | dict[str, Any],
+                             **kw: Any) -> str:  # fmt: skip
+    return await enqueue(redis, _typed(payload, "transcript"), **kw)
+
+
+async def enqueue_media(redis: ArqRedis, payload: MediaPayload | dict[str, Any], **kw: Any) -> str:
+    return await enqueue(redis, _typed(payload, "media"), **kw)
+
+
+def _typed(payload: Any, kind: str) -> Any:
+    if isinstance(payload, dict):
+        return {**payload, "kind": kind}
+    if payload.kind != kind:
+        raise ValueError(f"expected a {kind} payload, got {payload.kind}")
+    return payload
+
+
+async def enqueue_embed_pending(redis: ArqRedis, settings: Settings | None = None) -> None:
+    settings = settings or get_settings()
+    await redis.enqueue_job(keys.EMBED_PENDING, _queue_name=settings.queue_name)

@@ -1,0 +1,64 @@
+"""arq job functions: the thin adapter between arq and the pipeline.
+
+arq only receives security fixes now, so nothing below this module knows about it:
+the pipeline gets a plain ``Delivery`` and signals retries with ``RetryLater``, which
+is translated to ``arq.Retry`` here. Swapping the queue means rewriting this file and
+``main.py`` only.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import structlog
+from arq import Retry
+
+from worker import backfill
+from worker.pipeline import Delivery, Pipeline, RetryLater
+from worker.runtime import Runtime
+
+log = structlog.get_logger("worker.jobs")
+
+
+def _runtime(ctx: dict[str, Any]) -> Runtime:
+    runtime: Runtime = ctx["runtime"]
+    return runtime
+
+
+async def ingest(ctx: dict[str, Any], payload: Any) -> dict[str, Any]:
+    """Ingest one communication, transcript or media payload."""
+    pipeline: Pipeline = _runtime(ctx).pipeline
+    enqueue_time = ctx.get("enqueue_time")
+    delivery = Delivery(
+        arq_job_id=ctx.get("job_id"),
+        job_try=int(ctx.get("job_try", 1)),
+        enqueue_time_ms=int(enqueue_time.timestamp() * 1000) if enqueue_time else 0,
+    )
+    structlog.contextvars.bind_contextvars(arq_job_id=delivery.arq_job_id)
+    try:
+        return await pipeline.run(payload, delivery)
+    except RetryLater as exc:
+        raise Retry(defer=exc.delay_s) from exc
+    finally:
+        structlog.contextvars.unbind_contextvars("arq_job_id")
+
+
+async def embed_pending(ctx: dict[str, Any]) -> dict[str, int]:
+    """Embed contact profiles and insights that lack a current-model embedding."""
+    rt = _runtime(ctx)
+    started = time.perf_counter()
+    done = await backfill.embed_pending(
+        rt.pool, rt.batcher, rt.model, rt.settings.embed_pending_batch
+    )
+    log.info("embed_pending.done", seconds=round(time.perf_counter() - started, 3), **done)
+    return done
+
+
+async def maintenance(ctx: dict[str, Any]) -> dict[str, Any]:
+    """Nightly ANALYZE / REINDEX / slow-query report (same code as the CLI)."""
+    from worker.maintenance import run_maintenance
+
+    rt = _runtime(ctx)
+    report = await run_maintenance(rt.settings, rt.database_url, trigger="cron")
+    return dict(report.to_dict())

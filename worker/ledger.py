@@ -1,0 +1,182 @@
+"""The record stage: the ingestion ledger and the events it is a projection of.
+
+Every status change of an ingestion job is an event in ``ops.events`` (aggregate =
+the job id) written in the same transaction as the ledger row it projects to, so the
+ledger can always be rebuilt from the events alone (``project``). Idempotency keys
+are derived from the job id, the attempt and the step, so a re-run of the same step
+of the same attempt appends nothing twice.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from worker.events import NewEvent, append_events
+from worker.queries import Q
+
+# Event types; the comment says how each one moves the ledger row.
+JOB_RECEIVED = "job.received"  # status queued; carries kind/source/external_id/hash
+JOB_STARTED = "job.started"  # status running; attempts = payload.attempt
+CONTENT_PULLED = "content.pulled"  # no status change
+CONTENT_CHUNKED = "content.chunked"  # no status change
+CONTENT_EMBEDDED = "content.embedded"  # no status change
+CONTENT_STORED = "content.stored"  # no status change (same transaction as completed)
+JOB_COMPLETED = "job.completed"  # status done
+JOB_NOOP = "job.noop"  # no status change: re-delivery of a finished job
+JOB_SKIPPED = "job.skipped"  # status skipped: superseded by newer content
+JOB_RETRYING = "job.retrying"  # status queued, last_error
+JOB_FAILED = "job.failed"  # status failed, last_error, error_field
+
+STATUS_BY_EVENT = {
+    JOB_RECEIVED: "queued",
+    JOB_STARTED: "running",
+    JOB_COMPLETED: "done",
+    JOB_SKIPPED: "skipped",
+    JOB_RETRYING: "queued",
+    JOB_FAILED: "failed",
+}
+
+
+@dataclass(frozen=True)
+class JobRef:
+    """Identity of one delivery of a job: what events and log lines are keyed on."""
+
+    job_id: UUID
+    workspace_id: UUID | None
+    kind: str | None
+    attempt: int = 1
+    arq_job_id: str | None = None
+
+    def event(self, event_type: str, step_key: str | None = None, **payload: Any) -> NewEvent:
+        key = f"{self.job_id}:{self.attempt}:{step_key or event_type}"
+        return NewEvent(
+            aggregate_id=self.job_id,
+            aggregate_type="ingestion_job",
+            workspace_id=self.workspace_id,
+            event_type=event_type,
+            idempotency_key=key,
+            payload=payload,
+            metadata={"attempt": self.attempt, "arq_job_id": self.arq_job_id},
+        )
+
+
+async def receive(
+    conn: asyncpg.Connection, ref: JobRef, *, source: str, external_id: str, content_hash: str,
+    payload: Mapping[str, Any],
+) -> bool:  # fmt: skip
+    """Record the job in the ledger if new (returns True then) with its received event."""
+    async with conn.transaction():
+        created = await conn.fetchval(
+            Q.ledger_receive, ref.job_id, ref.workspace_id, ref.kind, source, external_id,
+            content_hash, json.dumps(payload), ref.arq_job_id,
+        )  # fmt: skip
+        if created is not None:
+            event = ref.event(
+                JOB_RECEIVED, kind=ref.kind, source=source, external_id=external_id,
+                content_hash=content_hash,
+            )  # fmt: skip
+            await append_events(conn, [replace(event, idempotency_key=f"{ref.job_id}:received")])
+    return created is not None
+
+
+async def start(conn: asyncpg.Connection, ref: JobRef) -> int:
+    """Mark the job running; returns the attempt number the ledger now holds."""
+    async with conn.transaction():
+        attempts = await conn.fetchval(Q.ledger_start, ref.job_id, ref.arq_job_id)
+        this_attempt = replace(ref, attempt=int(attempts))
+        await append_events(conn, [this_attempt.event(JOB_STARTED, attempt=attempts)])
+    return int(attempts)
+
+
+async def step(conn: asyncpg.Connection, ref: JobRef, event_type: str, **payload: Any) -> None:
+    """Append a progress event (pulled, chunked, embedded) in its own transaction."""
+    async with conn.transaction():
+        await append_events(conn, [ref.event(event_type, **payload)])
+
+
+async def finish(
+    conn: asyncpg.Connection, ref: JobRef, event_type: str, *, result: Mapping[str, Any] | None = None,
+    error: str | None = None, error_field: str | None = None,
+    extra_events: Iterable[NewEvent] = (),
+) -> None:  # fmt: skip
+    """Move the ledger row to the status ``event_type`` implies, with its event(s).
+
+    Call inside the transaction that wrote the item's rows, so rows, events and ledger
+    commit together.
+    """
+    status = STATUS_BY_EVENT[event_type]
+    await conn.execute(
+        Q.ledger_finish, ref.job_id, status, json.dumps(result or {}), error, error_field
+    )
+    payload: dict[str, Any] = {"result": dict(result or {})}
+    if error is not None:
+        payload.update(error=error, field=error_field)
+    await append_events(conn, [*extra_events, ref.event(event_type, **payload)])
+
+
+async def reject(
+    conn: asyncpg.Connection, ref: JobRef, *, field: str, reason: str,
+    raw: Mapping[str, Any] | None, source: str | None = None, external_id: str | None = None,
+) -> None:  # fmt: skip
+    """Record an invalid payload as a failed job: ledger row plus events, one transaction."""
+    async with conn.transaction():
+        await conn.execute(
+            Q.ledger_reject, ref.job_id, ref.workspace_id, ref.kind, source, external_id,
+            reason, field, json.dumps(raw) if raw is not None else None, ref.arq_job_id,
+            ref.attempt,
+        )  # fmt: skip
+        received = replace(
+            ref.event(JOB_RECEIVED, kind=ref.kind, source=source, external_id=external_id,
+                      content_hash=None),
+            idempotency_key=f"{ref.job_id}:received",
+        )  # fmt: skip
+        await append_events(
+            conn,
+            [received, ref.event(JOB_STARTED, attempt=ref.attempt),
+             ref.event(JOB_FAILED, error=reason, field=field, result={})],
+        )  # fmt: skip
+
+
+@dataclass
+class ProjectedJob:
+    """The ledger columns that the events determine."""
+
+    kind: str | None = None
+    source: str | None = None
+    external_id: str | None = None
+    content_hash: str | None = None
+    status: str | None = None
+    attempts: int = 0
+    last_error: str | None = None
+    error_field: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def project(events: Iterable[Mapping[str, Any]]) -> dict[UUID, ProjectedJob]:
+    """Rebuild ledger rows from events (ordered by aggregate version)."""
+    jobs: dict[UUID, ProjectedJob] = {}
+    for ev in events:
+        job = jobs.setdefault(ev["aggregate_id"], ProjectedJob())
+        data = ev["payload"]
+        if isinstance(data, str):
+            data = json.loads(data)
+        kind = ev["event_type"]
+        if kind == JOB_RECEIVED:
+            job.kind = data.get("kind")
+            job.source = data.get("source")
+            job.external_id = data.get("external_id")
+            job.content_hash = data.get("content_hash")
+        elif kind == JOB_STARTED:
+            job.attempts = max(job.attempts, int(data.get("attempt", job.attempts + 1)))
+        if kind in (JOB_RETRYING, JOB_FAILED):
+            job.last_error = data.get("error")
+            job.error_field = data.get("field")
+        if kind in STATUS_BY_EVENT:
+            job.status = STATUS_BY_EVENT[kind]
+    return jobs

@@ -1,0 +1,62 @@
+"""Structured logging: JSON lines when not on a TTY, readable console output on one.
+
+Operators watch these logs, so every line is an event name plus fields (job_id,
+workspace_id, kind, item, durations, counts). Message bodies and secrets never reach
+them: the pipeline only logs identifiers and numbers, and ``redact`` masks any field
+whose name looks secret, as a second line of defence.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+from worker.settings import Settings
+
+SECRET_WORDS = ("api_key", "token", "secret", "password", "authorization", "body", "content")
+_SAFE = {"tokens", "embedded_tokens", "fresh_tokens", "token_count", "text_chars"}
+
+
+def redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    for name, value in list(event.items()):
+        if name in _SAFE or value is None or isinstance(value, (int, float, bool)):
+            continue
+        if any(word in name.lower() for word in SECRET_WORDS):
+            event[name] = "[redacted]"
+    return event
+
+
+def configure_logging(settings: Settings, *, stream: Any = None) -> None:
+    """Configure structlog and the stdlib root logger once per process."""
+    stream = stream or sys.stderr
+    fmt = settings.log_format
+    if fmt == "auto":
+        fmt = "console" if getattr(stream, "isatty", lambda: False)() else "json"
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=getattr(stream, "isatty", lambda: False)())
+    )
+    level = logging.getLevelName(settings.log_level.upper())
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            redact,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level if isinstance(level, int) else 20),
+        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        cache_logger_on_first_use=False,
+    )
+    logging.basicConfig(stream=stream, level=level if isinstance(level, int) else logging.INFO,
+                        format="%(levelname)s %(name)s %(message)s", force=True)  # fmt: skip
+    # httpx logs full request lines at INFO; keep them out of operator logs.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("openai").setLevel(logging.WARNING)

@@ -1,0 +1,296 @@
+"""The ingestion pipeline: receive -> fetch -> chunk -> embed -> store -> record.
+
+One call of ``Pipeline.run`` handles one delivery of one job. Its guarantees:
+
+* an invalid payload is recorded (ledger + events) with the field and reason and is
+  never retried;
+* a delivery of an already finished job is a recorded no-op: no rows, no embedding;
+* the item's rows, its "stored"/"completed" events and the ledger's ``done`` commit in
+  one transaction, so a crash leaves the old state or the new one, never a mix;
+* transient failures (API, network, database) ask the job layer to retry later with
+  backoff, until ``job_max_tries``; then the item is dead-lettered (status failed).
+
+The pipeline knows nothing about arq: ``jobs.py`` adapts it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass, replace
+from typing import Any
+
+import asyncpg
+import numpy as np
+import structlog
+from worker.chunking import Chunk, weighted_mean
+from worker.fetch import FetchError
+
+from worker import ledger, store
+from worker.embedding import EmbeddingBatcher
+from worker.normalize import chunk, pull, text_hash
+from worker.payloads import (
+    CommunicationPayload,
+    MediaPayload,
+    PayloadError,
+    TranscriptPayload,
+    content_hash,
+    decode_json_payload,
+    job_id,
+    parse_payload,
+)
+from worker.queries import Q
+from worker.settings import Settings
+from worker.transcripts import TranscriptParseError
+
+log = structlog.get_logger("worker.pipeline")
+
+ItemPayload = CommunicationPayload | TranscriptPayload | MediaPayload
+_JOB_NAMESPACE = uuid.UUID("8d3a4c1e-6f0b-5c52-9d3e-2a7f1c0b9e41")
+
+TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresConnectionStatusError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.SerializationError,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.QueryCanceledError,
+    asyncpg.AdminShutdownError,
+    ConnectionError,
+    OSError,
+    asyncio.TimeoutError,
+)
+
+
+class RetryLater(Exception):
+    """Ask the job layer to run this job again after ``delay_s`` seconds."""
+
+    def __init__(self, delay_s: float, reason: str) -> None:
+        super().__init__(reason)
+        self.delay_s = delay_s
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What the transport knows about this delivery (arq's job id, try, enqueue time)."""
+
+    arq_job_id: str | None = None
+    job_try: int = 1
+    enqueue_time_ms: int = 0
+
+
+def ledger_id_for(arq_job_id: str | None, raw: Any) -> uuid.UUID:
+    """Ledger id for a payload that could not be parsed: the arq id when it is a UUID."""
+    if arq_job_id:
+        try:
+            return uuid.UUID(arq_job_id)
+        except ValueError:
+            return uuid.uuid5(_JOB_NAMESPACE, arq_job_id)
+    return uuid.uuid5(_JOB_NAMESPACE, repr(raw)[:100_000])
+
+
+def _uuid_or_none(value: Any) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(value))
+    except (ValueError, TypeError, AttributeError):
+        return None
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, FetchError):
+        return bool(getattr(exc, "transient", False))
+    if isinstance(exc, (PayloadError, TranscriptParseError)):
+        return False
+    return isinstance(exc, TRANSIENT_DB_ERRORS) or exc.__class__.__module__.startswith(
+        ("openai", "httpx", "worker.embedding")
+    )
+
+
+class Pipeline:
+    """Runs jobs against one pool and one shared embedding batcher."""
+
+    def __init__(self, settings: Settings, pool: asyncpg.Pool, batcher: EmbeddingBatcher,
+                 model: str) -> None:  # fmt: skip
+        self.settings = settings
+        self.pool = pool
+        self.batcher = batcher
+        self.model = model
+
+    # -- receive --------------------------------------------------------------------
+    async def run(self, raw: Any, delivery: Delivery = Delivery()) -> dict[str, Any]:
+        started = time.perf_counter()
+        data = decode_json_payload(raw)
+        try:
+            payload: ItemPayload = parse_payload(data)
+        except PayloadError as exc:
+            return await self._reject(data, delivery, exc.field, exc.reason)
+        jid = uuid.UUID(job_id(payload))
+        ref = ledger.JobRef(jid, payload.workspace_id, payload.kind, arq_job_id=delivery.arq_job_id)
+        bound = log.bind(job_id=str(jid), workspace_id=str(payload.workspace_id),
+                         kind=payload.kind, item=f"{payload.source}:{payload.external_id}")  # fmt: skip
+        async with self.pool.acquire() as conn:
+            if not await conn.fetchval(Q.workspace_exists, payload.workspace_id):
+                return await self._reject(data, delivery, "workspace_id", "unknown workspace",
+                                          ledger_id=jid)  # fmt: skip
+            await ledger.receive(conn, ref, source=payload.source, external_id=payload.external_id,
+                                 content_hash=content_hash(payload), payload=data)  # fmt: skip
+            row = await conn.fetchrow(Q.ledger_get, jid)
+            if row["status"] in ("done", "skipped"):
+                async with conn.transaction():
+                    noop = ref.event(ledger.JOB_NOOP, f"noop:{delivery.enqueue_time_ms}",
+                                     reason="already " + row["status"])  # fmt: skip
+                    await ledger.append_events(conn, [noop])
+                bound.info("job.noop", reason=f"already {row['status']}")
+                return {"status": "noop", "job_id": str(jid)}
+            attempt = await ledger.start(conn, ref)
+        ref = replace(ref, attempt=attempt)
+        bound = bound.bind(attempt=attempt)
+        try:
+            result = await self._process(payload, ref, row["queued_at"], bound)
+        except Exception as exc:  # noqa: BLE001 - classified and recorded below
+            return await self._failed(ref, exc, delivery, bound)
+        bound.info("job.done", seconds=round(time.perf_counter() - started, 3), **result)
+        return {"status": result.pop("status", "done"), "job_id": str(jid), **result}
+
+    async def _reject(self, data: Any, delivery: Delivery, field: str, reason: str,
+                      ledger_id: uuid.UUID | None = None) -> dict[str, Any]:  # fmt: skip
+        d = data if isinstance(data, dict) else {}
+        ws = _uuid_or_none(d.get("workspace_id"))
+        kind = d.get("kind") if d.get("kind") in ("communication", "transcript", "media") else None
+        jid = ledger_id or ledger_id_for(delivery.arq_job_id, data)
+        async with self.pool.acquire() as conn:
+            if ws is not None and not await conn.fetchval(Q.workspace_exists, ws):
+                ws = None
+            ref = ledger.JobRef(jid, ws, kind, attempt=delivery.job_try,
+                                arq_job_id=delivery.arq_job_id)  # fmt: skip
+            src, ext = d.get("source"), d.get("external_id")
+            await ledger.reject(
+                conn, ref, field=field, reason=reason,
+                raw=d if d else {"raw": str(data)[:1000]},
+                source=src if isinstance(src, str) else None,
+                external_id=ext if isinstance(ext, str) else None,
+            )  # fmt: skip
+        log.error("job.invalid_payload", job_id=str(jid), arq_job_id=delivery.arq_job_id,
+                  workspace_id=str(ws) if ws else None, kind=kind, field=field, reason=reason)  # fmt: skip
+        return {"status": "failed", "job_id": str(jid), "field": field, "reason": reason}
+
+    async def _failed(self, ref: ledger.JobRef, exc: BaseException, delivery: Delivery,
+                      bound: Any) -> dict[str, Any]:  # fmt: skip
+        field = getattr(exc, "field", None)
+        reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
+        transient = is_transient(exc)
+        retry = transient and ref.attempt < self.settings.job_max_tries
+        event = ledger.JOB_RETRYING if retry else ledger.JOB_FAILED
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                await ledger.finish(conn, ref, event, error=str(reason)[:2000], error_field=field)
+        except Exception as record_exc:  # noqa: BLE001
+            # The database itself is down: let the transport retry the whole delivery.
+            bound.warning("job.record_failed", error=type(record_exc).__name__)
+            raise RetryLater(self._backoff(ref.attempt), str(reason)) from exc
+        if retry:
+            delay = self._backoff(ref.attempt)
+            bound.warning("job.retrying", error=str(reason)[:500], field=field, delay_s=delay)
+            raise RetryLater(delay, str(reason))
+        bound.error("job.failed", error=str(reason)[:500], field=field,
+                    dead_letter=transient, attempts=ref.attempt)  # fmt: skip
+        return {"status": "failed", "job_id": str(ref.job_id), "field": field, "reason": reason}
+
+    def _backoff(self, attempt: int) -> float:
+        base = self.settings.retry_base_delay_s * (2 ** max(0, attempt - 1))
+        return float(min(base, 300.0) * (0.5 + np.random.random()))
+
+    # -- fetch -> chunk -> embed -> store -> record -----------------------------------
+    async def _process(self, payload: ItemPayload, ref: ledger.JobRef, queued_at: Any,
+                       bound: Any) -> dict[str, Any]:  # fmt: skip
+        t0 = time.perf_counter()
+        pulled = await pull(payload, self.settings)
+        async with self.pool.acquire() as conn:
+            await ledger.step(conn, ref, ledger.CONTENT_PULLED, format=pulled.fmt,
+                              fetched_bytes=pulled.fetched_bytes, chars=pulled.size)  # fmt: skip
+        subject = payload.subject if isinstance(payload, CommunicationPayload) else None
+        chunks = chunk(pulled, self.settings, subject)
+        tokens = sum(c.token_count for c in chunks)
+        async with self.pool.acquire() as conn:
+            await ledger.step(conn, ref, ledger.CONTENT_CHUNKED, chunks=len(chunks), tokens=tokens)
+        t1 = time.perf_counter()
+        if isinstance(payload, CommunicationPayload):
+            embedded_hash = text_hash(payload.subject, pulled.text)
+            vector, fresh = await self._embed_communication(payload, chunks, embedded_hash)
+            vectors = None
+        else:
+            vectors, fresh = await self._embed_chunks(payload, chunks)
+        t2 = time.perf_counter()
+        fresh_tokens = sum(c.token_count for c in fresh)
+        async with self.pool.acquire() as conn:
+            await ledger.step(conn, ref, ledger.CONTENT_EMBEDDED, model=self.model,
+                              embedded=len(fresh), reused=len(chunks) - len(fresh),
+                              tokens=fresh_tokens)  # fmt: skip
+        async with self.pool.acquire() as conn, conn.transaction():
+            if await store.newer_version_stored(conn, payload.kind, payload.workspace_id,
+                                                payload.source, payload.external_id, queued_at):  # fmt: skip
+                await ledger.finish(conn, ref, ledger.JOB_SKIPPED,
+                                    result={"reason": "superseded by newer content"})  # fmt: skip
+                bound.info("job.skipped", reason="superseded by newer content")
+                return {"status": "skipped", "chunks": 0}
+            chash = content_hash(payload)
+            if isinstance(payload, CommunicationPayload):
+                assert vector is not None or not chunks
+                written = await store.store_communication(
+                    conn, ref.job_id, payload, pulled.text or "", embedded_hash,
+                    vector, self.model if vector is not None else None, chunks,
+                )  # fmt: skip
+            elif isinstance(payload, TranscriptPayload):
+                assert vectors is not None
+                written = await store.store_transcript(conn, ref.job_id, payload, chash,
+                                                       pulled.fmt, chunks, vectors, self.model)  # fmt: skip
+            else:
+                assert vectors is not None
+                written = await store.store_media(conn, ref.job_id, payload, chash, chunks,
+                                                  vectors, self.model)  # fmt: skip
+            result = {**written.as_dict(), "tokens": tokens, "embedded_chunks": len(fresh),
+                      "embedded_tokens": fresh_tokens}  # fmt: skip
+            stored = ref.event(ledger.CONTENT_STORED, **written.as_dict())
+            await ledger.finish(conn, ref, ledger.JOB_COMPLETED, result=result,
+                                extra_events=[stored])  # fmt: skip
+        t3 = time.perf_counter()
+        return {**result, "fetch_chunk_s": round(t1 - t0, 4), "embed_s": round(t2 - t1, 4),
+                "store_s": round(t3 - t2, 4)}  # fmt: skip
+
+    async def _embed_communication(self, payload: CommunicationPayload, chunks: list[Chunk],
+                                   embedded_hash: str) -> tuple[np.ndarray | None, list[Chunk]]:  # fmt: skip
+        """One vector per communication: its chunks' token-weighted mean, renormalized."""
+        if not chunks:
+            return None, []
+        async with self.pool.acquire() as conn:
+            reused = await store.reusable_comm_vector(conn, payload.workspace_id, self.model,
+                                                      embedded_hash)  # fmt: skip
+        if reused is not None:
+            return reused, []
+        vectors = await self.batcher.embed([c.text for c in chunks], [c.token_count for c in chunks])
+        if len(chunks) == 1:
+            return vectors[0], chunks
+        return weighted_mean(vectors, [c.token_count for c in chunks]), chunks
+
+    async def _embed_chunks(self, payload: TranscriptPayload | MediaPayload,
+                            chunks: list[Chunk]) -> tuple[np.ndarray, list[Chunk]]:  # fmt: skip
+        """Vectors for every chunk, reusing this workspace's vectors for identical texts."""
+        out = np.empty((len(chunks), self.settings.embedding_dimensions), dtype=np.float32)
+        if not chunks:
+            return out, []
+        async with self.pool.acquire() as conn:
+            known = await store.reusable_chunk_vectors(
+                conn, payload.kind, payload.workspace_id, self.model,
+                [c.content_hash for c in chunks],
+            )  # fmt: skip
+        fresh = [c for c in chunks if c.content_hash not in known]
+        if fresh:
+            vectors = await self.batcher.embed([c.text for c in fresh],
+                                               [c.token_count for c in fresh])  # fmt: skip
+            for c, v in zip(fresh, vectors, strict=True):
+                known[c.content_hash] = v
+        for i, c in enumerate(chunks):
+            out[i] = known[c.content_hash]
+        return out, fresh

@@ -1,0 +1,54 @@
+"""What a worker process holds while it runs: pool, embedding batcher, pipeline.
+
+Built once at startup and closed at shutdown; the arq hooks in ``main.py``, the demo
+and the tests all use the same ``Runtime.open``/``close`` pair.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import asyncpg
+import structlog
+
+from worker.db import create_pool
+from worker.embedding import EmbeddingBatcher, make_provider
+from worker.migrate import Migrator
+from worker.pipeline import Pipeline
+from worker.services import Services
+from worker.settings import Settings
+
+log = structlog.get_logger("worker.runtime")
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    services: Services
+    database_url: str
+    pool: asyncpg.Pool
+    batcher: EmbeddingBatcher
+    pipeline: Pipeline
+    model: str
+
+    @classmethod
+    async def open(cls, settings: Settings, services: Services | None = None) -> Runtime:
+        services = services or Services(settings)
+        database_url = await services.ensure_database()
+        if not settings.database_url:
+            # Embedded mode is for demos and development: keep its schema current.
+            await Migrator(database_url, settings.migrations_dir).up()
+        pool = await create_pool(settings, database_url)
+        provider = make_provider(settings)
+        batcher = EmbeddingBatcher(provider, settings)
+        await batcher.start()
+        model = settings.effective_model
+        pipeline = Pipeline(settings, pool, batcher, model)
+        log.info("worker.started", model=model, provider=settings.provider,
+                 concurrency=settings.worker_concurrency)  # fmt: skip
+        return cls(settings, services, database_url, pool, batcher, pipeline, model)
+
+    async def close(self) -> None:
+        await self.batcher.aclose()
+        await self.pool.close()
+        log.info("worker.stopped", **self.batcher.stats.as_dict())

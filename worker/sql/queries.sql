@@ -1,0 +1,212 @@
+-- All SQL the ingestion pipeline runs, as named queries (loaded by worker/queries.py).
+-- Every query is parameterized; bulk vector writes use binary COPY instead (store.py).
+
+-- name: ledger_receive
+-- Record a job on first sight (client or first pickup); a re-delivery keeps its row.
+INSERT INTO ops.ingestion_jobs (id, workspace_id, kind, source, external_id, content_hash,
+                                status, payload, arq_job_id)
+VALUES ($1, $2, $3::ops.ingestion_kind, $4, $5, $6, 'queued', $7::jsonb, $8)
+ON CONFLICT (id) DO NOTHING
+RETURNING id;
+
+-- name: ledger_get
+SELECT id, workspace_id, kind::text AS kind, status::text AS status, attempts, queued_at
+FROM ops.ingestion_jobs WHERE id = $1;
+
+-- name: ledger_start
+UPDATE ops.ingestion_jobs
+SET status = 'running', attempts = attempts + 1, started_at = now(), arq_job_id = $2
+WHERE id = $1
+RETURNING attempts;
+
+-- name: ledger_finish
+UPDATE ops.ingestion_jobs
+SET status = $2::ops.job_status, result = $3::jsonb, last_error = $4, error_field = $5,
+    finished_at = CASE WHEN $2 IN ('done', 'failed', 'skipped') THEN now() END
+WHERE id = $1;
+
+-- name: ledger_reject
+-- An unparseable payload: recorded as failed, attributed to its workspace when known.
+INSERT INTO ops.ingestion_jobs (id, workspace_id, kind, source, external_id, status, attempts,
+                                last_error, error_field, payload, arq_job_id, started_at,
+                                finished_at)
+VALUES ($1, $2, $3::ops.ingestion_kind, $4, $5, 'failed', $10, $6, $7, $8::jsonb, $9, now(),
+        now())
+ON CONFLICT (id) DO UPDATE
+SET status = 'failed', attempts = greatest(ops.ingestion_jobs.attempts, EXCLUDED.attempts),
+    last_error = EXCLUDED.last_error,
+    error_field = EXCLUDED.error_field, finished_at = now();
+
+-- name: workspace_exists
+SELECT EXISTS (SELECT 1 FROM core.workspaces WHERE id = $1);
+
+-- name: upsert_contacts
+-- Senders, recipients and participants become contacts, matched by address. A changed
+-- display name invalidates the profile embedding so embed_pending refreshes it.
+INSERT INTO core.contacts AS c (workspace_id, primary_address, display_name, addresses,
+                                first_seen_at, last_seen_at)
+SELECT $1, a.address, a.name, ARRAY[a.address], coalesce($4, now()), coalesce($4, now())
+FROM unnest($2::text[], $3::text[]) AS a(address, name)
+ON CONFLICT (workspace_id, primary_address) DO UPDATE
+SET display_name = coalesce(EXCLUDED.display_name, c.display_name),
+    embedding = CASE WHEN EXCLUDED.display_name IS DISTINCT FROM c.display_name
+                          AND EXCLUDED.display_name IS NOT NULL THEN NULL ELSE c.embedding END,
+    embedding_model = CASE WHEN EXCLUDED.display_name IS DISTINCT FROM c.display_name
+                          AND EXCLUDED.display_name IS NOT NULL THEN NULL ELSE c.embedding_model END,
+    first_seen_at = least(c.first_seen_at, EXCLUDED.first_seen_at),
+    last_seen_at = greatest(c.last_seen_at, EXCLUDED.last_seen_at)
+RETURNING id, primary_address;
+
+-- name: upsert_thread
+INSERT INTO comms.threads (workspace_id, source, thread_key, subject, channel)
+VALUES ($1, $2, $3, $4, $5::comms.channel_type)
+ON CONFLICT (workspace_id, source, thread_key) DO UPDATE
+SET subject = coalesce(comms.threads.subject, EXCLUDED.subject)
+RETURNING id;
+
+-- name: refresh_thread
+UPDATE comms.threads t
+SET message_count = s.n, first_at = s.first_at, last_at = s.last_at
+FROM (SELECT count(*) AS n, min(sent_at) AS first_at, max(sent_at) AS last_at
+      FROM comms.communications WHERE workspace_id = $1 AND thread_id = $2) s
+WHERE t.workspace_id = $1 AND t.id = $2;
+
+-- name: current_source_job
+-- Which job wrote the current version of a source row, and when it was queued:
+-- an older job finishing late must not overwrite newer content.
+SELECT j.queued_at
+FROM {table} s JOIN ops.ingestion_jobs j ON j.id = s.ingestion_job_id
+WHERE s.workspace_id = $1 AND s.source = $2 AND s.external_id = $3;
+
+-- name: reuse_comm_embedding
+SELECT embedding FROM comms.communications
+WHERE workspace_id = $1 AND embedding_model = $2 AND content_hash = $3 AND embedding IS NOT NULL
+LIMIT 1;
+
+-- name: reuse_chunk_embeddings
+-- Vectors already computed with this model in this workspace, by chunk text hash.
+SELECT DISTINCT ON (content_hash) content_hash, embedding
+FROM {table}
+WHERE workspace_id = $1 AND embedding_model = $2 AND content_hash = ANY($3::text[])
+  AND embedding IS NOT NULL;
+
+-- name: upsert_communication
+INSERT INTO comms.communications AS c (workspace_id, thread_id, source, external_id, channel,
+       subject, sender_name, sender_address, body, content_hash, sent_at, metadata,
+       token_count, chunk_count, embedding, embedding_model, embedded_at, ingestion_job_id)
+VALUES ($1, $2, $3, $4, $5::comms.channel_type, $6, $7, $8, $9, $10, $11, $12::jsonb,
+        $13, $14, $15, $16, now(), $17)
+ON CONFLICT (workspace_id, source, external_id) DO UPDATE
+SET thread_id = EXCLUDED.thread_id, channel = EXCLUDED.channel, subject = EXCLUDED.subject,
+    sender_name = EXCLUDED.sender_name, sender_address = EXCLUDED.sender_address,
+    body = EXCLUDED.body, content_hash = EXCLUDED.content_hash, sent_at = EXCLUDED.sent_at,
+    metadata = EXCLUDED.metadata, token_count = EXCLUDED.token_count,
+    chunk_count = EXCLUDED.chunk_count, embedding = EXCLUDED.embedding,
+    embedding_model = EXCLUDED.embedding_model, embedded_at = now(),
+    ingestion_job_id = EXCLUDED.ingestion_job_id
+RETURNING id;
+
+-- name: delete_comm_participants
+DELETE FROM comms.participants WHERE workspace_id = $1 AND communication_id = $2;
+
+-- name: insert_comm_participants
+INSERT INTO comms.participants (workspace_id, communication_id, contact_id, role, name, address)
+SELECT $1, $2, p.contact_id, p.role::comms.participant_role, p.name, p.address
+FROM unnest($3::uuid[], $4::text[], $5::text[], $6::text[]) AS p(contact_id, role, name, address);
+
+-- name: upsert_meeting
+INSERT INTO meetings.meetings AS m (workspace_id, source, external_id, title, starts_at, ends_at,
+                                    metadata)
+VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb)
+ON CONFLICT (workspace_id, source, external_id) DO UPDATE
+SET title = EXCLUDED.title, starts_at = EXCLUDED.starts_at, ends_at = EXCLUDED.ends_at,
+    metadata = EXCLUDED.metadata
+RETURNING id;
+
+-- name: delete_meeting_participants
+DELETE FROM meetings.participants WHERE workspace_id = $1 AND meeting_id = $2;
+
+-- name: insert_meeting_participants
+INSERT INTO meetings.participants (workspace_id, meeting_id, contact_id, name, address)
+SELECT $1, $2, p.contact_id, p.name, p.address
+FROM unnest($3::uuid[], $4::text[], $5::text[]) AS p(contact_id, name, address);
+
+-- name: upsert_transcript
+INSERT INTO meetings.transcripts AS t (workspace_id, meeting_id, source, external_id, language,
+                                       format, content_hash, segment_count, duration_ms,
+                                       ingestion_job_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+ON CONFLICT (workspace_id, source, external_id) DO UPDATE
+SET meeting_id = EXCLUDED.meeting_id, language = EXCLUDED.language, format = EXCLUDED.format,
+    content_hash = EXCLUDED.content_hash, segment_count = EXCLUDED.segment_count,
+    duration_ms = EXCLUDED.duration_ms, ingestion_job_id = EXCLUDED.ingestion_job_id
+RETURNING id;
+
+-- name: delete_transcript_chunks
+DELETE FROM meetings.transcript_chunks WHERE workspace_id = $1 AND transcript_id = $2;
+
+-- name: upsert_asset
+INSERT INTO media.assets AS a (workspace_id, source, external_id, kind, title, mime_type,
+                               duration_ms, uri, content_hash, metadata, ingestion_job_id)
+VALUES ($1, $2, $3, $4::media.asset_kind, $5, $6, $7, $8, $9, $10::jsonb, $11)
+ON CONFLICT (workspace_id, source, external_id) DO UPDATE
+SET kind = EXCLUDED.kind, title = EXCLUDED.title, mime_type = EXCLUDED.mime_type,
+    duration_ms = EXCLUDED.duration_ms, uri = EXCLUDED.uri,
+    content_hash = EXCLUDED.content_hash, metadata = EXCLUDED.metadata,
+    ingestion_job_id = EXCLUDED.ingestion_job_id
+RETURNING id;
+
+-- name: delete_media_chunks
+DELETE FROM media.media_chunks WHERE workspace_id = $1 AND asset_id = $2;
+
+-- name: pending_contacts
+-- Contact profiles without an embedding from the current model, oldest first; keyset
+-- pagination on id makes embed_pending resumable.
+SELECT id, workspace_id, display_name, primary_address, addresses, organization, title, notes
+FROM core.contacts
+WHERE (embedding IS NULL OR embedding_model IS DISTINCT FROM $1) AND id > $2
+ORDER BY id
+LIMIT $3;
+
+-- name: set_contact_embeddings
+UPDATE core.contacts c
+SET embedding = v.embedding, embedding_model = $1, embedded_at = now(), profile_hash = v.hash
+FROM unnest($2::uuid[], $3::vector[], $4::text[]) AS v(id, embedding, hash)
+WHERE c.id = v.id;
+
+-- name: pending_insights
+SELECT id, workspace_id, title, body
+FROM intel.insights
+WHERE (embedding IS NULL OR embedding_model IS DISTINCT FROM $1) AND id > $2
+ORDER BY id
+LIMIT $3;
+
+-- name: set_insight_embeddings
+UPDATE intel.insights i
+SET embedding = v.embedding, embedding_model = $1, embedded_at = now()
+FROM unnest($2::uuid[], $3::vector[]) AS v(id, embedding)
+WHERE i.id = v.id;
+
+-- name: search_chunks
+-- Top chunks across the three chunked sources by cosine distance, for `cos-worker search`.
+(SELECT 'transcript' AS kind, c.content, c.speaker, c.start_ms, c.end_ms,
+        c.embedding <=> $2 AS distance
+ FROM meetings.transcript_chunks c WHERE c.workspace_id = $1
+ ORDER BY c.embedding <=> $2 LIMIT $3)
+UNION ALL
+(SELECT 'media', c.content, NULL, c.start_ms, c.end_ms, c.embedding <=> $2
+ FROM media.media_chunks c WHERE c.workspace_id = $1
+ ORDER BY c.embedding <=> $2 LIMIT $3)
+UNION ALL
+(SELECT 'communication', coalesce(c.subject || E'\n', '') || left(c.body, 400), c.sender_name,
+        NULL, NULL, c.embedding <=> $2
+ FROM comms.communications c WHERE c.workspace_id = $1 AND c.embedding IS NOT NULL
+ ORDER BY c.embedding <=> $2 LIMIT $3)
+ORDER BY distance
+LIMIT $3;
+
+-- name: ledger_counts
+SELECT status::text AS status, count(*) AS n FROM ops.ingestion_jobs GROUP BY status;
+
+-- name: oldest_queued
+SELECT min(queued_at) FROM ops.ingestion_jobs WHERE status = 'queued';

@@ -1,0 +1,216 @@
+"""The store stage: writes one item's rows inside the caller's transaction.
+
+Source rows are upserted on their natural key (workspace, source, external_id);
+chunk rows are replaced wholesale (delete + binary COPY), so a re-ingest never leaves
+a mix of old and new chunks. Contacts are upserted by address in sorted order, so
+concurrent jobs touching the same people take row locks in the same order and cannot
+deadlock. Nothing here commits: the pipeline owns the transaction.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+import numpy as np
+from worker.chunking import Chunk
+
+from worker.payloads import CommunicationPayload, MediaPayload, Person, TranscriptPayload
+from worker.queries import CHUNK_TABLES, SOURCE_TABLES, Q
+
+CHUNK_COLUMNS = {
+    "transcript": (
+        "workspace_id", "transcript_id", "meeting_id", "chunk_index", "speaker", "speakers",
+        "start_ms", "end_ms", "content", "content_hash", "token_count", "embedding",
+        "embedding_model",
+    ),
+    "media": (
+        "workspace_id", "asset_id", "chunk_index", "start_ms", "end_ms", "content",
+        "content_hash", "token_count", "embedding", "embedding_model",
+    ),
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class StoreResult:
+    """What an item wrote: the source row id and row counts, for events and logs."""
+
+    source_id: UUID
+    chunks: int
+    contacts: int
+    participants: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "source_id": str(self.source_id),
+            "chunks": self.chunks,
+            "contacts": self.contacts,
+            "participants": self.participants,
+        }
+
+
+def _split(table: str) -> tuple[str, str]:
+    schema, name = table.split(".")
+    return schema, name
+
+
+async def newer_version_stored(
+    conn: asyncpg.Connection, kind: str, workspace_id: UUID, source: str, external_id: str,
+    queued_at: datetime,
+) -> bool:  # fmt: skip
+    """True when the stored row came from a job queued after this one (we are stale)."""
+    sql = Q.current_source_job.format(table=SOURCE_TABLES[kind])
+    stored_at = await conn.fetchval(sql, workspace_id, source, external_id)
+    return stored_at is not None and stored_at > queued_at
+
+
+async def reusable_chunk_vectors(
+    conn: asyncpg.Connection, kind: str, workspace_id: UUID, model: str, hashes: Sequence[str]
+) -> dict[str, np.ndarray]:
+    """Vectors this workspace already has for these chunk texts with this model."""
+    if not hashes:
+        return {}
+    sql = Q.reuse_chunk_embeddings.format(table=CHUNK_TABLES[kind])
+    rows = await conn.fetch(sql, workspace_id, model, list(set(hashes)))
+    return {r["content_hash"]: r["embedding"].to_numpy() for r in rows}
+
+
+async def reusable_comm_vector(
+    conn: asyncpg.Connection, workspace_id: UUID, model: str, content_hash: str
+) -> np.ndarray | None:
+    value = await conn.fetchval(Q.reuse_comm_embedding, workspace_id, model, content_hash)
+    return None if value is None else value.to_numpy()
+
+
+async def upsert_contacts(
+    conn: asyncpg.Connection, workspace_id: UUID, people: Sequence[Person], seen_at: datetime | None
+) -> dict[str, UUID]:
+    """Upsert people as contacts; returns ``{address: contact_id}``."""
+    names: dict[str, str | None] = {}
+    for person in people:
+        if person.address and (person.address not in names or names[person.address] is None):
+            names[person.address] = person.name
+    if not names:
+        return {}
+    addresses = sorted(names)
+    rows = await conn.fetch(
+        Q.upsert_contacts, workspace_id, addresses, [names[a] for a in addresses], seen_at
+    )
+    return {r["primary_address"]: r["id"] for r in rows}
+
+
+async def copy_chunks(
+    conn: asyncpg.Connection, kind: str, records: list[tuple[Any, ...]]
+) -> None:
+    """Binary COPY of chunk rows (vectors travel in pgvector's binary format)."""
+    if not records:
+        return
+    schema, table = _split(CHUNK_TABLES[kind])
+    await conn.copy_records_to_table(
+        table, schema_name=schema, columns=list(CHUNK_COLUMNS[kind]), records=records
+    )
+
+
+async def store_communication(
+    conn: asyncpg.Connection, job_id: UUID, payload: CommunicationPayload, body: str,
+    content_hash: str, vector: np.ndarray, model: str, chunks: Sequence[Chunk],
+) -> StoreResult:  # fmt: skip
+    ws = payload.workspace_id
+    people: list[Person] = [r for r in payload.recipients]
+    if payload.sender is not None:
+        people.append(payload.sender)
+    contacts = await upsert_contacts(conn, ws, people, payload.sent_at)
+    thread_id = None
+    if payload.thread_key:
+        thread_id = await conn.fetchval(
+            Q.upsert_thread, ws, payload.source, payload.thread_key, payload.subject,
+            payload.channel,
+        )  # fmt: skip
+    comm_id = await conn.fetchval(
+        Q.upsert_communication, ws, thread_id, payload.source, payload.external_id,
+        payload.channel, payload.subject,
+        payload.sender.name if payload.sender else None,
+        payload.sender.address if payload.sender else None,
+        body, content_hash, payload.sent_at, json.dumps(payload.metadata),
+        sum(c.token_count for c in chunks), len(chunks), vector, model, job_id,
+    )  # fmt: skip
+    await conn.execute(Q.delete_comm_participants, ws, comm_id)
+    parts: list[tuple[UUID | None, str, str | None, str]] = []
+    if payload.sender is not None:
+        s = payload.sender
+        parts.append((contacts.get(s.address), "from", s.name, s.address))
+    for r in payload.recipients:
+        parts.append((contacts.get(r.address), r.role, r.name, r.address))
+    if parts:
+        cols = list(zip(*parts, strict=True))
+        await conn.execute(Q.insert_comm_participants, ws, comm_id, *[list(c) for c in cols])
+    if thread_id is not None:
+        await conn.execute(Q.refresh_thread, ws, thread_id)
+    return StoreResult(comm_id, len(chunks), len(contacts), len(parts))
+
+
+async def _meeting_participants(
+    conn: asyncpg.Connection, ws: UUID, meeting_id: UUID, people: Sequence[Person],
+    contacts: dict[str, UUID],
+) -> int:  # fmt: skip
+    await conn.execute(Q.delete_meeting_participants, ws, meeting_id)
+    if not people:
+        return 0
+    await conn.execute(
+        Q.insert_meeting_participants, ws, meeting_id,
+        [contacts.get(p.address) for p in people], [p.name for p in people],
+        [p.address for p in people],
+    )  # fmt: skip
+    return len(people)
+
+
+async def store_transcript(
+    conn: asyncpg.Connection, job_id: UUID, payload: TranscriptPayload, content_hash: str,
+    fmt: str, chunks: Sequence[Chunk], vectors: np.ndarray, model: str,
+) -> StoreResult:  # fmt: skip
+    ws = payload.workspace_id
+    m = payload.meeting
+    contacts = await upsert_contacts(conn, ws, payload.participants, m.starts_at)
+    meeting_id = await conn.fetchval(
+        Q.upsert_meeting, ws, payload.source, payload.external_id, m.title, m.starts_at,
+        m.ends_at, json.dumps(payload.metadata),
+    )  # fmt: skip
+    n_parts = await _meeting_participants(conn, ws, meeting_id, payload.participants, contacts)
+    ends = [c.end_ms for c in chunks if c.end_ms is not None]
+    transcript_id = await conn.fetchval(
+        Q.upsert_transcript, ws, meeting_id, payload.source, payload.external_id,
+        payload.language, fmt, content_hash, len(chunks), max(ends) if ends else None, job_id,
+    )  # fmt: skip
+    await conn.execute(Q.delete_transcript_chunks, ws, transcript_id)
+    records = [
+        (ws, transcript_id, meeting_id, c.index, c.speaker, list(c.speakers), c.start_ms,
+         c.end_ms, c.text, c.content_hash, c.token_count, vectors[i], model)
+        for i, c in enumerate(chunks)
+    ]  # fmt: skip
+    await copy_chunks(conn, "transcript", records)
+    return StoreResult(transcript_id, len(chunks), len(contacts), n_parts)
+
+
+async def store_media(
+    conn: asyncpg.Connection, job_id: UUID, payload: MediaPayload, content_hash: str,
+    chunks: Sequence[Chunk], vectors: np.ndarray, model: str,
+) -> StoreResult:  # fmt: skip
+    ws = payload.workspace_id
+    a = payload.asset
+    asset_id = await conn.fetchval(
+        Q.upsert_asset, ws, payload.source, payload.external_id, a.kind, a.title, a.mime_type,
+        a.duration_ms, a.uri, content_hash, json.dumps(payload.metadata), job_id,
+    )  # fmt: skip
+    await conn.execute(Q.delete_media_chunks, ws, asset_id)
+    records = [
+        (ws, asset_id, c.index, c.start_ms, c.end_ms, c.text, c.content_hash, c.token_count,
+         vectors[i], model)
+        for i, c in enumerate(chunks)
+    ]  # fmt: skip
+    await copy_chunks(conn, "media", records)
+    return StoreResult(asset_id, len(chunks), 0, 0)
