@@ -1,0 +1,325 @@
+"""Vector-index rebuilds by policy, and cleanup of invalid leftovers.
+
+Policy (per HNSW/IVFFlat index in the project's schemas):
+
+* **Growth.** ``ops.index_builds`` remembers the table's live rows when the index
+  was last built. When the table has grown to ``reindex_growth_factor`` times that,
+  the index is rebuilt: an HNSW graph grown one insert at a time is laid out in
+  insertion order across many pages, and IVFFlat lists computed on the first rows no
+  longer fit the data. The first time an index is seen it gets a baseline row (the
+  current size) and no rebuild, because we do not know how it was built.
+* **Bloat.** ``pgstatindex`` does not understand HNSW, so bloat is estimated from the
+  catalog as the larger of two ratios:
+
+  - *dead tuples*: ``n_dead_tup / (n_live_tup + n_dead_tup)`` of the table. Deleted
+    and updated rows keep their graph entries until VACUUM; a high ratio means the
+    index is searching through garbage.
+  - *size*: ``1 - expected_pages / actual_pages`` where the expected size follows
+    pgvector's page layout: one element tuple (72 bytes of header + the vector) and
+    one neighbour tuple (``(2 + 1/(m-1)) * m`` item pointers on average) per indexed
+    row, packed into 8 kB pages. VACUUM marks deleted elements but never shrinks an
+    HNSW index, so after a large delete the index stays big while live rows drop.
+
+  Limits: ``n_live_tup`` also counts rows whose embedding is NULL (not indexed), so
+  the size estimate errs low (toward *not* rebuilding) on tables with many
+  unembedded rows; counters are approximate and reset with ``pg_stat_reset``; the
+  size estimate is only made for ``vector``/``halfvec`` columns.
+* Tables under ``MIN_ROWS_FOR_REBUILD`` live rows are never rebuilt (nothing to gain).
+* At most ``reindex_max_per_run`` rebuilds per run, largest overshoot first.
+
+Rebuilds use ``REINDEX INDEX CONCURRENTLY`` (cannot run inside a transaction block,
+so the caller's connection must be in autocommit, which asyncpg is outside
+``transaction()``): reads and writes continue while the new index is built. If it is
+interrupted (cancel, lock/statement timeout, crash) it leaves an INVALID index
+named ``<name>_ccnew`` (or ``_ccold``) that every write still has to maintain;
+:func:`invalid_indexes` finds such leftovers and :func:`drop_invalid` removes them
+with ``DROP INDEX CONCURRENTLY``. An invalid index whose table has an index build in
+progress (``pg_stat_progress_create_index``) is left alone: it may be someone's
+running ``CREATE INDEX CONCURRENTLY``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import asyncpg
+
+from worker.maintenance.analyze import PROJECT_SCHEMAS
+from worker.settings import Settings
+
+MIN_ROWS_FOR_REBUILD = 1_000
+PAGE_USABLE_BYTES = 8192 - 24 - 8  # page header, HNSW special space
+HNSW_ELEMENT_HEADER = 72  # type/level/deleted/version, 10 heap TIDs, neighbour TID, pad
+VECTOR_HEADER = 8  # varlena length + dim + unused
+ITEM_POINTER = 6
+ITEM_ID = 4
+
+VECTOR_INDEXES = """
+SELECT n.nspname                                             AS schema,
+       ic.relname                                            AS index,
+       quote_ident(n.nspname) || '.' || quote_ident(ic.relname) AS qualified,
+       tn.nspname || '.' || tc.relname                       AS table_name,
+       am.amname                                             AS method,
+       pg_relation_size(ic.oid) / current_setting('block_size')::int AS pages,
+       coalesce(s.n_live_tup, 0)                             AS live_rows,
+       coalesce(s.n_dead_tup, 0)                             AS dead_rows,
+       greatest(tc.reltuples, 0)::bigint                     AS reltuples,
+       format_type(a.atttypid, a.atttypmod)                  AS column_type,
+       ic.reloptions                                         AS reloptions,
+       has_table_privilege(tc.oid, 'MAINTAIN')               AS can_maintain
+FROM pg_index i
+JOIN pg_class ic ON ic.oid = i.indexrelid
+JOIN pg_namespace n ON n.oid = ic.relnamespace
+JOIN pg_am am ON am.oid = ic.relam
+JOIN pg_class tc ON tc.oid = i.indrelid
+JOIN pg_namespace tn ON tn.oid = tc.relnamespace
+LEFT JOIN pg_attribute a ON a.attrelid = tc.oid AND a.attnum = i.indkey[0]
+LEFT JOIN pg_stat_user_tables s ON s.relid = tc.oid
+WHERE am.amname IN ('hnsw', 'ivfflat')
+  AND i.indisvalid
+  AND n.nspname = ANY($1::text[])
+ORDER BY n.nspname, ic.relname
+"""
+
+INVALID_INDEXES = """
+SELECT n.nspname || '.' || ic.relname                        AS name,
+       quote_ident(n.nspname) || '.' || quote_ident(ic.relname) AS qualified,
+       tn.nspname || '.' || tc.relname                       AS table_name,
+       pg_relation_size(ic.oid)                              AS bytes,
+       EXISTS (SELECT 1 FROM pg_stat_progress_create_index p
+               WHERE p.relid = i.indrelid)                   AS build_in_progress
+FROM pg_index i
+JOIN pg_class ic ON ic.oid = i.indexrelid
+JOIN pg_namespace n ON n.oid = ic.relnamespace
+JOIN pg_class tc ON tc.oid = i.indrelid
+JOIN pg_namespace tn ON tn.oid = tc.relnamespace
+WHERE NOT i.indisvalid
+  AND n.nspname = ANY($1::text[])
+ORDER BY 1
+"""
+
+BUILD_RECORDS = "SELECT index_name, rows_at_build FROM ops.index_builds"
+
+UPSERT_BUILD = """
+INSERT INTO ops.index_builds (index_name, table_name, rows_at_build, built_at, reason,
+                              duration_ms)
+VALUES ($1, $2, $3, now(), $4, $5)
+ON CONFLICT (index_name) DO UPDATE
+SET table_name = EXCLUDED.table_name, rows_at_build = EXCLUDED.rows_at_build,
+    built_at = EXCLUDED.built_at, reason = EXCLUDED.reason,
+    duration_ms = EXCLUDED.duration_ms, updated_at = now()
+"""
+
+
+@dataclass(frozen=True)
+class VectorIndex:
+    """A vector index with the table counters the policy needs."""
+
+    name: str  # schema.index, unquoted: the key in ops.index_builds
+    qualified: str  # quoted, for statements
+    table_name: str
+    method: str
+    pages: int
+    live_rows: int
+    dead_rows: int
+    column_type: str
+    m: int
+    can_maintain: bool
+
+
+@dataclass(frozen=True)
+class ReindexDecision:
+    """What to do with one index: ``baseline``, ``rebuild`` or ``none``, and why."""
+
+    index: VectorIndex
+    action: str
+    reason: str
+    rows_at_build: int | None
+    growth: float | None
+    bloat: float
+
+
+@dataclass(frozen=True)
+class InvalidIndex:
+    """An INVALID index left behind by an interrupted concurrent (re)build."""
+
+    name: str
+    qualified: str
+    table_name: str
+    bytes: int
+    build_in_progress: bool
+
+    @property
+    def leftover_kind(self) -> str:
+        if "_ccnew" in self.name:
+            return "interrupted_reindex_new"
+        if "_ccold" in self.name:
+            return "interrupted_reindex_old"
+        return "invalid"
+
+
+def _m_option(reloptions: list[str] | None) -> int:
+    for option in reloptions or []:
+        key, _, value = option.partition("=")
+        if key == "m" and value.isdigit():
+            return int(value)
+    return 16  # pgvector's default
+
+
+def _vector_bytes(column_type: str) -> int | None:
+    """On-disk size of one value of ``vector(n)`` / ``halfvec(n)``; None if unknown."""
+    if "(" not in column_type:
+        return None
+    base, _, rest = column_type.partition("(")
+    dims = rest.rstrip(")")
+    if not dims.isdigit():
+        return None
+    width = {"vector": 4, "halfvec": 2}.get(base.split(".")[-1])
+    return None if width is None else VECTOR_HEADER + width * int(dims)
+
+
+def expected_pages(index: VectorIndex) -> int | None:
+    """Pages an HNSW index over ``live_rows`` rows takes when freshly built (estimate)."""
+    value = _vector_bytes(index.column_type)
+    if value is None or index.method != "hnsw":
+        return None
+    element = math.ceil((HNSW_ELEMENT_HEADER + value) / 8) * 8
+    m = max(index.m, 2)
+    neighbours = (2 + 1 / (m - 1)) * m
+    neighbour = math.ceil((4 + neighbours * ITEM_POINTER) / 8) * 8
+    per_page = max(1, PAGE_USABLE_BYTES // (element + neighbour + 2 * ITEM_ID))
+    if element + neighbour + 2 * ITEM_ID > PAGE_USABLE_BYTES:  # huge vectors: 2 pages
+        return 1 + 2 * index.live_rows
+    return 1 + math.ceil(index.live_rows / per_page)  # + metapage
+
+
+def bloat_estimate(index: VectorIndex) -> float:
+    """Estimated wasted fraction of the index (0..1): dead-tuple or size based."""
+    total = index.live_rows + index.dead_rows
+    dead_ratio = index.dead_rows / total if total else 0.0
+    size_ratio = 0.0
+    expected = expected_pages(index)
+    if expected is not None and index.pages > 0:
+        size_ratio = max(0.0, 1.0 - expected / index.pages)
+    return max(dead_ratio, size_ratio)
+
+
+def decide(
+    index: VectorIndex,
+    rows_at_build: int | None,
+    settings: Settings,
+    *,
+    min_rows: int = MIN_ROWS_FOR_REBUILD,
+) -> ReindexDecision:
+    """The policy as a pure function (see module docstring)."""
+    bloat = bloat_estimate(index)
+    if rows_at_build is None:
+        return ReindexDecision(index, "baseline", "first_seen", None, None, bloat)
+    growth = index.live_rows / max(rows_at_build, 1)  # built on an empty table: any growth
+    if index.live_rows < min_rows:
+        return ReindexDecision(index, "none", "table_too_small", rows_at_build, growth, bloat)
+    if growth >= settings.reindex_growth_factor:
+        return ReindexDecision(index, "rebuild", "growth", rows_at_build, growth, bloat)
+    if bloat >= settings.reindex_bloat_ratio:
+        return ReindexDecision(index, "rebuild", "bloat", rows_at_build, growth, bloat)
+    return ReindexDecision(index, "none", "within_policy", rows_at_build, growth, bloat)
+
+
+def cap(decisions: list[ReindexDecision], limit: int) -> list[ReindexDecision]:
+    """Keep the ``limit`` most urgent rebuilds; the rest are deferred to a later run."""
+
+    def urgency(d: ReindexDecision) -> float:
+        return max(d.growth or 0.0, 1 + d.bloat)
+
+    rebuilds = sorted((d for d in decisions if d.action == "rebuild"), key=urgency, reverse=True)
+    return rebuilds[:limit]
+
+
+async def vector_indexes(conn: asyncpg.Connection) -> list[VectorIndex]:
+    """Valid vector indexes in the project's schemas with their table's counters."""
+    rows = await conn.fetch(VECTOR_INDEXES, list(PROJECT_SCHEMAS))
+    return [
+        VectorIndex(
+            name=f"{r['schema']}.{r['index']}",
+            qualified=r["qualified"],
+            table_name=r["table_name"],
+            method=r["method"],
+            pages=int(r["pages"]),
+            live_rows=int(r["live_rows"]) or int(r["reltuples"]),
+            dead_rows=int(r["dead_rows"]),
+            column_type=r["column_type"] or "",
+            m=_m_option(r["reloptions"]),
+            can_maintain=bool(r["can_maintain"]),
+        )
+        for r in rows
+    ]
+
+
+async def build_records(conn: asyncpg.Connection) -> dict[str, int]:
+    """``index_name -> rows_at_build`` from ``ops.index_builds``."""
+    return {r["index_name"]: int(r["rows_at_build"]) for r in await conn.fetch(BUILD_RECORDS)}
+
+
+async def record_build(
+    conn: asyncpg.Connection,
+    index: VectorIndex,
+    rows: int,
+    reason: str,
+    duration_ms: int | None,
+) -> None:
+    """Remember the table size at this (re)build: the next growth check compares to it."""
+    await conn.execute(UPSERT_BUILD, index.name, index.table_name, rows, reason, duration_ms)
+
+
+async def rebuild(conn: asyncpg.Connection, index: VectorIndex) -> None:
+    """``REINDEX INDEX CONCURRENTLY``; ``conn`` must not be inside a transaction."""
+    await conn.execute(f"REINDEX INDEX CONCURRENTLY {index.qualified}")
+
+
+async def invalid_indexes(conn: asyncpg.Connection) -> list[InvalidIndex]:
+    """INVALID indexes in the project's schemas (leftovers of interrupted builds)."""
+    rows = await conn.fetch(INVALID_INDEXES, list(PROJECT_SCHEMAS))
+    return [
+        InvalidIndex(
+            name=r["name"],
+            qualified=r["qualified"],
+            table_name=r["table_name"],
+            bytes=int(r["bytes"]),
+            build_in_progress=bool(r["build_in_progress"]),
+        )
+        for r in rows
+    ]
+
+
+async def drop_invalid(conn: asyncpg.Connection, index: InvalidIndex) -> None:
+    """``DROP INDEX CONCURRENTLY``: does not block writes to the table."""
+    await conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {index.qualified}")
+
+
+async def plan(
+    conn: asyncpg.Connection, settings: Settings
+) -> tuple[list[ReindexDecision], list[ReindexDecision]]:
+    """Every vector index's decision, and the capped list of rebuilds to do now."""
+    indexes = await vector_indexes(conn)
+    records = await build_records(conn)
+    decisions = [
+        decide(i, records.get(i.name), settings, min_rows=MIN_ROWS_FOR_REBUILD) for i in indexes
+    ]
+    return decisions, cap(decisions, settings.reindex_max_per_run)
+
+
+def describe(decision: ReindexDecision, deferred: bool) -> dict[str, object]:
+    """The decision as a report row (why each index was or was not rebuilt)."""
+    return {
+        "index": decision.index.name,
+        "decision": "deferred_by_cap" if deferred else decision.action,
+        "reason": decision.reason,
+        "live_rows": decision.index.live_rows,
+        "dead_rows": decision.index.dead_rows,
+        "rows_at_build": decision.rows_at_build,
+        "pages": decision.index.pages,
+        "expected_pages": expected_pages(decision.index),
+        "growth": None if decision.growth is None else round(decision.growth, 3),
+        "bloat": round(decision.bloat, 3),
+    }

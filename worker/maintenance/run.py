@@ -1,0 +1,436 @@
+"""One maintenance run: drop invalid leftovers, ANALYZE, REINDEX, slow-query report.
+
+Called by the nightly arq cron job (``trigger="cron"``) and by
+``cos-worker maintenance [--dry-run] [--json] [--force-analyze]``; both get a
+:class:`MaintenanceReport` (``to_dict()`` is the ``--json`` output).
+
+**Connections and privileges.** The maintenance statements run on a dedicated
+connection that keeps the DSN's *login role* (``connect(..., as_role=False)``): the
+worker's ``service_role`` owns nothing, while ANALYZE and REINDEX need ownership of
+the table or the ``MAINTAIN`` privilege (PostgreSQL 17+: ``GRANT pg_maintain TO
+<login role>`` or ``GRANT MAINTAIN ON ...``); reading other roles' statements in
+``pg_stat_statements`` needs ``pg_read_all_stats``. Tables and indexes the login role
+may not maintain are reported as skipped, not attempted. The bookkeeping (run row,
+events, ``ops.index_builds``, slow-query reports) is written on a second connection
+under ``settings.database_role``, like every other worker write.
+
+**Single flight.** The dedicated connection takes a session advisory lock
+(``pg_try_advisory_lock(MAINTENANCE_LOCK_KEY)``) and holds it for the run; a run
+that cannot get it logs ``maintenance.skipped``, records a ``skipped`` run and
+returns. If the process dies, its connection closes and the lock goes with it.
+
+**Session settings** (set on the dedicated connection only, never on the pool):
+
+* ``maintenance_work_mem`` (``maintenance_work_mem``, 1GB): an HNSW build whose graph
+  fits in memory is many times faster than one that spills;
+* ``max_parallel_maintenance_workers`` (``maintenance_parallel_workers``, 2): parallel
+  index builds, bounded so that ingestion keeps CPU;
+* ``lock_timeout`` (``maintenance_lock_timeout``, 5s): ANALYZE and the concurrent
+  REINDEX/DROP take SHARE UPDATE EXCLUSIVE locks and wait for older transactions;
+  rather than queue behind a long transaction (and make others queue behind us) the
+  action fails, is recorded, and the next run tries again;
+* ``statement_timeout`` (``maintenance_statement_timeout``, 2h): bound on one rebuild.
+
+A failed action is recorded with its error and the run goes on (status
+``partial``). ``dry_run`` decides and reports everything but changes nothing: no
+ANALYZE/REINDEX/DROP, no baseline or slow-query rows; only the run row (marked
+``dry_run``) and its events are written.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any
+
+import asyncpg
+import structlog
+
+from worker.db import connect
+from worker.events import NewEvent, append_events
+from worker.maintenance import analyze, reindex, slow_queries
+from worker.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+# Arbitrary but fixed (the migrator uses 0x0C05_0001): every worker contends for it.
+MAINTENANCE_LOCK_KEY = 0x0C05_0002
+TRY_LOCK = "SELECT pg_try_advisory_lock($1::bigint)"
+UNLOCK = "SELECT pg_advisory_unlock($1::bigint)"
+SET_CONFIG = "SELECT set_config($1, $2, false)"
+INSERT_RUN = """
+INSERT INTO ops.maintenance_runs (id, status, trigger, dry_run, summary, finished_at)
+VALUES ($1, $2::ops.maintenance_status, $3, $4, $5::jsonb,
+        CASE WHEN $2 = 'skipped' THEN now() END)
+"""
+APPEND_ACTION = """
+UPDATE ops.maintenance_runs
+SET actions = actions || jsonb_build_array($2::jsonb), updated_at = now()
+WHERE id = $1
+"""
+FINISH_RUN = """
+UPDATE ops.maintenance_runs
+SET status = $2::ops.maintenance_status, summary = summary || $3::jsonb, error = $4,
+    finished_at = now(), updated_at = now()
+WHERE id = $1
+"""
+ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+
+
+def session_settings(settings: Settings) -> dict[str, str]:
+    """The GUCs set on the maintenance connection for the run (see module docstring)."""
+    return {
+        "maintenance_work_mem": settings.maintenance_work_mem,
+        "max_parallel_maintenance_workers": str(settings.maintenance_parallel_workers),
+        "lock_timeout": settings.maintenance_lock_timeout,
+        "statement_timeout": settings.maintenance_statement_timeout,
+    }
+
+
+@dataclass
+class ActionRecord:
+    """One thing the run did (or, in a dry run, would do), timed."""
+
+    kind: str  # analyze | reindex | baseline | drop_invalid | slow_queries
+    target: str
+    status: str = "done"  # done | planned (dry run) | failed | skipped
+    reason: str | None = None
+    duration_ms: int = 0
+    started_at: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+
+@dataclass
+class MaintenanceReport:
+    """Outcome of a run; ``to_dict()`` is JSON-ready (the CLI's ``--json``).
+
+    To render it for a terminal: a header line (status, trigger, dry run, duration),
+    one line per action (``kind target status reason duration_ms error``), the
+    ``indexes`` table (why each vector index was or was not rebuilt), ``slow_queries``
+    (mean_ms, calls, regression flag, query), then ``warnings``. Exit code: 0 for
+    ``succeeded``/``skipped``, 1 for ``partial``/``failed``.
+    """
+
+    run_id: uuid.UUID | None
+    status: str
+    trigger: str
+    dry_run: bool
+    started_at: datetime
+    finished_at: datetime | None = None
+    duration_ms: int = 0
+    actions: list[ActionRecord] = field(default_factory=list)
+    slow_queries: list[slow_queries.SlowQuery] = field(default_factory=list)
+    indexes: list[dict[str, Any]] = field(default_factory=list)
+    tables_considered: int = 0
+    warnings: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    def counts(self) -> dict[str, int]:
+        """Actions by ``kind_status``, plus slow-query totals: the run's summary."""
+        out: dict[str, int] = {"tables_considered": self.tables_considered}
+        for a in self.actions:
+            out[f"{a.kind}_{a.status}"] = out.get(f"{a.kind}_{a.status}", 0) + 1
+        out["slow_queries"] = len(self.slow_queries)
+        out["regressions"] = sum(1 for q in self.slow_queries if q.regression)
+        return out
+
+    def actions_of(self, kind: str, status: str | None = None) -> list[ActionRecord]:
+        """Actions of one kind (and status), e.g. ``actions_of("reindex", "done")``."""
+        return [a for a in self.actions if a.kind == kind and status in (None, a.status)]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": None if self.run_id is None else str(self.run_id),
+            "status": self.status,
+            "trigger": self.trigger,
+            "dry_run": self.dry_run,
+            "started_at": self.started_at.isoformat(),
+            "finished_at": None if self.finished_at is None else self.finished_at.isoformat(),
+            "duration_ms": self.duration_ms,
+            "counts": self.counts(),
+            "actions": [asdict(a) for a in self.actions],
+            "indexes": self.indexes,
+            "slow_queries": [q.to_dict() for q in self.slow_queries],
+            "warnings": self.warnings,
+            "error": self.error,
+        }
+
+
+class _Recorder:
+    """Writes the run row and its events (aggregate ``maintenance_run``)."""
+
+    def __init__(self, conn: asyncpg.Connection, report: MaintenanceReport) -> None:
+        self.conn = conn
+        self.report = report
+        self.run_id = uuid.uuid4()
+        self._seq = 0
+
+    async def _write(self, sql: str, args: tuple[Any, ...], event: str, payload: Any) -> None:
+        self._seq += 1
+        new = NewEvent(
+            aggregate_id=self.run_id,
+            aggregate_type="maintenance_run",
+            event_type=event,
+            idempotency_key=f"maintenance_run:{self.run_id}:{self._seq}",
+            payload=payload,
+        )
+        async with self.conn.transaction():
+            await self.conn.execute(sql, *args)
+            await append_events(self.conn, [new])
+
+    async def start(self, status: str, summary: dict[str, Any]) -> uuid.UUID:
+        r = self.report
+        payload = {"trigger": r.trigger, "dry_run": r.dry_run, **summary}
+        event = "maintenance.skipped" if status == "skipped" else "maintenance.started"
+        args = (self.run_id, status, r.trigger, r.dry_run, json.dumps(summary))
+        await self._write(INSERT_RUN, args, event, payload)
+        return self.run_id
+
+    async def action(self, action: ActionRecord) -> None:
+        data = asdict(action)
+        await self._write(
+            APPEND_ACTION, (self.run_id, json.dumps(data)), "maintenance.action", data
+        )
+
+    async def finish(self) -> None:
+        r = self.report
+        summary = {
+            "counts": r.counts(),
+            "duration_ms": r.duration_ms,
+            "indexes": r.indexes,
+            "warnings": r.warnings,
+        }
+        args = (self.run_id, r.status, json.dumps(summary), r.error)
+        await self._write(FINISH_RUN, args, "maintenance.finished", {"status": r.status, **summary})
+
+
+class _Run:
+    """The phases of a run that holds the lock."""
+
+    def __init__(self, settings: Settings, maint: asyncpg.Connection, rec: _Recorder) -> None:
+        self.settings = settings
+        self.maint = maint
+        self.rec = rec
+        self.report = rec.report
+
+    async def act(self, action: ActionRecord, work: Callable[[], Awaitable[Any]] | None) -> None:
+        """Time ``work`` (not run in a dry run), record the outcome; never raises."""
+        action.started_at = datetime.now(UTC).isoformat()
+        begin = time.monotonic()
+        if action.status == "done" and self.report.dry_run and action.kind != "slow_queries":
+            action.status = "planned"
+        elif action.status == "done" and work is not None:
+            try:
+                await work()
+            except ERRORS as exc:
+                action.status, action.error = "failed", f"{type(exc).__name__}: {exc}"
+        action.duration_ms = round((time.monotonic() - begin) * 1000)
+        self.report.actions.append(action)
+        fields = {
+            "target": action.target,
+            "status": action.status,
+            "reason": action.reason,
+            "duration_ms": action.duration_ms,
+            "error": action.error,
+            **action.details,
+        }
+        if action.status == "failed":
+            log.error(f"maintenance.{action.kind}", **fields)
+        else:
+            log.info(f"maintenance.{action.kind}", **fields)
+        await self.rec.action(action)
+
+    async def drop_invalid(self) -> None:
+        for idx in await reindex.invalid_indexes(self.maint):
+            action = ActionRecord(
+                "drop_invalid",
+                idx.name,
+                reason=idx.leftover_kind,
+                details={"table": idx.table_name, "bytes": idx.bytes},
+            )
+            if idx.build_in_progress:
+                action.status, action.reason = "skipped", "build_in_progress"
+            await self.act(action, partial(reindex.drop_invalid, self.maint, idx))
+
+    async def analyze(self, force: bool) -> None:
+        decisions = await analyze.plan(self.maint, self.settings, force=force)
+        self.report.tables_considered = len(decisions)
+        for d in decisions:
+            if d.reason is None:
+                continue
+            s = d.stats
+            action = ActionRecord(
+                "analyze",
+                s.name,
+                reason=d.reason,
+                details={
+                    "modified_rows": s.modified_since_analyze,
+                    "live_rows": s.live_rows,
+                    "threshold": d.threshold,
+                },
+            )
+            if not s.can_maintain:
+                action.status, action.reason = "skipped", "no_maintain_privilege"
+            await self.act(action, partial(analyze.analyze_table, self.maint, s))
+
+    async def reindex(self) -> None:
+        decisions, chosen = await reindex.plan(self.maint, self.settings)
+        for d in decisions:
+            deferred = d.action == "rebuild" and d not in chosen
+            self.report.indexes.append(reindex.describe(d, deferred))
+            if d.action == "baseline":
+                rows = d.index.live_rows
+                await self.act(
+                    ActionRecord(
+                        "reindex_baseline",
+                        d.index.name,
+                        reason=d.reason,
+                        details={"rows_at_build": rows},
+                    ),
+                    partial(reindex.record_build, self.rec.conn, d.index, rows, "baseline", None),
+                )
+        for d in chosen:
+            idx = d.index
+            action = ActionRecord(
+                "reindex",
+                idx.name,
+                reason=d.reason,
+                details={
+                    "table": idx.table_name,
+                    "rows_before": d.rows_at_build,
+                    "rows_now": idx.live_rows,
+                    "growth": round(d.growth or 0.0, 3),
+                    "bloat": round(d.bloat, 3),
+                    "pages_before": idx.pages,
+                },
+            )
+            if not idx.can_maintain:
+                action.status, action.reason = "skipped", "no_maintain_privilege"
+
+            async def work(d: reindex.ReindexDecision = d) -> None:
+                begin = time.monotonic()
+                await reindex.rebuild(self.maint, d.index)
+                ms = round((time.monotonic() - begin) * 1000)
+                await reindex.record_build(self.rec.conn, d.index, d.index.live_rows, d.reason, ms)
+
+            await self.act(action, work)
+
+    async def slow_queries(self) -> None:
+        schema = await slow_queries.extension_schema(self.maint)
+        if schema is None:
+            self.report.warnings.append(
+                f"pg_stat_statements is not installed: {slow_queries.ENABLE_HINT}"
+            )
+            log.warning("maintenance.pg_stat_statements_missing", hint=slow_queries.ENABLE_HINT)
+            await self.act(
+                ActionRecord(
+                    "slow_queries",
+                    "pg_stat_statements",
+                    status="skipped",
+                    reason="extension_missing",
+                ),
+                None,
+            )
+            return
+        action = ActionRecord("slow_queries", "pg_stat_statements")
+
+        async def work() -> None:
+            self.report.slow_queries = await slow_queries.scan(
+                self.maint,
+                self.rec.conn,
+                schema,
+                self.rec.run_id,
+                self.settings,
+                store_report=not self.report.dry_run,
+            )
+            action.details = {
+                "entries": len(self.report.slow_queries),
+                "regressions": sum(q.regression for q in self.report.slow_queries),
+            }
+
+        # The scan is read-only, so it runs in a dry run too (only storing is skipped).
+        await self.act(action, work)
+
+
+async def run_maintenance(
+    settings: Settings,
+    dsn: str,
+    *,
+    dry_run: bool = False,
+    force_analyze: bool = False,
+    trigger: str = "manual",
+) -> MaintenanceReport:
+    """Run maintenance once, single flight across workers (see the module docstring)."""
+    begin = time.monotonic()
+    report = MaintenanceReport(None, "running", trigger, dry_run, datetime.now(UTC))
+    maint = await connect(settings, dsn, as_role=False)
+    try:
+        record_conn = await connect(settings, dsn)
+        try:
+            rec = _Recorder(record_conn, report)
+            if not await maint.fetchval(TRY_LOCK, MAINTENANCE_LOCK_KEY):
+                report.status = "skipped"
+                reason = "another maintenance run holds the lock"
+                report.run_id = await rec.start("skipped", {"reason": reason})
+                report.finished_at = datetime.now(UTC)
+                log.info(
+                    "maintenance.skipped", run_id=str(report.run_id), trigger=trigger, reason=reason
+                )
+                return report
+            try:
+                await _locked_run(settings, maint, rec, force_analyze)
+            finally:
+                if not maint.is_closed():
+                    await maint.fetchval(UNLOCK, MAINTENANCE_LOCK_KEY)
+            report.duration_ms = round((time.monotonic() - begin) * 1000)
+            await rec.finish()
+            report.finished_at = datetime.now(UTC)
+            log.info(
+                "maintenance.finished",
+                run_id=str(report.run_id),
+                status=report.status,
+                dry_run=dry_run,
+                duration_ms=report.duration_ms,
+                **report.counts(),
+            )
+            return report
+        finally:
+            await record_conn.close()
+    finally:
+        await maint.close()
+
+
+async def _locked_run(
+    settings: Settings, maint: asyncpg.Connection, rec: _Recorder, force_analyze: bool
+) -> None:
+    """Session settings, then the phases in order; an unexpected error means ``failed``."""
+    report = rec.report
+    gucs = session_settings(settings)
+    for name, value in gucs.items():
+        await maint.fetchval(SET_CONFIG, name, value)
+    report.run_id = await rec.start("running", {"session": gucs, "force_analyze": force_analyze})
+    log.info(
+        "maintenance.started",
+        run_id=str(report.run_id),
+        trigger=report.trigger,
+        dry_run=report.dry_run,
+        force_analyze=force_analyze,
+        **gucs,
+    )
+    run = _Run(settings, maint, rec)
+    try:
+        await run.drop_invalid()
+        await run.analyze(force_analyze)
+        await run.reindex()
+        await run.slow_queries()
+    except ERRORS as exc:
+        report.status, report.error = "failed", f"{type(exc).__name__}: {exc}"
+        log.error("maintenance.failed", run_id=str(report.run_id), error=report.error)
+        return
+    report.status = "partial" if any(a.status == "failed" for a in report.actions) else "succeeded"
