@@ -1,0 +1,404 @@
+"""Process-wide embedding batcher shared by all concurrent ingestion jobs.
+
+Why: OpenAI charges per token but limits per request and per minute, and each request
+has fixed latency. Packing the chunks of many small jobs into few large requests (up to
+2048 inputs / ``embed_batch_max_tokens``) keeps request count and latency down, while a
+single rate limiter keeps the whole process under the account budget.
+
+Flow: ``embed()`` enqueues (caller, row) items and awaits a future. A dispatcher task
+waits for a free request slot (``embed_max_concurrent_requests``), lingers up to
+``embed_batch_linger_ms`` for more items unless a request is already full, then packs
+items round-robin across callers (so a 50k-chunk job cannot starve a 5-chunk one),
+deduplicating identical texts. Each request passes the rate limiter and is retried with
+tenacity; its vectors are scattered straight into each caller's result array. A request
+that finally fails fails only the callers that had rows in it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import structlog
+from tenacity import AsyncRetrying, RetryCallState, stop_after_attempt, wait_exponential_jitter
+from tenacity.retry import retry_base
+
+from worker.embedding.providers import (
+    EmbeddingError,
+    EmbeddingHTTPError,
+    EmbeddingProvider,
+    EmbeddingResponseError,
+    EmbeddingResult,
+)
+from worker.embedding.ratelimit import RateLimiter
+from worker.settings import MAX_INPUT_TOKENS, Settings
+
+log = structlog.get_logger(__name__)
+
+# Malformed/misaligned bodies are usually a proxy glitch: retry, but not for long.
+RESPONSE_ERROR_MAX_ATTEMPTS = 3
+# How many rows one caller contributes per round-robin pass while packing a request.
+ROUND_ROBIN_QUANTUM = 256
+
+
+@dataclass(slots=True)
+class BatcherStats:
+    """Counters for logs and benchmarks (cumulative since construction)."""
+
+    requests: int = 0
+    inputs: int = 0
+    deduplicated: int = 0
+    tokens: int = 0
+    retries: int = 0
+    rate_limited_responses: int = 0
+    failures: int = 0
+    request_seconds: float = 0.0
+    rate_limit_wait_s: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(eq=False, slots=True)
+class _Caller:
+    texts: list[str]
+    tokens: list[int]
+    result: np.ndarray
+    future: asyncio.Future[np.ndarray]
+    cursor: int = 0  # next row not yet packed
+    remaining: int = 0  # rows not yet filled
+
+    @property
+    def dead(self) -> bool:
+        return self.future.done()
+
+
+@dataclass(slots=True)
+class _Batch:
+    texts: list[str] = field(default_factory=list)
+    tokens: int = 0
+    # per caller: (destination rows, source positions in ``texts``)
+    routes: dict[_Caller, tuple[list[int], list[int]]] = field(default_factory=dict)
+    rows: int = 0
+    closed: bool = False  # the next row did not fit: stop packing
+
+
+class _RetryPolicy(retry_base):
+    """Retry transient failures; give up at once on permanent ones (400/401/403/404/422)."""
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        outcome = retry_state.outcome
+        if outcome is None or not outcome.failed:
+            return False
+        exc = outcome.exception()
+        if isinstance(exc, EmbeddingResponseError):
+            return retry_state.attempt_number < RESPONSE_ERROR_MAX_ATTEMPTS
+        return isinstance(exc, EmbeddingError) and exc.retryable
+
+
+class _RetryAfterWait:
+    """Exponential backoff with jitter, but never shorter than the server's Retry-After."""
+
+    def __init__(self, initial: float, max_wait: float) -> None:
+        self._backoff = wait_exponential_jitter(initial=initial, max=max_wait, jitter=initial)
+        self._max = max_wait
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        backoff = float(self._backoff(retry_state))
+        outcome = retry_state.outcome
+        exc = outcome.exception() if outcome is not None and outcome.failed else None
+        retry_after = getattr(exc, "retry_after_s", None) or 0.0
+        return max(backoff, min(float(retry_after), self._max))
+
+
+class EmbeddingBatcher:
+    """Packs ``embed`` calls from concurrent jobs into rate-limited API requests."""
+
+    def __init__(
+        self,
+        provider: EmbeddingProvider,
+        settings: Settings,
+        *,
+        limiter: RateLimiter | None = None,
+        retry_initial_wait_s: float = 0.5,
+        close_provider: bool = True,
+    ) -> None:
+        self.provider = provider
+        self.settings = settings
+        self.dimensions = settings.embedding_dimensions
+        self._rate_limited = bool(getattr(provider, "rate_limited", True))
+        self.limiter = limiter or RateLimiter(
+            settings.embed_requests_per_minute, settings.embed_tokens_per_minute
+        )
+        self.max_inputs = settings.embed_batch_max_inputs
+        self.max_tokens = settings.embed_batch_max_tokens
+        if self._rate_limited:
+            # A request larger than the limiter's burst could overshoot a strict
+            # sliding-minute limit; MAX_INPUT_TOKENS keeps one full input always possible.
+            self.max_tokens = min(
+                self.max_tokens, max(self.limiter.max_request_tokens, MAX_INPUT_TOKENS)
+            )
+        self.linger_s = settings.embed_batch_linger_ms / 1000.0
+        self.stats = BatcherStats()
+        self._retry_initial = retry_initial_wait_s
+        self._slots = asyncio.Semaphore(settings.embed_max_concurrent_requests)
+        self._callers: deque[_Caller] = deque()
+        self._pending_rows = 0
+        self._pending_tokens = 0
+        self._first_pending_at: float | None = None
+        self._wakeup = asyncio.Event()
+        self._dispatcher: asyncio.Task[None] | None = None
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._closed = False
+        self._close_provider = close_provider
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Start the dispatcher task (``embed`` also starts it lazily)."""
+        if self._closed:
+            raise RuntimeError("EmbeddingBatcher is closed")
+        if self._dispatcher is None or self._dispatcher.done():
+            self._dispatcher = asyncio.create_task(self._dispatch(), name="embedding-batcher")
+
+    async def aclose(self) -> None:
+        """Stop accepting work, finish in-flight requests, fail queued callers, close provider."""
+        self._closed = True
+        self._wakeup.set()
+        if self._dispatcher is not None:
+            self._dispatcher.cancel()
+            await asyncio.gather(self._dispatcher, return_exceptions=True)
+        if self._inflight:
+            await asyncio.gather(*self._inflight, return_exceptions=True)
+        for caller in self._callers:
+            if not caller.dead:
+                caller.future.set_exception(RuntimeError("EmbeddingBatcher closed"))
+        self._callers.clear()
+        if self._close_provider:
+            await self.provider.aclose()
+
+    async def __aenter__(self) -> EmbeddingBatcher:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # ------------------------------------------------------------------ public API
+
+    async def embed(self, texts: list[str], token_counts: list[int]) -> np.ndarray:
+        """Vectors (len(texts), dims) float32, row i for texts[i].
+
+        ``token_counts`` are the callers' cl100k counts; they drive packing and rate
+        limiting. Raises ValueError for over-long/empty inputs, and the provider's
+        ``EmbeddingError`` if a request carrying any of these rows finally fails.
+        Prefer calls of a few thousand rows: the whole result is held in memory.
+        """
+        if len(texts) != len(token_counts):
+            raise ValueError("texts and token_counts must have the same length")
+        for i, (text, n) in enumerate(zip(texts, token_counts, strict=True)):
+            if n > MAX_INPUT_TOKENS:
+                raise ValueError(f"input {i} has {n} tokens; the limit is {MAX_INPUT_TOKENS}")
+            if n < 0 or not text:
+                raise ValueError(f"input {i} is empty or has a negative token count")
+        if not texts:
+            return np.empty((0, self.dimensions), dtype=np.float32)
+        if self._closed:
+            raise RuntimeError("EmbeddingBatcher is closed")
+        await self.start()
+        loop = asyncio.get_running_loop()
+        caller = _Caller(
+            texts=list(texts),
+            tokens=[int(n) for n in token_counts],
+            result=np.empty((len(texts), self.dimensions), dtype=np.float32),
+            future=loop.create_future(),
+            remaining=len(texts),
+        )
+        self._callers.append(caller)
+        self._pending_rows += len(texts)
+        self._pending_tokens += sum(caller.tokens)
+        if self._first_pending_at is None:
+            self._first_pending_at = time.monotonic()
+        self._wakeup.set()
+        return await caller.future
+
+    # ------------------------------------------------------------------ dispatching
+
+    def _full(self) -> bool:
+        return self._pending_rows >= self.max_inputs or self._pending_tokens >= self.max_tokens
+
+    async def _dispatch(self) -> None:
+        while not self._closed:
+            if not self._callers:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            await self._slots.acquire()
+            try:
+                # Linger for more rows unless a full request is already waiting.
+                while not self._full() and not self._closed:
+                    started = self._first_pending_at or time.monotonic()
+                    left = started + self.linger_s - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._wakeup.clear()
+                    try:
+                        await asyncio.wait_for(self._wakeup.wait(), left)
+                    except TimeoutError:
+                        break
+                batch = self._pack()
+            except BaseException:
+                self._slots.release()
+                raise
+            if batch.rows == 0:
+                self._slots.release()
+                continue
+            task = asyncio.create_task(self._run(batch))
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
+
+    def _pack(self) -> _Batch:
+        """Take rows round-robin across callers until the request is full."""
+        batch = _Batch()
+        positions: dict[str, int] = {}
+        while self._callers and not self._stopped_packing(batch):
+            caller = self._callers.popleft()
+            if caller.dead:
+                self._drop(caller)
+                continue
+            taken = 0
+            while caller.cursor < len(caller.texts) and taken < ROUND_ROBIN_QUANTUM:
+                row = caller.cursor
+                text, n = caller.texts[row], caller.tokens[row]
+                pos = positions.get(text)
+                if pos is None:
+                    if batch.texts and (
+                        len(batch.texts) >= self.max_inputs or batch.tokens + n > self.max_tokens
+                    ):
+                        batch.closed = True
+                        break
+                    pos = positions[text] = len(batch.texts)
+                    batch.texts.append(text)
+                    batch.tokens += n
+                else:
+                    self.stats.deduplicated += 1
+                dst, src = batch.routes.setdefault(caller, ([], []))
+                dst.append(row)
+                src.append(pos)
+                batch.rows += 1
+                caller.cursor += 1
+                taken += 1
+                self._pending_rows -= 1
+                self._pending_tokens -= n
+            if caller.cursor < len(caller.texts):
+                # Not exhausted: back of the queue (round robin) or front if batch is full.
+                if self._stopped_packing(batch) and taken == 0:
+                    self._callers.appendleft(caller)
+                    break
+                self._callers.append(caller)
+        if not self._callers:
+            self._first_pending_at = None
+        # else: leftovers keep their original arrival time, so they flush without lingering
+        return batch
+
+    def _stopped_packing(self, batch: _Batch) -> bool:
+        return (
+            batch.closed or len(batch.texts) >= self.max_inputs or batch.tokens >= self.max_tokens
+        )
+
+    def _drop(self, caller: _Caller) -> None:
+        """Forget the unpacked rows of a failed or cancelled caller."""
+        rest = caller.tokens[caller.cursor :]
+        self._pending_rows -= len(rest)
+        self._pending_tokens -= sum(rest)
+        caller.cursor = len(caller.texts)
+
+    # ------------------------------------------------------------------ requests
+
+    async def _run(self, batch: _Batch) -> None:
+        try:
+            vectors = await self._request(batch.texts, batch.tokens)
+        except Exception as exc:
+            self.stats.failures += 1
+            log.warning(
+                "embedding.request_failed",
+                batch_size=len(batch.texts),
+                tokens=batch.tokens,
+                callers=len(batch.routes),
+                error=str(exc),
+                error_type=exc.__class__.__name__,
+            )
+            for caller in batch.routes:
+                if not caller.dead:
+                    caller.future.set_exception(exc)
+                    self._drop(caller)
+            return
+        finally:
+            self._slots.release()
+        for caller, (dst, src) in batch.routes.items():
+            if caller.dead:
+                continue
+            caller.result[dst] = vectors[src]
+            caller.remaining -= len(dst)
+            if caller.remaining == 0:
+                caller.future.set_result(caller.result)
+
+    async def _request(self, texts: list[str], tokens: int) -> np.ndarray:
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.settings.embed_max_retries + 1),
+            wait=_RetryAfterWait(self._retry_initial, self.settings.embed_retry_max_wait_s),
+            retry=_RetryPolicy(),
+            before_sleep=self._before_retry,
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                result = await self._attempt(texts, tokens, attempt.retry_state.attempt_number)
+        return result.vectors
+
+    async def _attempt(self, texts: list[str], tokens: int, attempt: int) -> EmbeddingResult:
+        if self._rate_limited:
+            self.stats.rate_limit_wait_s += await self.limiter.acquire(tokens)
+        sent_at = self.limiter.now()
+        started = time.perf_counter()
+        try:
+            result = await self.provider.embed(texts)
+        except EmbeddingHTTPError as exc:
+            if exc.status_code == 429:
+                self.stats.rate_limited_responses += 1
+                self.limiter.penalize(exc.retry_after_s or 1.0)
+            raise
+        finally:
+            self.stats.request_seconds += time.perf_counter() - started
+        duration = time.perf_counter() - started
+        if self._rate_limited:
+            self.limiter.update_from_headers(result.rate_limits, sent_at=sent_at)
+        self.stats.requests += 1
+        self.stats.inputs += len(texts)
+        self.stats.tokens += tokens
+        log.info(
+            "embedding.request",
+            batch_size=len(texts),
+            tokens=tokens,
+            prompt_tokens=result.prompt_tokens,
+            duration_ms=round(duration * 1000, 1),
+            attempt=attempt,
+            model=self.provider.model,
+        )
+        return result
+
+    def _before_retry(self, retry_state: RetryCallState) -> None:
+        self.stats.retries += 1
+        outcome = retry_state.outcome
+        exc = outcome.exception() if outcome is not None else None
+        log.info(
+            "embedding.retry",
+            attempt=retry_state.attempt_number,
+            sleep_s=round(retry_state.upcoming_sleep, 3),
+            error=str(exc),
+            error_type=exc.__class__.__name__ if exc else None,
+        )
