@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterator
 
 import asyncpg
@@ -27,7 +28,9 @@ def run_sql(dsn: str, sql: str) -> None:
         finally:
             await conn.close()
 
-    asyncio.run(_go())
+    # Callable from inside a running event loop (async tests use the factories below).
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, _go()).result()
 
 
 @pytest.fixture(scope="session")
@@ -58,7 +61,7 @@ def new_database(pg: EmbeddedPostgres) -> Iterator[Callable[[], str]]:
 
     def make() -> str:
         name = f"t_{uuid.uuid4().hex[:12]}"
-        run_sql(pg.dsn(), f'CREATE DATABASE "{name}"')
+        run_sql(pg.dsn(), f'CREATE DATABASE "{name}" TEMPLATE template0')
         created.append(name)
         return pg.dsn(name)
 
@@ -74,5 +77,6 @@ def migrated_dsn(pg: EmbeddedPostgres) -> str:
 
     run_sql(pg.dsn(), 'CREATE DATABASE "cos_test"')
     dsn = pg.dsn("cos_test")
-    asyncio.run(Migrator(dsn).up())
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, Migrator(dsn).up()).result()
     return dsn

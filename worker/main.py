@@ -1,38 +1,20 @@
-"""``arq worker.main.WorkerSettings``: the deployable worker.
+"""``arq worker.main.WorkerSettings``: the deployable worker (see ``worker.app``).
 
-Startup opens the ``Runtime`` (asyncpg pool with the pgvector codec, embedding
-provider and the shared batcher); shutdown closes it. Jobs travel as JSON (see
-``serialization``). With ``REDIS_URL`` unset the embedded redis-server is started on
-import, because arq reads ``redis_settings`` before any hook runs.
+arq reads ``redis_settings`` from this class before any hook runs, so with
+``REDIS_URL`` unset the embedded redis-server is started when this module is imported.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from arq import cron
 from arq.connections import RedisSettings
 
-from worker import jobs, serialization
+from worker.app import worker_options
 from worker.client import redis_settings_for
-from worker.log import configure_logging
-from worker.runtime import Runtime
 from worker.services import Services
 from worker.settings import Settings, get_settings
-
-
-async def startup(ctx: dict[str, Any]) -> None:
-    settings: Settings = ctx.get("settings") or get_settings()
-    configure_logging(settings)
-    services = ctx.get("services") or Services(settings)
-    ctx["runtime"] = await Runtime.open(settings, services)
-
-
-async def shutdown(ctx: dict[str, Any]) -> None:
-    runtime: Runtime | None = ctx.get("runtime")
-    if runtime is not None:
-        await runtime.close()
 
 
 def _resolve_redis(settings: Settings) -> RedisSettings:
@@ -42,32 +24,7 @@ def _resolve_redis(settings: Settings) -> RedisSettings:
     return redis_settings_for(url)
 
 
-def worker_options(settings: Settings) -> dict[str, Any]:
-    """Everything arq needs except redis settings; shared by WorkerSettings and tests."""
-    return {
-        "functions": [jobs.ingest, jobs.embed_pending],
-        "cron_jobs": [
-            cron(jobs.maintenance, hour={settings.maintenance_hour},
-                 minute={settings.maintenance_minute}, run_at_startup=False, unique=True,
-                 timeout=24 * 3600)  # fmt: skip
-        ],
-        "on_startup": startup,
-        "on_shutdown": shutdown,
-        "queue_name": settings.queue_name,
-        "max_jobs": settings.worker_concurrency,
-        "job_timeout": settings.job_timeout_s,
-        # Our pipeline decides retries itself and dead-letters at job_max_tries; arq's
-        # cap only guards against a job that crashes the process over and over.
-        "max_tries": settings.job_max_tries + 2,
-        "keep_result": 3600,
-        "health_check_interval": 30,
-        "job_serializer": serialization.dumps,
-        "job_deserializer": serialization.loads,
-    }
-
-
 _settings = get_settings()
-
 
 class WorkerSettings:
     """Read by ``arq worker.main.WorkerSettings``; attributes come from ``worker_options``."""

@@ -1,0 +1,206 @@
+"""``cos-worker``: migrate, demo, enqueue, status, search, maintenance.
+
+Every command resolves servers the same way as the worker: ``DATABASE_URL`` /
+``REDIS_URL`` when set, otherwise the embedded servers under ``DATA_DIR`` (started on
+demand and stopped again when the command started them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from uuid import UUID
+
+from rich.console import Console
+from rich.progress import Progress
+
+from worker.log import configure_logging
+from worker.migrate import MigrationError, Migrator
+from worker.payloads import PayloadError
+from worker.services import Services
+from worker.settings import Settings, get_settings
+
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
+
+
+async def _migrate(settings: Settings, services: Services, args: argparse.Namespace) -> int:
+    migrator = Migrator(await services.ensure_database(), settings.migrations_dir)
+    if args.action == "up":
+        applied = await migrator.up()
+        console.print(f"applied: {', '.join(applied) if applied else 'nothing (up to date)'}")
+    elif args.action == "down":
+        rolled = await migrator.down(args.to)
+        console.print(f"rolled back: {', '.join(rolled) if rolled else 'nothing'}")
+    states = await migrator.status()
+    for st in states:
+        console.print(f"{st.version}  {st.name:<28} {st.state:<12} {st.applied_at or ''}")
+    return 1 if any(s.state in ("drifted", "missing-file") for s in states) else 0
+
+
+async def _demo(settings: Settings, services: Services, args: argparse.Namespace) -> int:
+    from worker.demo import run_demo
+
+    await services.close()
+    await run_demo(settings, console)
+    return 0
+
+
+async def _enqueue(settings: Settings, services: Services, args: argparse.Namespace) -> int:
+    from worker import client
+    from worker.db import create_pool
+
+    path = Path(args.file)
+    text = await asyncio.to_thread(path.read_text, encoding="utf-8", errors="replace")
+    lines = text.splitlines()
+    pool = await create_pool(settings, await services.ensure_database(), min_size=1, max_size=2)
+    redis = await client.connect(await services.ensure_redis())
+    ok, bad = 0, []
+    try:
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task("enqueue", total=len(lines))
+            for number, line in enumerate(lines, start=1):
+                progress.advance(task)
+                if not line.strip():
+                    continue
+                try:
+                    await client.enqueue(redis, json.loads(line), db=pool, settings=settings)
+                    ok += 1
+                except json.JSONDecodeError as exc:
+                    bad.append((number, "line", f"not JSON: {exc.msg}"))
+                except PayloadError as exc:
+                    bad.append((number, exc.field, exc.reason))
+    finally:
+        await redis.aclose()
+        await pool.close()
+    for number, field, reason in bad:
+        console.print(f"[red]line {number}[/]: {field}: {reason}")
+    console.print(f"enqueued {ok}, invalid {len(bad)}")
+    return 1 if bad else 0
+
+
+async def _status(settings: Settings, services: Services, args: argparse.Namespace) -> int:
+    from worker import client
+    from worker.db import connect
+    from worker.keys import IN_PROGRESS_KEY_PREFIX
+    from worker.queries import Q
+
+    redis = await client.connect(await services.ensure_redis())
+    conn = await connect(settings, await services.ensure_database())
+    try:
+        depth = await redis.zcard(settings.queue_name)
+        in_flight = 0
+        async for _ in redis.scan_iter(match=IN_PROGRESS_KEY_PREFIX + "*", count=1000):
+            in_flight += 1
+        counts = {r["status"]: r["n"] for r in await conn.fetch(Q.ledger_counts)}
+        oldest = await conn.fetchval(Q.oldest_queued)
+    finally:
+        await redis.aclose()
+        await conn.close()
+    age = (datetime.now(UTC) - oldest).total_seconds() if oldest else None
+    report = {"queue_depth": depth, "in_flight": in_flight,
+              **{s: counts.get(s, 0) for s in ("queued", "running", "done", "failed", "skipped")},
+              "oldest_queued_age_s": round(age, 1) if age is not None else None}  # fmt: skip
+    if args.json:
+        print(json.dumps(report))
+    else:
+        for key, value in report.items():
+            console.print(f"{key:<22} {value}")
+    return 0
+
+
+async def _search(settings: Settings, services: Services, args: argparse.Namespace) -> int:
+    from worker.db import create_pool
+    from worker.search import search
+
+    pool = await create_pool(settings, await services.ensure_database(), min_size=1, max_size=1)
+    try:
+        hits = await search(settings, pool, UUID(args.workspace), args.text, args.limit)
+    finally:
+        await pool.close()
+    for hit in hits:
+        when = f" {hit['start_ms']}-{hit['end_ms']}ms" if hit.get("start_ms") is not None else ""
+        who = f" {hit['speaker']}" if hit.get("speaker") else ""
+        console.print(f"{hit['distance']:.3f} [{hit['kind']}{who}{when}] {hit['content'][:300]}")
+    return 0
+
+
+async def _maintenance(settings: Settings, services: Services, args: argparse.Namespace) -> int:
+    from worker.maintenance import run_maintenance
+
+    report = await run_maintenance(settings, await services.ensure_database(),
+                                   dry_run=args.dry_run, force_analyze=args.force_analyze,
+                                   trigger="manual")  # fmt: skip
+    data = report.to_dict()
+    if args.json:
+        print(json.dumps(data, default=str))
+    else:
+        console.print_json(json.dumps(data, default=str))
+    return 0 if data.get("status") in ("succeeded", "skipped") else 1
+
+
+COMMANDS: dict[str, Callable[[Settings, Services, argparse.Namespace], Awaitable[int]]] = {
+    "migrate": _migrate, "demo": _demo, "enqueue": _enqueue, "status": _status,
+    "search": _search, "maintenance": _maintenance,
+}  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cos-worker", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    mig = sub.add_parser("migrate", help="apply / roll back / show schema migrations")
+    mig.add_argument("action", choices=["status", "up", "down"])
+    mig.add_argument("--to", default="0", help="down: keep migrations up to this version")
+    sub.add_parser("demo", help="embedded servers + sample corpus + worker + search")
+    enq = sub.add_parser("enqueue", help="enqueue payloads from a JSONL file")
+    enq.add_argument("file")
+    st = sub.add_parser("status", help="queue depth, in flight, ledger counts")
+    st.add_argument("--json", action="store_true")
+    se = sub.add_parser("search", help="top chunks by cosine similarity")
+    se.add_argument("text")
+    se.add_argument("--workspace", required=True)
+    se.add_argument("--limit", type=int, default=5)
+    mt = sub.add_parser("maintenance", help="ANALYZE / REINDEX / slow-query report now")
+    mt.add_argument("--dry-run", action="store_true")
+    mt.add_argument("--json", action="store_true")
+    mt.add_argument("--force-analyze", action="store_true")
+    return parser
+
+
+async def _run(args: argparse.Namespace, settings: Settings) -> int:
+    services = Services(settings)
+    try:
+        return await COMMANDS[args.command](settings, services, args)
+    finally:
+        await services.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = get_settings()
+    configure_logging(settings)
+    started = time.perf_counter()
+    try:
+        code = asyncio.run(_run(args, settings))
+    except MigrationError as exc:
+        err_console.print(f"[red]migration error:[/] {exc}")
+        code = 2
+    except KeyboardInterrupt:
+        code = 130
+    if args.command not in ("status", "search"):
+        console.print(f"[dim]{args.command} finished in {time.perf_counter() - started:.1f}s[/]",
+                      highlight=False)  # fmt: skip
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+

@@ -1,0 +1,128 @@
+"""``cos-worker demo``: the whole path on embedded defaults, in one command.
+
+Starts (or reuses) the embedded PostgreSQL and Redis, migrates, enqueues the bundled
+sample corpus (an email thread, a chat message, a meeting transcript, a product demo
+video transcript) plus one insight, runs an in-process arq worker until the queue
+drains, then prints what was written and answers a semantic search.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from arq.worker import Worker
+from rich.console import Console
+from rich.table import Table
+
+from worker import client, keys
+from worker.app import worker_options
+from worker.client import redis_settings_for
+from worker.db import connect
+from worker.migrate import Migrator
+from worker.search import search
+from worker.services import Services
+from worker.settings import Settings
+
+SAMPLE = Path(__file__).parent / "sample" / "corpus.jsonl"
+DEMO_WORKSPACE = UUID("5a3f0000-0000-4000-8000-000000000001")
+DEMO_QUESTION = "what option pool did we propose to Northwind?"
+DEMO_INSIGHT = (
+    "Series A negotiation: push for a 7% post-money option pool",
+    "Northwind offered a $48M pre-money valuation with a 10% pre-money pool refresh; "
+    "the team agreed to counter with 7% post-money and accept one board seat.",
+)
+COUNTS = {
+    "communications": "SELECT count(*) FROM comms.communications WHERE workspace_id = $1",
+    "threads": "SELECT count(*) FROM comms.threads WHERE workspace_id = $1",
+    "contacts": "SELECT count(*) FROM core.contacts WHERE workspace_id = $1",
+    "contacts embedded": "SELECT count(*) FROM core.contacts WHERE workspace_id = $1 AND embedding IS NOT NULL",
+    "meetings": "SELECT count(*) FROM meetings.meetings WHERE workspace_id = $1",
+    "transcript chunks": "SELECT count(*) FROM meetings.transcript_chunks WHERE workspace_id = $1",
+    "media assets": "SELECT count(*) FROM media.assets WHERE workspace_id = $1",
+    "media chunks": "SELECT count(*) FROM media.media_chunks WHERE workspace_id = $1",
+    "insights embedded": "SELECT count(*) FROM intel.insights WHERE workspace_id = $1 AND embedding IS NOT NULL",
+    "events": "SELECT count(*) FROM ops.events WHERE workspace_id = $1",
+    "jobs done": "SELECT count(*) FROM ops.ingestion_jobs WHERE workspace_id = $1 AND status = 'done'",
+}
+EMBEDDED_TOKENS = """
+SELECT coalesce(sum((payload->>'tokens')::int), 0) FROM ops.events
+WHERE workspace_id = $1 AND event_type = 'content.embedded'
+"""
+
+
+def load_corpus() -> list[dict[str, Any]]:
+    return [json.loads(line) for line in SAMPLE.read_text().splitlines() if line.strip()]
+
+
+async def run_demo(settings: Settings, console: Console | None = None) -> dict[str, Any]:
+    """Run the demo; returns the figures it printed (the tests read them)."""
+    console = console or Console()
+    started = time.perf_counter()
+    services = Services(settings)
+    try:
+        dsn = await services.ensure_database()
+        redis_url = await services.ensure_redis()
+        applied = await Migrator(dsn, settings.migrations_dir).up()
+        console.print(f"[bold]database[/] ready ({len(applied)} migrations applied now)")
+        conn = await connect(settings, dsn)
+        try:
+            await conn.execute(
+                "INSERT INTO core.workspaces (id, name) VALUES ($1, 'Acme (demo)') "
+                "ON CONFLICT (id) DO NOTHING",
+                DEMO_WORKSPACE,
+            )
+            await conn.execute(
+                "INSERT INTO intel.insights (workspace_id, insight_type, title, body) "
+                "SELECT $1, 'decision', $2, $3 WHERE NOT EXISTS "
+                "(SELECT 1 FROM intel.insights WHERE workspace_id = $1 AND title = $2)",
+                DEMO_WORKSPACE, *DEMO_INSIGHT,
+            )  # fmt: skip
+            tokens_before = await conn.fetchval(EMBEDDED_TOKENS, DEMO_WORKSPACE)
+        finally:
+            await conn.close()
+        from worker.db import create_pool
+
+        pool = await create_pool(settings, dsn, min_size=1, max_size=2)
+        redis = await client.connect(redis_url)
+        corpus = load_corpus()
+        for payload in corpus:
+            await client.enqueue(redis, payload, db=pool, settings=settings)
+        await redis.enqueue_job(keys.EMBED_PENDING, _queue_name=settings.queue_name,
+                                _defer_by=0.5)  # fmt: skip
+        console.print(f"[bold]enqueued[/] {len(corpus)} items from {SAMPLE.name}")
+        ingest_started = time.perf_counter()
+        worker = Worker(
+            **worker_options(settings), redis_settings=redis_settings_for(redis_url),
+            burst=True, handle_signals=False, poll_delay=0.05,
+            ctx={"settings": settings, "services": services},
+        )  # fmt: skip
+        try:
+            await worker.main()
+        finally:
+            await worker.close()
+        ingest_s = time.perf_counter() - ingest_started
+        counts = {name: await pool.fetchval(sql, DEMO_WORKSPACE) for name, sql in COUNTS.items()}
+        counts["tokens embedded (this run)"] = (
+            await pool.fetchval(EMBEDDED_TOKENS, DEMO_WORKSPACE) - tokens_before
+        )
+        await redis.aclose()
+        table = Table(title=f"written in workspace {DEMO_WORKSPACE}")
+        table.add_column("what")
+        table.add_column("rows", justify="right")
+        for name, value in counts.items():
+            table.add_row(name, str(value))
+        console.print(table)
+        hits = await search(settings, pool, DEMO_WORKSPACE, DEMO_QUESTION, limit=3)
+        await pool.close()
+        console.print(f"[bold]search[/] {DEMO_QUESTION!r}")
+        for hit in hits:
+            console.print(f"  {hit['distance']:.3f}  [{hit['kind']}] {hit['content'][:160]!r}")
+        total_s = time.perf_counter() - started
+        console.print(f"ingest {ingest_s:.2f}s, total {total_s:.2f}s")
+        return {"counts": counts, "hits": hits, "ingest_s": ingest_s, "total_s": total_s}
+    finally:
+        await services.close()
