@@ -125,12 +125,13 @@ async def _pinned_request(url: httpx.URL, allow_private: bool) -> httpx.Request:
     if url.scheme not in ("http", "https") or not url.host:
         raise FetchError("refused: only http(s) URLs with a host can be fetched")
     port = url.port or (443 if url.scheme == "https" else 80)
-    addresses = await resolve(url.host, port)
+    host = url.raw_host.decode("ascii")
+    addresses = await resolve(host, port)
     for address in addresses:
         if (reason := address_refusal(address, allow_private=allow_private)) is not None:
             raise FetchError(reason)
     host_header = url.netloc.decode("ascii").rsplit("@", 1)[-1]
-    extensions = {"sni_hostname": url.host} if url.scheme == "https" else {}
+    extensions = {"sni_hostname": host} if url.scheme == "https" else {}
     return httpx.Request(
         "GET",
         url.copy_with(host=addresses[0]),
@@ -152,9 +153,9 @@ def _decode(data: bytes, response: httpx.Response) -> str:
 
 async def _read(response: httpx.Response, max_bytes: int) -> bytes:
     declared = response.headers.get("content-length")
-    if declared and declared.isdigit() and not response.headers.get("content-encoding"):
-        if int(declared) > max_bytes:
-            raise FetchError(f"exceeds {max_bytes} bytes (Content-Length {declared})")
+    plain = not response.headers.get("content-encoding")
+    if plain and declared and declared.isdigit() and int(declared) > max_bytes:
+        raise FetchError(f"exceeds {max_bytes} bytes (Content-Length {declared})")
     parts: list[bytes] = []
     total = 0
     async for part in response.aiter_bytes():
@@ -180,7 +181,7 @@ async def _fetch(url: str, settings: Settings, client: httpx.AsyncClient) -> str
                 except (httpx.InvalidURL, ValueError) as exc:
                     raise FetchError(f"invalid redirect location ({exc})") from None
                 continue
-            if response.status_code >= 400 or response.status_code < 200:
+            if not 200 <= response.status_code < 300:
                 transient = response.status_code >= 500 or response.status_code in (408, 429)
                 raise FetchError(f"HTTP {response.status_code}", transient=transient)
             data = await _read(response, settings.fetch_max_bytes)
