@@ -144,7 +144,9 @@ async def test_acquire_is_fifo_under_contention() -> None:
         await limiter.acquire(tokens)
         order.append(name)
 
-    await asyncio.gather(take("big", 3000), take("small1", 10), take("big2", 3000), take("small2", 10))
+    await asyncio.gather(
+        take("big", 3000), take("small1", 10), take("big2", 3000), take("small2", 10)
+    )
     assert order == ["big", "small1", "big2", "small2"]
 
 

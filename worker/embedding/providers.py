@@ -97,13 +97,73 @@ class EmbeddingProvider(Protocol):
 _WORD = re.compile(r"\w+", re.UNICODE)
 _WORD_CACHE_MAX = 500_000
 _word_cache: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
-_word_cache_lock = threading.Lock()
-_TRIGRAM_WEIGHT = 0.35
+_hash_cache: dict[str, int] = {}
+_cache_lock = threading.Lock()
+# Per word: the whole-word feature has weight _WORD_WEIGHT, its char trigrams together
+# have L2 weight 1, so "engineer" ~ "engineers" (cos ~0.65) while unrelated words are ~0.
+_WORD_WEIGHT = 0.5
+# Very common English words carry no topic; dropping them lowers the baseline similarity
+# between unrelated texts so rankings are driven by content words.
+_STOPWORDS = frozenset(
+    [
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "but",
+        "by",
+        "for",
+        "from",
+        "has",
+        "have",
+        "he",
+        "her",
+        "his",
+        "i",
+        "in",
+        "is",
+        "it",
+        "its",
+        "of",
+        "on",
+        "or",
+        "our",
+        "she",
+        "so",
+        "that",
+        "the",
+        "their",
+        "them",
+        "there",
+        "they",
+        "this",
+        "to",
+        "was",
+        "we",
+        "were",
+        "what",
+        "when",
+        "which",
+        "who",
+        "will",
+        "with",
+        "you",
+        "your",
+    ]
+)
 
 
 def _feature_hash(feature: str) -> int:
     # Stable across processes (unlike hash()), so the test server and the worker agree.
-    return int.from_bytes(hashlib.blake2b(feature.encode(), digest_size=8).digest(), "little")
+    h = _hash_cache.get(feature)
+    if h is None:
+        h = int.from_bytes(hashlib.blake2b(feature.encode(), digest_size=8).digest(), "little")
+        if len(_hash_cache) < _WORD_CACHE_MAX:
+            _hash_cache[feature] = h
+    return h
 
 
 def _word_features(word: str, dim: int) -> tuple[np.ndarray, np.ndarray]:
@@ -113,15 +173,18 @@ def _word_features(word: str, dim: int) -> tuple[np.ndarray, np.ndarray]:
     if hit is not None:
         return hit
     padded = f"<{word}>"
-    feats = ["w:" + word] + ["t:" + padded[i : i + 3] for i in range(len(padded) - 2)]
-    hashes = [_feature_hash(f) for f in feats]
+    trigrams = ["t:" + padded[i : i + 3] for i in range(len(padded) - 2)]
+    tri_w = 1.0 / math.sqrt(len(trigrams)) if trigrams else 0.0
+    hashes = [_feature_hash("w:" + word)] + [_feature_hash(t) for t in trigrams]
     idx = np.array([h % dim for h in hashes], dtype=np.int64)
-    sign = np.array([1.0 if (h >> 63) & 1 else -1.0 for h in hashes], dtype=np.float64)
-    ntri = len(feats) - 1
-    weights = np.full(len(feats), _TRIGRAM_WEIGHT / math.sqrt(max(ntri, 1)))
-    weights[0] = 1.0
-    out = (idx, sign * weights)
-    with _word_cache_lock:
+    weights = np.array(
+        [
+            (_WORD_WEIGHT if i == 0 else tri_w) * (1.0 if (h >> 63) & 1 else -1.0)
+            for i, h in enumerate(hashes)
+        ]
+    )
+    out = (idx, weights)
+    with _cache_lock:
         if len(_word_cache) >= _WORD_CACHE_MAX:
             _word_cache.clear()
         _word_cache[key] = out
@@ -145,7 +208,7 @@ def local_embed(texts: list[str], dim: int = EMBEDDING_DIMENSIONS) -> np.ndarray
     word_ids: list[int] = []
     rows: list[int] = []
     for row, text in enumerate(texts):
-        words = _WORD.findall(text.lower())
+        words = [w for w in _WORD.findall(text.lower()) if w not in _STOPWORDS]
         if not words:
             # No word characters: still a deterministic, non-zero vector.
             words = ["\x00" + (text.strip() or "<empty>")]
