@@ -80,26 +80,24 @@ def address_refusal(address: str | IPAddress, *, allow_private: bool) -> str | N
         ip: IPAddress = ipaddress.ip_address(str(address).split("%", 1)[0])
     except ValueError:
         return f"refused: not an IP address ({address})"
-    candidates: list[IPAddress] = [ip]
+    original, shown = ip, str(ip)
     if isinstance(ip, ipaddress.IPv6Address) and (v4 := _embedded_ipv4(ip)) is not None:
-        candidates.append(v4)
-    for candidate in candidates:
-        if candidate in METADATA_ADDRESSES:
-            return f"refused: resolves to a cloud metadata address ({ip})"
+        ip, shown = v4, f"{v4} via {ip}"  # the IPv6 wrapper is judged by what it carries
+    if ip in METADATA_ADDRESSES or original in METADATA_ADDRESSES:
+        return f"refused: resolves to a cloud metadata address ({shown})"
     if allow_private:
         return None
-    for candidate in candidates:
-        for label, flag in (
-            ("an unspecified", candidate.is_unspecified),
-            ("a loopback", candidate.is_loopback),
-            ("a link-local", candidate.is_link_local),
-            ("a multicast", candidate.is_multicast),
-            ("a private", candidate.is_private),
-            ("a reserved", candidate.is_reserved),
-            ("a non-public", not candidate.is_global),
-        ):
-            if flag:
-                return f"refused: resolves to {label} address ({ip})"
+    for label, flag in (
+        ("an unspecified", ip.is_unspecified),
+        ("a loopback", ip.is_loopback),
+        ("a link-local", ip.is_link_local),
+        ("a multicast", ip.is_multicast),
+        ("a reserved", ip.is_reserved),
+        ("a private", ip.is_private),
+        ("a non-public", not ip.is_global),
+    ):
+        if flag:
+            return f"refused: resolves to {label} address ({shown})"
     return None
 
 
