@@ -71,10 +71,13 @@ def _windows(text: str, limit: int) -> Iterator[tuple[str, int, int]]:
     encoding = get_encoding()
     data = text.encode()
     tokens = encoding.encode_ordinary(text)
-    ends = list(accumulate(len(t) for t in encoding.decode_tokens_bytes(tokens)))
+    pieces = encoding.decode_tokens_bytes(tokens)
+    ends = list(accumulate(len(t) for t in pieces))
     a, n, pos, chars = 0, len(tokens), 0, 0
     while a < n and pos < len(data):
         b = min(a + limit, n)
+        # Prefer to cut before a token that starts a word, if one is in the window's 2nd half.
+        b = next((k for k in range(b, a + limit // 2, -1) if k >= n or pieces[k][:1].isspace()), b)
         for _ in range(64):  # each pass shrinks the window; one or two suffice in practice
             end = ends[b - 1] if b < n else len(data)
             while end < len(data) and (data[end] & 0xC0) == 0x80:
