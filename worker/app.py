@@ -37,9 +37,14 @@ def worker_options(settings: Settings) -> dict[str, Any]:
     return {
         "functions": [jobs.ingest, jobs.embed_pending],
         "cron_jobs": [
-            cron(jobs.maintenance, hour={settings.maintenance_hour},
-                 minute={settings.maintenance_minute}, run_at_startup=False, unique=True,
-                 timeout=24 * 3600)  # fmt: skip
+            cron(
+                jobs.maintenance,
+                hour={settings.maintenance_hour},
+                minute={settings.maintenance_minute},
+                run_at_startup=False,
+                unique=True,
+                timeout=24 * 3600,
+            )  # fmt: skip
         ],
         "on_startup": startup,
         "on_shutdown": shutdown,
@@ -54,5 +59,3 @@ def worker_options(settings: Settings) -> dict[str, Any]:
         "job_serializer": serialization.dumps,
         "job_deserializer": serialization.loads,
     }
-
-

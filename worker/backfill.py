@@ -73,8 +73,9 @@ async def embed_pending(
         profiles = [contact_profile(r) for r in rows]
         vectors = await _embed(batcher, profiles)
         hashes = [hashlib.sha256(p.encode()).hexdigest() for p in profiles]
-        await pool.execute(
-            Q.set_contact_embeddings, model, [r["id"] for r in rows], list(vectors), hashes
+        await pool.executemany(
+            Q.set_contact_embedding,
+            [(r["id"], model, v, h) for r, v, h in zip(rows, vectors, hashes, strict=True)],
         )
         done["contacts"] += len(rows)
         after = rows[-1]["id"]
@@ -86,7 +87,10 @@ async def embed_pending(
             break
         texts = [f"{r['title']}\n{r['body']}" for r in rows]
         vectors = await _embed(batcher, texts)
-        await pool.execute(Q.set_insight_embeddings, model, [r["id"] for r in rows], list(vectors))
+        await pool.executemany(
+            Q.set_insight_embedding,
+            [(r["id"], model, v) for r, v in zip(rows, vectors, strict=True)],
+        )
         done["insights"] += len(rows)
         after = rows[-1]["id"]
         log.info("embed_pending.batch", table="intel.insights", rows=len(rows))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -47,6 +48,9 @@ async def _migrate(settings: Settings, services: Services, args: argparse.Namesp
 async def _demo(settings: Settings, services: Services, args: argparse.Namespace) -> int:
     from worker.demo import run_demo
 
+    if "LOG_LEVEL" not in os.environ:  # keep the demo's own report readable
+        settings = settings.model_copy(update={"log_level": "WARNING"})
+        configure_logging(settings)
     await services.close()
     await run_demo(settings, console)
     return 0
@@ -127,7 +131,8 @@ async def _search(settings: Settings, services: Services, args: argparse.Namespa
     for hit in hits:
         when = f" {hit['start_ms']}-{hit['end_ms']}ms" if hit.get("start_ms") is not None else ""
         who = f" {hit['speaker']}" if hit.get("speaker") else ""
-        console.print(f"{hit['distance']:.3f} [{hit['kind']}{who}{when}] {hit['content'][:300]}")
+        console.print(f"{hit['distance']:.3f} ({hit['kind']}{who}{when}) {hit['content'][:300]}",
+                      markup=False)  # fmt: skip
     return 0
 
 
@@ -201,6 +206,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-
-

@@ -53,7 +53,10 @@ async def create_pool(
 async def connect(settings: Settings, dsn: str, *, as_role: bool = True) -> asyncpg.Connection:
     """A single connection (CLI commands, migrations); ``as_role=False`` keeps the login role."""
     conn = await asyncpg.connect(
-        dsn, server_settings=server_settings(settings) if as_role else {"application_name": "cos-worker"}
+        dsn,
+        server_settings=server_settings(settings)
+        if as_role
+        else {"application_name": "cos-worker"},
     )
     await _init_connection(conn)
     return conn

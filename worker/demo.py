@@ -120,7 +120,8 @@ async def run_demo(settings: Settings, console: Console | None = None) -> dict[s
         await pool.close()
         console.print(f"[bold]search[/] {DEMO_QUESTION!r}")
         for hit in hits:
-            console.print(f"  {hit['distance']:.3f}  [{hit['kind']}] {hit['content'][:160]!r}")
+            console.print(f"  {hit['distance']:.3f}  ({hit['kind']}) {hit['content'][:160]!r}",
+                          markup=False)  # fmt: skip
         total_s = time.perf_counter() - started
         console.print(f"ingest {ingest_s:.2f}s, total {total_s:.2f}s")
         return {"counts": counts, "hits": hits, "ingest_s": ingest_s, "total_s": total_s}

@@ -171,9 +171,7 @@ class EmbeddedPostgres:
         if not (self.pgdata / "postmaster.pid").exists():
             return
         with contextlib.suppress(RuntimeError):
-            self._run(
-                [str(_pg_bin() / "pg_ctl"), "-D", str(self.pgdata), "-m", mode, "-w", "stop"]
-            )
+            self._run([str(_pg_bin() / "pg_ctl"), "-D", str(self.pgdata), "-m", mode, "-w", "stop"])
 
     def restart(self) -> None:
         self.stop()

@@ -174,7 +174,12 @@ def project(events: Iterable[Mapping[str, Any]]) -> dict[UUID, ProjectedJob]:
             job.content_hash = data.get("content_hash")
         elif kind == JOB_STARTED:
             job.attempts = max(job.attempts, int(data.get("attempt", job.attempts + 1)))
-        if kind in (JOB_RETRYING, JOB_FAILED):
+        if kind in (
+            JOB_RETRYING,
+            JOB_FAILED,
+            JOB_COMPLETED,
+            JOB_SKIPPED,
+        ):  # ledger_finish sets both
             job.last_error = data.get("error")
             job.error_field = data.get("field")
         if kind in STATUS_BY_EVENT:

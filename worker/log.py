@@ -51,7 +51,9 @@ def configure_logging(settings: Settings, *, stream: Any = None) -> None:
             structlog.processors.format_exc_info,
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(level if isinstance(level, int) else 20),
+        wrapper_class=structlog.make_filtering_bound_logger(
+            level if isinstance(level, int) else 20
+        ),
         logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )

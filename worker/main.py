@@ -26,6 +26,7 @@ def _resolve_redis(settings: Settings) -> RedisSettings:
 
 _settings = get_settings()
 
+
 class WorkerSettings:
     """Read by ``arq worker.main.WorkerSettings``; attributes come from ``worker_options``."""
 

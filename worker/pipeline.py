@@ -24,11 +24,11 @@ from typing import Any
 import asyncpg
 import numpy as np
 import structlog
-from worker.chunking import Chunk, weighted_mean
-from worker.fetch import FetchError
 
 from worker import ledger, store
+from worker.chunking import Chunk, weighted_mean
 from worker.embedding import EmbeddingBatcher
+from worker.fetch import FetchError
 from worker.normalize import chunk, pull, text_hash
 from worker.payloads import (
     CommunicationPayload,
@@ -50,7 +50,7 @@ ItemPayload = CommunicationPayload | TranscriptPayload | MediaPayload
 _JOB_NAMESPACE = uuid.UUID("8d3a4c1e-6f0b-5c52-9d3e-2a7f1c0b9e41")
 
 TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
-    asyncpg.PostgresConnectionStatusError,
+    asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
     asyncpg.CannotConnectNowError,
     asyncpg.TooManyConnectionsError,
@@ -269,7 +269,9 @@ class Pipeline:
                                                       embedded_hash)  # fmt: skip
         if reused is not None:
             return reused, []
-        vectors = await self.batcher.embed([c.text for c in chunks], [c.token_count for c in chunks])
+        vectors = await self.batcher.embed(
+            [c.text for c in chunks], [c.token_count for c in chunks]
+        )
         if len(chunks) == 1:
             return vectors[0], chunks
         return weighted_mean(vectors, [c.token_count for c in chunks]), chunks

@@ -6,6 +6,7 @@ and the tests all use the same ``Runtime.open``/``close`` pair.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 import asyncpg
@@ -17,6 +18,7 @@ from worker.migrate import Migrator
 from worker.pipeline import Pipeline
 from worker.services import Services
 from worker.settings import Settings
+from worker.tokens import get_encoding
 
 log = structlog.get_logger("worker.runtime")
 
@@ -38,6 +40,8 @@ class Runtime:
         if not settings.database_url:
             # Embedded mode is for demos and development: keep its schema current.
             await Migrator(database_url, settings.migrations_dir).up()
+        # Load the tokenizer now (~0.3 s), not inside the first job's event-loop turn.
+        await asyncio.to_thread(get_encoding)
         pool = await create_pool(settings, database_url)
         provider = make_provider(settings)
         batcher = EmbeddingBatcher(provider, settings)

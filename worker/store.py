@@ -104,9 +104,7 @@ async def upsert_contacts(
     return {r["primary_address"]: r["id"] for r in rows}
 
 
-async def copy_chunks(
-    conn: asyncpg.Connection, kind: str, records: list[tuple[Any, ...]]
-) -> None:
+async def copy_chunks(conn: asyncpg.Connection, kind: str, records: list[tuple[Any, ...]]) -> None:
     """Binary COPY of chunk rows (vectors travel in pgvector's binary format)."""
     if not records:
         return

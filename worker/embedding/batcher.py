@@ -17,6 +17,7 @@ that finally fails fails only the callers that had rows in it.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections import deque
 from dataclasses import asdict, dataclass, field
@@ -104,7 +105,13 @@ class _RetryAfterWait:
     """Exponential backoff with jitter, but never shorter than the server's Retry-After."""
 
     def __init__(self, initial: float, max_wait: float) -> None:
-        self._backoff = wait_exponential_jitter(initial=initial, max=max_wait, jitter=initial)
+        # tenacity >= 9.1 renamed ``initial`` to ``multiplier`` (and warns on the old name).
+        if "multiplier" in inspect.signature(wait_exponential_jitter).parameters:
+            self._backoff = wait_exponential_jitter(
+                multiplier=initial, max=max_wait, jitter=initial
+            )
+        else:  # pragma: no cover - older tenacity
+            self._backoff = wait_exponential_jitter(initial=initial, max=max_wait, jitter=initial)
         self._max = max_wait
 
     def __call__(self, retry_state: RetryCallState) -> float:
@@ -138,10 +145,8 @@ class EmbeddingBatcher:
         self.max_tokens = settings.embed_batch_max_tokens
         if self._rate_limited:
             # A request larger than the limiter's burst could overshoot a strict
-            # sliding-minute limit; MAX_INPUT_TOKENS keeps one full input always possible.
-            self.max_tokens = min(
-                self.max_tokens, max(self.limiter.max_request_tokens, MAX_INPUT_TOKENS)
-            )
+            # sliding-minute limit. (A single input above this cap still goes alone.)
+            self.max_tokens = min(self.max_tokens, self.limiter.max_request_tokens)
         self.linger_s = settings.embed_batch_linger_ms / 1000.0
         self.stats = BatcherStats()
         self._retry_initial = retry_initial_wait_s

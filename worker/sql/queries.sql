@@ -168,11 +168,10 @@ WHERE (embedding IS NULL OR embedding_model IS DISTINCT FROM $1) AND id > $2
 ORDER BY id
 LIMIT $3;
 
--- name: set_contact_embeddings
-UPDATE core.contacts c
-SET embedding = v.embedding, embedding_model = $1, embedded_at = now(), profile_hash = v.hash
-FROM unnest($2::uuid[], $3::vector[], $4::text[]) AS v(id, embedding, hash)
-WHERE c.id = v.id;
+-- name: set_contact_embedding
+UPDATE core.contacts
+SET embedding = $3, embedding_model = $2, embedded_at = now(), profile_hash = $4
+WHERE id = $1;
 
 -- name: pending_insights
 SELECT id, workspace_id, title, body
@@ -181,11 +180,9 @@ WHERE (embedding IS NULL OR embedding_model IS DISTINCT FROM $1) AND id > $2
 ORDER BY id
 LIMIT $3;
 
--- name: set_insight_embeddings
-UPDATE intel.insights i
-SET embedding = v.embedding, embedding_model = $1, embedded_at = now()
-FROM unnest($2::uuid[], $3::vector[]) AS v(id, embedding)
-WHERE i.id = v.id;
+-- name: set_insight_embedding
+UPDATE intel.insights SET embedding = $3, embedding_model = $2, embedded_at = now()
+WHERE id = $1;
 
 -- name: search_chunks
 -- Top chunks across the three chunked sources by cosine distance, for `cos-worker search`.

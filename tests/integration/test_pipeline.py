@@ -1,0 +1,320 @@
+"""The ingestion worker end to end: real PostgreSQL, real Redis, real arq Worker, and the
+OpenAI-compatible HTTP server from tests/support (the official SDK talks to it)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import asyncpg
+import numpy as np
+import pytest
+from pgvector.asyncpg import register_vector
+
+from tests.support.harness import (
+    communication,
+    make_settings,
+    media,
+    mutate,
+    new_workspace,
+    run_worker_burst,
+    transcript,
+)
+from worker import client
+from worker.chunking import chunk_communication
+from worker.embedding.providers import local_embed
+from worker.ledger import project
+from worker.payloads import job_id, parse_payload
+
+TURNS = [
+    ("Alice", 0, 4000, "Welcome everyone, today we review the quarterly roadmap."),
+    ("Alice", 4000, 9000, "First item is the billing migration to usage tiers."),
+    ("Bob", 9000, 15000, "The billing migration is blocked on the tax provider integration."),
+    ("Carol", 15000, 21000, "I can unblock tax by Friday if legal signs the contract."),
+]
+
+
+@pytest.fixture
+def settings_factory(migrated_dsn: str, redis_server: Any, fake_openai: Any):
+    def make(**overrides: Any):
+        return make_settings(migrated_dsn, redis_server.url, fake_openai.base_url, **overrides)
+
+    return make
+
+
+async def enqueue_all(settings: Any, payloads: list[dict[str, Any]]) -> list[str]:
+    redis = await client.connect(settings.redis_url)
+    try:
+        return [await client.enqueue(redis, p, settings=settings) for p in payloads]
+    finally:
+        await redis.aclose()
+
+
+async def fetch(dsn: str, sql: str, *args: Any) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(dsn)
+    await register_vector(conn)
+    try:
+        return await conn.fetch(sql, *args)
+    finally:
+        await conn.close()
+
+
+async def val(dsn: str, sql: str, *args: Any) -> Any:
+    rows = await fetch(dsn, sql, *args)
+    return rows[0][0] if rows else None
+
+
+async def test_each_kind_end_to_end(settings_factory, migrated_dsn, fake_openai) -> None:
+    settings = settings_factory()
+    ws = await new_workspace(migrated_dsn)
+    payloads = [
+        communication(ws, "m1", "Can we move the board meeting to Thursday?"),
+        communication(ws, "m2", "Thursday works. I'll update the invite.", subject="Re: board"),
+        transcript(ws, "call-1", TURNS),
+        media(ws, "video-1", [(0, 5000, "Intro to the dashboard"), (5000, 9000, "Billing tiers")]),
+    ]
+    ids = await enqueue_all(settings, payloads)
+    assert ids == [job_id(parse_payload(p)) for p in payloads]
+    await run_worker_burst(settings)
+
+    comms = await fetch(migrated_dsn, "SELECT * FROM comms.communications WHERE workspace_id=$1 "
+                        "ORDER BY external_id", ws)  # fmt: skip
+    assert [c["external_id"] for c in comms] == ["m1", "m2"]
+    assert all(c["embedding_model"] == "text-embedding-3-small" for c in comms)
+    [only] = chunk_communication(
+        "subject m1", "Can we move the board meeting to Thursday?", 512, 64
+    )
+    expected = local_embed([only.text])[0]
+    got = comms[0]["embedding"].to_numpy()
+    assert got.shape == (1536,)
+    assert float(np.dot(got, expected)) > 0.99  # subject + body embedded, vector as served
+    thread = await fetch(migrated_dsn, "SELECT * FROM comms.threads WHERE workspace_id=$1", ws)
+    assert len(thread) == 1 and thread[0]["message_count"] == 2
+    parts = await val(
+        migrated_dsn, "SELECT count(*) FROM comms.participants WHERE workspace_id=$1", ws
+    )
+    assert parts == 4
+    contacts = await fetch(migrated_dsn, "SELECT primary_address FROM core.contacts "
+                           "WHERE workspace_id=$1 ORDER BY 1", ws)  # fmt: skip
+    assert [c[0] for c in contacts] == ["alice@example.com", "ann@example.com",
+                                        "bob@example.com", "carol@example.com"]  # fmt: skip
+
+    chunks = await fetch(migrated_dsn, "SELECT * FROM meetings.transcript_chunks "
+                         "WHERE workspace_id=$1 ORDER BY chunk_index", ws)  # fmt: skip
+    assert chunks, "transcript produced no chunks"
+    assert chunks[0]["start_ms"] == 0 and chunks[-1]["end_ms"] == 21000
+    spoken = {s for c in chunks for s in c["speakers"]}
+    assert spoken == {"Alice", "Bob", "Carol"}
+    assert all(c["embedding"] is not None and c["token_count"] > 0 for c in chunks)
+    media_chunks = await fetch(migrated_dsn, "SELECT * FROM media.media_chunks "
+                               "WHERE workspace_id=$1 ORDER BY chunk_index", ws)  # fmt: skip
+    assert media_chunks[0]["start_ms"] == 0 and media_chunks[-1]["end_ms"] == 9000
+
+    jobs = await fetch(migrated_dsn, "SELECT status::text, attempts FROM ops.ingestion_jobs "
+                       "WHERE workspace_id=$1", ws)  # fmt: skip
+    assert [(j[0], j[1]) for j in jobs] == [("done", 1)] * 4
+    types = await fetch(migrated_dsn, "SELECT event_type FROM ops.events WHERE aggregate_id=$1 "
+                        "ORDER BY version", ids[2])  # fmt: skip
+    assert [t[0] for t in types] == ["job.received", "job.started", "content.pulled",
+                                     "content.chunked", "content.embedded", "content.stored",
+                                     "job.completed"]  # fmt: skip
+
+
+async def test_redelivery_and_reingest_are_noops(
+    settings_factory, migrated_dsn, fake_openai
+) -> None:
+    settings = settings_factory()
+    ws = await new_workspace(migrated_dsn)
+    payload = transcript(ws, "call-dedup", TURNS)
+    first = await enqueue_all(settings, [payload])
+    await run_worker_burst(settings)
+    requests_after_first = fake_openai.stats()["count"]
+    rows_before = await val(migrated_dsn, "SELECT count(*) FROM meetings.transcript_chunks "
+                            "WHERE workspace_id=$1", ws)  # fmt: skip
+
+    # the same payload again: same job id; arq still knows it, so no second job
+    again = await enqueue_all(settings, [payload])
+    assert again == first
+    # a re-delivery after arq forgot the job (result expired): the ledger makes it a no-op
+    redis = await client.connect(settings.redis_url)
+    await redis.delete(f"arq:result:{first[0]}")
+    await redis.enqueue_job("ingest", json.loads(json.dumps(payload)), _job_id=first[0],
+                            _queue_name=settings.queue_name)  # fmt: skip
+    await redis.aclose()
+    await run_worker_burst(settings)
+
+    assert fake_openai.stats()["count"] == requests_after_first  # no embedding call
+    rows_after = await val(migrated_dsn, "SELECT count(*) FROM meetings.transcript_chunks "
+                           "WHERE workspace_id=$1", ws)  # fmt: skip
+    assert rows_after == rows_before
+    events = await fetch(migrated_dsn, "SELECT event_type FROM ops.events WHERE aggregate_id=$1 "
+                         "ORDER BY version", first[0])  # fmt: skip
+    assert [e[0] for e in events].count("job.noop") == 1
+    assert [e[0] for e in events].count("content.stored") == 1
+
+
+async def test_changed_content_replaces_chunks_and_embeds_only_new_text(
+    settings_factory, migrated_dsn, fake_openai
+) -> None:
+    # small chunks so each turn is its own chunk
+    settings = settings_factory(chunk_tokens=16, chunk_overlap_tokens=0)
+    ws = await new_workspace(migrated_dsn)
+    v1 = transcript(ws, "call-change", TURNS)
+    await enqueue_all(settings, [v1])
+    await run_worker_burst(settings)
+    before = await fetch(migrated_dsn, "SELECT content_hash FROM meetings.transcript_chunks "
+                         "WHERE workspace_id=$1 ORDER BY chunk_index", ws)  # fmt: skip
+    fake_openai.reset()
+
+    turns = list(TURNS)
+    turns[3] = ("Carol", 15000, 21000, "Legal signed, so tax integration ships Monday.")
+    v2 = transcript(ws, "call-change", turns)
+    await enqueue_all(settings, [v2])
+    await run_worker_burst(settings)
+
+    after = await fetch(migrated_dsn, "SELECT content_hash, content FROM meetings.transcript_chunks "
+                        "WHERE workspace_id=$1 ORDER BY chunk_index", ws)  # fmt: skip
+    new_hashes = {a[0] for a in after} - {b[0] for b in before}
+    assert new_hashes, "the changed turn must produce a new chunk"
+    assert fake_openai.stats()["inputs"] == len(new_hashes)  # only changed texts embedded
+    assert not any("unblock tax by Friday" in a[1] for a in after)  # old text replaced
+    transcripts = await val(migrated_dsn, "SELECT count(*) FROM meetings.transcripts "
+                            "WHERE workspace_id=$1", ws)  # fmt: skip
+    assert transcripts == 1
+
+
+async def test_batching_across_jobs_is_close_to_minimum(settings_factory, migrated_dsn,
+                                                       fake_openai) -> None:  # fmt: skip
+    settings = settings_factory(worker_concurrency=40, embed_batch_linger_ms=1500,
+                                db_pool_max=20)  # fmt: skip
+    ws = await new_workspace(migrated_dsn)
+    payloads = [communication(ws, f"b{i}", f"note {i}: budget line {i * 7} approved", thread_key=f"t{i}")
+                for i in range(40)]  # fmt: skip
+    await enqueue_all(settings, payloads)
+    await run_worker_burst(settings)
+    stats = fake_openai.stats()
+    assert stats["inputs"] == 40
+    # 40 inputs fit in one request; arq starts jobs over several poll cycles (~1 s here),
+    # so a long linger collects them; without batching this would be 40 requests
+    assert stats["count"] <= 3, stats["count"]
+    done = await val(migrated_dsn, "SELECT count(*) FROM ops.ingestion_jobs WHERE workspace_id=$1 "
+                     "AND status='done'", ws)  # fmt: skip
+    assert done == 40
+
+
+@pytest.mark.parametrize(
+    "faults",
+    [
+        [{"status": 429, "retry_after": 0.2}, {"status": 429, "retry_after": 0.1}],
+        [{"status": 500}, {"status": 503}],
+        [{"timeout": True}],
+    ],
+    ids=["429-retry-after", "5xx", "timeout"],
+)
+async def test_transient_api_faults_are_retried(settings_factory, migrated_dsn, fake_openai,
+                                                faults) -> None:  # fmt: skip
+    settings = settings_factory(embed_request_timeout_s=0.5)
+    fake_openai.configure(timeout_sleep_s=1.5)
+    ws = await new_workspace(migrated_dsn)
+    fake_openai.push_faults(*faults)
+    await enqueue_all(settings, [communication(ws, "r1", "retry me please")])
+    await run_worker_burst(settings)
+    status = await val(migrated_dsn, "SELECT status::text FROM ops.ingestion_jobs "
+                       "WHERE workspace_id=$1", ws)  # fmt: skip
+    assert status == "done"
+    statuses = fake_openai.stats()["statuses"]
+    assert statuses.get("200") == 1
+
+
+async def test_wrong_dimension_is_never_stored_and_dead_letters(settings_factory, migrated_dsn,
+                                                                fake_openai) -> None:  # fmt: skip
+    settings = settings_factory(job_max_tries=2, embed_max_retries=1)
+    ws = await new_workspace(migrated_dsn)
+    fake_openai.push_faults(*[{"wrong_dim": True}] * 20)
+    await enqueue_all(settings, [transcript(ws, "bad-dim", TURNS)])
+    await run_worker_burst(settings)
+    fake_openai.reset()
+    rows = await val(migrated_dsn, "SELECT count(*) FROM meetings.transcript_chunks "
+                     "WHERE workspace_id=$1", ws)  # fmt: skip
+    assert rows == 0
+    job = (await fetch(migrated_dsn, "SELECT status::text, attempts, last_error FROM "
+                       "ops.ingestion_jobs WHERE workspace_id=$1", ws))[0]  # fmt: skip
+    assert job["status"] == "failed" and job["attempts"] == 2
+    assert "dimension" in job["last_error"].lower()
+    kinds = await fetch(migrated_dsn, "SELECT event_type FROM ops.events WHERE workspace_id=$1 "
+                        "ORDER BY id", ws)  # fmt: skip
+    assert [k[0] for k in kinds].count("job.retrying") == 1
+    assert [k[0] for k in kinds][-1] == "job.failed"
+
+
+BAD = {
+    "communication": ({"channel": "pigeon"}, "channel"),
+    "transcript": ({"segments": [{"speaker": "A", "start_ms": 500, "end_ms": 100, "text": "x"}]},
+                   "segments.0"),
+    "media": ({"asset": {"kind": "hologram"}}, "asset.kind"),
+}  # fmt: skip
+
+
+async def test_bad_payloads_fail_once_and_others_continue(settings_factory, migrated_dsn,
+                                                          fake_openai, capfd) -> None:  # fmt: skip
+    settings = settings_factory()
+    ws = await new_workspace(migrated_dsn)
+    good = [communication(ws, "good-1", "all fine here")]
+    bad = {
+        "communication": mutate(communication(ws, "bad-c", "x"), **BAD["communication"][0]),
+        "transcript": mutate(transcript(ws, "bad-t", TURNS), **BAD["transcript"][0]),
+        "media": mutate(media(ws, "bad-m", [(0, 1, "x")]), **BAD["media"][0]),
+    }
+    redis = await client.connect(settings.redis_url)
+    for name, payload in bad.items():  # straight to Redis, as a non-Python connector would
+        await redis.enqueue_job("ingest", payload, _job_id=f"bad-{name}-{ws}",
+                                _queue_name=settings.queue_name)  # fmt: skip
+    await redis.aclose()
+    await enqueue_all(settings, good)
+    await run_worker_burst(settings)
+
+    rows = await fetch(migrated_dsn, "SELECT kind::text, status::text, attempts, error_field, "
+                       "last_error FROM ops.ingestion_jobs WHERE workspace_id=$1", ws)  # fmt: skip
+    by_kind = {(r["kind"], r["status"]): r for r in rows}
+    assert ("communication", "done") in by_kind
+    for kind, (_, field) in BAD.items():
+        row = by_kind[(kind, "failed")]
+        assert row["attempts"] == 1
+        assert row["error_field"].startswith(field), (kind, row["error_field"])
+        assert row["last_error"]
+    failed_events = await val(migrated_dsn, "SELECT count(*) FROM ops.events WHERE workspace_id=$1 "
+                              "AND event_type='job.failed'", ws)  # fmt: skip
+    assert failed_events == 3
+    out = capfd.readouterr()
+    lines = [json.loads(line) for line in (out.out + out.err).splitlines()
+             if line.startswith("{") and "invalid_payload" in line]  # fmt: skip
+    assert {(line["kind"], line["field"].split(".")[0]) for line in lines} >= {
+        ("communication", "channel"),
+        ("transcript", "segments"),
+        ("media", "asset"),
+    }
+
+
+async def test_ledger_is_a_projection_of_events(
+    settings_factory, migrated_dsn, fake_openai
+) -> None:
+    settings = settings_factory(job_max_tries=2, embed_max_retries=0)
+    ws = await new_workspace(migrated_dsn)
+    fake_openai.push_faults({"status": 500})
+    await enqueue_all(settings, [communication(ws, "p1", "one"), transcript(ws, "p2", TURNS)])
+    redis = await client.connect(settings.redis_url)
+    await redis.enqueue_job("ingest", {"kind": "media", "workspace_id": str(ws)},
+                            _queue_name=settings.queue_name)  # fmt: skip
+    await redis.aclose()
+    await run_worker_burst(settings)
+    events = await fetch(migrated_dsn, "SELECT aggregate_id, event_type, payload FROM ops.events "
+                         "WHERE workspace_id=$1 ORDER BY aggregate_id, version", ws)  # fmt: skip
+    projected = project([dict(e) for e in events])
+    ledger = await fetch(migrated_dsn, "SELECT id, kind::text, source, external_id, content_hash, "
+                         "status::text, attempts, last_error, error_field FROM ops.ingestion_jobs "
+                         "WHERE workspace_id=$1", ws)  # fmt: skip
+    assert len(ledger) == 3 and set(projected) == {r["id"] for r in ledger}
+    for row in ledger:
+        p = projected[row["id"]]
+        assert (p.kind, p.source, p.external_id, p.content_hash, p.status, p.attempts,
+                p.last_error, p.error_field) == tuple(row)[1:], row  # fmt: skip

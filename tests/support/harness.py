@@ -1,0 +1,106 @@
+"""Helpers to run the real worker against the session's real servers."""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from typing import Any
+
+import asyncpg
+from arq.worker import Worker
+
+from worker.app import worker_options
+from worker.client import redis_settings_for
+from worker.settings import Settings
+
+DEFAULTS: dict[str, Any] = {
+    "openai_api_key": "sk-test-not-a-real-key-1234567890",
+    "embedding_provider": "openai",
+    "embed_batch_linger_ms": 30,
+    "embed_max_retries": 3,
+    "embed_request_timeout_s": 2.0,
+    "retry_base_delay_s": 0.05,
+    "job_max_tries": 3,
+    "worker_concurrency": 8,
+    "db_pool_max": 10,
+    "log_format": "json",
+    "fetch_allow_private": True,
+}
+
+
+def make_settings(database_url: str, redis_url: str, openai_base_url: str,
+                  **overrides: Any) -> Settings:  # fmt: skip
+    values = {**DEFAULTS, "database_url": database_url, "redis_url": redis_url,
+              "openai_base_url": openai_base_url + "/v1",
+              "queue_name": f"test:{uuid.uuid4().hex[:8]}", **overrides}  # fmt: skip
+    return Settings(**values)
+
+
+async def run_worker_burst(settings: Settings, **worker_kw: Any) -> Worker:
+    """Run an in-process arq Worker until its queue is empty; returns it for counters."""
+    worker = Worker(
+        **worker_options(settings),
+        redis_settings=redis_settings_for(settings.redis_url or ""),
+        burst=True,
+        handle_signals=False,
+        poll_delay=0.02,
+        ctx={"settings": settings},
+        **worker_kw,
+    )
+    try:
+        await worker.main()
+    finally:
+        await worker.close()
+    return worker
+
+
+async def new_workspace(dsn: str, name: str = "test") -> uuid.UUID:
+    conn = await asyncpg.connect(dsn)
+    try:
+        ws: uuid.UUID = await conn.fetchval(
+            "INSERT INTO core.workspaces (name) VALUES ($1) RETURNING id", name
+        )
+        return ws
+    finally:
+        await conn.close()
+
+
+def communication(ws: uuid.UUID, external_id: str, body: str, **kw: Any) -> dict[str, Any]:
+    return {
+        "kind": "communication", "workspace_id": str(ws), "source": "gmail",
+        "external_id": external_id, "channel": "email", "thread_key": kw.pop("thread_key", "t1"),
+        "subject": kw.pop("subject", f"subject {external_id}"),
+        "sender": {"name": "Ann Example", "address": "ann@example.com"},
+        "recipients": [{"name": "Bob Example", "address": "bob@example.com", "role": "to"}],
+        "sent_at": "2026-11-01T10:00:00Z", "body": body, **kw,
+    }  # fmt: skip
+
+
+def transcript(ws: uuid.UUID, external_id: str, turns: list[tuple[str, int, int, str]],
+               **kw: Any) -> dict[str, Any]:  # fmt: skip
+    return {
+        "kind": "transcript", "workspace_id": str(ws), "source": "zoom",
+        "external_id": external_id,
+        "meeting": {"title": "Sync", "starts_at": "2026-11-01T10:00:00Z",
+                    "ends_at": "2026-11-01T11:00:00Z"},
+        "participants": [{"name": s, "address": f"{s.lower()}@example.com"}
+                         for s in sorted({t[0] for t in turns})],
+        "segments": [{"speaker": s, "start_ms": a, "end_ms": b, "text": t}
+                     for s, a, b, t in turns], **kw,
+    }  # fmt: skip
+
+
+def media(ws: uuid.UUID, external_id: str, segments: list[tuple[int, int, str]],
+          **kw: Any) -> dict[str, Any]:  # fmt: skip
+    return {
+        "kind": "media", "workspace_id": str(ws), "source": "loom", "external_id": external_id,
+        "asset": {"kind": "video", "title": "Demo", "mime_type": "video/mp4",
+                  "duration_ms": segments[-1][1] if segments else 0},
+        "segments": [{"start_ms": a, "end_ms": b, "text": t} for a, b, t in segments], **kw,
+    }  # fmt: skip
+
+
+def mutate(payload: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    out = copy.deepcopy(payload)
+    out.update(changes)
+    return out
