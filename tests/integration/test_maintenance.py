@@ -28,7 +28,7 @@ from worker.maintenance import MaintenanceReport, run_maintenance
 from worker.maintenance import reindex as reindex_mod
 from worker.settings import Settings
 
-CHUNK_ROWS = 4000
+CHUNK_ROWS = 1500
 CONTACT_ROWS = 40
 DIM = 1536
 CHUNKS_INDEX = "meetings.idx_chunks_embedding"
@@ -124,7 +124,6 @@ async def db(pg: EmbeddedPostgres, template: str) -> AsyncIterator[str]:
 def make_settings(**overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "maintenance_work_mem": "256MB",
-        "maintenance_parallel_workers": 0,  # one core's pace: a rebuild long enough to observe
         "slow_query_min_mean_ms": 100.0,
     }
     values.update(overrides)
@@ -232,22 +231,22 @@ async def test_reindex_follows_growth_policy_and_cap(
         )
         assert recorded == CHUNK_ROWS
         chunks = next(i for i in first.indexes if i["index"] == CHUNKS_INDEX)
-        assert (
-            chunks["bloat"] < settings.reindex_bloat_ratio
-        )  # the size estimate fits a fresh build
+        print(f"\nfresh index: {chunks}")
+        # The catalog size estimate must fit a freshly built index, or we rebuild nightly.
+        assert chunks["bloat"] < 0.05 and chunks["decision"] == "baseline"
 
         second = await run_maintenance(settings, db)
         assert not second.actions_of("reindex") and not second.actions_of("reindex_baseline")
 
-        # The index was last built when the table had 1,500 rows: 4,000 / 1,500 >= 2.
+        # The index was last built when the table had 600 rows: 1,500 / 600 >= 2.
         await conn.execute(
-            "UPDATE ops.index_builds SET rows_at_build = 1500 WHERE index_name = $1", CHUNKS_INDEX
+            "UPDATE ops.index_builds SET rows_at_build = 600 WHERE index_name = $1", CHUNKS_INDEX
         )
         third = await run_maintenance(settings, db)
         rebuilt = third.actions_of("reindex", "done")
         assert [a.target for a in rebuilt] == [CHUNKS_INDEX]
         assert rebuilt[0].reason == "growth"
-        assert rebuilt[0].details["rows_before"] == 1500
+        assert rebuilt[0].details["rows_before"] == 600
         assert rebuilt[0].details["rows_now"] == CHUNK_ROWS
         build = await conn.fetchrow(
             "SELECT rows_at_build, reason, duration_ms FROM ops.index_builds WHERE index_name = $1",
@@ -255,16 +254,30 @@ async def test_reindex_follows_growth_policy_and_cap(
         )
         assert build["rows_at_build"] == CHUNK_ROWS and build["reason"] == "growth"
         assert build["duration_ms"] > 0
+        print(f"idle-table REINDEX CONCURRENTLY of {CHUNK_ROWS} rows: {build['duration_ms']} ms")
         valid = await conn.fetchval(
             "SELECT indisvalid FROM pg_index WHERE indexrelid = $1::regclass", CHUNKS_INDEX
         )
         assert valid
 
-        # Cap: two indexes due, one rebuild allowed: the larger overshoot goes first.
+        # Bloat: delete 700 rows and VACUUM (as autovacuum would): the table shrinks, an
+        # HNSW index never does, so the size estimate sees 1 - 801/1501 = 47 % waste.
         monkeypatch.setattr(reindex_mod, "MIN_ROWS_FOR_REBUILD", 10)
+        await conn.execute("DELETE FROM meetings.transcript_chunks WHERE chunk_index < 700")
+        await conn.execute("VACUUM meetings.transcript_chunks")
+        await flush_stats(conn)
+        bloated = await run_maintenance(settings, db)
+        rebuilt = bloated.actions_of("reindex", "done")
+        assert [(a.target, a.reason) for a in rebuilt] == [(CHUNKS_INDEX, "bloat")]
+        assert rebuilt[0].details["bloat"] >= 0.4
+        after = next(i for i in (await run_maintenance(settings, db)).indexes
+                     if i["index"] == CHUNKS_INDEX)  # fmt: skip
+        assert after["bloat"] < 0.05 and after["decision"] == "none"
+
+        # Cap: two indexes due, one rebuild allowed: the larger overshoot goes first.
         await conn.execute(
             "UPDATE ops.index_builds SET rows_at_build = CASE index_name "
-            "WHEN $1 THEN 1500 ELSE 5 END WHERE index_name IN ($1, $2)",
+            "WHEN $1 THEN 300 ELSE 5 END WHERE index_name IN ($1, $2)",
             CHUNKS_INDEX,
             CONTACTS_INDEX,
         )
@@ -335,7 +348,7 @@ async def test_inserts_keep_flowing_during_concurrent_reindex(db: str) -> None:
     try:
         await conn.execute(
             "INSERT INTO ops.index_builds (index_name, table_name, rows_at_build) "
-            "VALUES ($1, 'meetings.transcript_chunks', 1000)",
+            "VALUES ($1, 'meetings.transcript_chunks', 600)",
             CHUNKS_INDEX,
         )
         vectors = _vectors(5000, seed=2)
