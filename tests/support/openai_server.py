@@ -111,7 +111,7 @@ def _error(
 
 
 async def _embeddings(request: web.Request) -> web.StreamResponse:
-    state: _State = request.app["state"]
+    state: _State = request.app[STATE]
     received = time.monotonic()
     if not request.headers.get("Authorization", "").startswith("Bearer "):
         return _error(401, "missing API key", "invalid_request_error")
@@ -230,17 +230,20 @@ async def _embeddings(request: web.Request) -> web.StreamResponse:
 
 async def _control(request: web.Request) -> web.Response:
     cfg = await request.json()
-    request.app["state"].apply(cfg)
+    request.app[STATE].apply(cfg)
     return web.json_response({"ok": True})
 
 
 async def _stats(request: web.Request) -> web.Response:
-    return web.json_response(request.app["state"].stats())
+    return web.json_response(request.app[STATE].stats())
+
+
+STATE = web.AppKey("state", _State)
 
 
 def make_app(state: _State) -> web.Application:
     app = web.Application(client_max_size=256 * 1024 * 1024)
-    app["state"] = state
+    app[STATE] = state
     app.router.add_post("/v1/embeddings", _embeddings)
     app.router.add_post("/embeddings", _embeddings)
     app.router.add_post("/_control", _control)

@@ -239,9 +239,9 @@ def local_embed(texts: list[str], dim: int = EMBEDDING_DIMENSIONS) -> np.ndarray
     vals = flat_w[pos] * np.repeat(pair_weight, counts)
     mat = np.bincount(cells, weights=vals, minlength=n * dim).reshape(n, dim)
     norms = np.linalg.norm(mat, axis=1)
-    for row in np.flatnonzero(norms == 0):  # pathological hash cancellation
-        mat[row, _feature_hash(texts[row]) % dim] = 1.0
-        norms[row] = 1.0
+    for zero in np.flatnonzero(norms == 0).tolist():  # pathological hash cancellation
+        mat[zero, _feature_hash(texts[zero]) % dim] = 1.0
+        norms[zero] = 1.0
     return (mat / norms[:, None]).astype(np.float32)
 
 
