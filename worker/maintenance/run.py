@@ -1,40 +1,32 @@
-"""One maintenance run: drop invalid leftovers, ANALYZE, REINDEX, slow-query report.
+"""One maintenance pass: drop invalid leftovers, ANALYZE, REINDEX, slow-query report.
 
-Called by the nightly arq cron job (``trigger="cron"``) and by
-``cos-worker maintenance [--dry-run] [--json] [--force-analyze]``; both get a
-:class:`MaintenanceReport` (``to_dict()`` is the ``--json`` output).
+Called by the nightly arq cron job (``trigger="cron"``) and by ``cos-worker
+maintenance [--dry-run] [--json] [--force-analyze]``; ``MaintenanceReport.to_dict()``
+is the ``--json`` output. The policy is in ``docs/maintenance.md``.
 
-**Connections and privileges.** The maintenance statements run on a dedicated
-connection that keeps the DSN's *login role* (``connect(..., as_role=False)``): the
-worker's ``service_role`` owns nothing, while ANALYZE and REINDEX need ownership of
-the table or the ``MAINTAIN`` privilege (PostgreSQL 17+: ``GRANT pg_maintain TO
-<login role>`` or ``GRANT MAINTAIN ON ...``); reading other roles' statements in
-``pg_stat_statements`` needs ``pg_read_all_stats``. Tables and indexes the login role
-may not maintain are reported as skipped, not attempted. The bookkeeping (run row,
-events, ``ops.index_builds``, slow-query reports) is written on a second connection
-under ``settings.database_role``, like every other worker write.
+**Privileges.** Maintenance statements run on a dedicated connection that keeps the
+DSN's *login role* (``connect(..., as_role=False)``): ANALYZE/REINDEX need ownership
+or the ``MAINTAIN`` privilege (PostgreSQL 17+, ``GRANT pg_maintain TO <login>``), and
+full ``pg_stat_statements`` text needs ``pg_read_all_stats``, which the NOLOGIN
+``service_role`` lacks. Objects we may not maintain are reported as skipped. The
+bookkeeping (run row, events, ``ops.index_builds``, slow-query reports) is written on
+a second connection under ``settings.database_role``, like every worker write.
 
-**Single flight.** The dedicated connection takes a session advisory lock
-(``pg_try_advisory_lock(MAINTENANCE_LOCK_KEY)``) and holds it for the run; a run
-that cannot get it logs ``maintenance.skipped``, records a ``skipped`` run and
-returns. If the process dies, its connection closes and the lock goes with it.
+**Single flight.** The dedicated connection holds ``pg_try_advisory_lock
+(MAINTENANCE_LOCK_KEY)`` for the pass; a pass that cannot get it logs
+``maintenance.skipped``, records a ``skipped`` run and returns. A dead worker's
+connection closes and releases the lock.
 
-**Session settings** (set on the dedicated connection only, never on the pool):
+**Session settings**, on the dedicated connection only (never on the pool):
+``maintenance_work_mem`` (an HNSW build that fits in memory is many times faster),
+``max_parallel_maintenance_workers`` (parallel build, bounded so ingestion keeps CPU),
+``lock_timeout`` (rather than queue behind a long transaction — and make others queue
+behind us — the action fails, is recorded and retried next pass) and
+``statement_timeout`` (bound on one rebuild), from the ``maintenance_*`` settings.
 
-* ``maintenance_work_mem`` (``maintenance_work_mem``, 1GB): an HNSW build whose graph
-  fits in memory is many times faster than one that spills;
-* ``max_parallel_maintenance_workers`` (``maintenance_parallel_workers``, 2): parallel
-  index builds, bounded so that ingestion keeps CPU;
-* ``lock_timeout`` (``maintenance_lock_timeout``, 5s): ANALYZE and the concurrent
-  REINDEX/DROP take SHARE UPDATE EXCLUSIVE locks and wait for older transactions;
-  rather than queue behind a long transaction (and make others queue behind us) the
-  action fails, is recorded, and the next run tries again;
-* ``statement_timeout`` (``maintenance_statement_timeout``, 2h): bound on one rebuild.
-
-A failed action is recorded with its error and the run goes on (status
-``partial``). ``dry_run`` decides and reports everything but changes nothing: no
-ANALYZE/REINDEX/DROP, no baseline or slow-query rows; only the run row (marked
-``dry_run``) and its events are written.
+A failed action is recorded with its error and the pass goes on (status ``partial``).
+``dry_run`` decides and reports but changes nothing (no ANALYZE/REINDEX/DROP, no
+baseline or slow-query rows); only the run row (``dry_run``) and its events are written.
 """
 
 from __future__ import annotations
