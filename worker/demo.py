@@ -54,6 +54,19 @@ WHERE workspace_id = $1 AND event_type = 'content.embedded'
 """
 
 
+async def _drain(settings: Settings, services: Services, redis_url: str) -> None:
+    """Run an in-process arq worker until the queue is empty."""
+    worker = Worker(
+        **worker_options(settings), redis_settings=redis_settings_for(redis_url),
+        burst=True, handle_signals=False, poll_delay=0.05,
+        ctx={"settings": settings, "services": services},
+    )  # fmt: skip
+    try:
+        await worker.main()
+    finally:
+        await worker.close()
+
+
 def load_corpus() -> list[dict[str, Any]]:
     return [json.loads(line) for line in SAMPLE.read_text().splitlines() if line.strip()]
 
@@ -91,19 +104,12 @@ async def run_demo(settings: Settings, console: Console | None = None) -> dict[s
         corpus = load_corpus()
         for payload in corpus:
             await client.enqueue(redis, payload, db=pool, settings=settings)
-        await redis.enqueue_job(keys.EMBED_PENDING, _queue_name=settings.queue_name,
-                                _defer_by=0.5)  # fmt: skip
         console.print(f"[bold]enqueued[/] {len(corpus)} items from {SAMPLE.name}")
         ingest_started = time.perf_counter()
-        worker = Worker(
-            **worker_options(settings), redis_settings=redis_settings_for(redis_url),
-            burst=True, handle_signals=False, poll_delay=0.05,
-            ctx={"settings": settings, "services": services},
-        )  # fmt: skip
-        try:
-            await worker.main()
-        finally:
-            await worker.close()
+        await _drain(settings, services, redis_url)
+        # Contacts exist once ingestion is done: embed their profiles (and the insight).
+        await redis.enqueue_job(keys.EMBED_PENDING, _queue_name=settings.queue_name)
+        await _drain(settings, services, redis_url)
         ingest_s = time.perf_counter() - ingest_started
         counts = {name: await pool.fetchval(sql, DEMO_WORKSPACE) for name, sql in COUNTS.items()}
         counts["tokens embedded (this run)"] = (

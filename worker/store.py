@@ -18,8 +18,8 @@ from uuid import UUID
 
 import asyncpg
 import numpy as np
-from worker.chunking import Chunk
 
+from worker.chunking import Chunk
 from worker.payloads import CommunicationPayload, MediaPayload, Person, TranscriptPayload
 from worker.queries import CHUNK_TABLES, SOURCE_TABLES, Q
 

@@ -1,0 +1,90 @@
+"""The command line as a person uses it: real subprocesses, real servers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.harness import communication, new_workspace, run_worker_burst
+from worker.settings import REPO_ROOT, Settings
+
+CLEAN_ENV_KEYS = ("DATABASE_URL", "REDIS_URL", "OPENAI_API_KEY", "OPENAI_BASE_URL", "QUEUE_NAME")
+
+
+def cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 240
+) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if k not in CLEAN_ENV_KEYS}
+    return subprocess.run([sys.executable, "-m", "worker.cli", *args], cwd=REPO_ROOT, text=True,
+                          capture_output=True, env={**base, **(env or {})}, timeout=timeout)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_demo_runs_on_embedded_defaults(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    result = cli("demo", env={"DATA_DIR": str(data_dir)})
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    for line in ("communications", "transcript chunks", "media chunks", "contacts embedded"):
+        assert line in out
+    counts = {}
+    for row in out.splitlines():
+        parts = [p.strip() for p in row.strip("│┃ ").split("│")]
+        if len(parts) == 2 and parts[1].isdigit():
+            counts[parts[0]] = int(parts[1])
+    assert counts["communications"] == 4 and counts["jobs done"] == 6, out
+    assert counts["contacts embedded"] == counts["contacts"] > 0
+    assert counts["insights embedded"] == 1
+    assert "search 'what option pool did we propose to Northwind?'" in out
+    assert "option pool" in out.split("search '", 1)[1]
+    # the servers it started were stopped again
+    assert not (data_dir / "postgres" / "pgdata" / "postmaster.pid").exists()
+    # and a second run reuses the data: nothing is embedded twice
+    again = cli("demo", env={"DATA_DIR": str(data_dir)})
+    assert again.returncode == 0, again.stderr
+    assert "tokens embedded (this run) │    0" in again.stdout
+
+
+async def test_enqueue_status_and_search(
+    migrated_dsn: str, redis_server: Any, tmp_path: Path
+) -> None:
+    ws = await new_workspace(migrated_dsn)
+    queue = f"cli:{uuid.uuid4().hex[:8]}"
+    env = {"DATABASE_URL": migrated_dsn, "REDIS_URL": redis_server.url, "QUEUE_NAME": queue,
+           "EMBEDDING_PROVIDER": "local"}  # fmt: skip
+    lines = [
+        json.dumps(communication(ws, "cli-1", "The quarterly board deck is due on Monday.")),
+        "{not json",
+        json.dumps({**communication(ws, "cli-2", "x"), "channel": "pigeon"}),
+        json.dumps(communication(ws, "cli-3", "Hiring plan: two engineers in Q1.")),
+    ]
+    path = tmp_path / "in.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    result = cli("enqueue", str(path), env=env)
+    assert result.returncode == 1  # some lines were invalid
+    assert "line 2: line: not JSON" in result.stdout
+    assert "line 3: channel:" in result.stdout
+    assert "enqueued 2, invalid 2" in result.stdout
+
+    status = cli("status", "--json", env=env)
+    assert status.returncode == 0, status.stderr
+    report = json.loads(status.stdout)
+    assert report["queue_depth"] == 2 and report["in_flight"] == 0
+    assert report["queued"] >= 2 and report["oldest_queued_age_s"] is not None
+
+    settings = Settings(database_url=migrated_dsn, redis_url=redis_server.url, queue_name=queue,
+                        embedding_provider="local")  # fmt: skip
+    await run_worker_burst(settings)
+    after = json.loads(cli("status", "--json", env=env).stdout)
+    assert after["queue_depth"] == 0
+
+    found = cli("search", "board deck Monday", "--workspace", str(ws), "--limit", "1", env=env)
+    assert found.returncode == 0, found.stderr
+    assert "quarterly board deck" in found.stdout
