@@ -1,0 +1,1 @@
+"""cos-worker: ingestion worker and PostgreSQL memory for the AI Chief of Staff platform."""
