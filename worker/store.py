@@ -116,8 +116,10 @@ async def copy_chunks(conn: asyncpg.Connection, kind: str, records: list[tuple[A
 
 async def store_communication(
     conn: asyncpg.Connection, job_id: UUID, payload: CommunicationPayload, body: str,
-    content_hash: str, vector: np.ndarray, model: str, chunks: Sequence[Chunk],
+    content_hash: str, vector: np.ndarray | None, model: str | None, chunks: Sequence[Chunk],
 ) -> StoreResult:  # fmt: skip
+    """Upsert a communication (one vector: None when it has no text), its thread,
+    participants and contacts."""
     ws = payload.workspace_id
     people: list[Person] = [r for r in payload.recipients]
     if payload.sender is not None:
