@@ -12,7 +12,7 @@ from typing import Any
 
 from arq import cron
 
-from worker import jobs, serialization
+from worker import jobs, keys, serialization
 from worker.log import configure_logging
 from worker.runtime import Runtime
 from worker.services import Services
@@ -44,7 +44,16 @@ def worker_options(settings: Settings) -> dict[str, Any]:
                 run_at_startup=False,
                 unique=True,
                 timeout=24 * 3600,
-            )  # fmt: skip
+            ),  # fmt: skip
+            # Redis is the transport, the ledger the record: re-enqueue what Redis lost.
+            cron(
+                jobs.reconcile,
+                name=keys.RECONCILE,
+                minute=set(range(0, 60, settings.reconcile_every_minutes)),
+                run_at_startup=False,
+                unique=True,
+                timeout=600,
+            ),
         ],
         "on_startup": startup,
         "on_shutdown": shutdown,

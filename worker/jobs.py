@@ -15,6 +15,7 @@ import structlog
 from arq import Retry
 
 from worker import backfill
+from worker import reconcile as reconciler
 from worker.pipeline import Delivery, Pipeline, RetryLater
 from worker.runtime import Runtime
 
@@ -62,3 +63,9 @@ async def maintenance(ctx: dict[str, Any]) -> dict[str, Any]:
     rt = _runtime(ctx)
     report = await run_maintenance(rt.settings, rt.database_url, trigger="cron")
     return dict(report.to_dict())
+
+
+async def reconcile(ctx: dict[str, Any]) -> dict[str, int]:
+    """Re-enqueue ledger jobs that Redis lost (see ``worker.reconcile``)."""
+    rt = _runtime(ctx)
+    return await reconciler.reconcile(rt.settings, rt.pool, ctx["redis"])

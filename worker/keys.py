@@ -15,3 +15,4 @@ RESULT_KEY_PREFIX = result_key_prefix
 INGEST = "ingest"
 EMBED_PENDING = "embed_pending"
 MAINTENANCE = "maintenance"
+RECONCILE = "reconcile"

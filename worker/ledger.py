@@ -32,6 +32,7 @@ JOB_NOOP = "job.noop"  # no status change: re-delivery of a finished job
 JOB_SKIPPED = "job.skipped"  # status skipped: superseded by newer content
 JOB_RETRYING = "job.retrying"  # status queued, last_error
 JOB_FAILED = "job.failed"  # status failed, last_error, error_field
+JOB_REQUEUED = "job.requeued"  # no status change: the reconciler re-enqueued a lost job
 
 STATUS_BY_EVENT = {
     JOB_RECEIVED: "queued",

@@ -83,6 +83,12 @@ class Settings(BaseSettings):
     job_max_tries: int = Field(default=5, ge=1)
     retry_base_delay_s: float = Field(default=2.0, ge=0)
     embed_pending_batch: int = Field(default=512, ge=1)
+    reconcile_grace_s: float = Field(
+        default=300.0, ge=0,
+        description="A queued/running ledger row untouched this long with no live arq job "
+        "is re-enqueued by the reconciler",
+    )  # fmt: skip
+    reconcile_every_minutes: int = Field(default=5, ge=1, le=60, description="reconciler cron")
 
     # --- maintenance -------------------------------------------------------------
     maintenance_hour: int = Field(default=3, ge=0, le=23, description="nightly run, UTC hour")
