@@ -15,6 +15,11 @@ from uuid import UUID
 
 import asyncpg
 from arq.connections import ArqRedis, RedisSettings, create_pool
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import BusyLoadingError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from worker import keys, ledger, serialization
 from worker.payloads import (
@@ -28,10 +33,18 @@ from worker.payloads import (
 from worker.settings import Settings, get_settings
 
 AnyPayload = CommunicationPayload | TranscriptPayload | MediaPayload
+#: Retries of one Redis command on connection errors (backoff 0.1 s doubling, capped at 2 s).
+REDIS_RETRIES = 20
 
 
 def redis_settings_for(url: str) -> RedisSettings:
-    return RedisSettings.from_dsn(url)
+    """Settings that ride out a Redis restart: commands retry on connection errors with
+    capped exponential backoff (~30 s in all) instead of killing the worker's poll loop."""
+    settings = RedisSettings.from_dsn(url)
+    settings.retry = Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=REDIS_RETRIES)
+    # OSError: a refused connect surfaces raw (ConnectionRefusedError) inside the retry.
+    settings.retry_on_error = [RedisConnectionError, RedisTimeoutError, BusyLoadingError, OSError]
+    return settings
 
 
 async def connect(redis_url: str) -> ArqRedis:
