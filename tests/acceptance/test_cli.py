@@ -88,3 +88,17 @@ async def test_enqueue_status_and_search(
     found = cli("search", "board deck Monday", "--workspace", str(ws), "--limit", "1", env=env)
     assert found.returncode == 0, found.stderr
     assert "quarterly board deck" in found.stdout
+
+
+@pytest.mark.slow
+def test_migrate_on_embedded_defaults_starts_and_stops_the_server(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    up = cli("migrate", "up", env={"DATA_DIR": str(data_dir)})
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert "applied: 001, 002" in up.stdout
+    status = cli("migrate", "status", env={"DATA_DIR": str(data_dir)})
+    assert status.returncode == 0, status.stderr
+    assert [line.split()[2] for line in status.stdout.splitlines() if line[:3].isdigit()] == [
+        "applied", "applied"]  # fmt: skip
+    assert (data_dir / "postgres" / "pgdata" / "PG_VERSION").exists()  # data kept
+    assert not (data_dir / "postgres" / "pgdata" / "postmaster.pid").exists()  # server stopped
