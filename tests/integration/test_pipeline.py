@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import asyncpg
 import numpy as np
 import pytest
-from pgvector.asyncpg import register_vector
 
 from tests.support.harness import (
     communication,
+    db_fetch,
+    db_val,
     make_settings,
     media,
     mutate,
@@ -50,20 +50,6 @@ async def enqueue_all(settings: Any, payloads: list[dict[str, Any]]) -> list[str
         await redis.aclose()
 
 
-async def fetch(dsn: str, sql: str, *args: Any) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(dsn)
-    await register_vector(conn)
-    try:
-        return await conn.fetch(sql, *args)
-    finally:
-        await conn.close()
-
-
-async def val(dsn: str, sql: str, *args: Any) -> Any:
-    rows = await fetch(dsn, sql, *args)
-    return rows[0][0] if rows else None
-
-
 async def test_each_kind_end_to_end(settings_factory, migrated_dsn, fake_openai) -> None:
     settings = settings_factory()
     ws = await new_workspace(migrated_dsn)
@@ -77,7 +63,7 @@ async def test_each_kind_end_to_end(settings_factory, migrated_dsn, fake_openai)
     assert ids == [job_id(parse_payload(p)) for p in payloads]
     await run_worker_burst(settings)
 
-    comms = await fetch(migrated_dsn, "SELECT * FROM comms.communications WHERE workspace_id=$1 "
+    comms = await db_fetch(migrated_dsn, "SELECT * FROM comms.communications WHERE workspace_id=$1 "
                         "ORDER BY external_id", ws)  # fmt: skip
     assert [c["external_id"] for c in comms] == ["m1", "m2"]
     assert all(c["embedding_model"] == "text-embedding-3-small" for c in comms)
@@ -88,32 +74,32 @@ async def test_each_kind_end_to_end(settings_factory, migrated_dsn, fake_openai)
     got = comms[0]["embedding"].to_numpy()
     assert got.shape == (1536,)
     assert float(np.dot(got, expected)) > 0.99  # subject + body embedded, vector as served
-    thread = await fetch(migrated_dsn, "SELECT * FROM comms.threads WHERE workspace_id=$1", ws)
+    thread = await db_fetch(migrated_dsn, "SELECT * FROM comms.threads WHERE workspace_id=$1", ws)
     assert len(thread) == 1 and thread[0]["message_count"] == 2
-    parts = await val(
+    parts = await db_val(
         migrated_dsn, "SELECT count(*) FROM comms.participants WHERE workspace_id=$1", ws
     )
     assert parts == 4
-    contacts = await fetch(migrated_dsn, "SELECT primary_address FROM core.contacts "
+    contacts = await db_fetch(migrated_dsn, "SELECT primary_address FROM core.contacts "
                            "WHERE workspace_id=$1 ORDER BY 1", ws)  # fmt: skip
     assert [c[0] for c in contacts] == ["alice@example.com", "ann@example.com",
                                         "bob@example.com", "carol@example.com"]  # fmt: skip
 
-    chunks = await fetch(migrated_dsn, "SELECT * FROM meetings.transcript_chunks "
+    chunks = await db_fetch(migrated_dsn, "SELECT * FROM meetings.transcript_chunks "
                          "WHERE workspace_id=$1 ORDER BY chunk_index", ws)  # fmt: skip
     assert chunks, "transcript produced no chunks"
     assert chunks[0]["start_ms"] == 0 and chunks[-1]["end_ms"] == 21000
     spoken = {s for c in chunks for s in c["speakers"]}
     assert spoken == {"Alice", "Bob", "Carol"}
     assert all(c["embedding"] is not None and c["token_count"] > 0 for c in chunks)
-    media_chunks = await fetch(migrated_dsn, "SELECT * FROM media.media_chunks "
+    media_chunks = await db_fetch(migrated_dsn, "SELECT * FROM media.media_chunks "
                                "WHERE workspace_id=$1 ORDER BY chunk_index", ws)  # fmt: skip
     assert media_chunks[0]["start_ms"] == 0 and media_chunks[-1]["end_ms"] == 9000
 
-    jobs = await fetch(migrated_dsn, "SELECT status::text, attempts FROM ops.ingestion_jobs "
+    jobs = await db_fetch(migrated_dsn, "SELECT status::text, attempts FROM ops.ingestion_jobs "
                        "WHERE workspace_id=$1", ws)  # fmt: skip
     assert [(j[0], j[1]) for j in jobs] == [("done", 1)] * 4
-    types = await fetch(migrated_dsn, "SELECT event_type FROM ops.events WHERE aggregate_id=$1 "
+    types = await db_fetch(migrated_dsn, "SELECT event_type FROM ops.events WHERE aggregate_id=$1 "
                         "ORDER BY version", ids[2])  # fmt: skip
     assert [t[0] for t in types] == ["job.received", "job.started", "content.pulled",
                                      "content.chunked", "content.embedded", "content.stored",
@@ -129,7 +115,7 @@ async def test_redelivery_and_reingest_are_noops(
     first = await enqueue_all(settings, [payload])
     await run_worker_burst(settings)
     requests_after_first = fake_openai.stats()["count"]
-    rows_before = await val(migrated_dsn, "SELECT count(*) FROM meetings.transcript_chunks "
+    rows_before = await db_val(migrated_dsn, "SELECT count(*) FROM meetings.transcript_chunks "
                             "WHERE workspace_id=$1", ws)  # fmt: skip
 
     # the same payload again: same job id; arq still knows it, so no second job
@@ -144,10 +130,10 @@ async def test_redelivery_and_reingest_are_noops(
     await run_worker_burst(settings)
 
     assert fake_openai.stats()["count"] == requests_after_first  # no embedding call
-    rows_after = await val(migrated_dsn, "SELECT count(*) FROM meetings.transcript_chunks "
+    rows_after = await db_val(migrated_dsn, "SELECT count(*) FROM meetings.transcript_chunks "
                            "WHERE workspace_id=$1", ws)  # fmt: skip
     assert rows_after == rows_before
-    events = await fetch(migrated_dsn, "SELECT event_type FROM ops.events WHERE aggregate_id=$1 "
+    events = await db_fetch(migrated_dsn, "SELECT event_type FROM ops.events WHERE aggregate_id=$1 "
                          "ORDER BY version", first[0])  # fmt: skip
     assert [e[0] for e in events].count("job.noop") == 1
     assert [e[0] for e in events].count("content.stored") == 1
@@ -162,7 +148,7 @@ async def test_changed_content_replaces_chunks_and_embeds_only_new_text(
     v1 = transcript(ws, "call-change", TURNS)
     await enqueue_all(settings, [v1])
     await run_worker_burst(settings)
-    before = await fetch(migrated_dsn, "SELECT content_hash FROM meetings.transcript_chunks "
+    before = await db_fetch(migrated_dsn, "SELECT content_hash FROM meetings.transcript_chunks "
                          "WHERE workspace_id=$1 ORDER BY chunk_index", ws)  # fmt: skip
     fake_openai.reset()
 
@@ -172,13 +158,13 @@ async def test_changed_content_replaces_chunks_and_embeds_only_new_text(
     await enqueue_all(settings, [v2])
     await run_worker_burst(settings)
 
-    after = await fetch(migrated_dsn, "SELECT content_hash, content FROM meetings.transcript_chunks "
+    after = await db_fetch(migrated_dsn, "SELECT content_hash, content FROM meetings.transcript_chunks "
                         "WHERE workspace_id=$1 ORDER BY chunk_index", ws)  # fmt: skip
     new_hashes = {a[0] for a in after} - {b[0] for b in before}
     assert new_hashes, "the changed turn must produce a new chunk"
     assert fake_openai.stats()["inputs"] == len(new_hashes)  # only changed texts embedded
     assert not any("unblock tax by Friday" in a[1] for a in after)  # old text replaced
-    transcripts = await val(migrated_dsn, "SELECT count(*) FROM meetings.transcripts "
+    transcripts = await db_val(migrated_dsn, "SELECT count(*) FROM meetings.transcripts "
                             "WHERE workspace_id=$1", ws)  # fmt: skip
     assert transcripts == 1
 
@@ -197,7 +183,7 @@ async def test_batching_across_jobs_is_close_to_minimum(settings_factory, migrat
     # 40 inputs fit in one request; arq starts jobs over several poll cycles (~1 s here),
     # so a long linger collects them; without batching this would be 40 requests
     assert stats["count"] <= 3, stats["count"]
-    done = await val(migrated_dsn, "SELECT count(*) FROM ops.ingestion_jobs WHERE workspace_id=$1 "
+    done = await db_val(migrated_dsn, "SELECT count(*) FROM ops.ingestion_jobs WHERE workspace_id=$1 "
                      "AND status='done'", ws)  # fmt: skip
     assert done == 40
 
@@ -219,7 +205,7 @@ async def test_transient_api_faults_are_retried(settings_factory, migrated_dsn, 
     fake_openai.push_faults(*faults)
     await enqueue_all(settings, [communication(ws, "r1", "retry me please")])
     await run_worker_burst(settings)
-    status = await val(migrated_dsn, "SELECT status::text FROM ops.ingestion_jobs "
+    status = await db_val(migrated_dsn, "SELECT status::text FROM ops.ingestion_jobs "
                        "WHERE workspace_id=$1", ws)  # fmt: skip
     assert status == "done"
     statuses = fake_openai.stats()["statuses"]
@@ -234,14 +220,14 @@ async def test_wrong_dimension_is_never_stored_and_dead_letters(settings_factory
     await enqueue_all(settings, [transcript(ws, "bad-dim", TURNS)])
     await run_worker_burst(settings)
     fake_openai.reset()
-    rows = await val(migrated_dsn, "SELECT count(*) FROM meetings.transcript_chunks "
+    rows = await db_val(migrated_dsn, "SELECT count(*) FROM meetings.transcript_chunks "
                      "WHERE workspace_id=$1", ws)  # fmt: skip
     assert rows == 0
-    job = (await fetch(migrated_dsn, "SELECT status::text, attempts, last_error FROM "
+    job = (await db_fetch(migrated_dsn, "SELECT status::text, attempts, last_error FROM "
                        "ops.ingestion_jobs WHERE workspace_id=$1", ws))[0]  # fmt: skip
     assert job["status"] == "failed" and job["attempts"] == 2
     assert "dimension" in job["last_error"].lower()
-    kinds = await fetch(migrated_dsn, "SELECT event_type FROM ops.events WHERE workspace_id=$1 "
+    kinds = await db_fetch(migrated_dsn, "SELECT event_type FROM ops.events WHERE workspace_id=$1 "
                         "ORDER BY id", ws)  # fmt: skip
     assert [k[0] for k in kinds].count("job.retrying") == 1
     assert [k[0] for k in kinds][-1] == "job.failed"
@@ -273,7 +259,7 @@ async def test_bad_payloads_fail_once_and_others_continue(settings_factory, migr
     await enqueue_all(settings, good)
     await run_worker_burst(settings)
 
-    rows = await fetch(migrated_dsn, "SELECT kind::text, status::text, attempts, error_field, "
+    rows = await db_fetch(migrated_dsn, "SELECT kind::text, status::text, attempts, error_field, "
                        "last_error FROM ops.ingestion_jobs WHERE workspace_id=$1", ws)  # fmt: skip
     by_kind = {(r["kind"], r["status"]): r for r in rows}
     assert ("communication", "done") in by_kind
@@ -282,7 +268,7 @@ async def test_bad_payloads_fail_once_and_others_continue(settings_factory, migr
         assert row["attempts"] == 1
         assert row["error_field"].startswith(field), (kind, row["error_field"])
         assert row["last_error"]
-    failed_events = await val(migrated_dsn, "SELECT count(*) FROM ops.events WHERE workspace_id=$1 "
+    failed_events = await db_val(migrated_dsn, "SELECT count(*) FROM ops.events WHERE workspace_id=$1 "
                               "AND event_type='job.failed'", ws)  # fmt: skip
     assert failed_events == 3
     out = capfd.readouterr()
@@ -307,10 +293,10 @@ async def test_ledger_is_a_projection_of_events(
                             _queue_name=settings.queue_name)  # fmt: skip
     await redis.aclose()
     await run_worker_burst(settings)
-    events = await fetch(migrated_dsn, "SELECT aggregate_id, event_type, payload FROM ops.events "
+    events = await db_fetch(migrated_dsn, "SELECT aggregate_id, event_type, payload FROM ops.events "
                          "WHERE workspace_id=$1 ORDER BY aggregate_id, version", ws)  # fmt: skip
     projected = project([dict(e) for e in events])
-    ledger = await fetch(migrated_dsn, "SELECT id, kind::text, source, external_id, content_hash, "
+    ledger = await db_fetch(migrated_dsn, "SELECT id, kind::text, source, external_id, content_hash, "
                          "status::text, attempts, last_error, error_field FROM ops.ingestion_jobs "
                          "WHERE workspace_id=$1", ws)  # fmt: skip
     assert len(ledger) == 3 and set(projected) == {r["id"] for r in ledger}

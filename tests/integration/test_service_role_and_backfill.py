@@ -12,22 +12,18 @@ from typing import Any
 import asyncpg
 import pytest
 from arq.worker import Worker, async_check_health
-from pgvector.asyncpg import register_vector
 
-from tests.support.harness import communication, make_settings, new_workspace, run_worker_burst
+from tests.support.harness import (
+    communication,
+    db_fetch,
+    make_settings,
+    new_workspace,
+    run_worker_burst,
+)
 from worker import client
 from worker.app import worker_options
 from worker.client import redis_settings_for
 from worker.settings import LOCAL_MODEL_NAME
-
-
-async def fetch(dsn: str, sql: str, *args: Any) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(dsn)
-    await register_vector(conn)
-    try:
-        return await conn.fetch(sql, *args)
-    finally:
-        await conn.close()
 
 
 @pytest.fixture
@@ -59,7 +55,7 @@ async def test_whole_pipeline_as_login_role_with_only_service_role(
                          settings=settings)  # fmt: skip
     await redis.aclose()
     await run_worker_burst(settings)
-    rows = await fetch(migrated_dsn, "SELECT status::text FROM ops.ingestion_jobs "
+    rows = await db_fetch(migrated_dsn, "SELECT status::text FROM ops.ingestion_jobs "
                        "WHERE workspace_id = $1", ws)  # fmt: skip
     assert [r[0] for r in rows] == ["done"]
     # without the role switch the same login cannot see or write tenant rows (RLS, grants)
@@ -93,9 +89,9 @@ async def test_embed_pending_fills_contacts_and_insights_and_follows_model_chang
     await client.enqueue_embed_pending(redis, settings)
     await redis.aclose()
     await run_worker_burst(settings)
-    contacts = await fetch(migrated_dsn, "SELECT embedding_model, embedding FROM core.contacts "
+    contacts = await db_fetch(migrated_dsn, "SELECT embedding_model, embedding FROM core.contacts "
                            "WHERE workspace_id = $1", ws)  # fmt: skip
-    insights = await fetch(migrated_dsn, "SELECT embedding_model FROM intel.insights "
+    insights = await db_fetch(migrated_dsn, "SELECT embedding_model FROM intel.insights "
                            "WHERE workspace_id = $1", ws)  # fmt: skip
     assert len(contacts) == 2 and len(insights) == 3
     assert {c[0] for c in contacts} == {"text-embedding-3-small"}
@@ -107,7 +103,7 @@ async def test_embed_pending_fills_contacts_and_insights_and_follows_model_chang
     await client.enqueue_embed_pending(redis, local)
     await redis.aclose()
     await run_worker_burst(local)
-    models = await fetch(migrated_dsn, "SELECT embedding_model FROM core.contacts WHERE "
+    models = await db_fetch(migrated_dsn, "SELECT embedding_model FROM core.contacts WHERE "
                          "workspace_id = $1 UNION ALL SELECT embedding_model FROM intel.insights "
                          "WHERE workspace_id = $1", ws)  # fmt: skip
     assert {m[0] for m in models} == {LOCAL_MODEL_NAME}
@@ -156,12 +152,12 @@ async def test_transcript_from_content_url_keeps_speakers_and_times(
     await client.enqueue(redis, payload, settings=settings)
     await redis.aclose()
     await run_worker_burst(settings)
-    rows = await fetch(migrated_dsn, "SELECT speakers, start_ms, end_ms, content FROM "
+    rows = await db_fetch(migrated_dsn, "SELECT speakers, start_ms, end_ms, content FROM "
                        "meetings.transcript_chunks WHERE workspace_id = $1", ws)  # fmt: skip
     assert len(rows) == 1
     assert set(rows[0]["speakers"]) == {"Dana", "Eli"}
     assert (rows[0]["start_ms"], rows[0]["end_ms"]) == (0, 9500)
-    fmt = await fetch(
+    fmt = await db_fetch(
         migrated_dsn, "SELECT format FROM meetings.transcripts WHERE workspace_id=$1", ws
     )
     assert fmt[0][0] == "vtt"
@@ -177,7 +173,7 @@ async def test_content_url_to_loopback_is_refused_by_default(settings_factory, m
     await client.enqueue(redis, payload, settings=settings)
     await redis.aclose()
     await run_worker_burst(settings)
-    rows = await fetch(migrated_dsn, "SELECT status::text, attempts, error_field, last_error "
+    rows = await db_fetch(migrated_dsn, "SELECT status::text, attempts, error_field, last_error "
                        "FROM ops.ingestion_jobs WHERE workspace_id = $1", ws)  # fmt: skip
     assert rows[0]["status"] == "failed" and rows[0]["attempts"] == 1
     assert rows[0]["error_field"] == "content_url"

@@ -8,6 +8,7 @@ from typing import Any
 
 import asyncpg
 from arq.worker import Worker
+from pgvector.asyncpg import register_vector
 
 from worker.app import worker_options
 from worker.client import redis_settings_for
@@ -52,6 +53,21 @@ async def run_worker_burst(settings: Settings, **worker_kw: Any) -> Worker:
     finally:
         await worker.close()
     return worker
+
+
+async def db_fetch(dsn: str, sql: str, *args: Any) -> list[asyncpg.Record]:
+    """One query on a short-lived superuser connection with the vector codec."""
+    conn = await asyncpg.connect(dsn)
+    await register_vector(conn)
+    try:
+        return await conn.fetch(sql, *args)
+    finally:
+        await conn.close()
+
+
+async def db_val(dsn: str, sql: str, *args: Any) -> Any:
+    rows = await db_fetch(dsn, sql, *args)
+    return rows[0][0] if rows else None
 
 
 async def new_workspace(dsn: str, name: str = "test") -> uuid.UUID:

@@ -50,5 +50,7 @@ def test_compose_stack() -> None:
     assert worker["depends_on"]["redis"]["condition"] == "service_healthy"
     for name in ("migrate", "worker"):
         env = svc[name]["environment"]
-        assert env["DATABASE_URL"].startswith("postgresql://") and "@postgres:" in env["DATABASE_URL"]
+        assert (
+            env["DATABASE_URL"].startswith("postgresql://") and "@postgres:" in env["DATABASE_URL"]
+        )
         assert env["REDIS_URL"] == "redis://redis:6379/0"
