@@ -16,7 +16,7 @@ from arq import Retry
 
 from worker import backfill
 from worker import reconcile as reconciler
-from worker.pipeline import Delivery, Pipeline, RetryLater
+from worker.pipeline import Delivery, Pipeline, RetryLater, is_transient
 from worker.runtime import Runtime
 
 log = structlog.get_logger("worker.jobs")
@@ -41,6 +41,17 @@ async def ingest(ctx: dict[str, Any], payload: Any) -> dict[str, Any]:
         return await pipeline.run(payload, delivery)
     except RetryLater as exc:
         raise Retry(defer=exc.delay_s) from exc
+    except Exception as exc:
+        # The pipeline records every outcome it can; a transient error escaping it means
+        # PostgreSQL (or the network) failed before anything could be recorded, e.g. while
+        # the job was being received. Retry the delivery: arq would otherwise drop it as
+        # failed and leave its ledger row queued until the reconciler's grace period ends.
+        if not is_transient(exc):
+            raise
+        delay = min(pipeline.settings.retry_base_delay_s * 2 ** (delivery.job_try - 1), 60.0)
+        log.warning("job.transient_error", error=type(exc).__name__, delay_s=delay,
+                    job_try=delivery.job_try)  # fmt: skip
+        raise Retry(defer=delay) from exc
     finally:
         structlog.contextvars.unbind_contextvars("arq_job_id")
 

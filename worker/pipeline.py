@@ -52,6 +52,7 @@ _JOB_NAMESPACE = uuid.UUID("8d3a4c1e-6f0b-5c52-9d3e-2a7f1c0b9e41")
 TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
+    asyncpg.InternalClientError,  # "cannot switch to state ...": a connection lost mid-use
     asyncpg.CannotConnectNowError,
     asyncpg.TooManyConnectionsError,
     asyncpg.SerializationError,
