@@ -122,8 +122,9 @@ class Pipeline:
     # -- receive --------------------------------------------------------------------
     async def run(self, raw: Any, delivery: Delivery = Delivery()) -> dict[str, Any]:
         started = time.perf_counter()
-        data = decode_json_payload(raw)
+        data: Any = raw
         try:
+            data = decode_json_payload(raw)
             payload: ItemPayload = parse_payload(data)
         except PayloadError as exc:
             return await self._reject(data, delivery, exc.field, exc.reason)
@@ -131,29 +132,44 @@ class Pipeline:
         ref = ledger.JobRef(jid, payload.workspace_id, payload.kind, arq_job_id=delivery.arq_job_id)
         bound = log.bind(job_id=str(jid), workspace_id=str(payload.workspace_id),
                          kind=payload.kind, item=f"{payload.source}:{payload.external_id}")  # fmt: skip
+        try:
+            received = await self._receive(payload, data, ref, delivery, bound)
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            # Nothing was recorded yet (or only the received event): the transport retries.
+            bound.warning("job.receive_failed", error=f"{type(exc).__name__}: {exc}"[:500])
+            raise RetryLater(self._backoff(delivery.job_try), str(exc)) from exc
+        if isinstance(received, dict):
+            return received
+        ref, queued_at = received
+        bound = bound.bind(attempt=ref.attempt)
+        try:
+            result = await self._process(payload, ref, queued_at, bound)
+        except Exception as exc:  # noqa: BLE001 - classified and recorded below
+            return await self._failed(ref, exc, delivery, bound)
+        bound.info("job.done", seconds=round(time.perf_counter() - started, 3), **result)
+        return {"status": result.pop("status", "done"), "job_id": str(jid), **result}
+
+    async def _receive(self, payload: ItemPayload, data: dict[str, Any], ref: ledger.JobRef,
+                       delivery: Delivery, bound: Any) -> dict[str, Any] | tuple[ledger.JobRef, Any]:  # fmt: skip
+        """Ledger first: record the job, turn a finished job into a no-op, else start it."""
         async with self.pool.acquire() as conn:
             if not await conn.fetchval(Q.workspace_exists, payload.workspace_id):
                 return await self._reject(data, delivery, "workspace_id", "unknown workspace",
-                                          ledger_id=jid)  # fmt: skip
+                                          ledger_id=ref.job_id)  # fmt: skip
             await ledger.receive(conn, ref, source=payload.source, external_id=payload.external_id,
                                  content_hash=content_hash(payload), payload=data)  # fmt: skip
-            row = await conn.fetchrow(Q.ledger_get, jid)
+            row = await conn.fetchrow(Q.ledger_get, ref.job_id)
             if row["status"] in ("done", "skipped"):
                 async with conn.transaction():
                     noop = ref.event(ledger.JOB_NOOP, f"noop:{delivery.enqueue_time_ms}",
                                      reason="already " + row["status"])  # fmt: skip
                     await ledger.append_events(conn, [noop])
                 bound.info("job.noop", reason=f"already {row['status']}")
-                return {"status": "noop", "job_id": str(jid)}
+                return {"status": "noop", "job_id": str(ref.job_id)}
             attempt = await ledger.start(conn, ref)
-        ref = replace(ref, attempt=attempt)
-        bound = bound.bind(attempt=attempt)
-        try:
-            result = await self._process(payload, ref, row["queued_at"], bound)
-        except Exception as exc:  # noqa: BLE001 - classified and recorded below
-            return await self._failed(ref, exc, delivery, bound)
-        bound.info("job.done", seconds=round(time.perf_counter() - started, 3), **result)
-        return {"status": result.pop("status", "done"), "job_id": str(jid), **result}
+        return replace(ref, attempt=attempt), row["queued_at"]
 
     async def _reject(self, data: Any, delivery: Delivery, field: str, reason: str,
                       ledger_id: uuid.UUID | None = None) -> dict[str, Any]:  # fmt: skip
