@@ -102,3 +102,11 @@ def test_migrate_on_embedded_defaults_starts_and_stops_the_server(tmp_path: Path
         "applied", "applied"]  # fmt: skip
     assert (data_dir / "postgres" / "pgdata" / "PG_VERSION").exists()  # data kept
     assert not (data_dir / "postgres" / "pgdata" / "postmaster.pid").exists()  # server stopped
+
+
+def test_maintenance_cli_dry_run_reports_json(migrated_dsn: str) -> None:
+    result = cli("maintenance", "--dry-run", "--json", env={"DATABASE_URL": migrated_dsn})
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(result.stdout.splitlines()[0])
+    assert report["dry_run"] is True and report["trigger"] == "manual"
+    assert report["status"] in ("succeeded", "skipped")

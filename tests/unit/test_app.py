@@ -1,0 +1,27 @@
+"""The arq wiring: job functions, cron schedules and serializers come from settings."""
+
+from __future__ import annotations
+
+from worker import serialization
+from worker.app import worker_options
+from worker.settings import Settings
+
+
+def test_cron_schedules_follow_settings() -> None:
+    options = worker_options(Settings(maintenance_hour=4, maintenance_minute=5))
+    crons = {c.name.split(".")[-1]: c for c in options["cron_jobs"]}
+    maintenance = next(c for name, c in crons.items() if "maintenance" in name)
+    assert maintenance.hour == {4} and maintenance.minute == {5}
+    assert maintenance.unique
+    assert any("reconcile" in name for name in crons)
+
+
+def test_functions_and_json_serialization() -> None:
+    options = worker_options(Settings())
+    names = {getattr(f, "__name__", getattr(f, "name", "")) for f in options["functions"]}
+    assert {"ingest", "embed_pending"} <= names
+    assert options["job_serializer"] is serialization.dumps
+    job = {"t": 1, "f": "ingest", "a": [{"kind": "media"}], "k": {}, "et": 1}
+    assert serialization.loads(serialization.dumps(job)) == job
+    # invalid UTF-8 from a foreign connector decodes instead of crashing the worker
+    assert serialization.loads(b'{"a": "\xff"}') == {"a": "\ufffd"}
