@@ -15,9 +15,9 @@ Racing a live worker is ruled out three ways:
   worker moved since we read it is skipped;
 * a worker marks the ledger ``done`` before arq deletes the job's keys, so a job whose
   keys are gone while its row is still queued/running is not being run by anyone;
-* the re-enqueue uses the job's own id, so arq itself refuses it while a job or a
-  result with that id exists; and a delivery of a job that was in fact finished is a
-  recorded no-op in the pipeline.
+* the re-enqueue uses the job's own id, so arq itself refuses it while a job with that
+  id exists (a result arq kept for an unfinished row is stale and removed first); and a
+  delivery of a job that was in fact finished is a recorded no-op in the pipeline.
 
 A job that keeps losing its worker (a poison message that kills the process) would be
 re-enqueued forever; once its attempts reach ``job_max_tries`` it is dead-lettered
@@ -120,6 +120,10 @@ async def _reconcile_one(
         if not isinstance(payload, dict):
             bound.warning("reconcile.unreplayable", reason="ledger row has no payload")
             return "unreplayable"
+        # No job and no run, but the row is unfinished: any result arq kept is from a run
+        # that died without recording (job timeout, unexpected error); it would make arq
+        # refuse the re-enqueue for keep_result seconds.
+        await redis.delete(*[keys.RESULT_KEY_PREFIX + i for i in arq_ids])
         job = await redis.enqueue_job(keys.INGEST, payload, _job_id=arq_id,
                                       _queue_name=settings.queue_name)  # fmt: skip
         if job is None:
