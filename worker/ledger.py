@@ -86,9 +86,32 @@ async def receive(
     return created is not None
 
 
+FINISHED = ("done", "skipped")
+LOCK_ROW = "SELECT status::text, attempts FROM ops.ingestion_jobs WHERE id = $1 FOR UPDATE"
+
+
+async def lock_unfinished(conn: asyncpg.Connection, ref: JobRef) -> str | None:
+    """Lock the job's ledger row until the transaction ends; returns its status if another
+    delivery of the same job already finished it (done/skipped), else None.
+
+    Two deliveries of one job can run at once (a connector that enqueues the same payload
+    under two arq ids, a re-enqueue racing a slow worker): the first to finish wins and
+    the other must record nothing but a no-op.
+    """
+    row = await conn.fetchrow(LOCK_ROW, ref.job_id)
+    return row["status"] if row is not None and row["status"] in FINISHED else None
+
+
 async def start(conn: asyncpg.Connection, ref: JobRef) -> int:
-    """Mark the job running; returns the attempt number the ledger now holds."""
+    """Mark the job running; returns the attempt number the ledger now holds.
+
+    A row a concurrent delivery has just finished is left alone (the pipeline's final
+    transaction then turns this delivery into a no-op).
+    """
     async with conn.transaction():
+        row = await conn.fetchrow(LOCK_ROW, ref.job_id)
+        if row is not None and row["status"] in FINISHED:
+            return int(row["attempts"])
         attempts = await conn.fetchval(Q.ledger_start, ref.job_id, ref.arq_job_id)
         this_attempt = replace(ref, attempt=int(attempts))
         await append_events(conn, [this_attempt.event(JOB_STARTED, attempt=attempts)])
@@ -105,12 +128,15 @@ async def finish(
     conn: asyncpg.Connection, ref: JobRef, event_type: str, *, result: Mapping[str, Any] | None = None,
     error: str | None = None, error_field: str | None = None,
     extra_events: Iterable[NewEvent] = (),
-) -> None:  # fmt: skip
+) -> bool:  # fmt: skip
     """Move the ledger row to the status ``event_type`` implies, with its event(s).
 
     Call inside the transaction that wrote the item's rows, so rows, events and ledger
-    commit together.
+    commit together. A row another delivery already finished is left alone and nothing
+    is appended (returns False).
     """
+    if await lock_unfinished(conn, ref) is not None:
+        return False
     status = STATUS_BY_EVENT[event_type]
     await conn.execute(
         Q.ledger_finish, ref.job_id, status, json.dumps(result or {}), error, error_field
@@ -119,6 +145,7 @@ async def finish(
     if error is not None:
         payload.update(error=error, field=error_field)
     await append_events(conn, [*extra_events, ref.event(event_type, **payload)])
+    return True
 
 
 async def reject(

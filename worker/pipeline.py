@@ -246,6 +246,12 @@ class Pipeline:
                               embedded=len(fresh), reused=len(chunks) - len(fresh),
                               tokens=fresh_tokens)  # fmt: skip
         async with self.pool.acquire() as conn, conn.transaction():
+            if (finished := await ledger.lock_unfinished(conn, ref)) is not None:
+                # A concurrent delivery of this same job stored it first: its write stands.
+                await ledger.append_events(conn, [ref.event(ledger.JOB_NOOP, "noop:concurrent",
+                                                            reason=f"already {finished}")])  # fmt: skip
+                bound.info("job.noop", reason=f"already {finished} (concurrent delivery)")
+                return {"status": "noop", "chunks": 0}
             if await store.newer_version_stored(conn, payload.kind, payload.workspace_id,
                                                 payload.source, payload.external_id, queued_at):  # fmt: skip
                 await ledger.finish(conn, ref, ledger.JOB_SKIPPED,
