@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix
+from arq.constants import (
+    in_progress_key_prefix,
+    job_key_prefix,
+    result_key_prefix,
+    retry_key_prefix,
+)
 
 DEFAULT_QUEUE = "cos:queue"
 HEALTH_CHECK_SUFFIX = ":health-check"
@@ -10,6 +15,7 @@ HEALTH_CHECK_SUFFIX = ":health-check"
 JOB_KEY_PREFIX = job_key_prefix
 IN_PROGRESS_KEY_PREFIX = in_progress_key_prefix
 RESULT_KEY_PREFIX = result_key_prefix
+RETRY_KEY_PREFIX = retry_key_prefix
 
 # Job function names: the contract between connectors (worker.client) and the worker.
 INGEST = "ingest"

@@ -120,10 +120,12 @@ async def _reconcile_one(
         if not isinstance(payload, dict):
             bound.warning("reconcile.unreplayable", reason="ledger row has no payload")
             return "unreplayable"
-        # No job and no run, but the row is unfinished: any result arq kept is from a run
-        # that died without recording (job timeout, unexpected error); it would make arq
-        # refuse the re-enqueue for keep_result seconds.
-        await redis.delete(*[keys.RESULT_KEY_PREFIX + i for i in arq_ids])
+        # No job and no run, but the row is unfinished: a result arq kept is from a run
+        # that died without recording (job timeout, unexpected error) and would make arq
+        # refuse the re-enqueue for keep_result seconds; a leftover try counter would make
+        # arq give up on it at once ("max retries exceeded"). The ledger counts attempts.
+        stale = [p + i for i in arq_ids for p in (keys.RESULT_KEY_PREFIX, keys.RETRY_KEY_PREFIX)]
+        await redis.delete(*stale)
         job = await redis.enqueue_job(keys.INGEST, payload, _job_id=arq_id,
                                       _queue_name=settings.queue_name)  # fmt: skip
         if job is None:
