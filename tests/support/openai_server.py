@@ -55,6 +55,7 @@ class _State:
         self.tpm_limit: int | None = None
         self.rpm_limit: int | None = None
         self.window_s: float = 60.0
+        self.tokenizer: str = "approx"  # "approx" (len/4+1) or "cl100k" (what OpenAI bills)
         self.timeout_sleep_s: float = 5.0
         self.faults: deque[dict[str, Any]] = deque()
         self.requests: list[dict[str, Any]] = []
@@ -63,7 +64,8 @@ class _State:
 
     def apply(self, cfg: dict[str, Any]) -> None:
         with self.lock:
-            for key in ("latency_ms", "tpm_limit", "rpm_limit", "window_s", "timeout_sleep_s"):
+            for key in ("latency_ms", "tpm_limit", "rpm_limit", "window_s", "timeout_sleep_s",
+                        "tokenizer"):
                 if key in cfg:
                     setattr(self, key, cfg[key])
             self.faults.extend(cfg.get("faults") or [])
@@ -144,7 +146,12 @@ async def _embeddings(request: web.Request) -> web.StreamResponse:
         return _error(
             400, "'input' must be a non-empty array of non-empty strings", "invalid_request_error"
         )
-    tokens = sum(count_tokens(t) for t in inputs)
+    if state.tokenizer == "cl100k":
+        from worker.tokens import count_tokens as cl100k
+
+        tokens = sum(cl100k(t) for t in inputs)
+    else:
+        tokens = sum(count_tokens(t) for t in inputs)
     record["tokens"] = tokens
 
     with state.lock:
@@ -324,6 +331,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tpm", type=int, default=None)
     parser.add_argument("--rpm", type=int, default=None)
     parser.add_argument("--window-s", type=float, default=60.0)
+    parser.add_argument("--tokenizer", choices=("approx", "cl100k"), default="approx",
+                        help="how requests are counted against --tpm (cl100k = as OpenAI)")
     args = parser.parse_args(argv)
     srv = OpenAIServer(
         port=args.port,
@@ -331,6 +340,7 @@ def main(argv: list[str] | None = None) -> None:
         tpm_limit=args.tpm,
         rpm_limit=args.rpm,
         window_s=args.window_s,
+        tokenizer=args.tokenizer,
     ).start()
     print(f"listening on {srv.base_url}", flush=True)
     try:

@@ -1,0 +1,1 @@
+"""Ingestion benchmark suite: ``python -m bench.run --size small|medium|large``."""

@@ -1,0 +1,738 @@
+"""The ingestion benchmark: one command, seven figures.
+
+    python -m bench.run --size small|medium|large [--only NAME ...] [--runs N]
+
+NAME is one of: throughput (figures 1-3: end-to-end vs COPY ceiling, requests vs
+minimum, re-ingest), ratelimited (4), memory (5), latency (6), scaleout (7).
+
+It starts its own servers in a temp dir: embedded PostgreSQL 18 + pgvector (fsync ON,
+synchronous_commit ON: the shipped defaults), redis-server, and the OpenAI-compatible
+embeddings server from tests/support as a subprocess (counting tokens with cl100k, as
+OpenAI does). Workers are separate processes running the real arq Worker built from
+``worker.app.worker_options``. Each figure is the median over ``--runs`` runs; every run
+gets a fresh database cloned from a migrated template. Results: bench/results/latest.json,
+bench/results/throughput.png and bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import http.server
+import io
+import json
+import math
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from bench import corpus as corpus_mod
+from worker import client
+from worker.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from worker.migrate import Migrator
+from worker.settings import REPO_ROOT
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+WS = uuid.UUID("00000000-0000-4000-8000-0000000000b1")
+MAX_INPUTS, MAX_REQUEST_TOKENS = 2048, 300_000  # OpenAI per-request limits
+# Tables the ingest writes (FK order), copied for the ceiling. ops.* bookkeeping excluded.
+CONTENT_TABLES = [
+    "core.contacts", "comms.threads", "comms.communications", "comms.participants",
+    "meetings.meetings", "meetings.participants", "meetings.transcripts",
+    "meetings.transcript_chunks", "media.assets", "media.media_chunks",
+]  # fmt: skip
+VECTOR_ROWS_SQL = """
+SELECT (SELECT count(*) FROM comms.communications WHERE embedding IS NOT NULL)
+     + (SELECT count(*) FROM meetings.transcript_chunks)
+     + (SELECT count(*) FROM media.media_chunks)
+"""
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# ----------------------------------------------------------------------------- servers
+@dataclass
+class Env:
+    root: Path
+    pg: EmbeddedPostgres
+    redis: EmbeddedRedis
+    openai_url: str
+    openai_proc: subprocess.Popen[bytes]
+    template: str = "bench_tpl"
+    n_db: int = 0
+
+    @classmethod
+    def start(cls, keep: bool = False) -> Env:
+        root = Path(tempfile.mkdtemp(prefix="cos-bench-"))
+        log(f"servers in {root} (PostgreSQL fsync=on, synchronous_commit=on)")
+        env_fsync = os.environ.pop("COS_PG_FSYNC_OFF", None)
+        if env_fsync:
+            log("note: COS_PG_FSYNC_OFF was set; ignored - the benchmark runs with fsync on")
+        pg = EmbeddedPostgres(root / "pg", extra_conf={"fsync": "on"}).start()
+        redis = EmbeddedRedis(root / "redis").start()
+        port = free_port()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.support.openai_server", "--port", str(port),
+             "--tokenizer", "cl100k"],
+            cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        assert proc.stdout is not None
+        proc.stdout.readline()  # "listening on ..."
+        return cls(root, pg, redis, f"http://127.0.0.1:{port}", proc)
+
+    async def _migrate_template(self) -> None:
+        conn = await asyncpg.connect(self.pg.dsn())
+        await conn.execute(f'CREATE DATABASE "{self.template}"')
+        await conn.close()
+        await Migrator(self.pg.dsn(self.template), REPO_ROOT / "migrations").up()
+
+    async def fresh_db(self) -> str:
+        self.n_db += 1
+        name = f"b{self.n_db}_{uuid.uuid4().hex[:6]}"
+        conn = await asyncpg.connect(self.pg.dsn())
+        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}"')
+        await conn.close()
+        dsn = self.pg.dsn(name)
+        conn = await asyncpg.connect(dsn)
+        await conn.execute("INSERT INTO core.workspaces (id, name) VALUES ($1, 'bench')", WS)
+        await conn.close()
+        return dsn
+
+    async def drop_db(self, dsn: str) -> None:
+        conn = await asyncpg.connect(self.pg.dsn())
+        await conn.execute(f'DROP DATABASE IF EXISTS "{dsn.rsplit("/", 1)[1]}" WITH (FORCE)')
+        await conn.close()
+
+    def control(self, **cfg: Any) -> None:
+        req = urllib.request.Request(self.openai_url + "/_control", json.dumps(cfg).encode(),
+                                     {"Content-Type": "application/json"})  # fmt: skip
+        urllib.request.urlopen(req, timeout=10).read()
+
+    def server_stats(self) -> dict[str, Any]:
+        with urllib.request.urlopen(self.openai_url + "/_stats", timeout=30) as resp:
+            data: dict[str, Any] = json.loads(resp.read())
+        return data
+
+    def stop(self, keep: bool = False) -> None:
+        self.openai_proc.terminate()
+        self.openai_proc.wait(10)
+        self.redis.stop()
+        self.pg.stop(mode="fast")
+        if not keep:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- workers
+@dataclass
+class WorkerProc:
+    proc: subprocess.Popen[bytes]
+    ready: Path
+    stats: Path
+
+    def result(self) -> dict[str, Any]:
+        try:
+            data: dict[str, Any] = json.loads(self.stats.read_text())
+            return data
+        except (OSError, ValueError):
+            return {}
+
+
+def worker_settings(env: Env, dsn: str, queue: str, **overrides: Any) -> dict[str, Any]:
+    return {
+        "database_url": dsn, "redis_url": env.redis.url,
+        "openai_base_url": env.openai_url + "/v1",
+        "openai_api_key": "sk-bench-not-a-real-key-1234567890",
+        "embedding_provider": "openai", "queue_name": queue, "log_format": "json",
+        "fetch_allow_private": True, **overrides,
+    }  # fmt: skip
+
+
+def start_workers(env: Env, settings: dict[str, Any], n: int, tag: str) -> list[WorkerProc]:
+    procs = []
+    for i in range(n):
+        d = env.root / "workers" / f"{tag}-{i}-{uuid.uuid4().hex[:4]}"
+        d.mkdir(parents=True)
+        out = open(d / "worker.log", "wb")  # noqa: SIM115 - lives as long as the process
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.worker_proc", json.dumps(settings, default=str),
+             str(d / "ready"), str(d / "stats.json")],
+            cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        procs.append(WorkerProc(proc, d / "ready", d / "stats.json"))
+    deadline = time.monotonic() + 120
+    while not all(p.ready.exists() for p in procs):
+        if any(p.proc.poll() is not None for p in procs) or time.monotonic() > deadline:
+            stop_workers(procs)
+            raise RuntimeError(f"worker did not start; see {env.root}/workers")
+        time.sleep(0.05)
+    return procs
+
+
+def stop_workers(procs: list[WorkerProc]) -> list[dict[str, Any]]:
+    for p in procs:
+        if p.proc.poll() is None:
+            p.proc.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            p.proc.kill()
+    return [p.result() for p in procs]
+
+
+# ----------------------------------------------------------------------------- scenarios
+async def enqueue(env: Env, payloads: list[dict[str, Any]], queue: str) -> None:
+    from worker.settings import Settings
+
+    settings = Settings(redis_url=env.redis.url, queue_name=queue)
+    redis = await client.connect(env.redis.url)
+    try:
+        for p in payloads:
+            await client.enqueue(redis, p, settings=settings)
+    finally:
+        await redis.aclose()
+
+
+async def clear_arq_results(env: Env) -> None:
+    """Forget finished arq jobs (as after keep_result expires) so ids can be re-enqueued."""
+    redis = await client.connect(env.redis.url)
+    try:
+        keys = [k async for k in redis.scan_iter(match="arq:result:*", count=1000)]
+        if keys:
+            await redis.delete(*keys)
+    finally:
+        await redis.aclose()
+
+
+@dataclass
+class IngestRun:
+    seconds: float
+    items: int
+    vector_rows: int
+    series: list[tuple[float, int, int]] = field(default_factory=list)
+    server: dict[str, Any] = field(default_factory=dict)
+    workers: list[dict[str, Any]] = field(default_factory=list)
+    ledger: dict[str, Any] = field(default_factory=dict)
+
+
+async def wait_done(dsn: str, t0: float, expected: int, *, events: str | None = None,
+                    timeout: float = 3600, sample_s: float = 0.25) -> tuple[float, list[Any]]:  # fmt: skip
+    """Poll until ``expected`` jobs are terminal (or ``events`` events exist); returns
+    (seconds from t0 to the last commit, [(t, items, vector_rows)])."""
+    conn = await asyncpg.connect(dsn)
+    series: list[Any] = []
+    try:
+        while True:
+            if events:
+                n = await conn.fetchval("SELECT count(*) FROM ops.events WHERE event_type=$1",
+                                        events)  # fmt: skip
+            else:
+                n = await conn.fetchval("SELECT count(*) FROM ops.ingestion_jobs "
+                                        "WHERE status IN ('done','failed','skipped')")  # fmt: skip
+            rows = await conn.fetchval(VECTOR_ROWS_SQL)
+            now = time.time()
+            series.append((round(now - t0, 3), int(n), int(rows)))
+            if n >= expected:
+                break
+            if now - t0 > timeout:
+                raise TimeoutError(f"only {n}/{expected} jobs finished in {timeout}s")
+            await asyncio.sleep(sample_s)
+        if events:
+            last = await conn.fetchval("SELECT extract(epoch FROM max(occurred_at)) "
+                                       "FROM ops.events WHERE event_type=$1", events)  # fmt: skip
+        else:
+            last = await conn.fetchval("SELECT extract(epoch FROM max(finished_at)) "
+                                       "FROM ops.ingestion_jobs")  # fmt: skip
+        return float(last) - t0, series
+    finally:
+        await conn.close()
+
+
+async def ledger_summary(dsn: str) -> dict[str, Any]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        row = await conn.fetchrow("""
+            SELECT count(*) FILTER (WHERE status='done') AS done,
+                   count(*) FILTER (WHERE status='failed') AS failed,
+                   coalesce(sum((result->>'embedded_tokens')::bigint), 0) AS embedded_tokens,
+                   coalesce(sum((result->>'embedded_chunks')::bigint), 0) AS embedded_chunks,
+                   coalesce(sum((result->>'chunks')::bigint), 0) AS chunks
+            FROM ops.ingestion_jobs""")
+        return dict(row)
+    finally:
+        await conn.close()
+
+
+def summarize_server(stats: dict[str, Any]) -> dict[str, Any]:
+    reqs = stats["requests"]
+    ok = [r for r in reqs if r["status"] == 200]
+    return {
+        "requests": len(reqs), "ok": len(ok),
+        "status_429": sum(1 for r in reqs if r["status"] == 429),
+        "inputs": sum(r["inputs"] for r in ok), "tokens": sum(r["tokens"] for r in ok),
+        "accepted": [(r["t"], r["tokens"]) for r in ok],
+    }  # fmt: skip
+
+
+async def ingest(env: Env, dsn: str, payloads: list[dict[str, Any]], n_workers: int = 1,
+                 tag: str = "run", **overrides: Any) -> IngestRun:  # fmt: skip
+    queue = f"bench:{uuid.uuid4().hex[:8]}"
+    procs = start_workers(env, worker_settings(env, dsn, queue, **overrides), n_workers, tag)
+    try:
+        env.control(reset_stats=True)
+        t0 = time.time()
+        producer = asyncio.create_task(enqueue(env, payloads, queue))
+        seconds, series = await wait_done(dsn, t0, len(payloads))
+        await producer
+    finally:
+        workers = stop_workers(procs)
+    server = summarize_server(env.server_stats())
+    return IngestRun(seconds, len(payloads), series[-1][2], series, server, workers,
+                     await ledger_summary(dsn))  # fmt: skip
+
+
+async def reingest(env: Env, dsn: str, payloads: list[dict[str, Any]]) -> dict[str, Any]:
+    await clear_arq_results(env)
+    queue = f"bench:{uuid.uuid4().hex[:8]}"
+    procs = start_workers(env, worker_settings(env, dsn, queue), 1, "reingest")
+    try:
+        env.control(reset_stats=True)
+        t0 = time.time()
+        producer = asyncio.create_task(enqueue(env, payloads, queue))
+        seconds, _ = await wait_done(dsn, t0, len(payloads), events="job.noop")
+        await producer
+    finally:
+        stop_workers(procs)
+    server = summarize_server(env.server_stats())
+    return {"seconds": seconds, "embedding_tokens": server["tokens"],
+            "embedding_requests": server["requests"]}  # fmt: skip
+
+
+async def ceiling(env: Env, src_dsn: str) -> dict[str, Any]:
+    """The same rows, with the same vectors, by binary COPY into a fresh copy of the schema
+    (same indexes, same triggers) in one transaction on one connection."""
+    src = await asyncpg.connect(src_dsn)
+    data: dict[str, bytes] = {}
+    try:
+        for table in CONTENT_TABLES:
+            schema, name = table.split(".")
+            buf = io.BytesIO()
+            await src.copy_from_table(name, schema_name=schema, output=buf, format="binary")
+            data[table] = buf.getvalue()
+        rows = int(await src.fetchval(VECTOR_ROWS_SQL))
+    finally:
+        await src.close()
+    dst_dsn = await env.fresh_db()
+    dst = await asyncpg.connect(dst_dsn)
+    try:
+        t0 = time.perf_counter()
+        async with dst.transaction():
+            for table in CONTENT_TABLES:
+                schema, name = table.split(".")
+                await dst.copy_to_table(name, schema_name=schema, source=io.BytesIO(data[table]),
+                                        format="binary")  # fmt: skip
+        seconds = time.perf_counter() - t0
+        assert int(await dst.fetchval(VECTOR_ROWS_SQL)) == rows
+    finally:
+        await dst.close()
+        await env.drop_db(dst_dsn)
+    return {"seconds": seconds, "vector_rows": rows, "rows_per_s": rows / seconds}
+
+
+def corpus_tokens(payloads: list[dict[str, Any]]) -> int:
+    from worker.tokens import count_tokens
+
+    texts = [p.get("body") or "" for p in payloads]
+    texts += [s["text"] for p in payloads for s in p.get("segments") or ()]
+    return sum(count_tokens(t) for t in texts)
+
+
+def min_requests(inputs: int, tokens: int) -> int:
+    return max(1, math.ceil(inputs / MAX_INPUTS), math.ceil(tokens / MAX_REQUEST_TOKENS))
+
+
+async def bench_throughput(env: Env, payloads: list[dict[str, Any]], runs: int) -> dict[str, Any]:
+    per_run = []
+    for i in range(runs):
+        dsn = await env.fresh_db()
+        run = await ingest(env, dsn, payloads, tag=f"e2e{i}")
+        ceil_ = await ceiling(env, dsn)
+        re = await reingest(env, dsn, payloads)
+        await env.drop_db(dsn)
+        s = run.server
+        minimum = min_requests(s["inputs"], s["tokens"])
+        r = {
+            "seconds": run.seconds, "items": run.items, "vector_rows": run.vector_rows,
+            "items_per_s": run.items / run.seconds, "chunks_per_s": run.vector_rows / run.seconds,
+            "ceiling_rows_per_s": ceil_["rows_per_s"], "ceiling_seconds": ceil_["seconds"],
+            "ratio": (run.vector_rows / run.seconds) / ceil_["rows_per_s"],
+            "requests": s["requests"], "requests_ok": s["ok"], "inputs": s["inputs"],
+            "tokens": s["tokens"], "min_requests": minimum,
+            "requests_ratio": s["requests"] / minimum,
+            "reingest_tokens": re["embedding_tokens"], "reingest_seconds": re["seconds"],
+            "reingest_ratio": re["seconds"] / run.seconds, "ledger": run.ledger,
+            "series": run.series, "failed": run.ledger.get("failed"),
+        }  # fmt: skip
+        log(f"throughput run {i + 1}: {r['chunks_per_s']:.0f} chunks/s, "
+            f"{r['items_per_s']:.1f} items/s, ceiling {r['ceiling_rows_per_s']:.0f} rows/s "
+            f"(ratio {r['ratio']:.2f}); requests {r['requests']} vs min {minimum}; "
+            f"re-ingest {re['embedding_tokens']} tokens, {r['reingest_ratio']:.3f}x time")  # fmt: skip
+        per_run.append(r)
+    return {"runs": per_run, **medians(per_run, [
+        "seconds", "items_per_s", "chunks_per_s", "ceiling_rows_per_s", "ratio", "requests",
+        "min_requests", "requests_ratio", "reingest_tokens", "reingest_seconds",
+        "reingest_ratio"])}  # fmt: skip
+
+
+async def bench_ratelimited(env: Env, payloads: list[dict[str, Any]], runs: int, tpm: int | None,
+                            latency_ms: float = 200.0) -> dict[str, Any]:  # fmt: skip
+    per_run = []
+    for i in range(runs):
+        dsn = await env.fresh_db()
+        if tpm is None:
+            # Size the limit so the corpus needs ~2.5 minutes: two full 60 s windows.
+            tpm = max(20_000, int(corpus_tokens(payloads) * 1.1 / 2.5))  # +10%: overlap
+        env.control(latency_ms=latency_ms, tpm_limit=tpm, window_s=60.0)
+        try:
+            run = await ingest(env, dsn, payloads, tag=f"rl{i}", embed_tokens_per_minute=tpm)
+        finally:
+            env.control(latency_ms=0, tpm_limit=None)
+        await env.drop_db(dsn)
+        acc = sorted(run.server["accepted"])
+        t_first, t_last = acc[0][0], acc[-1][0]
+        total = sum(n for _, n in acc)
+        # Steady state: after the first window (which may burst a full minute's budget).
+        steady = [n for t, n in acc if t >= t_first + 60.0]
+        steady_s = t_last - (t_first + 60.0)
+        frac_steady = (sum(steady) / (steady_s / 60.0)) / tpm if steady_s > 5 else None
+        span = max(1e-9, t_last - t_first + latency_ms / 1000)
+        r = {
+            "tpm_limit": tpm, "latency_ms": latency_ms, "tokens": total,
+            "seconds": run.seconds, "requests": run.server["requests"],
+            "status_429": run.server["status_429"],
+            "share_429": run.server["status_429"] / max(1, run.server["requests"]),
+            "tpm_fraction_overall": (total / (span / 60.0)) / tpm,
+            "tpm_fraction_steady": frac_steady, "series": run.series,
+        }  # fmt: skip
+        log(f"rate-limited run {i + 1}: {r['tpm_fraction_steady']} of TPM (steady), "
+            f"{r['tpm_fraction_overall']:.2f} overall, 429 share {r['share_429']:.3f}")
+        per_run.append(r)
+    return {"runs": per_run, **medians(per_run, [
+        "tpm_fraction_steady", "tpm_fraction_overall", "share_429", "seconds", "tpm_limit"])}
+
+
+class _OneFile(http.server.BaseHTTPRequestHandler):
+    body = b""
+
+    def do_GET(self) -> None:  # noqa: N802
+        self.send_response(200)
+        self.send_header("Content-Type", "text/vtt; charset=utf-8")
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+async def bench_memory(env: Env, runs: int, megabytes: float) -> dict[str, Any]:
+    import psutil
+
+    vtt = corpus_mod.big_vtt(megabytes).encode()
+    handler = type("H", (_OneFile,), {"body": vtt})
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}/meeting.vtt"
+    payload = {
+        "kind": "transcript", "workspace_id": str(WS), "source": "zoom",
+        "external_id": "big-meeting", "content_url": url, "content_format": "vtt",
+        "meeting": {"title": "All-day offsite", "starts_at": "2026-03-01T09:00:00Z"},
+        "participants": [],
+    }  # fmt: skip
+    per_run = []
+    try:
+        for i in range(runs):
+            dsn = await env.fresh_db()
+            queue = f"bench:{uuid.uuid4().hex[:8]}"
+            procs = start_workers(env, worker_settings(env, dsn, queue), 1, f"mem{i}")
+            ps = psutil.Process(procs[0].proc.pid)
+            idle = ps.memory_info().rss
+            peak_poll, samples = idle, []
+            env.control(reset_stats=True)
+            t0 = time.time()
+            await enqueue(env, [payload], queue)
+            waiter = asyncio.create_task(wait_done(dsn, t0, 1, timeout=3600, sample_s=0.5))
+            while not waiter.done():
+                try:
+                    rss = ps.memory_info().rss
+                except psutil.Error:
+                    break
+                peak_poll = max(peak_poll, rss)
+                samples.append((round(time.time() - t0, 2), rss))
+                await asyncio.sleep(0.05)
+            seconds, series = await waiter
+            stats = stop_workers(procs)[0]
+            summ = await ledger_summary(dsn)
+            await env.drop_db(dsn)
+            r = {
+                "megabytes": len(vtt) / 1e6, "seconds": seconds, "chunks": series[-1][2],
+                "status": "done" if summ["done"] == 1 else "failed",
+                "idle_rss_mb": idle / 2**20, "peak_rss_mb_polled": peak_poll / 2**20,
+                "peak_rss_mb": stats.get("vm_hwm_kb", 0) / 1024,
+                "rss_samples": samples[:: max(1, len(samples) // 400)],
+            }  # fmt: skip
+            log(f"memory run {i + 1}: peak RSS {r['peak_rss_mb']:.0f} MB (VmHWM), idle "
+                f"{r['idle_rss_mb']:.0f} MB, {r['chunks']} chunks in {seconds:.1f}s ({r['status']})")
+            per_run.append(r)
+    finally:
+        httpd.shutdown()
+    return {"runs": per_run, **medians(per_run, ["peak_rss_mb", "idle_rss_mb", "seconds"])}
+
+
+async def bench_latency(env: Env, n: int, latency_ms: float, gap_s: float = 0.1) -> dict[str, Any]:
+    dsn = await env.fresh_db()
+    queue = f"bench:{uuid.uuid4().hex[:8]}"
+    env.control(latency_ms=latency_ms, tpm_limit=None)
+    procs = start_workers(env, worker_settings(env, dsn, queue), 1, "latency")
+    msgs = corpus_mod.short_messages(WS, n + 3)
+    lat = []
+    conn = await asyncpg.connect(dsn)
+    redis = await client.connect(env.redis.url)
+    try:
+        from worker.payloads import job_id, parse_payload
+        from worker.settings import Settings
+
+        settings = Settings(redis_url=env.redis.url, queue_name=queue)
+        for i, m in enumerate(msgs):
+            jid = uuid.UUID(job_id(parse_payload(m)))
+            t0 = time.time()
+            await client.enqueue(redis, m, settings=settings)
+            while (await conn.fetchval("SELECT status FROM ops.ingestion_jobs WHERE id=$1",
+                                       jid)) != "done":  # fmt: skip
+                if time.time() - t0 > 30:
+                    raise TimeoutError("latency probe message not committed in 30 s")
+                await asyncio.sleep(0.002)
+            if i >= 3:  # the first few warm up connections and the tokenizer
+                lat.append((time.time() - t0) * 1000)
+            await asyncio.sleep(gap_s)
+    finally:
+        await redis.aclose()
+        await conn.close()
+        stop_workers(procs)
+        env.control(latency_ms=0)
+        await env.drop_db(dsn)
+    lat.sort()
+    p50 = statistics.median(lat)
+    p95 = lat[min(len(lat) - 1, int(round(0.95 * (len(lat) - 1))))]
+    log(f"latency: p50 {p50:.0f} ms, p95 {p95:.0f} ms (embedder {latency_ms:.0f} ms)")
+    return {"embedder_latency_ms": latency_ms, "n": len(lat), "p50_ms": p50, "p95_ms": p95,
+            "samples_ms": lat}  # fmt: skip
+
+
+async def bench_scaleout(env: Env, payloads: list[dict[str, Any]], runs: int,
+                         counts: tuple[int, ...] = (1, 2, 4)) -> dict[str, Any]:  # fmt: skip
+    out: dict[str, Any] = {}
+    for n in counts:
+        per_run = []
+        for i in range(runs):
+            dsn = await env.fresh_db()
+            run = await ingest(env, dsn, payloads, n_workers=n, tag=f"scale{n}-{i}")
+            await env.drop_db(dsn)
+            per_run.append({"seconds": run.seconds, "items_per_s": run.items / run.seconds,
+                            "chunks_per_s": run.vector_rows / run.seconds,
+                            "series": run.series})  # fmt: skip
+            log(f"scale-out {n} worker(s) run {i + 1}: {per_run[-1]['chunks_per_s']:.0f} "
+                f"chunks/s, {per_run[-1]['items_per_s']:.1f} items/s")
+        out[str(n)] = {"runs": per_run, **medians(per_run, ["seconds", "items_per_s",
+                                                             "chunks_per_s"])}  # fmt: skip
+    return out
+
+
+def medians(runs: list[dict[str, Any]], keys: list[str]) -> dict[str, Any]:
+    out = {}
+    for k in keys:
+        vals = [r[k] for r in runs if r.get(k) is not None]
+        out[k] = statistics.median(vals) if vals else None
+    return out
+
+
+# ----------------------------------------------------------------------------- output
+def plot(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves: list[tuple[str, list[Any]]] = []
+    if "throughput" in results:
+        curves.append(("end-to-end, 1 worker", results["throughput"]["runs"][0]["series"]))
+    for n, v in (results.get("scaleout") or {}).items():
+        curves.append((f"scale-out, {n} worker(s)", v["runs"][0]["series"]))
+    if "ratelimited" in results:
+        curves.append(("rate-limited (200 ms, TPM)", results["ratelimited"]["runs"][0]["series"]))
+    if not curves:
+        return
+    fig, ax = plt.subplots(figsize=(9, 5))
+    for label, series in curves:
+        ts, rates = [], []
+        prev_t, prev_rows = 0.0, 0
+        for t, _, rows in series:
+            if t - prev_t >= 1.0 or (t == series[-1][0] and t > prev_t):
+                rates.append((rows - prev_rows) / (t - prev_t))
+                ts.append(t)
+                prev_t, prev_rows = t, rows
+        ax.plot(ts, rates, label=label)
+    if "throughput" in results:
+        ax.axhline(results["throughput"]["ceiling_rows_per_s"], ls="--", color="k",
+                   label="COPY ceiling (same rows, same indexes)")  # fmt: skip
+    ax.set_xlabel("seconds since first enqueue")
+    ax.set_ylabel("vector rows committed per second")
+    ax.set_title(f"Ingestion throughput over time ({results['meta']['size']} corpus)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def fmt(v: Any, spec: str = ".2f") -> str:
+    return "n/a" if v is None else format(v, spec)
+
+
+def table(results: dict[str, Any]) -> str:
+    m = results["meta"]
+    lines = [
+        f"Corpus `{m['size']}` ({m['items']} items: {m['emails']} emails, {m['meetings']} "
+        f"meeting transcripts, {m['media']} media transcripts); median of {m['runs']} run(s); "
+        f"{m['cpus']} CPUs shared with other work; PostgreSQL fsync on. Command: "
+        f"`{m['command']}`.",
+        "",
+        "| # | Figure | Result | Target | Met |",
+        "|---|---|---|---|---|",
+    ]
+
+    def row(i: str, name: str, result: str, target: str, met: bool | None) -> None:
+        lines.append(f"| {i} | {name} | {result} | {target} | "
+                     f"{'n/a' if met is None else ('yes' if met else '**no**')} |")  # fmt: skip
+
+    t = results.get("throughput")
+    if t:
+        row("1", "End-to-end throughput (zero-latency embedder) vs COPY ceiling",
+            f"{fmt(t['chunks_per_s'], '.0f')} chunks/s, {fmt(t['items_per_s'], '.1f')} items/s; "
+            f"ceiling {fmt(t['ceiling_rows_per_s'], '.0f')} rows/s; ratio {fmt(t['ratio'])}",
+            ">= 0.70 of ceiling", t["ratio"] >= 0.70)  # fmt: skip
+        row("2", "Embedding requests vs minimum",
+            f"{fmt(t['requests'], '.0f')} vs {fmt(t['min_requests'], '.0f')} "
+            f"(x{fmt(t['requests_ratio'])})", "<= 1.05 x minimum", t["requests_ratio"] <= 1.05)
+        row("3", "Re-ingest of unchanged corpus",
+            f"{fmt(t['reingest_tokens'], '.0f')} tokens; {fmt(t['reingest_seconds'])} s = "
+            f"{fmt(100 * t['reingest_ratio'], '.1f')}% of first ingest",
+            "0 tokens, <= 10% of time",
+            t["reingest_tokens"] == 0 and t["reingest_ratio"] <= 0.10)  # fmt: skip
+    r = results.get("ratelimited")
+    if r:
+        frac = r["tpm_fraction_steady"]
+        row("4", f"Rate-limited (200 ms latency, TPM {fmt(r['tpm_limit'], ',.0f')})",
+            f"{fmt(100 * frac if frac is not None else None, '.1f')}% of TPM (steady state; "
+            f"{fmt(100 * r['tpm_fraction_overall'], '.0f')}% over the whole run incl. first-"
+            f"minute burst), 429 share {fmt(100 * r['share_429'], '.2f')}%",
+            ">= 90% of TPM, < 1% 429",
+            frac is not None and frac >= 0.90 and r["share_429"] < 0.01)  # fmt: skip
+    mem = results.get("memory")
+    if mem:
+        row("5", f"Peak RSS, one {fmt(mem['runs'][0]['megabytes'], '.0f')} MB transcript",
+            f"{fmt(mem['peak_rss_mb'], '.0f')} MB (idle worker {fmt(mem['idle_rss_mb'], '.0f')} MB)",
+            "<= 200 MB", mem["peak_rss_mb"] <= 200)  # fmt: skip
+    lat = results.get("latency")
+    if lat:
+        budget = lat["embedder_latency_ms"] + 50
+        row("6", f"Enqueue-to-committed, single short messages (embedder {lat['embedder_latency_ms']:.0f} ms)",
+            f"p50 {fmt(lat['p50_ms'], '.0f')} ms, p95 {fmt(lat['p95_ms'], '.0f')} ms",
+            f"p50 <= {budget:.0f} ms", lat["p50_ms"] <= budget)  # fmt: skip
+    so = results.get("scaleout")
+    if so:
+        parts = [f"{n}: {fmt(v['chunks_per_s'], '.0f')} chunks/s ({fmt(v['items_per_s'], '.1f')} items/s)"
+                 for n, v in so.items()]  # fmt: skip
+        row("7", "Scale-out, worker processes on one queue", "; ".join(parts), "report", None)
+    return "\n".join(lines) + "\n"
+
+
+async def amain(args: argparse.Namespace) -> dict[str, Any]:
+    only = set(args.only or ["throughput", "ratelimited", "memory", "latency", "scaleout"])
+    corpus = corpus_mod.build(args.size, WS)
+    payloads = corpus.payloads
+    results: dict[str, Any] = {"meta": {
+        "size": args.size, "items": len(corpus), "emails": len(corpus.emails),
+        "meetings": len(corpus.meetings), "media": len(corpus.media), "runs": args.runs,
+        "cpus": os.cpu_count(), "python": platform.python_version(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "command": " ".join(
+            ["python -m bench.run", *sys.argv[1:]]),
+        "postgres": "embedded 18 + pgvector, fsync=on, synchronous_commit=on",
+        "load_before": os.getloadavg(),
+    }}  # fmt: skip
+    env = Env.start()
+    try:
+        await env._migrate_template()
+        if "throughput" in only:
+            results["throughput"] = await bench_throughput(env, payloads, args.runs)
+        if "latency" in only:
+            results["latency"] = await bench_latency(env, args.latency_messages, args.latency_ms)
+        if "scaleout" in only:
+            results["scaleout"] = await bench_scaleout(env, payloads, args.runs)
+        if "ratelimited" in only:
+            results["ratelimited"] = await bench_ratelimited(
+                env, payloads, args.ratelimited_runs or args.runs, args.tpm
+            )
+        if "memory" in only:
+            results["memory"] = await bench_memory(env, args.memory_runs or args.runs,
+                                                   args.transcript_mb)  # fmt: skip
+    finally:
+        env.stop(keep=args.keep)
+    results["meta"]["load_after"] = os.getloadavg()
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description="Ingestion benchmark (see bench/README.md)")
+    p.add_argument("--size", choices=sorted(corpus_mod.SIZES), default="small")
+    p.add_argument("--only", action="append",
+                   choices=["throughput", "ratelimited", "memory", "latency", "scaleout"])
+    p.add_argument("--runs", type=int, default=3, help="runs per figure (median reported)")
+    p.add_argument("--ratelimited-runs", type=int, default=None)
+    p.add_argument("--memory-runs", type=int, default=None)
+    p.add_argument("--tpm", type=int, default=None,
+                   help="TPM limit for figure 4 (default: sized so the run takes ~2.5 min)")
+    p.add_argument("--transcript-mb", type=float, default=20.0)
+    p.add_argument("--latency-ms", type=float, default=100.0, help="embedder latency, figure 6")
+    p.add_argument("--latency-messages", type=int, default=30)
+    p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--keep", action="store_true", help="keep the temp dir (logs, data)")
+    args = p.parse_args(argv)
+    results = asyncio.run(amain(args))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "latest.json").write_text(json.dumps(results, indent=1, default=str))
+    plot(results, args.out / "throughput.png")
+    md = table(results)
+    (HERE / "RESULTS.md").write_text("# Benchmark results\n\n" + md +
+                                     "\n![throughput](results/throughput.png)\n")  # fmt: skip
+    print(md)
+
+
+if __name__ == "__main__":
+    main()

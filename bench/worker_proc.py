@@ -1,0 +1,69 @@
+"""One benchmark worker process: the real arq Worker with ``worker_options(settings)``.
+
+``python -m bench.worker_proc SETTINGS_JSON READY_FILE STATS_FILE [POLL_DELAY]``
+
+Writes READY_FILE once the runtime is open (pool, tokenizer, batcher), runs until
+SIGTERM/SIGINT, then writes STATS_FILE: peak RSS (``ru_maxrss``/VmHWM) and the
+embedding batcher's counters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import resource
+import sys
+from pathlib import Path
+from typing import Any
+
+from arq.worker import Worker
+
+from worker import app
+from worker.client import redis_settings_for
+from worker.settings import Settings
+
+
+def vm_hwm_kb() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+async def main(settings_json: str, ready: str, stats: str, poll_delay: float) -> None:
+    settings = Settings(**json.loads(settings_json))
+    opts = app.worker_options(settings)
+    started = opts["on_startup"]
+    holder: dict[str, Any] = {}
+
+    async def on_startup(ctx: dict[str, Any]) -> None:
+        await started(ctx)
+        holder["runtime"] = ctx["runtime"]
+        Path(ready).write_text("ok")
+
+    async def on_shutdown(ctx: dict[str, Any]) -> None:
+        rt = ctx.get("runtime")
+        if rt is not None:
+            holder["batcher"] = rt.batcher.stats.as_dict()
+        await app.shutdown(ctx)
+
+    opts.update(on_startup=on_startup, on_shutdown=on_shutdown)
+    opts.setdefault("poll_delay", poll_delay)
+    worker = Worker(**opts, redis_settings=redis_settings_for(settings.redis_url or ""),
+                    ctx={"settings": settings}, handle_signals=True)  # fmt: skip
+    try:
+        await worker.main()
+    except asyncio.CancelledError:
+        pass
+    finally:
+        await worker.close()
+        Path(stats).write_text(json.dumps({
+            "vm_hwm_kb": vm_hwm_kb(), "batcher": holder.get("batcher"),
+            "jobs_complete": worker.jobs_complete, "jobs_failed": worker.jobs_failed,
+            "jobs_retried": worker.jobs_retried,
+        }))  # fmt: skip
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3],
+                     float(sys.argv[4]) if len(sys.argv) > 4 else 0.5))  # fmt: skip
