@@ -15,6 +15,9 @@ Racing a live worker is ruled out three ways:
   worker moved since we read it is skipped;
 * a worker marks the ledger ``done`` before arq deletes the job's keys, so a job whose
   keys are gone while its row is still queued/running is not being run by anyone;
+* an in-progress key is only treated as orphaned (its worker died: arq keeps the key
+  for its longest function timeout, a day here) once the row has been untouched for
+  longer than ``job_timeout_s`` + grace, which no live run can be: arq cancels it;
 * the re-enqueue uses the job's own id, so arq itself refuses it while a job with that
   id exists (a result arq kept for an unfinished row is stale and removed first); and a
   delivery of a job that was in fact finished is a recorded no-op in the pipeline.
@@ -40,7 +43,7 @@ log = structlog.get_logger("worker.reconcile")
 
 CANDIDATES = """
 SELECT id, workspace_id, kind::text AS kind, status::text AS status, attempts, arq_job_id,
-       updated_at
+       updated_at, extract(epoch FROM now() - updated_at)::float8 AS idle_s
 FROM ops.ingestion_jobs
 WHERE status IN ('queued', 'running')
   AND greatest(queued_at, coalesce(started_at, queued_at), updated_at)
@@ -105,10 +108,21 @@ async def _reconcile_one(
         raw = await conn.fetchrow(LOCK_UNCHANGED, row["id"], row["updated_at"])
         if raw is None:
             return "changed"  # a worker moved it (or another reconciler holds it)
-        if await job_alive(redis, arq_ids):
-            return "alive"
         bound = log.bind(job_id=str(row["id"]), workspace_id=str(row["workspace_id"]),
                          kind=row["kind"], status=row["status"], attempts=row["attempts"])  # fmt: skip
+        if await job_alive(redis, arq_ids):
+            if not _run_is_over(settings, row):
+                return "alive"
+            # arq keeps a job's in-progress key for its longest function timeout (the
+            # nightly maintenance's: a day), so the job of a worker that died (SIGKILL,
+            # OOM, lost host) would wait that long. No run outlives job_timeout_s (arq
+            # cancels it), so a row untouched for longer lost its worker: release the
+            # job; arq re-runs it if it is still queued, else it is enqueued below.
+            await redis.delete(*[keys.IN_PROGRESS_KEY_PREFIX + i for i in arq_ids])
+            if await job_alive(redis, arq_ids):
+                await _record_requeue(conn, ref, step, row, arq_id, "worker lost; job released")
+                bound.info("reconcile.job_released", arq_job_id=arq_id)
+                return "requeued"
         if row["status"] == "running" and row["attempts"] >= settings.job_max_tries:
             reason = f"worker lost the job on its last attempt ({row['attempts']} attempts)"
             await ledger.finish(conn, ref, ledger.JOB_FAILED, error=reason)
@@ -131,9 +145,24 @@ async def _reconcile_one(
         if job is None:
             # arq still holds a job or a result with this id: nothing to recover now.
             return "refused"
-        await conn.execute(TOUCH, row["id"], arq_id)
-        event = ref.event(ledger.JOB_REQUEUED, step, reason="no live arq job",
-                          status=row["status"], arq_job_id=arq_id)  # fmt: skip
-        await ledger.append_events(conn, [event])
+        await _record_requeue(conn, ref, step, row, arq_id, "no live arq job")
         bound.info("reconcile.job_requeued", arq_job_id=arq_id)
         return "requeued"
+
+
+def _run_is_over(settings: Settings, row: asyncpg.Record) -> bool:
+    """The row has been untouched for longer than any run may last (arq's job timeout
+    plus the grace): a run starts by marking the row running (which touches it), so an
+    in-progress key older than that belongs to a dead worker, even if it died before
+    the pipeline got to mark the row."""
+    limit = settings.job_timeout_s + settings.reconcile_grace_s
+    return (row["idle_s"] or 0.0) > limit
+
+
+async def _record_requeue(conn: asyncpg.Connection, ref: ledger.JobRef, step: str,
+                          row: asyncpg.Record, arq_id: str, reason: str) -> None:  # fmt: skip
+    """Touch the row (the grace period starts over) and append ``job.requeued``."""
+    await conn.execute(TOUCH, row["id"], arq_id)
+    event = ref.event(ledger.JOB_REQUEUED, step, reason=reason, status=row["status"],
+                      arq_job_id=arq_id)  # fmt: skip
+    await ledger.append_events(conn, [event])
