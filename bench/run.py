@@ -160,7 +160,12 @@ def worker_settings(env: Env, dsn: str, queue: str, **overrides: Any) -> dict[st
         "openai_base_url": env.openai_url + "/v1",
         "openai_api_key": "sk-bench-not-a-real-key-1234567890",
         "embedding_provider": "openai", "queue_name": queue, "log_format": "json",
-        "fetch_allow_private": True, **overrides,
+        "fetch_allow_private": True,
+        # The local server has no limit unless a scenario sets one: give the worker an
+        # OpenAI tier-5 budget (10M TPM, 10k RPM for text-embedding-3-small) so its own
+        # limiter does not stand in for the embedder.
+        "embed_tokens_per_minute": 10_000_000, "embed_requests_per_minute": 10_000,
+        **overrides,
     }  # fmt: skip
 
 
@@ -176,6 +181,12 @@ def start_workers(env: Env, settings: dict[str, Any], n: int, tag: str) -> list[
             cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
         procs.append(WorkerProc(proc, d / "ready", d / "stats.json"))
+        if os.environ.get("BENCH_PYSPY"):  # profile every worker: collapsed stacks per process
+            prof = Path(os.environ["BENCH_PYSPY"]) / f"{tag}-{i}.txt"
+            prof.parent.mkdir(parents=True, exist_ok=True)
+            subprocess.Popen(["py-spy", "record", "--pid", str(proc.pid), "--format", "raw",
+                              "--rate", "100", "--nonblocking", "-o", str(prof)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     deadline = time.monotonic() + 120
     while not all(p.ready.exists() for p in procs):
         if any(p.proc.poll() is not None for p in procs) or time.monotonic() > deadline:

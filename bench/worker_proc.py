@@ -48,7 +48,8 @@ async def main(settings_json: str, ready: str, stats: str, poll_delay: float) ->
         await app.shutdown(ctx)
 
     opts.update(on_startup=on_startup, on_shutdown=on_shutdown)
-    opts.setdefault("poll_delay", poll_delay)
+    # As worker.main.WorkerSettings does (the deployable worker).
+    opts.setdefault("poll_delay", getattr(settings, "worker_poll_delay_s", poll_delay))
     worker = Worker(**opts, redis_settings=redis_settings_for(settings.redis_url or ""),
                     ctx={"settings": settings}, handle_signals=True)  # fmt: skip
     try:

@@ -133,7 +133,6 @@ async def store_communication(
     people: list[Person] = [r for r in payload.recipients]
     if payload.sender is not None:
         people.append(payload.sender)
-    contacts = await upsert_contacts(conn, ws, people, payload.sent_at)
     thread_id = None
     if payload.thread_key:
         thread_id = await conn.fetchval(
@@ -148,6 +147,9 @@ async def store_communication(
         body, content_hash, payload.sent_at, json.dumps(payload.metadata),
         sum(c.token_count for c in chunks), len(chunks), vector, model, job_id,
     )  # fmt: skip
+    # Contacts are shared by many items: lock them last, so the row locks are held for the
+    # tail of the transaction only, not across the vector (HNSW) insert above.
+    contacts = await upsert_contacts(conn, ws, people, payload.sent_at)
     await conn.execute(Q.delete_comm_participants, ws, comm_id)
     parts: list[tuple[UUID | None, str, str | None, str]] = []
     if payload.sender is not None:
@@ -184,12 +186,10 @@ async def store_transcript(
 ) -> StoreResult:  # fmt: skip
     ws = payload.workspace_id
     m = payload.meeting
-    contacts = await upsert_contacts(conn, ws, payload.participants, m.starts_at)
     meeting_id = await conn.fetchval(
         Q.upsert_meeting, ws, payload.source, payload.external_id, m.title, m.starts_at,
         m.ends_at, json.dumps(payload.metadata),
     )  # fmt: skip
-    n_parts = await _meeting_participants(conn, ws, meeting_id, payload.participants, contacts)
     ends = [c.end_ms for c in chunks if c.end_ms is not None]
     transcript_id = await conn.fetchval(
         Q.upsert_transcript, ws, meeting_id, payload.source, payload.external_id,
@@ -202,6 +202,9 @@ async def store_transcript(
         for i, c in enumerate(chunks)
     ]  # fmt: skip
     await copy_chunks(conn, "transcript", records)
+    # Shared contact rows are locked last (after the long COPY), as in store_communication.
+    contacts = await upsert_contacts(conn, ws, payload.participants, m.starts_at)
+    n_parts = await _meeting_participants(conn, ws, meeting_id, payload.participants, contacts)
     return StoreResult(transcript_id, len(chunks), len(contacts), n_parts)
 
 
