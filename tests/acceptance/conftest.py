@@ -89,8 +89,9 @@ def worker_env(dsn: str, redis_url: str, api: OpenAIServer, queue: str, **extra:
         "QUEUE_NAME": queue,
         "LOG_FORMAT": "json",
         # arq re-runs a job whose worker vanished once its in-progress key expires, which
-        # is job_timeout + 10 s: keep that short so a SIGKILLed job comes back quickly.
-        "JOB_TIMEOUT_S": "4",
+        # is job_timeout + 10 s, and the reconciler releases it after job_timeout + grace:
+        # keep both short so a SIGKILLed job comes back quickly.
+        "JOB_TIMEOUT_S": "6",
         "JOB_MAX_TRIES": "8",
         "RETRY_BASE_DELAY_S": "0.2",
         "EMBED_REQUEST_TIMEOUT_S": "1.5",
@@ -145,6 +146,24 @@ class Workers:
             except subprocess.TimeoutExpired:
                 self.sigkill(proc)
 
+    def supervise(self) -> int:
+        """Restart exited workers, as a process manager (systemd, k8s, Procfile) would.
+
+        arq's poll loop can still die on a Redis outage that hits a WATCH (redis-py turns
+        the connection error into WatchError, which arq's start_jobs does not catch on
+        every call); nothing is lost when that happens, but a supervisor must restart it.
+        """
+        dead = [p for p in self.procs if p.poll() is not None and not getattr(p, "_seen", 0)]
+        for p in dead:
+            p._seen = 1  # type: ignore[attr-defined]
+        self.start(len(dead))
+        return len(dead)
+
+    def check(self) -> None:
+        """Fail fast (with the log tail) when every worker process has died."""
+        if self.procs and not self.alive():
+            raise AssertionError("all worker processes exited:\n" + self.logs()[-3000:])
+
     def logs(self) -> str:
         return "\n".join(p.read_text(errors="replace") for p in sorted(self.log_dir.glob("*.log")))
 
@@ -181,7 +200,8 @@ async def ledger_counts(dsn: str) -> dict[str, int]:
 
 
 async def wait_until_settled(dsn: str, expected_jobs: int, within: float, *,
-                             on_tick: Any = None) -> dict[str, int]:  # fmt: skip
+                             on_tick: Any = None, workers: Workers | None = None,
+                             ) -> dict[str, int]:  # fmt: skip
     """Poll the ledger until ``expected_jobs`` rows are done/skipped/failed."""
     deadline = time.monotonic() + within
     counts: dict[str, int] = {}
@@ -190,6 +210,8 @@ async def wait_until_settled(dsn: str, expected_jobs: int, within: float, *,
         finished = sum(counts.get(s, 0) for s in ("done", "skipped", "failed"))
         if finished >= expected_jobs and not (counts.get("queued") or counts.get("running")):
             return counts
+        if workers is not None:
+            workers.check()
         if on_tick is not None:
             await on_tick()
         await asyncio.sleep(0.5)

@@ -19,10 +19,13 @@ from worker.settings import Settings
 
 def main() -> None:
     settings = Settings()
-    worker = Worker(
+    options = {
         **worker_options(settings),
+        "poll_delay": float(os.environ.get("WORKER_POLL_DELAY", "0.05")),
+    }
+    worker = Worker(
+        **options,
         redis_settings=redis_settings_for(settings.redis_url or ""),
-        poll_delay=float(os.environ.get("WORKER_POLL_DELAY", "0.05")),
         ctx={"settings": settings},
     )
     worker.run()
