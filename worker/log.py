@@ -30,6 +30,19 @@ def redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[s
     return event
 
 
+class HideJobArguments(logging.Filter):
+    """arq logs every job's arguments when it starts it (``→ id:ingest({...})``): for us
+    the payload, whose first 80 characters may be a message body. Keep the job reference
+    and drop the arguments."""
+
+    START_LINE = "%6.2fs → %s(%s)%s"
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg == self.START_LINE and isinstance(record.args, tuple) and len(record.args) == 4:
+            record.args = (record.args[0], record.args[1], "…", record.args[3])
+        return True
+
+
 def configure_logging(settings: Settings, *, stream: Any = None) -> None:
     """Configure structlog and the stdlib root logger once per process."""
     stream = stream or sys.stderr
@@ -62,3 +75,6 @@ def configure_logging(settings: Settings, *, stream: Any = None) -> None:
     # httpx logs full request lines at INFO; keep them out of operator logs.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("openai").setLevel(logging.WARNING)
+    arq_worker = logging.getLogger("arq.worker")
+    if not any(isinstance(f, HideJobArguments) for f in arq_worker.filters):
+        arq_worker.addFilter(HideJobArguments())
