@@ -38,8 +38,9 @@ class HideJobArguments(logging.Filter):
     START_LINE = "%6.2fs → %s(%s)%s"
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.msg == self.START_LINE and isinstance(record.args, tuple) and len(record.args) == 4:
-            record.args = (record.args[0], record.args[1], "…", record.args[3])
+        args = record.args
+        if record.msg == self.START_LINE and isinstance(args, tuple) and len(args) == 4:
+            record.args = (args[0], args[1], "…", args[3])
         return True
 
 
