@@ -136,9 +136,9 @@ async def store_communication(
     thread_id = None
     if payload.thread_key:
         thread_id = await conn.fetchval(
-            Q.upsert_thread, ws, payload.source, payload.thread_key, payload.subject,
+            Q.ensure_thread, ws, payload.source, payload.thread_key, payload.subject,
             payload.channel,
-        )  # fmt: skip
+        ) or await conn.fetchval(Q.find_thread, ws, payload.source, payload.thread_key)  # fmt: skip
     comm_id = await conn.fetchval(
         Q.upsert_communication, ws, thread_id, payload.source, payload.external_id,
         payload.channel, payload.subject,
@@ -161,7 +161,7 @@ async def store_communication(
         cols = list(zip(*parts, strict=True))
         await conn.execute(Q.insert_comm_participants, ws, comm_id, *[list(c) for c in cols])
     if thread_id is not None:
-        await conn.execute(Q.refresh_thread, ws, thread_id)
+        await conn.execute(Q.refresh_thread, ws, thread_id, payload.subject)
     return StoreResult(comm_id, len(chunks), len(contacts), len(parts))
 
 

@@ -64,9 +64,28 @@ ON CONFLICT (workspace_id, source, thread_key) DO UPDATE
 SET subject = coalesce(comms.threads.subject, EXCLUDED.subject)
 RETURNING id;
 
+-- name: ensure_thread
+-- Like upsert_thread but takes no row lock on an existing thread (ON CONFLICT DO UPDATE
+-- would hold it across the item's vector insert); refresh_thread locks it at the end.
+-- NULL when a concurrent transaction created it after this statement's snapshot.
+WITH ins AS (
+  INSERT INTO comms.threads (workspace_id, source, thread_key, subject, channel)
+  VALUES ($1, $2, $3, $4, $5::comms.channel_type)
+  ON CONFLICT (workspace_id, source, thread_key) DO NOTHING
+  RETURNING id
+)
+SELECT id FROM ins
+UNION ALL
+SELECT id FROM comms.threads WHERE workspace_id = $1 AND source = $2 AND thread_key = $3
+LIMIT 1;
+
+-- name: find_thread
+SELECT id FROM comms.threads WHERE workspace_id = $1 AND source = $2 AND thread_key = $3;
+
 -- name: refresh_thread
 UPDATE comms.threads t
-SET message_count = s.n, first_at = s.first_at, last_at = s.last_at
+SET message_count = s.n, first_at = s.first_at, last_at = s.last_at,
+    subject = coalesce(t.subject, $3)
 FROM (SELECT count(*) AS n, min(sent_at) AS first_at, max(sent_at) AS last_at
       FROM comms.communications WHERE workspace_id = $1 AND thread_id = $2) s
 WHERE t.workspace_id = $1 AND t.id = $2;
