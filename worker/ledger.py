@@ -10,6 +10,7 @@ of the same attempt appends nothing twice.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -18,6 +19,7 @@ from uuid import UUID
 import asyncpg
 
 from worker.events import NewEvent, append_events
+from worker.payloads import clean_text
 from worker.queries import Q
 
 # Event types; the comment says how each one moves the ledger row.
@@ -42,6 +44,42 @@ STATUS_BY_EVENT = {
     JOB_RETRYING: "queued",
     JOB_FAILED: "failed",
 }
+
+
+#: A rejected payload is kept for diagnosis up to this size; bigger ones are summarised.
+MAX_REJECTED_BYTES = 256 * 1024
+_MAX_JSON_DEPTH = 64
+
+
+def _jsonb_safe(value: Any, depth: int = 0) -> Any:
+    """``value`` with what PostgreSQL ``jsonb`` refuses made storable: U+0000 is stripped,
+    lone surrogates become U+FFFD, NaN/Infinity become strings, nesting is cut off."""
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, (dict, list, tuple)) and depth >= _MAX_JSON_DEPTH:
+        return "[nested too deep]"
+    if isinstance(value, dict):
+        return {clean_text(str(k)): _jsonb_safe(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonb_safe(v, depth + 1) for v in value]
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    return clean_text(str(value))
+
+
+def jsonb_text(value: Any, *, max_bytes: int | None = None) -> str:
+    """JSON text that a ``jsonb`` column accepts, whatever a connector sent.
+
+    Payloads arrive untrusted (a NUL in a subject, a lone surrogate, NaN, 10 000 levels of
+    nesting); without this the ledger write itself fails and the job is never recorded.
+    """
+    text = json.dumps(_jsonb_safe(value), default=str, allow_nan=False)
+    if max_bytes is not None and len(text) > max_bytes:
+        keys = sorted(map(str, value))[:50] if isinstance(value, dict) else []
+        text = json.dumps({"truncated": True, "bytes": len(text), "keys": _jsonb_safe(keys)})
+    return text
 
 
 @dataclass(frozen=True)
@@ -75,7 +113,7 @@ async def receive(
     async with conn.transaction():
         created = await conn.fetchval(
             Q.ledger_receive, ref.job_id, ref.workspace_id, ref.kind, source, external_id,
-            content_hash, json.dumps(payload), ref.arq_job_id,
+            content_hash, jsonb_text(payload), ref.arq_job_id,
         )  # fmt: skip
         if created is not None:
             event = ref.event(
@@ -153,10 +191,15 @@ async def reject(
     raw: Mapping[str, Any] | None, source: str | None = None, external_id: str | None = None,
 ) -> None:  # fmt: skip
     """Record an invalid payload as a failed job: ledger row plus events, one transaction."""
+    # Straight from an invalid payload: text columns cannot hold what jsonb cannot either.
+    source, external_id = (clean_text(v)[:1000] if isinstance(v, str) else None
+                           for v in (source, external_id))  # fmt: skip
+    field, reason = clean_text(field)[:1000], clean_text(reason)[:2000]
     async with conn.transaction():
         await conn.execute(
             Q.ledger_reject, ref.job_id, ref.workspace_id, ref.kind, source, external_id,
-            reason, field, json.dumps(raw) if raw is not None else None, ref.arq_job_id,
+            reason, field, jsonb_text(raw, max_bytes=MAX_REJECTED_BYTES) if raw is not None
+            else None, ref.arq_job_id,
             ref.attempt,
         )  # fmt: skip
         received = replace(

@@ -44,7 +44,13 @@ _PEEK_LINES = 64
 
 
 class TranscriptParseError(ValueError):
-    """A transcript that cannot be parsed; ``line`` is 1-based (0 = the whole input)."""
+    """A transcript that cannot be parsed; ``line`` is 1-based (0 = the whole input).
+
+    Only fetched content is parsed, so the failing field is ``content_url`` (what the
+    ledger's ``error_field`` records).
+    """
+
+    field = "content_url"
 
     def __init__(self, line: int, reason: str):
         self.line = line
