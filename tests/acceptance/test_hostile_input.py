@@ -33,6 +33,7 @@ import asyncpg
 import httpx
 import numpy as np
 import pytest
+import structlog
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -427,8 +428,10 @@ def test_no_secrets_in_logs(migrated_dsn: str, capfd: pytest.CaptureFixture[str]
         s = make_settings(migrated_dsn, "redis://127.0.0.1:1/0", api.base_url,
                           openai_api_key=key, embed_max_retries=1, job_max_tries=2,
                           log_level="DEBUG")  # fmt: skip
+        root = logging.getLogger()
+        saved = (root.handlers[:], root.level)
         configure_logging(s)
-        logging.getLogger().setLevel(logging.DEBUG)
+        root.setLevel(logging.DEBUG)
         loop = LoopThread()
         rt: Runtime = loop.run(Runtime.open(s))
         try:
@@ -451,6 +454,9 @@ def test_no_secrets_in_logs(migrated_dsn: str, capfd: pytest.CaptureFixture[str]
         finally:
             loop.run(rt.close())
             loop.close()
+            # configure_logging bound both loggers to this test's captured stderr
+            structlog.reset_defaults()
+            root.handlers[:], root.level = saved[0], saved[1]
         assert {o["status"] for o in outcomes} & {"failed", "RetryLater"}, outcomes
     captured = capfd.readouterr()
     text = captured.out + captured.err + caplog.text
