@@ -246,13 +246,14 @@ class Pipeline:
             progress.append(replace(event, occurred_at=datetime.now(UTC)))
 
         t0 = time.perf_counter()
-        pulled = await pull(payload, self.settings)
-        step(ledger.CONTENT_PULLED, format=pulled.fmt, fetched_bytes=pulled.fetched_bytes,
-             chars=pulled.size)  # fmt: skip
-        subject = payload.subject if isinstance(payload, CommunicationPayload) else None
-        chunks = chunk(pulled, self.settings, subject)
-        tokens = sum(c.token_count for c in chunks)
-        step(ledger.CONTENT_CHUNKED, chunks=len(chunks), tokens=tokens)
+        with self.batcher.expecting():  # the batcher lingers for us only while we are coming
+            pulled = await pull(payload, self.settings)
+            step(ledger.CONTENT_PULLED, format=pulled.fmt, fetched_bytes=pulled.fetched_bytes,
+                 chars=pulled.size)  # fmt: skip
+            subject = payload.subject if isinstance(payload, CommunicationPayload) else None
+            chunks = chunk(pulled, self.settings, subject)
+            tokens = sum(c.token_count for c in chunks)
+            step(ledger.CONTENT_CHUNKED, chunks=len(chunks), tokens=tokens)
         t1 = time.perf_counter()
         if isinstance(payload, CommunicationPayload):
             embedded_hash = text_hash(payload.subject, pulled.text)

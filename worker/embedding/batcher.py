@@ -17,9 +17,11 @@ that finally fails fails only the callers that had rows in it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -160,6 +162,10 @@ class EmbeddingBatcher:
         self._inflight: set[asyncio.Task[None]] = set()
         self._closed = False
         self._close_provider = close_provider
+        # Callers announced by ``expecting()``; once used, lingering only happens while one
+        # is still on its way (a lone job at low load is sent at once, without linger).
+        self._upcoming = 0
+        self._adaptive = False
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -231,6 +237,22 @@ class EmbeddingBatcher:
         self._wakeup.set()
         return await caller.future
 
+    @contextlib.contextmanager
+    def expecting(self) -> Iterator[None]:
+        """Announce that the caller will probably call ``embed`` when the block ends.
+
+        While any announced caller is pending, the dispatcher lingers (up to the linger
+        time) so its rows can share a request; when none is, a partial request goes out
+        at once: batching under load, no added latency when idle.
+        """
+        self._adaptive = True
+        self._upcoming += 1
+        try:
+            yield
+        finally:
+            self._upcoming -= 1
+            self._wakeup.set()
+
     # ------------------------------------------------------------------ dispatching
 
     def _full(self) -> bool:
@@ -246,6 +268,8 @@ class EmbeddingBatcher:
             try:
                 # Linger for more rows unless a full request is already waiting.
                 while not self._full() and not self._closed:
+                    if self._adaptive and self._upcoming <= 0:
+                        break  # nobody else is on the way: lingering only adds latency
                     started = self._first_pending_at or time.monotonic()
                     left = started + self.linger_s - time.monotonic()
                     if left <= 0:
