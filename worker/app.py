@@ -59,6 +59,7 @@ def worker_options(settings: Settings) -> dict[str, Any]:
         "on_shutdown": shutdown,
         "queue_name": settings.queue_name,
         "max_jobs": settings.worker_concurrency,
+        "poll_delay": settings.worker_poll_delay_s,
         "job_timeout": settings.job_timeout_s,
         # Our pipeline decides retries itself and dead-letters at job_max_tries; arq's
         # cap only guards against a job that crashes the process over and over.

@@ -58,7 +58,7 @@ async def _drain(settings: Settings, services: Services, redis_url: str) -> None
     """Run an in-process arq worker until the queue is empty."""
     worker = Worker(
         **worker_options(settings), redis_settings=redis_settings_for(redis_url),
-        burst=True, handle_signals=False, poll_delay=0.05,
+        burst=True, handle_signals=False,
         ctx={"settings": settings, "services": services},
     )  # fmt: skip
     try:

@@ -183,7 +183,7 @@ async def test_content_url_to_loopback_is_refused_by_default(settings_factory, m
 async def test_arq_health_check_is_written(settings_factory) -> None:
     settings = settings_factory()
     worker = Worker(**worker_options(settings), redis_settings=redis_settings_for(settings.redis_url),
-                    handle_signals=False, poll_delay=0.05, ctx={"settings": settings})  # fmt: skip
+                    handle_signals=False, ctx={"settings": settings})  # fmt: skip
     task = asyncio.create_task(worker.main())
     try:
         code = 1

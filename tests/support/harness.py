@@ -26,6 +26,7 @@ DEFAULTS: dict[str, Any] = {
     "db_pool_max": 10,
     "log_format": "json",
     "fetch_allow_private": True,
+    "worker_poll_delay_s": 0.02,
 }
 
 
@@ -44,7 +45,6 @@ async def run_worker_burst(settings: Settings, **worker_kw: Any) -> Worker:
         redis_settings=redis_settings_for(settings.redis_url or ""),
         burst=True,
         handle_signals=False,
-        poll_delay=0.02,
         ctx={"settings": settings},
         **worker_kw,
     )
