@@ -686,6 +686,8 @@ def table(results: dict[str, Any]) -> str:
 
 async def amain(args: argparse.Namespace) -> dict[str, Any]:
     only = set(args.only or ["throughput", "ratelimited", "memory", "latency", "scaleout"])
+    if only == {"none"}:
+        return {}
     corpus = corpus_mod.build(args.size, WS)
     payloads = corpus.payloads
     results: dict[str, Any] = {"meta": {
@@ -723,7 +725,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="Ingestion benchmark (see bench/README.md)")
     p.add_argument("--size", choices=sorted(corpus_mod.SIZES), default="small")
     p.add_argument("--only", action="append",
-                   choices=["throughput", "ratelimited", "memory", "latency", "scaleout"])
+                   choices=["throughput", "ratelimited", "memory", "latency", "scaleout", "none"])
     p.add_argument("--runs", type=int, default=3, help="runs per figure (median reported)")
     p.add_argument("--ratelimited-runs", type=int, default=None)
     p.add_argument("--memory-runs", type=int, default=None)
@@ -734,8 +736,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--latency-messages", type=int, default=30)
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--keep", action="store_true", help="keep the temp dir (logs, data)")
+    p.add_argument("--merge", type=Path, action="append", default=[],
+                   help="add the figures of another latest.json (e.g. one run in parallel)")
     args = p.parse_args(argv)
-    results = asyncio.run(amain(args))
+    results = asyncio.run(amain(args)) if not (args.merge and args.only == ["none"]) else {}
+    for other in args.merge:
+        extra = json.loads(other.read_text())
+        for key, value in extra.items():
+            if key == "meta":
+                results.setdefault("meta", value)
+            elif key not in results:
+                results[key] = value
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "latest.json").write_text(json.dumps(results, indent=1, default=str))
     plot(results, args.out / "throughput.png")

@@ -80,7 +80,7 @@ class Settings(BaseSettings):
     queue_name: str = "cos:queue"
     worker_concurrency: int = Field(default=16, ge=1, description="arq max_jobs")
     worker_poll_delay_s: float = Field(
-        default=0.05, gt=0,
+        default=0.02, gt=0,
         description="How often arq polls Redis for new jobs (arq's default 0.5 s adds up to "
         "0.5 s of latency to every job and idles free job slots between polls)",
     )  # fmt: skip
