@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import resource
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,13 @@ async def main(settings_json: str, ready: str, stats: str, poll_delay: float) ->
     # As worker.main.WorkerSettings does (the deployable worker).
     opts.setdefault("poll_delay", getattr(settings, "worker_poll_delay_s", poll_delay))
     worker = Worker(**opts, redis_settings=redis_settings_for(settings.redis_url or ""),
-                    ctx={"settings": settings}, handle_signals=True)  # fmt: skip
+                    ctx={"settings": settings}, handle_signals=False)  # fmt: skip
+    # arq's own handler cancels ``worker.main_task``, which only ``Worker.run`` sets.
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, task.cancel)
     try:
         await worker.main()
     except asyncio.CancelledError:
