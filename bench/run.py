@@ -304,6 +304,7 @@ def summarize_server(stats: dict[str, Any]) -> dict[str, Any]:
 
 async def ingest(env: Env, dsn: str, payloads: list[dict[str, Any]], n_workers: int = 1,
                  tag: str = "run", **overrides: Any) -> IngestRun:  # fmt: skip
+    await clear_arq_results(env)  # the same job ids were used by the previous run
     queue = f"bench:{uuid.uuid4().hex[:8]}"
     procs = start_workers(env, worker_settings(env, dsn, queue, **overrides), n_workers, tag)
     try:
@@ -521,6 +522,7 @@ async def bench_latency(env: Env, n: int, latency_ms: float, gap_s: float = 0.1)
     dsn = await env.fresh_db()
     queue = f"bench:{uuid.uuid4().hex[:8]}"
     env.control(latency_ms=latency_ms, tpm_limit=None)
+    await clear_arq_results(env)
     procs = start_workers(env, worker_settings(env, dsn, queue), 1, "latency")
     msgs = corpus_mod.short_messages(WS, n + 3)
     lat = []
