@@ -37,6 +37,8 @@ async def ingest(ctx: dict[str, Any], payload: Any) -> dict[str, Any]:
         enqueue_time_ms=int(enqueue_time.timestamp() * 1000) if enqueue_time else 0,
     )
     structlog.contextvars.bind_contextvars(arq_job_id=delivery.arq_job_id)
+    # From now until its rows reach the embedding batcher, requests may wait for this job.
+    arrived = pipeline.batcher.expect(bind=True)
     try:
         return await pipeline.run(payload, delivery)
     except RetryLater as exc:
@@ -53,6 +55,7 @@ async def ingest(ctx: dict[str, Any], payload: Any) -> dict[str, Any]:
                     job_try=delivery.job_try)  # fmt: skip
         raise Retry(defer=delay) from exc
     finally:
+        arrived()
         structlog.contextvars.unbind_contextvars("arq_job_id")
 
 

@@ -29,6 +29,7 @@ import structlog
 from worker import ledger, store
 from worker.chunking import Chunk, weighted_mean
 from worker.embedding import EmbeddingBatcher
+from worker.embedding.batcher import bound_arrival
 from worker.events import NewEvent
 from worker.fetch import FetchError
 from worker.normalize import chunk, pull, text_hash
@@ -228,8 +229,11 @@ class Pipeline:
         # transaction's events, each stamped with the time its step ended: three fewer
         # transactions per item. If the item fails they are recorded before the failure.
         progress: list[NewEvent] = []
+        # Announce this job to the shared batcher until its rows are queued there, so
+        # requests linger for jobs still on their way (and never when none is).
+        arrived = bound_arrival() or self.batcher.expect()
         try:
-            return await self._steps(payload, ref, queued_at, bound, progress)
+            return await self._steps(payload, ref, queued_at, bound, progress, arrived)
         except Exception:
             if progress:
                 try:
@@ -238,29 +242,34 @@ class Pipeline:
                 except Exception as exc:  # noqa: BLE001 - the failure itself is what matters
                     bound.warning("job.progress_not_recorded", error=type(exc).__name__)
             raise
+        finally:
+            arrived()
 
     async def _steps(self, payload: ItemPayload, ref: ledger.JobRef, queued_at: Any,
-                     bound: Any, progress: list[NewEvent]) -> dict[str, Any]:  # fmt: skip
+                     bound: Any, progress: list[NewEvent],
+                     arrived: Any = None) -> dict[str, Any]:  # fmt: skip
         def step(event_type: str, **data: Any) -> None:
             event = ref.event(event_type, **data)
             progress.append(replace(event, occurred_at=datetime.now(UTC)))
 
         t0 = time.perf_counter()
-        with self.batcher.expecting():  # the batcher lingers for us only while we are coming
-            pulled = await pull(payload, self.settings)
-            step(ledger.CONTENT_PULLED, format=pulled.fmt, fetched_bytes=pulled.fetched_bytes,
-                 chars=pulled.size)  # fmt: skip
-            subject = payload.subject if isinstance(payload, CommunicationPayload) else None
-            chunks = chunk(pulled, self.settings, subject)
-            tokens = sum(c.token_count for c in chunks)
-            step(ledger.CONTENT_CHUNKED, chunks=len(chunks), tokens=tokens)
+        pulled = await pull(payload, self.settings)
+        step(ledger.CONTENT_PULLED, format=pulled.fmt, fetched_bytes=pulled.fetched_bytes,
+             chars=pulled.size)  # fmt: skip
+        subject = payload.subject if isinstance(payload, CommunicationPayload) else None
+        chunks = chunk(pulled, self.settings, subject)
+        tokens = sum(c.token_count for c in chunks)
+        step(ledger.CONTENT_CHUNKED, chunks=len(chunks), tokens=tokens)
         t1 = time.perf_counter()
         if isinstance(payload, CommunicationPayload):
             embedded_hash = text_hash(payload.subject, pulled.text)
-            vector, fresh = await self._embed_communication(payload, chunks, embedded_hash)
+            vector, fresh = await self._embed_communication(payload, chunks, embedded_hash,
+                                                            arrived)  # fmt: skip
             vectors = None
         else:
-            vectors, fresh = await self._embed_chunks(payload, chunks)
+            vectors, fresh = await self._embed_chunks(payload, chunks, arrived)
+        if arrived is not None:
+            arrived()  # reused vectors / nothing to embed: stop being waited for
         t2 = time.perf_counter()
         fresh_tokens = sum(c.token_count for c in fresh)
         step(ledger.CONTENT_EMBEDDED, model=self.model, embedded=len(fresh),
@@ -304,7 +313,8 @@ class Pipeline:
                 "store_s": round(t3 - t2, 4)}  # fmt: skip
 
     async def _embed_communication(self, payload: CommunicationPayload, chunks: list[Chunk],
-                                   embedded_hash: str) -> tuple[np.ndarray | None, list[Chunk]]:  # fmt: skip
+                                   embedded_hash: str, arrived: Any = None,
+                                   ) -> tuple[np.ndarray | None, list[Chunk]]:  # fmt: skip
         """One vector per communication: its chunks' token-weighted mean, renormalized."""
         if not chunks:
             return None, []
@@ -314,14 +324,14 @@ class Pipeline:
         if reused is not None:
             return reused, []
         vectors = await self.batcher.embed(
-            [c.text for c in chunks], [c.token_count for c in chunks]
+            [c.text for c in chunks], [c.token_count for c in chunks], arrived=arrived
         )
         if len(chunks) == 1:
             return vectors[0], chunks
         return weighted_mean(vectors, [c.token_count for c in chunks]), chunks
 
-    async def _embed_chunks(self, payload: TranscriptPayload | MediaPayload,
-                            chunks: list[Chunk]) -> tuple[np.ndarray, list[Chunk]]:  # fmt: skip
+    async def _embed_chunks(self, payload: TranscriptPayload | MediaPayload, chunks: list[Chunk],
+                            arrived: Any = None) -> tuple[np.ndarray, list[Chunk]]:  # fmt: skip
         """Vectors for every chunk, reusing this workspace's vectors for identical texts."""
         out = np.empty((len(chunks), self.settings.embedding_dimensions), dtype=np.float32)
         if not chunks:
@@ -334,7 +344,8 @@ class Pipeline:
         fresh = [c for c in chunks if c.content_hash not in known]
         if fresh:
             vectors = await self.batcher.embed([c.text for c in fresh],
-                                               [c.token_count for c in fresh])  # fmt: skip
+                                               [c.token_count for c in fresh],
+                                               arrived=arrived)  # fmt: skip
             for c, v in zip(fresh, vectors, strict=True):
                 known[c.content_hash] = v
         for i, c in enumerate(chunks):

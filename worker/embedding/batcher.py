@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import inspect
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -44,6 +45,17 @@ log = structlog.get_logger(__name__)
 
 # Malformed/misaligned bodies are usually a proxy glitch: retry, but not for long.
 RESPONSE_ERROR_MAX_ATTEMPTS = 3
+# The announcement (``EmbeddingBatcher.expect(bind=True)``) of the job running in this task.
+_ARRIVAL: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar(
+    "embedding_arrival", default=None
+)
+
+
+def bound_arrival() -> Callable[[], None] | None:
+    """The announcement handle bound to the current task, if any."""
+    return _ARRIVAL.get()
+
+
 # How many rows one caller contributes per round-robin pass while packing a request.
 ROUND_ROBIN_QUANTUM = 256
 
@@ -201,7 +213,8 @@ class EmbeddingBatcher:
 
     # ------------------------------------------------------------------ public API
 
-    async def embed(self, texts: list[str], token_counts: list[int]) -> np.ndarray:
+    async def embed(self, texts: list[str], token_counts: list[int],
+                    arrived: Callable[[], None] | None = None) -> np.ndarray:  # fmt: skip
         """Vectors (len(texts), dims) float32, row i for texts[i].
 
         ``token_counts`` are the callers' cl100k counts; they drive packing and rate
@@ -234,6 +247,9 @@ class EmbeddingBatcher:
         self._pending_tokens += sum(caller.tokens)
         if self._first_pending_at is None:
             self._first_pending_at = time.monotonic()
+        arrived = arrived or _ARRIVAL.get()
+        if arrived is not None:
+            arrived()
         self._wakeup.set()
         return await caller.future
 
@@ -245,13 +261,30 @@ class EmbeddingBatcher:
         time) so its rows can share a request; when none is, a partial request goes out
         at once: batching under load, no added latency when idle.
         """
-        self._adaptive = True
-        self._upcoming += 1
+        arrived = self.expect()
         try:
             yield
         finally:
-            self._upcoming -= 1
-            self._wakeup.set()
+            arrived()
+
+    def expect(self, *, bind: bool = False) -> Callable[[], None]:
+        """Like ``expecting``, as a handle: pass it to ``embed(arrived=...)``, which calls it
+        the moment the rows are queued; call it yourself if you end up not embedding.
+        ``bind=True`` also binds it to the current task, where ``embed`` finds it."""
+        self._adaptive = True
+        self._upcoming += 1
+        pending = True
+
+        def arrived() -> None:
+            nonlocal pending
+            if pending:
+                pending = False
+                self._upcoming -= 1
+                self._wakeup.set()
+
+        if bind:
+            _ARRIVAL.set(arrived)
+        return arrived
 
     # ------------------------------------------------------------------ dispatching
 
