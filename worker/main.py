@@ -35,6 +35,3 @@ class WorkerSettings:
 
 for _name, _value in worker_options(_settings).items():
     setattr(WorkerSettings, _name, _value)
-# arq's default (0.5 s) adds up to half a second to every job and idles free job slots
-# between polls; callers that build a Worker themselves pass their own poll_delay.
-WorkerSettings.poll_delay = _settings.worker_poll_delay_s  # type: ignore[attr-defined]
