@@ -191,9 +191,7 @@ async def connect(dsn: str) -> asyncpg.Connection:
 async def ledger_counts(dsn: str) -> dict[str, int]:
     conn = await asyncpg.connect(dsn)
     try:
-        rows = await conn.fetch(
-            "SELECT status::text, count(*) FROM ops.ingestion_jobs GROUP BY 1"
-        )
+        rows = await conn.fetch("SELECT status::text, count(*) FROM ops.ingestion_jobs GROUP BY 1")
     finally:
         await conn.close()
     return {r[0]: r[1] for r in rows}

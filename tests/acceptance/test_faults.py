@@ -256,7 +256,9 @@ async def test_postgres_restart_mid_run(fresh_db, own_pg, own_redis, api,
         async def tick() -> None:
             await d.trigger_reconcile()
 
-        await wait_until_settled(fresh_db, len(items) + len(later), within=90, on_tick=tick, workers=workers)
+        await wait_until_settled(
+            fresh_db, len(items) + len(later), within=90, on_tick=tick, workers=workers
+        )
         assert len(workers.alive()) == 2, "a worker died with the PostgreSQL restart"
     workers.stop_all()
     await assert_exactly_once(fresh_db, ws, items + later)

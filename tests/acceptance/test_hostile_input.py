@@ -72,7 +72,11 @@ class LoopThread:
 
 BODIES: dict[str, tuple[int, bytes, dict[str, str]]] = {
     "/ok.vtt": (200, b"WEBVTT\n\n00:00:01.000 --> 00:00:02.000\n<v Ann>hello there\n", {}),
-    "/bad.vtt": (200, b"WEBVTT\n\n00:00:09.000 --> 00:00:02.000\nbackwards\n\nzz --> \n\x00\xff", {}),
+    "/bad.vtt": (
+        200,
+        b"WEBVTT\n\n00:00:09.000 --> 00:00:02.000\nbackwards\n\nzz --> \n\x00\xff",
+        {},
+    ),
     "/bad.srt": (200, b"1\n00:00:01,000 --> garbage\nhi\n\n2\n\n-->\n\n", {}),
     "/huge": (200, b"x" * 300_000, {}),
     "/to-loopback": (302, b"", {"Location": "http://127.0.0.1:9/secret"}),
@@ -522,4 +526,3 @@ def test_payload_errors_name_the_field() -> None:
         with pytest.raises(PayloadError) as info:
             parse_payload(raw)
         assert info.value.field and info.value.reason
-

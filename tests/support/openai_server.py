@@ -64,8 +64,14 @@ class _State:
 
     def apply(self, cfg: dict[str, Any]) -> None:
         with self.lock:
-            for key in ("latency_ms", "tpm_limit", "rpm_limit", "window_s", "timeout_sleep_s",
-                        "tokenizer"):
+            for key in (
+                "latency_ms",
+                "tpm_limit",
+                "rpm_limit",
+                "window_s",
+                "timeout_sleep_s",
+                "tokenizer",
+            ):
                 if key in cfg:
                     setattr(self, key, cfg[key])
             self.faults.extend(cfg.get("faults") or [])
@@ -331,8 +337,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tpm", type=int, default=None)
     parser.add_argument("--rpm", type=int, default=None)
     parser.add_argument("--window-s", type=float, default=60.0)
-    parser.add_argument("--tokenizer", choices=("approx", "cl100k"), default="approx",
-                        help="how requests are counted against --tpm (cl100k = as OpenAI)")
+    parser.add_argument(
+        "--tokenizer",
+        choices=("approx", "cl100k"),
+        default="approx",
+        help="how requests are counted against --tpm (cl100k = as OpenAI)",
+    )
     args = parser.parse_args(argv)
     srv = OpenAIServer(
         port=args.port,
