@@ -56,23 +56,30 @@ def configure_logging(settings: Settings, *, stream: Any = None) -> None:
         else structlog.dev.ConsoleRenderer(colors=getattr(stream, "isatty", lambda: False)())
     )
     level = logging.getLevelName(settings.log_level.upper())
+    level = level if isinstance(level, int) else logging.INFO
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            redact,
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            level if isinstance(level, int) else 20
-        ),
+        processors=[*shared, redact, structlog.processors.format_exc_info, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )
-    logging.basicConfig(stream=stream, level=level if isinstance(level, int) else logging.INFO,
-                        format="%(levelname)s %(name)s %(message)s", force=True)  # fmt: skip
+    # Libraries (arq, asyncpg, the embedded servers) log through the stdlib: render their
+    # records with the same processors so operators get one JSON stream, not two formats.
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name, redact],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(level)
     # httpx logs full request lines at INFO; keep them out of operator logs.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("openai").setLevel(logging.WARNING)
