@@ -25,6 +25,8 @@ import asyncio
 import codecs
 import ipaddress
 import socket
+from collections import deque
+from collections.abc import Iterator
 
 import httpx
 
@@ -138,33 +140,75 @@ async def _pinned_request(url: httpx.URL, allow_private: bool) -> httpx.Request:
     )
 
 
-def _decode(data: bytes, response: httpx.Response) -> str:
+def _decoder(response: httpx.Response) -> codecs.IncrementalDecoder:
     charset = response.charset_encoding or "utf-8"
     try:
         codec = codecs.lookup(charset).name
     except LookupError:
         codec = "utf-8"
-    if codec == "utf-8" and data.startswith(codecs.BOM_UTF8):
-        codec = "utf-8-sig"
-    return data.decode(codec, errors="replace")
+    if codec == "utf-8":
+        codec = "utf-8-sig"  # drops a leading BOM, if any
+    return codecs.getincrementaldecoder(codec)(errors="replace")
 
 
-async def _read(response: httpx.Response, max_bytes: int) -> bytes:
+class FetchedText:
+    """A fetched body, decoded piece by piece as it arrived (never joined unless asked):
+    a large transcript is held once, and released piece by piece as it is parsed."""
+
+    def __init__(self, parts: deque[str], nbytes: int) -> None:
+        self.parts = parts
+        self.nbytes = nbytes
+
+    def head(self, chars: int) -> str:
+        """The first ``chars`` characters (at most)."""
+        out: list[str] = []
+        size = 0
+        for part in self.parts:
+            if size >= chars:
+                break
+            out.append(part)
+            size += len(part)
+        return "".join(out)[:chars]
+
+    def text(self) -> str:
+        """The whole body as one string (consumes the pieces)."""
+        text = "".join(self.parts)
+        self.parts.clear()
+        return text
+
+    def lines(self) -> Iterator[str]:
+        """Lines (without the newline), lazily; each piece is dropped once split."""
+        rest = ""
+        while self.parts:
+            piece = rest + self.parts.popleft()
+            lines = piece.split("\n")
+            rest = lines.pop()
+            del piece
+            yield from lines
+        if rest:
+            yield rest
+
+
+async def _read(response: httpx.Response, max_bytes: int) -> FetchedText:
     declared = response.headers.get("content-length")
     plain = not response.headers.get("content-encoding")
     if plain and declared and declared.isdigit() and int(declared) > max_bytes:
         raise FetchError(f"exceeds {max_bytes} bytes (Content-Length {declared})")
-    parts: list[bytes] = []
+    decoder = _decoder(response)
+    parts: deque[str] = deque()
     total = 0
     async for part in response.aiter_bytes():
         total += len(part)
         if total > max_bytes:
             raise FetchError(f"exceeds {max_bytes} bytes")
-        parts.append(part)
-    return b"".join(parts)
+        if text := decoder.decode(part):
+            parts.append(text)
+    if text := decoder.decode(b"", final=True):
+        parts.append(text)
+    return FetchedText(parts, total)
 
 
-async def _fetch(url: str, settings: Settings, client: httpx.AsyncClient) -> str:
+async def _fetch(url: str, settings: Settings, client: httpx.AsyncClient) -> FetchedText:
     try:
         current = httpx.URL(url)
     except (httpx.InvalidURL, ValueError, TypeError) as exc:
@@ -182,8 +226,7 @@ async def _fetch(url: str, settings: Settings, client: httpx.AsyncClient) -> str
             if not 200 <= response.status_code < 300:
                 transient = response.status_code >= 500 or response.status_code in (408, 429)
                 raise FetchError(f"HTTP {response.status_code}", transient=transient)
-            data = await _read(response, settings.fetch_max_bytes)
-            return _decode(data, response)
+            return await _read(response, settings.fetch_max_bytes)
         finally:
             await response.aclose()
     raise FetchError(f"too many redirects (more than {MAX_REDIRECTS})")
@@ -194,6 +237,13 @@ async def fetch_text(
 ) -> str:
     """GET ``url`` and return its body as text (charset from the response, else UTF-8;
     undecodable bytes become U+FFFD). Raises :class:`FetchError` and nothing else."""
+    return (await fetch_parts(url, settings, client=client)).text()
+
+
+async def fetch_parts(
+    url: str, settings: Settings, *, client: httpx.AsyncClient | None = None
+) -> FetchedText:
+    """Like :func:`fetch_text`, but the body stays in the pieces it arrived in."""
     timeout = settings.fetch_timeout_s
     try:
         async with asyncio.timeout(timeout):

@@ -8,14 +8,28 @@ transcripts and media a sequence of time-ranged segments or plain text, then chu
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from worker.chunking import Chunk, chunk_communication, chunk_segments, chunk_text
-from worker.fetch import fetch_text
-
+from worker.fetch import fetch_parts, fetch_text
 from worker.payloads import CommunicationPayload, MediaPayload, Segment, TranscriptPayload
 from worker.settings import Settings
 from worker.transcripts import parse_transcript
+
+
+class LazySegments:
+    """Segments parsed lazily from fetched text (never all held at once); counts the
+    characters of the segments consumed so far."""
+
+    def __init__(self, segments: Iterable[Segment]) -> None:
+        self._segments = segments
+        self.chars = 0
+
+    def __iter__(self) -> Iterator[Segment]:
+        for segment in self._segments:
+            self.chars += len(segment.text)
+            yield segment
 
 
 @dataclass(frozen=True)
@@ -23,15 +37,22 @@ class Pulled:
     """Normalized content of one item, before chunking."""
 
     text: str | None  # communications, media extracted text, plain transcripts
-    segments: list[Segment] | None  # timed transcript / media segments
+    segments: list[Segment] | LazySegments | None  # timed transcript / media segments
     fmt: str  # "body" | "segments" | "text" | "vtt" | "srt" | "plain"
     fetched_bytes: int = 0
 
     @property
     def size(self) -> int:
+        """Characters of content (for lazily parsed segments: those consumed so far)."""
         if self.text is not None:
             return len(self.text)
+        if isinstance(self.segments, LazySegments):
+            return self.segments.chars
         return sum(len(s.text) for s in self.segments or ())
+
+
+def _byte_size(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode())  # no 2nd copy when ASCII
 
 
 async def pull(
@@ -42,20 +63,23 @@ async def pull(
     if isinstance(payload, CommunicationPayload):
         if url:
             body = await fetch_text(url, settings)
-            return Pulled(body, None, "body", len(body.encode()))
+            return Pulled(body, None, "body", _byte_size(body))
         return Pulled(payload.body or "", None, "body")
     if payload.segments is not None:
         return Pulled(None, list(payload.segments), "segments")
     if isinstance(payload, MediaPayload) and payload.text is not None:
         return Pulled(payload.text, None, "text")
     assert url is not None  # the payload models guarantee one content source
-    raw = await fetch_text(url, settings)
+    fetched = await fetch_parts(url, settings)
     fmt_hint = payload.content_format
-    if isinstance(payload, MediaPayload) and fmt_hint is None and "-->" not in raw[:4096]:
-        return Pulled(raw, None, "text", len(raw.encode()))
-    segments = list(parse_transcript(raw, fmt_hint))
-    detected = fmt_hint or _detect(raw)
-    return Pulled(None, segments, detected, len(raw.encode()))
+    head = fetched.head(4096)
+    if isinstance(payload, MediaPayload) and fmt_hint is None and "-->" not in head:
+        return Pulled(fetched.text(), None, "text", fetched.nbytes)
+    # Parsed lazily from the pieces the body arrived in, as chunking consumes it (each
+    # piece is released once parsed); parse errors surface while chunking.
+    segments = LazySegments(parse_transcript(fetched.lines(), fmt_hint))
+    detected = fmt_hint or _detect(head)
+    return Pulled(None, segments, detected, fetched.nbytes)
 
 
 def _detect(raw: str) -> str:
@@ -65,14 +89,20 @@ def _detect(raw: str) -> str:
     return "srt" if "-->" in head else "plain"
 
 
-def chunk(pulled: Pulled, settings: Settings, subject: str | None = None) -> list[Chunk]:
-    """Token-aware chunks of the pulled content (speaker turns and time ranges kept)."""
+def iter_chunks(pulled: Pulled, settings: Settings, subject: str | None = None) -> Iterator[Chunk]:
+    """Token-aware chunks of the pulled content (speaker turns and time ranges kept),
+    produced lazily (a communication's are computed at once: it is one short text)."""
     target, overlap = settings.chunk_tokens, settings.chunk_overlap_tokens
     if pulled.fmt == "body":
-        return chunk_communication(subject, pulled.text or "", target, overlap)
+        return iter(chunk_communication(subject, pulled.text or "", target, overlap))
     if pulled.segments is not None:
-        return list(chunk_segments(pulled.segments, target, overlap))
-    return list(chunk_text(pulled.text or "", target, overlap))
+        return chunk_segments(pulled.segments, target, overlap)
+    return chunk_text(pulled.text or "", target, overlap)
+
+
+def chunk(pulled: Pulled, settings: Settings, subject: str | None = None) -> list[Chunk]:
+    """All chunks of the pulled content at once (see :func:`iter_chunks`)."""
+    return list(iter_chunks(pulled, settings, subject))
 
 
 def text_hash(*parts: str | None) -> str:

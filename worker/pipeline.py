@@ -16,8 +16,10 @@ The pipeline knows nothing about arq: ``jobs.py`` adapts it.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 import uuid
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -32,7 +34,7 @@ from worker.embedding import EmbeddingBatcher
 from worker.embedding.batcher import bound_arrival
 from worker.events import NewEvent
 from worker.fetch import FetchError
-from worker.normalize import chunk, pull, text_hash
+from worker.normalize import Pulled, iter_chunks, pull, text_hash
 from worker.payloads import (
     CommunicationPayload,
     MediaPayload,
@@ -110,6 +112,35 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, TRANSIENT_DB_ERRORS) or exc.__class__.__module__.startswith(
         ("openai", "httpx", "worker.embedding")
     )
+
+
+@dataclass(slots=True)
+class _StreamCounts:
+    tokens: int = 0
+    embedded: int = 0
+    embedded_tokens: int = 0
+
+
+@dataclass(slots=True)
+class _Window:
+    chunks: list[Chunk]
+    vectors: np.ndarray | None  # reused rows filled in; None when nothing was reused
+    fresh: list[int]  # rows the batcher is embedding
+    task: asyncio.Task[np.ndarray] | None
+
+
+def _drain(head: list[Chunk], rest: Iterator[Chunk]) -> Iterator[Chunk]:
+    """``head`` then ``rest``, releasing head's chunks as they are consumed."""
+    head.reverse()
+    while head:
+        yield head.pop()
+    yield from rest
+
+
+def _batched(items: Iterable[Chunk], size: int) -> Iterator[list[Chunk]]:
+    it = iter(items)
+    while batch := list(itertools.islice(it, size)):
+        yield batch
 
 
 class Pipeline:
@@ -254,10 +285,17 @@ class Pipeline:
 
         t0 = time.perf_counter()
         pulled = await pull(payload, self.settings)
+        subject = payload.subject if isinstance(payload, CommunicationPayload) else None
+        stream = iter_chunks(pulled, self.settings, subject)
+        limit = self.settings.stream_threshold_chunks
+        chunks = list(itertools.islice(stream, limit + 1))
+        if len(chunks) > limit and not isinstance(payload, CommunicationPayload):
+            # A large item: embed and write window by window in one transaction.
+            head, chunks = chunks, []
+            return await self._stream(payload, ref, queued_at, bound, progress, step, pulled,
+                                      _drain(head, stream), arrived, t0)  # fmt: skip
         step(ledger.CONTENT_PULLED, format=pulled.fmt, fetched_bytes=pulled.fetched_bytes,
              chars=pulled.size)  # fmt: skip
-        subject = payload.subject if isinstance(payload, CommunicationPayload) else None
-        chunks = chunk(pulled, self.settings, subject)
         tokens = sum(c.token_count for c in chunks)
         step(ledger.CONTENT_CHUNKED, chunks=len(chunks), tokens=tokens)
         t1 = time.perf_counter()
@@ -275,19 +313,8 @@ class Pipeline:
         step(ledger.CONTENT_EMBEDDED, model=self.model, embedded=len(fresh),
              reused=len(chunks) - len(fresh), tokens=fresh_tokens)  # fmt: skip
         async with self.pool.acquire() as conn, conn.transaction():
-            if (finished := await ledger.lock_unfinished(conn, ref)) is not None:
-                # A concurrent delivery of this same job stored it first: its write stands.
-                await ledger.append_events(conn, [*progress, ref.event(
-                    ledger.JOB_NOOP, "noop:concurrent", reason=f"already {finished}")])  # fmt: skip
-                bound.info("job.noop", reason=f"already {finished} (concurrent delivery)")
-                return {"status": "noop", "chunks": 0}
-            if await store.newer_version_stored(conn, payload.kind, payload.workspace_id,
-                                                payload.source, payload.external_id, queued_at):  # fmt: skip
-                await ledger.finish(conn, ref, ledger.JOB_SKIPPED,
-                                    result={"reason": "superseded by newer content"},
-                                    extra_events=progress)  # fmt: skip
-                bound.info("job.skipped", reason="superseded by newer content")
-                return {"status": "skipped", "chunks": 0}
+            if early := await self._stale(conn, payload, ref, queued_at, bound, progress):
+                return early
             chash = content_hash(payload)
             if isinstance(payload, CommunicationPayload):
                 assert vector is not None or not chunks
@@ -311,6 +338,134 @@ class Pipeline:
         t3 = time.perf_counter()
         return {**result, "fetch_chunk_s": round(t1 - t0, 4), "embed_s": round(t2 - t1, 4),
                 "store_s": round(t3 - t2, 4)}  # fmt: skip
+
+    async def _stale(self, conn: asyncpg.Connection, payload: ItemPayload, ref: ledger.JobRef,
+                     queued_at: Any, bound: Any, progress: list[NewEvent]) -> dict[str, Any] | None:  # fmt: skip
+        """Inside the item's final transaction: the result if this job must not write."""
+        if (finished := await ledger.lock_unfinished(conn, ref)) is not None:
+            # A concurrent delivery of this same job stored it first: its write stands.
+            await ledger.append_events(conn, [*progress, ref.event(
+                ledger.JOB_NOOP, "noop:concurrent", reason=f"already {finished}")])  # fmt: skip
+            bound.info("job.noop", reason=f"already {finished} (concurrent delivery)")
+            return {"status": "noop", "chunks": 0}
+        if await store.newer_version_stored(conn, payload.kind, payload.workspace_id,
+                                            payload.source, payload.external_id, queued_at):  # fmt: skip
+            await ledger.finish(conn, ref, ledger.JOB_SKIPPED,
+                                result={"reason": "superseded by newer content"},
+                                extra_events=progress)  # fmt: skip
+            bound.info("job.skipped", reason="superseded by newer content")
+            return {"status": "skipped", "chunks": 0}
+        return None
+
+    async def _stream(self, payload: TranscriptPayload | MediaPayload, ref: ledger.JobRef,
+                      queued_at: Any, bound: Any, progress: list[NewEvent],
+                      step: Callable[..., None], pulled: Pulled, chunks: Iterator[Chunk],
+                      arrived: Any, t0: float) -> dict[str, Any]:  # fmt: skip
+        """Store a large item window by window inside its one final transaction.
+
+        The transaction is opened first (same checks as the short path), the source row
+        is upserted, the item's previous vectors are staged for reuse and its old chunks
+        deleted; then for each window of ``stream_window_chunks`` chunks: reusable vectors
+        are looked up, the rest are sent to the shared batcher, and the window is COPYed
+        while the next window is being embedded. Only two windows of chunks and vectors
+        are alive at a time. Progress events, the stored event and the ledger's ``done``
+        commit with the rows: a failure anywhere leaves the previous version intact.
+        """
+        size = self.settings.stream_window_chunks
+        counts = _StreamCounts()
+        t1 = time.perf_counter()
+        async with self.pool.acquire() as conn, conn.transaction():
+            seen = replace(ref.event(ledger.CONTENT_PULLED, format=pulled.fmt,
+                                     fetched_bytes=pulled.fetched_bytes, chars=pulled.size),
+                           occurred_at=datetime.now(UTC))  # fmt: skip
+            if early := await self._stale(conn, payload, ref, queued_at, bound, [*progress, seen]):
+                return early
+            chash = content_hash(payload)
+            if isinstance(payload, TranscriptPayload):
+                target = await store.open_transcript(conn, ref.job_id, payload, chash,
+                                                     pulled.fmt, self.model)  # fmt: skip
+            else:
+                target = await store.open_media(conn, ref.job_id, payload, chash, self.model)
+            inflight: set[asyncio.Task[np.ndarray]] = set()
+            try:
+                pending: _Window | None = None
+                for window in _batched(chunks, size):
+                    prepared = await self._prepare_window(conn, target, window, counts, arrived,
+                                                          inflight)  # fmt: skip
+                    if arrived is not None:
+                        arrived()  # first window queued (or all reused): stop being waited for
+                    if pending is not None:
+                        await self._write_window(conn, target, pending, inflight)
+                    pending = prepared
+                if pending is not None:
+                    await self._write_window(conn, target, pending, inflight)
+                    pending = None
+            finally:
+                for task in inflight:
+                    task.cancel()
+                await asyncio.gather(*inflight, return_exceptions=True)
+            t2 = time.perf_counter()
+            step(ledger.CONTENT_PULLED, format=pulled.fmt, fetched_bytes=pulled.fetched_bytes,
+                 chars=pulled.size)  # fmt: skip
+            step(ledger.CONTENT_CHUNKED, chunks=target.chunks, tokens=counts.tokens)
+            step(ledger.CONTENT_EMBEDDED, model=self.model, embedded=counts.embedded,
+                 reused=target.chunks - counts.embedded, tokens=counts.embedded_tokens)  # fmt: skip
+            if isinstance(payload, TranscriptPayload):
+                written = await store.close_transcript(conn, ref.job_id, payload, chash,
+                                                       pulled.fmt, target)  # fmt: skip
+            else:
+                written = store.close_media(target)
+            result = {**written.as_dict(), "tokens": counts.tokens,
+                      "embedded_chunks": counts.embedded,
+                      "embedded_tokens": counts.embedded_tokens, "windows": target.windows}  # fmt: skip
+            stored = ref.event(ledger.CONTENT_STORED, **written.as_dict())
+            await ledger.finish(conn, ref, ledger.JOB_COMPLETED, result=result,
+                                extra_events=[*progress, stored])  # fmt: skip
+        t3 = time.perf_counter()
+        # fetch/chunk/embed overlap the writes here: embed_s = the streamed part.
+        return {**result, "fetch_chunk_s": round(t1 - t0, 4), "embed_s": round(t2 - t1, 4),
+                "store_s": round(t3 - t2, 4)}  # fmt: skip
+
+    async def _prepare_window(self, conn: asyncpg.Connection, target: store.ChunkTarget,
+                              window: list[Chunk], counts: _StreamCounts, arrived: Any,
+                              inflight: set[asyncio.Task[np.ndarray]]) -> _Window:  # fmt: skip
+        """Reusable vectors for a window, and a task embedding the rest."""
+        known = await store.window_vectors(conn, target, self.model,
+                                           [c.content_hash for c in window])  # fmt: skip
+        out = None
+        if known:
+            out = np.empty((len(window), self.settings.embedding_dimensions), dtype=np.float32)
+        fresh: list[int] = []
+        for i, c in enumerate(window):
+            counts.tokens += c.token_count
+            vector = known.get(c.content_hash)
+            if vector is None:
+                fresh.append(i)
+            else:
+                assert out is not None
+                out[i] = vector
+        del known
+        task = None
+        if fresh:
+            texts, tokens = [window[i].text for i in fresh], [window[i].token_count for i in fresh]
+            counts.embedded += len(fresh)
+            counts.embedded_tokens += sum(tokens)
+            task = asyncio.create_task(self.batcher.embed(texts, tokens, arrived=arrived))
+            inflight.add(task)
+        return _Window(window, out, fresh, task)
+
+    async def _write_window(self, conn: asyncpg.Connection, target: store.ChunkTarget,
+                            w: _Window, inflight: set[asyncio.Task[np.ndarray]]) -> None:  # fmt: skip
+        out = w.vectors
+        if w.task is not None:
+            vectors = await w.task
+            inflight.discard(w.task)
+            if out is None:
+                out = vectors  # nothing reused: the batcher's array is the window's
+            else:
+                out[w.fresh] = vectors
+        assert out is not None
+        await store.copy_window(conn, target, w.chunks, out, self.model)
 
     async def _embed_communication(self, payload: CommunicationPayload, chunks: list[Chunk],
                                    embedded_hash: str, arrived: Any = None,

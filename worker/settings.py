@@ -68,6 +68,14 @@ class Settings(BaseSettings):
     # --- chunking ----------------------------------------------------------------
     chunk_tokens: int = Field(default=512, ge=16, le=MAX_INPUT_TOKENS)
     chunk_overlap_tokens: int = Field(default=64, ge=0)
+    stream_threshold_chunks: int = Field(
+        default=1024, ge=1,
+        description="Transcripts/media with more chunks than this are streamed: embedded and "
+        "written window by window inside the item's one transaction (bounded memory)",
+    )  # fmt: skip
+    stream_window_chunks: int = Field(
+        default=512, ge=1, description="Chunks per window when an item is streamed"
+    )
 
     # --- content_url fetching ----------------------------------------------------
     fetch_max_bytes: int = Field(default=50 * 1024 * 1024, ge=1)

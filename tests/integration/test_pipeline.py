@@ -304,3 +304,79 @@ async def test_ledger_is_a_projection_of_events(
         p = projected[row["id"]]
         assert (p.kind, p.source, p.external_id, p.content_hash, p.status, p.attempts,
                 p.last_error, p.error_field) == tuple(row)[1:], row  # fmt: skip
+
+
+def _long_turns(n: int, changed: int | None = None,
+                prefix: str = "") -> list[tuple[str, int, int, str]]:  # fmt: skip
+    """``n`` short turns, alternating speakers, each its own chunk at chunk_tokens=16."""
+    words = ["budget", "roadmap", "billing", "hiring", "security", "pricing", "launch"]
+    turns = []
+    for i in range(n):
+        text = f"{prefix}Point {i}: the {words[i % len(words)]} plan needs review {i * 3}."
+        if i == changed:
+            text = f"Point {i}: the {words[i % len(words)]} plan was replaced entirely."
+        turns.append((("Alice", "Bob", "Carol")[i % 3], i * 1000, i * 1000 + 900, text))
+    return turns
+
+
+async def test_large_item_is_streamed_in_windows(settings_factory, migrated_dsn,
+                                                 fake_openai) -> None:  # fmt: skip
+    from worker.chunking import chunk_segments
+    from worker.payloads import Segment
+
+    settings = settings_factory(chunk_tokens=16, chunk_overlap_tokens=0, stream_threshold_chunks=8,
+                                stream_window_chunks=4, job_max_tries=1)  # fmt: skip
+    ws = await new_workspace(migrated_dsn)
+    turns = _long_turns(30)
+    [jid] = await enqueue_all(settings, [transcript(ws, "long-call", turns)])
+    await run_worker_burst(settings)
+
+    expected = list(chunk_segments([Segment(speaker=s, start_ms=a, end_ms=b, text=t)
+                                    for s, a, b, t in turns], 16, 0))  # fmt: skip
+    assert len(expected) > 8
+    sql = ("SELECT chunk_index, content, content_hash, speaker, speakers, start_ms, end_ms, "
+           "token_count FROM meetings.transcript_chunks WHERE workspace_id=$1 ORDER BY chunk_index")  # fmt: skip
+    rows = await db_fetch(migrated_dsn, sql, ws)
+    assert [(r["chunk_index"], r["content"], r["speaker"], list(r["speakers"]), r["start_ms"],
+             r["end_ms"], r["token_count"]) for r in rows] == [
+        (c.index, c.text, c.speaker, list(c.speakers), c.start_ms, c.end_ms, c.token_count)
+        for c in expected
+    ]  # fmt: skip
+    job = (await db_fetch(migrated_dsn, "SELECT status::text, result FROM ops.ingestion_jobs "
+                          "WHERE id=$1", jid))[0]  # fmt: skip
+    result = json.loads(job["result"]) if isinstance(job["result"], str) else job["result"]
+    assert job["status"] == "done" and result["windows"] == -(-len(expected) // 4)
+    meta = await db_fetch(migrated_dsn, "SELECT segment_count, duration_ms FROM "
+                          "meetings.transcripts WHERE workspace_id=$1", ws)  # fmt: skip
+    assert (meta[0][0], meta[0][1]) == (len(expected), turns[-1][2])
+    types = await db_fetch(migrated_dsn, "SELECT event_type FROM ops.events WHERE aggregate_id=$1 "
+                           "ORDER BY version", jid)  # fmt: skip
+    assert [t[0] for t in types] == ["job.received", "job.started", "content.pulled",
+                                     "content.chunked", "content.embedded", "content.stored",
+                                     "job.completed"]  # fmt: skip
+    before = [(r["chunk_index"], r["content_hash"]) for r in rows]
+
+    # Re-ingest with one changed turn: only the changed chunk's text is embedded.
+    fake_openai.reset()
+    await enqueue_all(settings, [transcript(ws, "long-call", _long_turns(30, changed=17))])
+    await run_worker_burst(settings)
+    after = await db_fetch(migrated_dsn, sql, ws)
+    new_hashes = {r["content_hash"] for r in after} - {h for _, h in before}
+    assert len(new_hashes) == 1 and len(after) == len(before)
+    assert fake_openai.stats()["inputs"] == 1
+    current = [(r["chunk_index"], r["content_hash"]) for r in after]
+
+    # A failure mid-stream (3rd embedding request: windows 1-2 already COPYed in the
+    # transaction) rolls the whole item back: the previous version stays, unmixed.
+    fake_openai.reset()
+    fake_openai.push_faults({}, {}, *[{"wrong_dim": True}] * 10)
+    # every chunk text is new: no vector can be reused, every window needs a request
+    v3 = transcript(ws, "long-call", _long_turns(30, prefix="Revised "))
+    [bad] = await enqueue_all(settings, [v3])
+    await run_worker_burst(settings)
+    assert fake_openai.stats()["count"] >= 3
+    failed = (await db_fetch(migrated_dsn, "SELECT status::text, last_error FROM "
+                             "ops.ingestion_jobs WHERE id=$1", bad))[0]  # fmt: skip
+    assert failed["status"] == "failed" and "dimension" in failed["last_error"].lower()
+    still = await db_fetch(migrated_dsn, sql, ws)
+    assert [(r["chunk_index"], r["content_hash"]) for r in still] == current

@@ -109,6 +109,30 @@ FROM {table}
 WHERE workspace_id = $1 AND embedding_model = $2 AND content_hash = ANY($3::text[])
   AND embedding IS NOT NULL;
 
+-- name: stage_item_vectors
+-- Streamed items: this item's current vectors, copied (inside the item's transaction,
+-- before its old chunks are deleted) to a temp table that the commit drops.
+CREATE TEMP TABLE item_vectors ON COMMIT DROP AS
+SELECT content_hash, embedding FROM {table} WITH NO DATA;
+
+-- name: fill_item_vectors
+INSERT INTO item_vectors (content_hash, embedding)
+SELECT DISTINCT ON (content_hash) content_hash, embedding
+FROM {table}
+WHERE workspace_id = $1 AND {parent} = $2 AND embedding_model = $3 AND embedding IS NOT NULL;
+
+-- name: index_item_vectors
+CREATE UNIQUE INDEX ON item_vectors (content_hash);
+
+-- name: reuse_chunk_embeddings_staged
+-- reuse_chunk_embeddings, plus the streamed item's own vectors staged in item_vectors.
+SELECT DISTINCT ON (content_hash) content_hash, embedding
+FROM (SELECT content_hash, embedding FROM {table}
+      WHERE workspace_id = $1 AND embedding_model = $2 AND content_hash = ANY($3::text[])
+        AND embedding IS NOT NULL
+      UNION ALL
+      SELECT content_hash, embedding FROM item_vectors WHERE content_hash = ANY($3::text[])) v;
+
 -- name: upsert_communication
 INSERT INTO comms.communications AS c (workspace_id, thread_id, source, external_id, channel,
        subject, sender_name, sender_address, body, content_hash, sent_at, metadata,
