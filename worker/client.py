@@ -69,7 +69,10 @@ async def enqueue(
     """Validate and enqueue one payload; returns its (deterministic) job id.
 
     With ``db`` the job is recorded in the ledger before it reaches Redis, so it
-    survives a Redis that loses its data.
+    survives a Redis that loses its data; and content the ledger already holds as
+    finished (done/skipped) is recorded as a ``job.noop`` right here instead of making
+    a round trip through Redis and a worker: re-sending an unchanged corpus costs one
+    transaction per item.
     """
     settings = settings or get_settings()
     model = _as_model(payload)
@@ -78,8 +81,12 @@ async def enqueue(
     if db is not None:
         ref = ledger.JobRef(UUID(jid), model.workspace_id, model.kind, arq_job_id=jid)
         async with db.acquire() as conn:
-            await ledger.receive(conn, ref, source=model.source, external_id=model.external_id,
-                                 content_hash=content_hash(model), payload=data)  # fmt: skip
+            created = await ledger.receive(
+                conn, ref, source=model.source, external_id=model.external_id,
+                content_hash=content_hash(model), payload=data,
+            )  # fmt: skip
+            if not created and await ledger.record_noop_if_finished(conn, ref, "client"):
+                return jid
     await redis.enqueue_job(keys.INGEST, data, _job_id=jid, _queue_name=settings.queue_name)
     return jid
 

@@ -14,7 +14,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import asyncpg
 
@@ -138,6 +138,16 @@ async def lock_unfinished(conn: asyncpg.Connection, ref: JobRef) -> str | None:
     """
     row = await conn.fetchrow(LOCK_ROW, ref.job_id)
     return row["status"] if row is not None and row["status"] in FINISHED else None
+
+
+async def record_noop_if_finished(conn: asyncpg.Connection, ref: JobRef, via: str) -> bool:
+    """If the job is already finished, append a ``job.noop`` (one per call) and return True."""
+    async with conn.transaction():
+        if await lock_unfinished(conn, ref) is None:
+            return False
+        key = f"noop:{via}:{uuid4().hex}"  # each re-send is its own fact
+        await append_events(conn, [ref.event(JOB_NOOP, key, reason="already finished", via=via)])
+    return True
 
 
 async def start(conn: asyncpg.Connection, ref: JobRef) -> int:

@@ -22,6 +22,7 @@ from tests.support.harness import (
 )
 from worker import client
 from worker.chunking import chunk_communication
+from worker.db import create_pool
 from worker.embedding.providers import local_embed
 from worker.ledger import project
 from worker.payloads import job_id, parse_payload
@@ -380,3 +381,27 @@ async def test_large_item_is_streamed_in_windows(settings_factory, migrated_dsn,
     assert failed["status"] == "failed" and "dimension" in failed["last_error"].lower()
     still = await db_fetch(migrated_dsn, sql, ws)
     assert [(r["chunk_index"], r["content_hash"]) for r in still] == current
+
+
+async def test_client_with_ledger_turns_a_resend_into_a_noop_without_redis(
+    settings_factory, migrated_dsn, fake_openai
+) -> None:
+    settings = settings_factory()
+    ws = await new_workspace(migrated_dsn)
+    payload = communication(ws, "resend-1", "Quarterly numbers attached.")
+    pool = await create_pool(settings, migrated_dsn, min_size=1, max_size=1)
+    redis = await client.connect(settings.redis_url)
+    try:
+        jid = await client.enqueue(redis, payload, db=pool, settings=settings)
+        await run_worker_burst(settings)
+        requests = fake_openai.stats()["count"]
+        assert await client.enqueue(redis, payload, db=pool, settings=settings) == jid
+        assert await redis.zcard(settings.queue_name) == 0  # nothing went to Redis
+    finally:
+        await redis.aclose()
+        await pool.close()
+    assert fake_openai.stats()["count"] == requests
+    events = await db_fetch(migrated_dsn, "SELECT event_type, payload->>'via' AS via FROM "
+                            "ops.events WHERE aggregate_id = $1 ORDER BY version", jid)  # fmt: skip
+    assert [(e["event_type"], e["via"]) for e in events][-1] == ("job.noop", "client")
+    assert [e["event_type"] for e in events].count("content.stored") == 1
