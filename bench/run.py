@@ -209,16 +209,31 @@ def stop_workers(procs: list[WorkerProc]) -> list[dict[str, Any]]:
 
 
 # ----------------------------------------------------------------------------- scenarios
-async def enqueue(env: Env, payloads: list[dict[str, Any]], queue: str) -> None:
+PRODUCERS = 8
+
+
+async def enqueue(env: Env, payloads: list[dict[str, Any]], queue: str,
+                  dsn: str | None = None) -> None:  # fmt: skip
+    """Enqueue as a connector does; with ``dsn`` through the ledger first (the
+    production path: a finished job re-sent is a no-op recorded by the client)."""
+    from worker.db import create_pool
     from worker.settings import Settings
 
-    settings = Settings(redis_url=env.redis.url, queue_name=queue)
+    settings = Settings(redis_url=env.redis.url, queue_name=queue, database_url=dsn)
     redis = await client.connect(env.redis.url)
+    pool = await create_pool(settings, dsn, min_size=1, max_size=PRODUCERS) if dsn else None
+    todo = iter(payloads)
+
+    async def producer() -> None:  # connectors push concurrently (PRODUCERS at once)
+        for p in todo:
+            await client.enqueue(redis, p, settings=settings, db=pool)
+
     try:
-        for p in payloads:
-            await client.enqueue(redis, p, settings=settings)
+        await asyncio.gather(*(producer() for _ in range(PRODUCERS)))
     finally:
         await redis.aclose()
+        if pool is not None:
+            await pool.close()
 
 
 async def clear_arq_results(env: Env) -> None:
@@ -306,7 +321,7 @@ async def ingest(env: Env, dsn: str, payloads: list[dict[str, Any]], n_workers: 
     try:
         env.control(reset_stats=True)
         t0 = time.time()
-        producer = asyncio.create_task(enqueue(env, payloads, queue))
+        producer = asyncio.create_task(enqueue(env, payloads, queue, dsn))
         seconds, series = await wait_done(dsn, t0, len(payloads))
         await producer
     finally:
@@ -323,7 +338,7 @@ async def reingest(env: Env, dsn: str, payloads: list[dict[str, Any]]) -> dict[s
     try:
         env.control(reset_stats=True)
         t0 = time.time()
-        producer = asyncio.create_task(enqueue(env, payloads, queue))
+        producer = asyncio.create_task(enqueue(env, payloads, queue, dsn))
         seconds, _ = await wait_done(dsn, t0, len(payloads), events="job.noop")
         await producer
     finally:
@@ -439,11 +454,18 @@ async def bench_ratelimited(env: Env, payloads: list[dict[str, Any]], runs: int,
             "tpm_fraction_overall": (total / (span / 60.0)) / tpm,
             "tpm_fraction_steady": frac_steady, "series": run.series,
         }  # fmt: skip
-        log(f"rate-limited run {i + 1}: {r['tpm_fraction_steady']} of TPM (steady), "
-            f"{r['tpm_fraction_overall']:.2f} overall, 429 share {r['share_429']:.3f}")
+        log(
+            f"rate-limited run {i + 1}: {r['tpm_fraction_steady']} of TPM (steady), "
+            f"{r['tpm_fraction_overall']:.2f} overall, 429 share {r['share_429']:.3f}"
+        )
         per_run.append(r)
-    return {"runs": per_run, **medians(per_run, [
-        "tpm_fraction_steady", "tpm_fraction_overall", "share_429", "seconds", "tpm_limit"])}
+    return {
+        "runs": per_run,
+        **medians(
+            per_run,
+            ["tpm_fraction_steady", "tpm_fraction_overall", "share_429", "seconds", "tpm_limit"],
+        ),
+    }
 
 
 class _OneFile(http.server.BaseHTTPRequestHandler):
@@ -506,8 +528,10 @@ async def bench_memory(env: Env, runs: int, megabytes: float) -> dict[str, Any]:
                 "peak_rss_mb": stats.get("vm_hwm_kb", 0) / 1024,
                 "rss_samples": samples[:: max(1, len(samples) // 400)],
             }  # fmt: skip
-            log(f"memory run {i + 1}: peak RSS {r['peak_rss_mb']:.0f} MB (VmHWM), idle "
-                f"{r['idle_rss_mb']:.0f} MB, {r['chunks']} chunks in {seconds:.1f}s ({r['status']})")
+            log(
+                f"memory run {i + 1}: peak RSS {r['peak_rss_mb']:.0f} MB (VmHWM), idle "
+                f"{r['idle_rss_mb']:.0f} MB, {r['chunks']} chunks in {seconds:.1f}s ({r['status']})"
+            )
             per_run.append(r)
     finally:
         httpd.shutdown()
@@ -567,8 +591,10 @@ async def bench_scaleout(env: Env, payloads: list[dict[str, Any]], runs: int,
             per_run.append({"seconds": run.seconds, "items_per_s": run.items / run.seconds,
                             "chunks_per_s": run.vector_rows / run.seconds,
                             "series": run.series})  # fmt: skip
-            log(f"scale-out {n} worker(s) run {i + 1}: {per_run[-1]['chunks_per_s']:.0f} "
-                f"chunks/s, {per_run[-1]['items_per_s']:.1f} items/s")
+            log(
+                f"scale-out {n} worker(s) run {i + 1}: {per_run[-1]['chunks_per_s']:.0f} "
+                f"chunks/s, {per_run[-1]['items_per_s']:.1f} items/s"
+            )
         out[str(n)] = {"runs": per_run, **medians(per_run, ["seconds", "items_per_s",
                                                              "chunks_per_s"])}  # fmt: skip
     return out
@@ -657,9 +683,14 @@ def table(results: dict[str, Any]) -> str:
             f"{fmt(t['chunks_per_s'], '.0f')} chunks/s, {fmt(t['items_per_s'], '.1f')} items/s; "
             f"ceiling {fmt(t['ceiling_rows_per_s'], '.0f')} rows/s; ratio {fmt(t['ratio'])}",
             ">= 0.70 of ceiling", t["ratio"] >= 0.70)  # fmt: skip
-        row("2", "Embedding requests vs minimum",
+        row(
+            "2",
+            "Embedding requests vs minimum",
             f"{fmt(t['requests'], '.0f')} vs {fmt(t['min_requests'], '.0f')} "
-            f"(x{fmt(t['requests_ratio'])})", "<= 1.05 x minimum", t["requests_ratio"] <= 1.05)
+            f"(x{fmt(t['requests_ratio'])})",
+            "<= 1.05 x minimum",
+            t["requests_ratio"] <= 1.05,
+        )
         row("3", "Re-ingest of unchanged corpus",
             f"{fmt(t['reingest_tokens'], '.0f')} tokens; {fmt(t['reingest_seconds'])} s = "
             f"{fmt(100 * t['reingest_ratio'], '.1f')}% of first ingest",
@@ -733,20 +764,32 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="Ingestion benchmark (see bench/README.md)")
     p.add_argument("--size", choices=sorted(corpus_mod.SIZES), default="small")
-    p.add_argument("--only", action="append",
-                   choices=["throughput", "ratelimited", "memory", "latency", "scaleout", "none"])
+    p.add_argument(
+        "--only",
+        action="append",
+        choices=["throughput", "ratelimited", "memory", "latency", "scaleout", "none"],
+    )
     p.add_argument("--runs", type=int, default=3, help="runs per figure (median reported)")
     p.add_argument("--ratelimited-runs", type=int, default=None)
     p.add_argument("--memory-runs", type=int, default=None)
-    p.add_argument("--tpm", type=int, default=None,
-                   help="TPM limit for figure 4 (default: sized so the run takes ~2.5 min)")
+    p.add_argument(
+        "--tpm",
+        type=int,
+        default=None,
+        help="TPM limit for figure 4 (default: sized so the run takes ~2.5 min)",
+    )
     p.add_argument("--transcript-mb", type=float, default=20.0)
     p.add_argument("--latency-ms", type=float, default=100.0, help="embedder latency, figure 6")
     p.add_argument("--latency-messages", type=int, default=30)
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--keep", action="store_true", help="keep the temp dir (logs, data)")
-    p.add_argument("--merge", type=Path, action="append", default=[],
-                   help="add the figures of another latest.json (e.g. one run in parallel)")
+    p.add_argument(
+        "--merge",
+        type=Path,
+        action="append",
+        default=[],
+        help="add the figures of another latest.json (e.g. one run in parallel)",
+    )
     args = p.parse_args(argv)
     results = asyncio.run(amain(args)) if not (args.merge and args.only == ["none"]) else {}
     for other in args.merge:

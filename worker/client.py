@@ -81,12 +81,10 @@ async def enqueue(
     if db is not None:
         ref = ledger.JobRef(UUID(jid), model.workspace_id, model.kind, arq_job_id=jid)
         async with db.acquire() as conn:
-            created = await ledger.receive(
-                conn, ref, source=model.source, external_id=model.external_id,
-                content_hash=content_hash(model), payload=data,
-            )  # fmt: skip
-            if not created and await ledger.record_noop_if_finished(conn, ref, "client"):
+            if await ledger.record_noop_if_finished(conn, ref, "client"):
                 return jid
+            await ledger.receive(conn, ref, source=model.source, external_id=model.external_id,
+                                 content_hash=content_hash(model), payload=data)  # fmt: skip
     await redis.enqueue_job(keys.INGEST, data, _job_id=jid, _queue_name=settings.queue_name)
     return jid
 

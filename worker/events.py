@@ -19,8 +19,13 @@ from uuid import UUID
 import asyncpg
 
 LOCK_AGGREGATE = "SELECT pg_advisory_xact_lock(hashtextextended($1::text, 7))"
-CURRENT_VERSION = "SELECT coalesce(max(version), 0) FROM ops.events WHERE aggregate_id = $1"
-EXISTING_KEYS = "SELECT idempotency_key FROM ops.events WHERE idempotency_key = ANY($1::text[])"
+# After the lock (a separate statement: a READ COMMITTED snapshot is taken per statement,
+# so reading in the locking statement could miss a version committed while we waited).
+VERSION_AND_KEYS = """
+SELECT coalesce((SELECT max(version) FROM ops.events WHERE aggregate_id = $1), 0) AS version,
+       coalesce((SELECT array_agg(idempotency_key) FROM ops.events
+                 WHERE idempotency_key = ANY($2::text[])), '{}') AS existing
+"""
 INSERT_EVENT = """
 INSERT INTO ops.events (workspace_id, aggregate_type, aggregate_id, version, event_type,
                         payload, metadata, idempotency_key, occurred_at)
@@ -57,13 +62,14 @@ async def append_events(conn: asyncpg.Connection, events: Sequence[NewEvent]) ->
     for aggregate_id in sorted(by_aggregate, key=str):  # fixed order: no lock cycles
         group = by_aggregate[aggregate_id]
         await conn.execute(LOCK_AGGREGATE, str(aggregate_id))
-        existing = {
-            r[0] for r in await conn.fetch(EXISTING_KEYS, [e.idempotency_key for e in group])
-        }
+        state = await conn.fetchrow(
+            VERSION_AND_KEYS, aggregate_id, [e.idempotency_key for e in group]
+        )
+        existing = set(state["existing"])
         fresh = [e for e in group if e.idempotency_key not in existing]
         if not fresh:
             continue
-        version = await conn.fetchval(CURRENT_VERSION, aggregate_id)
+        version = state["version"]
         rows = []
         for event in fresh:
             version += 1
