@@ -1,6 +1,6 @@
 """Summarize py-spy ``--format raw`` (collapsed) output: self and inclusive time per frame.
 
-    python -m bench.topstacks PROFILE.txt [N]
+python -m bench.topstacks PROFILE.txt [N]
 """
 
 from __future__ import annotations
