@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import asyncpg
 import pytest
 
+from tests.support.servers import running_postgres, running_redis
 from worker.embedded import EmbeddedPostgres, EmbeddedRedis
 
 
@@ -35,23 +36,14 @@ def run_sql(dsn: str, sql: str) -> None:
 
 @pytest.fixture(scope="session")
 def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
-    server = EmbeddedPostgres(
-        tmp_path_factory.mktemp("pg"),
-        extra_conf={"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"},
-    ).start()
-    try:
+    with running_postgres(tmp_path_factory.mktemp("pg")) as server:
         yield server
-    finally:
-        server.stop(mode="immediate")
 
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
-    server = EmbeddedRedis(tmp_path_factory.mktemp("redis")).start()
-    try:
+    with running_redis(tmp_path_factory.mktemp("redis")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ import pytest
 from pgvector.asyncpg import register_vector
 
 from tests.support.openai_server import OpenAIServer
+from tests.support.servers import running_postgres, running_redis
 from worker.chunking import Chunk
 from worker.embedded import EmbeddedPostgres, EmbeddedRedis
 from worker.embedding.providers import local_embed
@@ -38,23 +39,14 @@ API_KEY = "sk-acceptance-not-a-real-key-0123456789"
 @pytest.fixture(scope="module")
 def own_pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
     """A PostgreSQL server only this module uses, so restarting it disturbs nobody."""
-    server = EmbeddedPostgres(
-        tmp_path_factory.mktemp("own-pg"),
-        extra_conf={"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"},
-    ).start()
-    try:
+    with running_postgres(tmp_path_factory.mktemp("own-pg")) as server:
         yield server
-    finally:
-        server.stop(mode="immediate")
 
 
 @pytest.fixture(scope="module")
 def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
-    server = EmbeddedRedis(tmp_path_factory.mktemp("own-redis")).start()
-    try:
+    with running_redis(tmp_path_factory.mktemp("own-redis")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
