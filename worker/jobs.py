@@ -50,7 +50,7 @@ async def ingest(ctx: dict[str, Any], payload: Any) -> dict[str, Any]:
         # failed and leave its ledger row queued until the reconciler's grace period ends.
         if not is_transient(exc):
             raise
-        delay = min(pipeline.settings.retry_base_delay_s * 2 ** (delivery.job_try - 1), 60.0)
+        delay = pipeline.backoff(delivery.job_try)
         log.warning("job.transient_error", error=type(exc).__name__, delay_s=delay,
                     job_try=delivery.job_try)  # fmt: skip
         raise Retry(defer=delay) from exc

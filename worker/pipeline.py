@@ -173,7 +173,7 @@ class Pipeline:
                 raise
             # Nothing was recorded yet (or only the received event): the transport retries.
             bound.warning("job.receive_failed", error=f"{type(exc).__name__}: {exc}"[:500])
-            raise RetryLater(self._backoff(delivery.job_try), str(exc)) from exc
+            raise RetryLater(self.backoff(delivery.job_try), str(exc)) from exc
         if isinstance(received, dict):
             return received
         ref, queued_at = received
@@ -240,16 +240,17 @@ class Pipeline:
         except Exception as record_exc:  # noqa: BLE001
             # The database itself is down: let the transport retry the whole delivery.
             bound.warning("job.record_failed", error=type(record_exc).__name__)
-            raise RetryLater(self._backoff(ref.attempt), str(reason)) from exc
+            raise RetryLater(self.backoff(ref.attempt), str(reason)) from exc
         if retry:
-            delay = self._backoff(ref.attempt)
+            delay = self.backoff(ref.attempt)
             bound.warning("job.retrying", error=str(reason)[:500], field=field, delay_s=delay)
             raise RetryLater(delay, str(reason))
         bound.error("job.failed", error=str(reason)[:500], field=field,
                     dead_letter=transient, attempts=ref.attempt)  # fmt: skip
         return {"status": "failed", "job_id": str(ref.job_id), "field": field, "reason": reason}
 
-    def _backoff(self, attempt: int) -> float:
+    def backoff(self, attempt: int) -> float:
+        """Job-level retry delay: exponential in the attempt, capped at 5 min, jittered."""
         base = self.settings.retry_base_delay_s * (2 ** max(0, attempt - 1))
         return float(min(base, 300.0) * (0.5 + np.random.random()))
 
