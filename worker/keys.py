@@ -9,9 +9,6 @@ from arq.constants import (
     retry_key_prefix,
 )
 
-DEFAULT_QUEUE = "cos:queue"
-HEALTH_CHECK_SUFFIX = ":health-check"
-
 JOB_KEY_PREFIX = job_key_prefix
 IN_PROGRESS_KEY_PREFIX = in_progress_key_prefix
 RESULT_KEY_PREFIX = result_key_prefix
@@ -20,5 +17,4 @@ RETRY_KEY_PREFIX = retry_key_prefix
 # Job function names: the contract between connectors (worker.client) and the worker.
 INGEST = "ingest"
 EMBED_PENDING = "embed_pending"
-MAINTENANCE = "maintenance"
 RECONCILE = "reconcile"
