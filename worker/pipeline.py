@@ -19,7 +19,7 @@ import asyncio
 import itertools
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -47,6 +47,7 @@ from worker.payloads import (
 )
 from worker.queries import Q
 from worker.settings import Settings
+from worker.streaming import WindowWriter, chain_release
 from worker.transcripts import TranscriptParseError
 
 log = structlog.get_logger("worker.pipeline")
@@ -112,35 +113,6 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, TRANSIENT_DB_ERRORS) or exc.__class__.__module__.startswith(
         ("openai", "httpx", "worker.embedding")
     )
-
-
-@dataclass(slots=True)
-class _StreamCounts:
-    tokens: int = 0
-    embedded: int = 0
-    embedded_tokens: int = 0
-
-
-@dataclass(slots=True)
-class _Window:
-    chunks: list[Chunk]
-    vectors: np.ndarray | None  # reused rows filled in; None when nothing was reused
-    fresh: list[int]  # rows the batcher is embedding
-    task: asyncio.Task[np.ndarray] | None
-
-
-def _drain(head: list[Chunk], rest: Iterator[Chunk]) -> Iterator[Chunk]:
-    """``head`` then ``rest``, releasing head's chunks as they are consumed."""
-    head.reverse()
-    while head:
-        yield head.pop()
-    yield from rest
-
-
-def _batched(items: Iterable[Chunk], size: int) -> Iterator[list[Chunk]]:
-    it = iter(items)
-    while batch := list(itertools.islice(it, size)):
-        yield batch
 
 
 class Pipeline:
@@ -294,7 +266,7 @@ class Pipeline:
             # A large item: embed and write window by window in one transaction.
             head, chunks = chunks, []
             return await self._stream(payload, ref, queued_at, bound, progress, step, pulled,
-                                      _drain(head, stream), arrived, t0)  # fmt: skip
+                                      chain_release(head, stream), arrived, t0)  # fmt: skip
         step(ledger.CONTENT_PULLED, format=pulled.fmt, fetched_bytes=pulled.fetched_bytes,
              chars=pulled.size)  # fmt: skip
         tokens = sum(c.token_count for c in chunks)
@@ -372,8 +344,6 @@ class Pipeline:
         are alive at a time. Progress events, the stored event and the ledger's ``done``
         commit with the rows: a failure anywhere leaves the previous version intact.
         """
-        size = self.settings.stream_window_chunks
-        counts = _StreamCounts()
         t1 = time.perf_counter()
         async with self.pool.acquire() as conn, conn.transaction():
             seen = replace(ref.event(ledger.CONTENT_PULLED, format=pulled.fmt,
@@ -387,24 +357,9 @@ class Pipeline:
                                                      pulled.fmt, self.model)  # fmt: skip
             else:
                 target = await store.open_media(conn, ref.job_id, payload, chash, self.model)
-            inflight: set[asyncio.Task[np.ndarray]] = set()
-            try:
-                pending: _Window | None = None
-                for window in _batched(chunks, size):
-                    prepared = await self._prepare_window(conn, target, window, counts, arrived,
-                                                          inflight)  # fmt: skip
-                    if arrived is not None:
-                        arrived()  # first window queued (or all reused): stop being waited for
-                    if pending is not None:
-                        await self._write_window(conn, target, pending, inflight)
-                    pending = prepared
-                if pending is not None:
-                    await self._write_window(conn, target, pending, inflight)
-                    pending = None
-            finally:
-                for task in inflight:
-                    task.cancel()
-                await asyncio.gather(*inflight, return_exceptions=True)
+            counts = await WindowWriter(self.settings, self.batcher, self.model).write(
+                conn, target, chunks, arrived
+            )
             t2 = time.perf_counter()
             step(ledger.CONTENT_PULLED, format=pulled.fmt, fetched_bytes=pulled.fetched_bytes,
                  chars=pulled.size)  # fmt: skip
@@ -426,47 +381,6 @@ class Pipeline:
         # fetch/chunk/embed overlap the writes here: embed_s = the streamed part.
         return {**result, "fetch_chunk_s": round(t1 - t0, 4), "embed_s": round(t2 - t1, 4),
                 "store_s": round(t3 - t2, 4)}  # fmt: skip
-
-    async def _prepare_window(self, conn: asyncpg.Connection, target: store.ChunkTarget,
-                              window: list[Chunk], counts: _StreamCounts, arrived: Any,
-                              inflight: set[asyncio.Task[np.ndarray]]) -> _Window:  # fmt: skip
-        """Reusable vectors for a window, and a task embedding the rest."""
-        known = await store.window_vectors(conn, target, self.model,
-                                           [c.content_hash for c in window])  # fmt: skip
-        out = None
-        if known:
-            out = np.empty((len(window), self.settings.embedding_dimensions), dtype=np.float32)
-        fresh: list[int] = []
-        for i, c in enumerate(window):
-            counts.tokens += c.token_count
-            vector = known.get(c.content_hash)
-            if vector is None:
-                fresh.append(i)
-            else:
-                assert out is not None
-                out[i] = vector
-        del known
-        task = None
-        if fresh:
-            texts, tokens = [window[i].text for i in fresh], [window[i].token_count for i in fresh]
-            counts.embedded += len(fresh)
-            counts.embedded_tokens += sum(tokens)
-            task = asyncio.create_task(self.batcher.embed(texts, tokens, arrived=arrived))
-            inflight.add(task)
-        return _Window(window, out, fresh, task)
-
-    async def _write_window(self, conn: asyncpg.Connection, target: store.ChunkTarget,
-                            w: _Window, inflight: set[asyncio.Task[np.ndarray]]) -> None:  # fmt: skip
-        out = w.vectors
-        if w.task is not None:
-            vectors = await w.task
-            inflight.discard(w.task)
-            if out is None:
-                out = vectors  # nothing reused: the batcher's array is the window's
-            else:
-                out[w.fresh] = vectors
-        assert out is not None
-        await store.copy_window(conn, target, w.chunks, out, self.model)
 
     async def _embed_communication(self, payload: CommunicationPayload, chunks: list[Chunk],
                                    embedded_hash: str, arrived: Any = None,
