@@ -17,12 +17,11 @@ that finally fails fails only the callers that had rows in it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import inspect
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -253,22 +252,10 @@ class EmbeddingBatcher:
         self._wakeup.set()
         return await caller.future
 
-    @contextlib.contextmanager
-    def expecting(self) -> Iterator[None]:
-        """Announce that the caller will probably call ``embed`` when the block ends.
-
-        While any announced caller is pending, the dispatcher lingers (up to the linger
-        time) so its rows can share a request; when none is, a partial request goes out
-        at once: batching under load, no added latency when idle.
-        """
-        arrived = self.expect()
-        try:
-            yield
-        finally:
-            arrived()
-
     def expect(self, *, bind: bool = False) -> Callable[[], None]:
-        """Like ``expecting``, as a handle: pass it to ``embed(arrived=...)``, which calls it
+        """Announce a caller that will probably call ``embed`` soon; while any is pending the
+        dispatcher lingers (up to the linger time), otherwise a partial request goes out at
+        once. Returns a handle: pass it to ``embed(arrived=...)``, which calls it
         the moment the rows are queued; call it yourself if you end up not embedding.
         ``bind=True`` also binds it to the current task, where ``embed`` finds it."""
         self._adaptive = True

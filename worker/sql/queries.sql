@@ -57,16 +57,9 @@ SET display_name = coalesce(EXCLUDED.display_name, c.display_name),
     last_seen_at = greatest(c.last_seen_at, EXCLUDED.last_seen_at)
 RETURNING id, primary_address;
 
--- name: upsert_thread
-INSERT INTO comms.threads (workspace_id, source, thread_key, subject, channel)
-VALUES ($1, $2, $3, $4, $5::comms.channel_type)
-ON CONFLICT (workspace_id, source, thread_key) DO UPDATE
-SET subject = coalesce(comms.threads.subject, EXCLUDED.subject)
-RETURNING id;
-
 -- name: ensure_thread
--- Like upsert_thread but takes no row lock on an existing thread (ON CONFLICT DO UPDATE
--- would hold it across the item's vector insert); refresh_thread locks it at the end.
+-- Find or create the thread without locking an existing row (ON CONFLICT DO UPDATE
+-- would hold the lock across the item's vector insert); refresh_thread locks it at the end.
 -- NULL when a concurrent transaction created it after this statement's snapshot.
 WITH ins AS (
   INSERT INTO comms.threads (workspace_id, source, thread_key, subject, channel)
