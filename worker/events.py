@@ -20,16 +20,22 @@ import asyncpg
 
 LOCK_AGGREGATE = "SELECT pg_advisory_xact_lock(hashtextextended($1::text, 7))"
 # After the lock (a separate statement: a READ COMMITTED snapshot is taken per statement,
-# so reading in the locking statement could miss a version committed while we waited).
-VERSION_AND_KEYS = """
-SELECT coalesce((SELECT max(version) FROM ops.events WHERE aggregate_id = $1), 0) AS version,
-       coalesce((SELECT array_agg(idempotency_key) FROM ops.events
-                 WHERE idempotency_key = ANY($2::text[])), '{}') AS existing
-"""
-INSERT_EVENT = """
+# so reading in the locking statement could miss a version committed while we waited),
+# one statement numbers the events whose idempotency key is new (gap-free, in order) and
+# inserts them: the version, the key check and the insert cost one round trip together.
+INSERT_EVENTS = """
 INSERT INTO ops.events (workspace_id, aggregate_type, aggregate_id, version, event_type,
                         payload, metadata, idempotency_key, occurred_at)
-VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8, coalesce($9, now()))
+SELECT e.workspace_id, e.aggregate_type, $1, v.version + row_number() OVER (ORDER BY e.ord),
+       e.event_type, e.payload::jsonb, e.metadata::jsonb, e.idempotency_key,
+       coalesce(e.occurred_at, now())
+FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+            $8::timestamptz[])
+       WITH ORDINALITY AS e(workspace_id, aggregate_type, event_type, payload, metadata,
+                            idempotency_key, occurred_at, ord)
+CROSS JOIN (SELECT coalesce(max(version), 0) AS version
+            FROM ops.events WHERE aggregate_id = $1) AS v
+WHERE NOT EXISTS (SELECT 1 FROM ops.events x WHERE x.idempotency_key = e.idempotency_key)
 ON CONFLICT (idempotency_key) DO NOTHING
 """
 
@@ -62,30 +68,16 @@ async def append_events(conn: asyncpg.Connection, events: Sequence[NewEvent]) ->
     for aggregate_id in sorted(by_aggregate, key=str):  # fixed order: no lock cycles
         group = by_aggregate[aggregate_id]
         await conn.execute(LOCK_AGGREGATE, str(aggregate_id))
-        state = await conn.fetchrow(
-            VERSION_AND_KEYS, aggregate_id, [e.idempotency_key for e in group]
+        status = await conn.execute(
+            INSERT_EVENTS,
+            aggregate_id,
+            [e.workspace_id for e in group],
+            [e.aggregate_type for e in group],
+            [e.event_type for e in group],
+            [json.dumps(e.payload, default=str) for e in group],
+            [json.dumps(e.metadata, default=str) for e in group],
+            [e.idempotency_key for e in group],
+            [e.occurred_at for e in group],
         )
-        existing = set(state["existing"])
-        fresh = [e for e in group if e.idempotency_key not in existing]
-        if not fresh:
-            continue
-        version = state["version"]
-        rows = []
-        for event in fresh:
-            version += 1
-            rows.append(
-                (
-                    event.workspace_id,
-                    event.aggregate_type,
-                    event.aggregate_id,
-                    version,
-                    event.event_type,
-                    json.dumps(event.payload, default=str),
-                    json.dumps(event.metadata, default=str),
-                    event.idempotency_key,
-                    event.occurred_at,
-                )
-            )
-        await conn.executemany(INSERT_EVENT, rows)
-        appended += len(rows)
+        appended += int(status.rsplit(" ", 1)[1])  # "INSERT 0 <n>"
     return appended

@@ -128,6 +128,51 @@ FINISHED = ("done", "skipped")
 LOCK_ROW = "SELECT status::text, attempts FROM ops.ingestion_jobs WHERE id = $1 FOR UPDATE"
 
 
+@dataclass(frozen=True)
+class Pickup:
+    """What a worker's pickup of a delivery found: the job finished, or now running."""
+
+    status: str
+    attempt: int
+    queued_at: Any
+    created: bool
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+
+async def receive_and_start(
+    conn: asyncpg.Connection, ref: JobRef, *, source: str, external_id: str,
+    content_hash: str, payload: Mapping[str, Any], noop_key: str,
+) -> Pickup:  # fmt: skip
+    """Record (if new) and start the job in one transaction, or record a no-op if it is
+    already finished; the worker's first round trips for every delivery, so kept to one
+    ledger statement and one event append.
+
+    An unknown workspace surfaces as ``asyncpg.ForeignKeyViolationError`` (nothing
+    recorded); the caller rejects the payload.
+    """
+    async with conn.transaction():
+        row = await conn.fetchrow(
+            Q.ledger_receive_start, ref.job_id, ref.workspace_id, ref.kind, source,
+            external_id, content_hash, jsonb_text(payload), ref.arq_job_id,
+        )  # fmt: skip
+        pickup = Pickup(row["status"], int(row["attempts"]), row["queued_at"], row["created"])
+        events: list[NewEvent] = []
+        if pickup.created:
+            received = ref.event(JOB_RECEIVED, kind=ref.kind, source=source,
+                                 external_id=external_id, content_hash=content_hash)  # fmt: skip
+            events.append(replace(received, idempotency_key=f"{ref.job_id}:received"))
+        if pickup.finished:
+            events.append(ref.event(JOB_NOOP, noop_key, reason="already " + pickup.status))
+        else:
+            this_attempt = replace(ref, attempt=pickup.attempt)
+            events.append(this_attempt.event(JOB_STARTED, attempt=pickup.attempt))
+        await append_events(conn, events)
+    return pickup
+
+
 async def lock_unfinished(conn: asyncpg.Connection, ref: JobRef) -> str | None:
     """Lock the job's ledger row until the transaction ends; returns its status if another
     delivery of the same job already finished it (done/skipped), else None.
@@ -148,28 +193,6 @@ async def record_noop_if_finished(conn: asyncpg.Connection, ref: JobRef, via: st
         key = f"noop:{via}:{uuid4().hex}"  # each re-send is its own fact
         await append_events(conn, [ref.event(JOB_NOOP, key, reason="already finished", via=via)])
     return True
-
-
-async def start(conn: asyncpg.Connection, ref: JobRef) -> int:
-    """Mark the job running; returns the attempt number the ledger now holds.
-
-    A row a concurrent delivery has just finished is left alone (the pipeline's final
-    transaction then turns this delivery into a no-op).
-    """
-    async with conn.transaction():
-        row = await conn.fetchrow(LOCK_ROW, ref.job_id)
-        if row is not None and row["status"] in FINISHED:
-            return int(row["attempts"])
-        attempts = await conn.fetchval(Q.ledger_start, ref.job_id, ref.arq_job_id)
-        this_attempt = replace(ref, attempt=int(attempts))
-        await append_events(conn, [this_attempt.event(JOB_STARTED, attempt=attempts)])
-    return int(attempts)
-
-
-async def step(conn: asyncpg.Connection, ref: JobRef, event_type: str, **payload: Any) -> None:
-    """Append a progress event (pulled, chunked, embedded) in its own transaction."""
-    async with conn.transaction():
-        await append_events(conn, [ref.event(event_type, **payload)])
 
 
 async def finish(

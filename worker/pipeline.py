@@ -161,21 +161,21 @@ class Pipeline:
                        delivery: Delivery, bound: Any) -> dict[str, Any] | tuple[ledger.JobRef, Any]:  # fmt: skip
         """Ledger first: record the job, turn a finished job into a no-op, else start it."""
         async with self.pool.acquire() as conn:
-            if not await conn.fetchval(Q.workspace_exists, payload.workspace_id):
-                return await self._reject(data, delivery, "workspace_id", "unknown workspace",
-                                          ledger_id=ref.job_id)  # fmt: skip
-            await ledger.receive(conn, ref, source=payload.source, external_id=payload.external_id,
-                                 content_hash=content_hash(payload), payload=data)  # fmt: skip
-            row = await conn.fetchrow(Q.ledger_get, ref.job_id)
-            if row["status"] in ("done", "skipped"):
-                async with conn.transaction():
-                    noop = ref.event(ledger.JOB_NOOP, f"noop:{delivery.enqueue_time_ms}",
-                                     reason="already " + row["status"])  # fmt: skip
-                    await ledger.append_events(conn, [noop])
-                bound.info("job.noop", reason=f"already {row['status']}")
-                return {"status": "noop", "job_id": str(ref.job_id)}
-            attempt = await ledger.start(conn, ref)
-        return replace(ref, attempt=attempt), row["queued_at"]
+            try:
+                pickup = await ledger.receive_and_start(
+                    conn, ref, source=payload.source, external_id=payload.external_id,
+                    content_hash=content_hash(payload), payload=data,
+                    noop_key=f"noop:{delivery.enqueue_time_ms}",
+                )  # fmt: skip
+            except asyncpg.ForeignKeyViolationError:
+                pickup = None  # the only foreign key of the ledger row: its workspace
+        if pickup is None:
+            return await self._reject(data, delivery, "workspace_id", "unknown workspace",
+                                      ledger_id=ref.job_id)  # fmt: skip
+        if pickup.finished:
+            bound.info("job.noop", reason=f"already {pickup.status}")
+            return {"status": "noop", "job_id": str(ref.job_id)}
+        return replace(ref, attempt=pickup.attempt), pickup.queued_at
 
     async def _reject(self, data: Any, delivery: Delivery, field: str, reason: str,
                       ledger_id: uuid.UUID | None = None) -> dict[str, Any]:  # fmt: skip

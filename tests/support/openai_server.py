@@ -344,6 +344,12 @@ def main(argv: list[str] | None = None) -> None:
         help="how requests are counted against --tpm (cl100k = as OpenAI)",
     )
     args = parser.parse_args(argv)
+    if args.tokenizer == "cl100k":
+        # Load the BPE ranks now: a cold tokenizer (~0.5 s) would slow the first requests,
+        # which the real API never does.
+        from worker.tokens import count_tokens
+
+        count_tokens("warm up")
     srv = OpenAIServer(
         port=args.port,
         latency_ms=args.latency_ms,

@@ -9,15 +9,22 @@ VALUES ($1, $2, $3::ops.ingestion_kind, $4, $5, $6, 'queued', $7::jsonb, $8)
 ON CONFLICT (id) DO NOTHING
 RETURNING id;
 
--- name: ledger_get
-SELECT id, workspace_id, kind::text AS kind, status::text AS status, attempts, queued_at
-FROM ops.ingestion_jobs WHERE id = $1;
-
--- name: ledger_start
-UPDATE ops.ingestion_jobs
-SET status = 'running', attempts = attempts + 1, started_at = now(), arq_job_id = $2
-WHERE id = $1
-RETURNING attempts;
+-- name: ledger_receive_start
+-- A worker's pickup of a delivery, in one statement: record the job if new (a job sent
+-- straight to Redis) and mark it running, or lock the existing row and mark it running;
+-- a row already finished (done/skipped) is only locked, so the caller records a no-op.
+-- created: this statement inserted the row (xmax = 0 on a fresh insert).
+INSERT INTO ops.ingestion_jobs AS j (id, workspace_id, kind, source, external_id, content_hash,
+                                     status, attempts, payload, arq_job_id, started_at)
+VALUES ($1, $2, $3::ops.ingestion_kind, $4, $5, $6, 'running', 1, $7::jsonb, $8, now())
+ON CONFLICT (id) DO UPDATE
+SET status = CASE WHEN j.status IN ('done', 'skipped') THEN j.status ELSE 'running' END,
+    attempts = CASE WHEN j.status IN ('done', 'skipped') THEN j.attempts
+                    ELSE j.attempts + 1 END,
+    started_at = CASE WHEN j.status IN ('done', 'skipped') THEN j.started_at ELSE now() END,
+    arq_job_id = CASE WHEN j.status IN ('done', 'skipped') THEN j.arq_job_id
+                      ELSE EXCLUDED.arq_job_id END
+RETURNING status::text AS status, attempts, queued_at, (xmax = 0) AS created;
 
 -- name: ledger_finish
 UPDATE ops.ingestion_jobs
