@@ -198,15 +198,16 @@ async def record_noop_if_finished(conn: asyncpg.Connection, ref: JobRef, via: st
 async def finish(
     conn: asyncpg.Connection, ref: JobRef, event_type: str, *, result: Mapping[str, Any] | None = None,
     error: str | None = None, error_field: str | None = None,
-    extra_events: Iterable[NewEvent] = (),
+    extra_events: Iterable[NewEvent] = (), locked: bool = False,
 ) -> bool:  # fmt: skip
     """Move the ledger row to the status ``event_type`` implies, with its event(s).
 
     Call inside the transaction that wrote the item's rows, so rows, events and ledger
     commit together. A row another delivery already finished is left alone and nothing
-    is appended (returns False).
+    is appended (returns False). ``locked``: this transaction already holds the row
+    through ``lock_unfinished``, which found it unfinished (saves a round trip).
     """
-    if await lock_unfinished(conn, ref) is not None:
+    if not locked and await lock_unfinished(conn, ref) is not None:
         return False
     status = STATUS_BY_EVENT[event_type]
     await conn.execute(

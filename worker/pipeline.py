@@ -289,25 +289,30 @@ class Pipeline:
             if early := await self._stale(conn, payload, ref, queued_at, bound, progress):
                 return early
             chash = content_hash(payload)
+            result: dict[str, Any] = {}
+
+            async def record(written: store.StoreResult) -> None:
+                # The ledger's done and the events, before the shared rows are locked.
+                result.update(**written.as_dict(), tokens=tokens, embedded_chunks=len(fresh),
+                              embedded_tokens=fresh_tokens)  # fmt: skip
+                stored = ref.event(ledger.CONTENT_STORED, **written.as_dict())
+                await ledger.finish(conn, ref, ledger.JOB_COMPLETED, result=result,
+                                    extra_events=[*progress, stored], locked=True)  # fmt: skip
+
             if isinstance(payload, CommunicationPayload):
                 assert vector is not None or not chunks
-                written = await store.store_communication(
+                await store.store_communication(
                     conn, ref.job_id, payload, pulled.text or "", embedded_hash,
-                    vector, self.model if vector is not None else None, chunks,
+                    vector, self.model if vector is not None else None, chunks, record,
                 )  # fmt: skip
             elif isinstance(payload, TranscriptPayload):
                 assert vectors is not None
-                written = await store.store_transcript(conn, ref.job_id, payload, chash,
-                                                       pulled.fmt, chunks, vectors, self.model)  # fmt: skip
+                await store.store_transcript(conn, ref.job_id, payload, chash, pulled.fmt,
+                                             chunks, vectors, self.model, record)  # fmt: skip
             else:
                 assert vectors is not None
-                written = await store.store_media(conn, ref.job_id, payload, chash, chunks,
-                                                  vectors, self.model)  # fmt: skip
-            result = {**written.as_dict(), "tokens": tokens, "embedded_chunks": len(fresh),
-                      "embedded_tokens": fresh_tokens}  # fmt: skip
-            stored = ref.event(ledger.CONTENT_STORED, **written.as_dict())
-            await ledger.finish(conn, ref, ledger.JOB_COMPLETED, result=result,
-                                extra_events=[*progress, stored])  # fmt: skip
+                await store.store_media(conn, ref.job_id, payload, chash, chunks, vectors,
+                                        self.model, record)  # fmt: skip
         t3 = time.perf_counter()
         return {**result, "fetch_chunk_s": round(t1 - t0, 4), "embed_s": round(t2 - t1, 4),
                 "store_s": round(t3 - t2, 4)}  # fmt: skip
@@ -325,7 +330,7 @@ class Pipeline:
                                             payload.source, payload.external_id, queued_at):  # fmt: skip
             await ledger.finish(conn, ref, ledger.JOB_SKIPPED,
                                 result={"reason": "superseded by newer content"},
-                                extra_events=progress)  # fmt: skip
+                                extra_events=progress, locked=True)  # fmt: skip
             bound.info("job.skipped", reason="superseded by newer content")
             return {"status": "skipped", "chunks": 0}
         return None
@@ -376,7 +381,7 @@ class Pipeline:
                       "embedded_tokens": counts.embedded_tokens, "windows": target.windows}  # fmt: skip
             stored = ref.event(ledger.CONTENT_STORED, **written.as_dict())
             await ledger.finish(conn, ref, ledger.JOB_COMPLETED, result=result,
-                                extra_events=[*progress, stored])  # fmt: skip
+                                extra_events=[*progress, stored], locked=True)  # fmt: skip
         t3 = time.perf_counter()
         # fetch/chunk/embed overlap the writes here: embed_s = the streamed part.
         return {**result, "fetch_chunk_s": round(t1 - t0, 4), "embed_s": round(t2 - t1, 4),

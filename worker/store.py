@@ -10,7 +10,7 @@ deadlock. Nothing here commits: the pipeline owns the transaction.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -96,14 +96,20 @@ async def reusable_comm_vector(
     return None if value is None else value.to_numpy()
 
 
-async def upsert_contacts(
-    conn: asyncpg.Connection, workspace_id: UUID, people: Sequence[Person], seen_at: datetime | None
-) -> dict[str, UUID]:
-    """Upsert people as contacts; returns ``{address: contact_id}``."""
+def _names(people: Sequence[Person]) -> dict[str, str | None]:
+    """``{address: display name}`` of the people who have an address (first name wins)."""
     names: dict[str, str | None] = {}
     for person in people:
         if person.address and (person.address not in names or names[person.address] is None):
             names[person.address] = person.name
+    return names
+
+
+async def upsert_contacts(
+    conn: asyncpg.Connection, workspace_id: UUID, people: Sequence[Person], seen_at: datetime | None
+) -> dict[str, UUID]:
+    """Upsert people as contacts; returns ``{address: contact_id}``."""
+    names = _names(people)
     if not names:
         return {}
     addresses = sorted(names)
@@ -123,12 +129,22 @@ async def copy_chunks(conn: asyncpg.Connection, kind: str, records: list[tuple[A
     )
 
 
+Record = Callable[[StoreResult], Awaitable[None]]
+
+
 async def store_communication(
     conn: asyncpg.Connection, job_id: UUID, payload: CommunicationPayload, body: str,
     content_hash: str, vector: np.ndarray | None, model: str | None, chunks: Sequence[Chunk],
+    record: Record,
 ) -> StoreResult:  # fmt: skip
     """Upsert a communication (one vector: None when it has no text), its thread,
-    participants and contacts."""
+    participants and contacts.
+
+    ``record`` (the ledger and its events) runs after the item's own rows and before the
+    rows other items share: contacts and the thread's counters are locked last, for the
+    few statements before the commit only, so jobs naming the same people or thread wait
+    on each other as briefly as possible.
+    """
     ws = payload.workspace_id
     people: list[Person] = [r for r in payload.recipients]
     if payload.sender is not None:
@@ -139,7 +155,7 @@ async def store_communication(
             Q.ensure_thread, ws, payload.source, payload.thread_key, payload.subject,
             payload.channel,
         ) or await conn.fetchval(Q.find_thread, ws, payload.source, payload.thread_key)  # fmt: skip
-    comm_id = await conn.fetchval(
+    row = await conn.fetchrow(
         Q.upsert_communication, ws, thread_id, payload.source, payload.external_id,
         payload.channel, payload.subject,
         payload.sender.name if payload.sender else None,
@@ -147,22 +163,26 @@ async def store_communication(
         body, content_hash, payload.sent_at, json.dumps(payload.metadata),
         sum(c.token_count for c in chunks), len(chunks), vector, model, job_id,
     )  # fmt: skip
-    # Contacts are shared by many items: lock them last, so the row locks are held for the
-    # tail of the transaction only, not across the vector (HNSW) insert above.
-    contacts = await upsert_contacts(conn, ws, people, payload.sent_at)
-    await conn.execute(Q.delete_comm_participants, ws, comm_id)
-    parts: list[tuple[UUID | None, str, str | None, str]] = []
+    comm_id = row["id"]
+    parts: list[tuple[str | None, str, str | None]] = []
     if payload.sender is not None:
-        s = payload.sender
-        parts.append((contacts.get(s.address), "from", s.name, s.address))
-    for r in payload.recipients:
-        parts.append((contacts.get(r.address), r.role, r.name, r.address))
+        parts.append((payload.sender.address, "from", payload.sender.name))
+    parts += [(r.address, r.role, r.name) for r in payload.recipients]
+    written = StoreResult(comm_id, len(chunks), len(_names(people)), len(parts))
+    await record(written)
+    # Shared rows last: contacts (sorted: one lock order for all), then the thread.
+    contacts = await upsert_contacts(conn, ws, people, payload.sent_at)
+    if not row["created"]:
+        await conn.execute(Q.delete_comm_participants, ws, comm_id)
     if parts:
-        cols = list(zip(*parts, strict=True))
-        await conn.execute(Q.insert_comm_participants, ws, comm_id, *[list(c) for c in cols])
+        await conn.execute(
+            Q.insert_comm_participants, ws, comm_id,
+            [contacts.get(a) if a else None for a, _, _ in parts], [r for _, r, _ in parts],
+            [n for _, _, n in parts], [a for a, _, _ in parts],
+        )  # fmt: skip
     if thread_id is not None:
         await conn.execute(Q.refresh_thread, ws, thread_id, payload.subject)
-    return StoreResult(comm_id, len(chunks), len(contacts), len(parts))
+    return written
 
 
 async def _meeting_participants(
@@ -182,8 +202,10 @@ async def _meeting_participants(
 
 async def store_transcript(
     conn: asyncpg.Connection, job_id: UUID, payload: TranscriptPayload, content_hash: str,
-    fmt: str, chunks: Sequence[Chunk], vectors: np.ndarray, model: str,
+    fmt: str, chunks: Sequence[Chunk], vectors: np.ndarray, model: str, record: Record,
 ) -> StoreResult:  # fmt: skip
+    """Upsert the meeting and transcript, replace its chunks, then ``record``, then the
+    shared rows (contacts, participants), as in ``store_communication``."""
     ws = payload.workspace_id
     m = payload.meeting
     meeting_id = await conn.fetchval(
@@ -202,15 +224,18 @@ async def store_transcript(
         for i, c in enumerate(chunks)
     ]  # fmt: skip
     await copy_chunks(conn, "transcript", records)
+    written = StoreResult(transcript_id, len(chunks), len(_names(payload.participants)),
+                          len(payload.participants))  # fmt: skip
+    await record(written)
     # Shared contact rows are locked last (after the long COPY), as in store_communication.
     contacts = await upsert_contacts(conn, ws, payload.participants, m.starts_at)
-    n_parts = await _meeting_participants(conn, ws, meeting_id, payload.participants, contacts)
-    return StoreResult(transcript_id, len(chunks), len(contacts), n_parts)
+    await _meeting_participants(conn, ws, meeting_id, payload.participants, contacts)
+    return written
 
 
 async def store_media(
     conn: asyncpg.Connection, job_id: UUID, payload: MediaPayload, content_hash: str,
-    chunks: Sequence[Chunk], vectors: np.ndarray, model: str,
+    chunks: Sequence[Chunk], vectors: np.ndarray, model: str, record: Record,
 ) -> StoreResult:  # fmt: skip
     ws = payload.workspace_id
     a = payload.asset
@@ -225,7 +250,9 @@ async def store_media(
         for i, c in enumerate(chunks)
     ]  # fmt: skip
     await copy_chunks(conn, "media", records)
-    return StoreResult(asset_id, len(chunks), 0, 0)
+    written = StoreResult(asset_id, len(chunks), 0, 0)
+    await record(written)
+    return written
 
 
 # -- streamed items ------------------------------------------------------------------

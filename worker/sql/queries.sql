@@ -147,7 +147,7 @@ SET thread_id = EXCLUDED.thread_id, channel = EXCLUDED.channel, subject = EXCLUD
     chunk_count = EXCLUDED.chunk_count, embedding = EXCLUDED.embedding,
     embedding_model = EXCLUDED.embedding_model, embedded_at = now(),
     ingestion_job_id = EXCLUDED.ingestion_job_id
-RETURNING id;
+RETURNING id, (xmax = 0) AS created;
 
 -- name: delete_comm_participants
 DELETE FROM comms.participants WHERE workspace_id = $1 AND communication_id = $2;
