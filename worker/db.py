@@ -44,10 +44,23 @@ async def create_pool(
         min_size=min_size if min_size is not None else settings.db_pool_min,
         max_size=max_size if max_size is not None else settings.db_pool_max,
         init=_init_connection,
+        reset=_keep_session,
         server_settings=server_settings(settings),
         command_timeout=settings.job_timeout_s,
     )
     return pool
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Release without asyncpg's default reset query (advisory unlock all, CLOSE ALL,
+    UNLISTEN *, RESET ALL): one round trip per release, three per ingested item.
+
+    Pool connections carry only what ``_init_connection`` set (the service role, which
+    RESET ALL keeps anyway, and codecs); everything the worker does on them is
+    transaction-scoped (``pg_advisory_xact_lock``, ``ON COMMIT DROP`` temp tables, no
+    session ``SET``, no LISTEN). Session-level work (maintenance, migrations) uses
+    dedicated connections. asyncpg still rolls back a transaction left open.
+    """
 
 
 async def connect(settings: Settings, dsn: str, *, as_role: bool = True) -> asyncpg.Connection:
