@@ -124,6 +124,9 @@ class Pipeline:
         self.pool = pool
         self.batcher = batcher
         self.model = model
+        # A streamed item holds a pool connection (and its transaction) for minutes:
+        # at most this many at once, so small items always find a connection.
+        self._stream_slots = asyncio.Semaphore(settings.stream_max_items)
 
     # -- receive --------------------------------------------------------------------
     async def run(self, raw: Any, delivery: Delivery = Delivery()) -> dict[str, Any]:
@@ -265,8 +268,15 @@ class Pipeline:
         if len(chunks) > limit and not isinstance(payload, CommunicationPayload):
             # A large item: embed and write window by window in one transaction.
             head, chunks = chunks, []
-            return await self._stream(payload, ref, queued_at, bound, progress, step, pulled,
-                                      chain_release(head, stream), arrived, t0)  # fmt: skip
+            if arrived is not None:
+                arrived()  # not "on the way" to the batcher while waiting for a slot
+            async with self._stream_slots:
+                again = self.batcher.expect()
+                try:
+                    return await self._stream(payload, ref, queued_at, bound, progress, step,
+                                              pulled, chain_release(head, stream), again, t0)  # fmt: skip
+                finally:
+                    again()
         step(ledger.CONTENT_PULLED, format=pulled.fmt, fetched_bytes=pulled.fetched_bytes,
              chars=pulled.size)  # fmt: skip
         tokens = sum(c.token_count for c in chunks)

@@ -58,6 +58,10 @@ class Settings(BaseSettings):
     embed_batch_max_inputs: int = Field(default=2048, ge=1, le=2048)
     embed_batch_max_tokens: int = Field(default=300_000, ge=MAX_INPUT_TOKENS)
     embed_batch_linger_ms: int = Field(default=50, ge=0)
+    embed_batch_max_linger_ms: int = Field(
+        default=1000, ge=0,
+        description="Linger cap while the queue has a backlog (bulk load: full requests)",
+    )  # fmt: skip
     embed_max_concurrent_requests: int = Field(default=4, ge=1)
     embed_requests_per_minute: int = Field(default=3_000, ge=1)
     embed_tokens_per_minute: int = Field(default=1_000_000, ge=1)
@@ -76,6 +80,11 @@ class Settings(BaseSettings):
     stream_window_chunks: int = Field(
         default=512, ge=1, description="Chunks per window when an item is streamed"
     )
+    stream_max_items: int = Field(
+        default=2, ge=1,
+        description="Streamed items written at once per worker (each holds a pool connection "
+        "for its whole write); others wait their turn",
+    )  # fmt: skip
 
     # --- content_url fetching ----------------------------------------------------
     fetch_max_bytes: int = Field(default=50 * 1024 * 1024, ge=1)

@@ -3,6 +3,7 @@ OpenAI-compatible HTTP server from tests/support (the official SDK talks to it).
 
 from __future__ import annotations
 
+import itertools
 import json
 from typing import Any
 
@@ -381,6 +382,33 @@ async def test_large_item_is_streamed_in_windows(settings_factory, migrated_dsn,
     assert failed["status"] == "failed" and "dimension" in failed["last_error"].lower()
     still = await db_fetch(migrated_dsn, sql, ws)
     assert [(r["chunk_index"], r["content_hash"]) for r in still] == current
+
+
+async def test_streamed_items_take_turns_for_their_slots(settings_factory, migrated_dsn,
+                                                         fake_openai) -> None:  # fmt: skip
+    # Each streamed item holds a pool connection for its whole write; with
+    # STREAM_MAX_ITEMS=1 three large items arriving together are written one after another.
+    settings = settings_factory(chunk_tokens=16, chunk_overlap_tokens=0, stream_threshold_chunks=8,
+                                stream_window_chunks=4, stream_max_items=1)  # fmt: skip
+    fake_openai.configure(latency_ms=40)  # every window's request takes a while
+    ws = await new_workspace(migrated_dsn)
+    jids = await enqueue_all(settings, [transcript(ws, f"long-{i}", _long_turns(24, prefix=f"{i} "))
+                                        for i in range(3)])  # fmt: skip
+    await run_worker_burst(settings)
+    spans = []
+    for jid in jids:
+        # finished_at is now() of the item's one transaction, i.e. when it began; the
+        # embedded event is stamped when its last window was written, before the commit.
+        row = (await db_fetch(migrated_dsn, """
+            SELECT j.status::text AS status, j.finished_at AS began,
+                   (j.result->>'windows')::int AS windows, e.occurred_at AS written
+            FROM ops.ingestion_jobs j JOIN ops.events e ON e.aggregate_id = j.id
+            WHERE j.id = $1 AND e.event_type = 'content.embedded'""", jid))[0]  # fmt: skip
+        assert row["status"] == "done" and row["windows"] >= 3
+        spans.append((row["began"], row["written"]))
+    spans.sort()
+    for (_, end), (start, _) in itertools.pairwise(spans):
+        assert start >= end, f"streamed items overlapped: {spans}"
 
 
 async def test_client_with_ledger_turns_a_resend_into_a_noop_without_redis(
