@@ -256,6 +256,7 @@ class IngestRun:
     server: dict[str, Any] = field(default_factory=dict)
     workers: list[dict[str, Any]] = field(default_factory=list)
     ledger: dict[str, Any] = field(default_factory=dict)
+    enqueue_seconds: float | None = None  # when the producers had enqueued everything
 
 
 async def wait_done(dsn: str, t0: float, expected: int, *, events: str | None = None,
@@ -316,19 +317,21 @@ def summarize_server(stats: dict[str, Any]) -> dict[str, Any]:
 async def ingest(env: Env, dsn: str, payloads: list[dict[str, Any]], n_workers: int = 1,
                  tag: str = "run", **overrides: Any) -> IngestRun:  # fmt: skip
     await clear_arq_results(env)  # the same job ids were used by the previous run
+    enqueued: list[float] = []  # when the producers were done
     queue = f"bench:{uuid.uuid4().hex[:8]}"
     procs = start_workers(env, worker_settings(env, dsn, queue, **overrides), n_workers, tag)
     try:
         env.control(reset_stats=True)
         t0 = time.time()
         producer = asyncio.create_task(enqueue(env, payloads, queue, dsn))
+        producer.add_done_callback(lambda _: enqueued.append(time.time() - t0))
         seconds, series = await wait_done(dsn, t0, len(payloads))
         await producer
     finally:
         workers = stop_workers(procs)
     server = summarize_server(env.server_stats())
     return IngestRun(seconds, len(payloads), series[-1][2], series, server, workers,
-                     await ledger_summary(dsn))  # fmt: skip
+                     await ledger_summary(dsn), enqueued[0] if enqueued else None)  # fmt: skip
 
 
 async def reingest(env: Env, dsn: str, payloads: list[dict[str, Any]]) -> dict[str, Any]:

@@ -81,10 +81,11 @@ async def enqueue(
     if db is not None:
         ref = ledger.JobRef(UUID(jid), model.workspace_id, model.kind, arq_job_id=jid)
         async with db.acquire() as conn:
-            if await ledger.record_noop_if_finished(conn, ref, "client"):
-                return jid
-            await ledger.receive(conn, ref, source=model.source, external_id=model.external_id,
-                                 content_hash=content_hash(model), payload=data)  # fmt: skip
+            status = await ledger.receive(conn, ref, source=model.source,
+                                          external_id=model.external_id,
+                                          content_hash=content_hash(model), payload=data)  # fmt: skip
+        if status in ledger.FINISHED:
+            return jid  # recorded as a no-op; Redis and the workers never see it
     await redis.enqueue_job(keys.INGEST, data, _job_id=jid, _queue_name=settings.queue_name)
     return jid
 

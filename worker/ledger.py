@@ -105,27 +105,34 @@ class JobRef:
         )
 
 
+FINISHED = ("done", "skipped")
+LOCK_ROW = "SELECT status::text, attempts FROM ops.ingestion_jobs WHERE id = $1 FOR UPDATE"
+
+
 async def receive(
     conn: asyncpg.Connection, ref: JobRef, *, source: str, external_id: str, content_hash: str,
-    payload: Mapping[str, Any],
-) -> bool:  # fmt: skip
-    """Record the job in the ledger if new (returns True then) with its received event."""
+    payload: Mapping[str, Any], via: str = "client",
+) -> str:  # fmt: skip
+    """Record the job in the ledger, in one transaction and one statement: a new job gets
+    its row and ``job.received``; a job already finished (done/skipped) gets a
+    ``job.noop`` (one per call: each re-send is its own fact). Returns the row's status."""
     async with conn.transaction():
-        created = await conn.fetchval(
+        row = await conn.fetchrow(
             Q.ledger_receive, ref.job_id, ref.workspace_id, ref.kind, source, external_id,
             content_hash, jsonb_text(payload), ref.arq_job_id,
         )  # fmt: skip
-        if created is not None:
+        if row["created"]:
             event = ref.event(
                 JOB_RECEIVED, kind=ref.kind, source=source, external_id=external_id,
                 content_hash=content_hash,
             )  # fmt: skip
             await append_events(conn, [replace(event, idempotency_key=f"{ref.job_id}:received")])
-    return created is not None
-
-
-FINISHED = ("done", "skipped")
-LOCK_ROW = "SELECT status::text, attempts FROM ops.ingestion_jobs WHERE id = $1 FOR UPDATE"
+        elif row["status"] in FINISHED:
+            key = f"noop:{via}:{uuid4().hex}"
+            await append_events(
+                conn, [ref.event(JOB_NOOP, key, reason="already finished", via=via)]
+            )
+    return str(row["status"])
 
 
 @dataclass(frozen=True)
@@ -183,16 +190,6 @@ async def lock_unfinished(conn: asyncpg.Connection, ref: JobRef) -> str | None:
     """
     row = await conn.fetchrow(LOCK_ROW, ref.job_id)
     return row["status"] if row is not None and row["status"] in FINISHED else None
-
-
-async def record_noop_if_finished(conn: asyncpg.Connection, ref: JobRef, via: str) -> bool:
-    """If the job is already finished, append a ``job.noop`` (one per call) and return True."""
-    async with conn.transaction():
-        if await lock_unfinished(conn, ref) is None:
-            return False
-        key = f"noop:{via}:{uuid4().hex}"  # each re-send is its own fact
-        await append_events(conn, [ref.event(JOB_NOOP, key, reason="already finished", via=via)])
-    return True
 
 
 async def finish(

@@ -2,12 +2,14 @@
 -- Every query is parameterized; bulk vector writes use binary COPY instead (store.py).
 
 -- name: ledger_receive
--- Record a job on first sight (client or first pickup); a re-delivery keeps its row.
-INSERT INTO ops.ingestion_jobs (id, workspace_id, kind, source, external_id, content_hash,
-                                status, payload, arq_job_id)
+-- A client records a job on first sight; a re-sent job keeps its row, locked (the no-op
+-- assignment takes the row lock) so its status cannot change before the commit.
+-- created: this statement inserted the row (xmax = 0 on a fresh insert).
+INSERT INTO ops.ingestion_jobs AS j (id, workspace_id, kind, source, external_id, content_hash,
+                                     status, payload, arq_job_id)
 VALUES ($1, $2, $3::ops.ingestion_kind, $4, $5, $6, 'queued', $7::jsonb, $8)
-ON CONFLICT (id) DO NOTHING
-RETURNING id;
+ON CONFLICT (id) DO UPDATE SET status = j.status
+RETURNING status::text AS status, (xmax = 0) AS created;
 
 -- name: ledger_receive_start
 -- A worker's pickup of a delivery, in one statement: record the job if new (a job sent
