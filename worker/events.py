@@ -18,6 +18,7 @@ from uuid import UUID
 
 import asyncpg
 
+# The ledger statements in sql/queries.sql take this same lock (key = the job id, salt 7).
 LOCK_AGGREGATE = "SELECT pg_advisory_xact_lock(hashtextextended($1::text, 7))"
 # After the lock (a separate statement: a READ COMMITTED snapshot is taken per statement,
 # so reading in the locking statement could miss a version committed while we waited),
@@ -54,10 +55,14 @@ class NewEvent:
     occurred_at: datetime | None = None
 
 
-async def append_events(conn: asyncpg.Connection, events: Sequence[NewEvent]) -> int:
+async def append_events(
+    conn: asyncpg.Connection, events: Sequence[NewEvent], *, locked: bool = False
+) -> int:
     """Append ``events`` in order; already-recorded idempotency keys are skipped.
 
-    Returns how many were appended. Must run inside a transaction.
+    Returns how many were appended. Must run inside a transaction. ``locked``: an earlier
+    statement of this transaction already took every aggregate's lock (the ledger queries
+    take it in their RETURNING clause, same key), saving a round trip.
     """
     if not events:
         return 0
@@ -67,7 +72,8 @@ async def append_events(conn: asyncpg.Connection, events: Sequence[NewEvent]) ->
         by_aggregate.setdefault(event.aggregate_id, []).append(event)
     for aggregate_id in sorted(by_aggregate, key=str):  # fixed order: no lock cycles
         group = by_aggregate[aggregate_id]
-        await conn.execute(LOCK_AGGREGATE, str(aggregate_id))
+        if not locked:
+            await conn.execute(LOCK_AGGREGATE, str(aggregate_id))
         status = await conn.execute(
             INSERT_EVENTS,
             aggregate_id,

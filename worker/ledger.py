@@ -176,7 +176,7 @@ async def receive_and_start(
         else:
             this_attempt = replace(ref, attempt=pickup.attempt)
             events.append(this_attempt.event(JOB_STARTED, attempt=pickup.attempt))
-        await append_events(conn, events)
+        await append_events(conn, events, locked=True)  # ledger_receive_start locked it
     return pickup
 
 
@@ -213,7 +213,9 @@ async def finish(
     payload: dict[str, Any] = {"result": dict(result or {})}
     if error is not None:
         payload.update(error=error, field=error_field)
-    await append_events(conn, [*extra_events, ref.event(event_type, **payload)])
+    events = [*extra_events, ref.event(event_type, **payload)]
+    # ledger_finish took the job's event-stream lock; other aggregates' events lock here.
+    await append_events(conn, events, locked=all(e.aggregate_id == ref.job_id for e in events))
     return True
 
 

@@ -4,18 +4,21 @@
 -- name: ledger_receive
 -- A client records a job on first sight; a re-sent job keeps its row, locked (the no-op
 -- assignment takes the row lock) so its status cannot change before the commit.
--- created: this statement inserted the row (xmax = 0 on a fresh insert).
+-- created: this statement inserted the row (xmax = 0 on a fresh insert). aggregate_locked:
+-- the job's event-stream lock (events.LOCK_AGGREGATE's key) taken here, one round trip less.
 INSERT INTO ops.ingestion_jobs AS j (id, workspace_id, kind, source, external_id, content_hash,
                                      status, payload, arq_job_id)
 VALUES ($1, $2, $3::ops.ingestion_kind, $4, $5, $6, 'queued', $7::jsonb, $8)
 ON CONFLICT (id) DO UPDATE SET status = j.status
-RETURNING status::text AS status, (xmax = 0) AS created;
+RETURNING status::text AS status, (xmax = 0) AS created,
+          pg_advisory_xact_lock(hashtextextended(j.id::text, 7)) AS aggregate_locked;
 
 -- name: ledger_receive_start
 -- A worker's pickup of a delivery, in one statement: record the job if new (a job sent
 -- straight to Redis) and mark it running, or lock the existing row and mark it running;
 -- a row already finished (done/skipped) is only locked, so the caller records a no-op.
--- created: this statement inserted the row (xmax = 0 on a fresh insert).
+-- created: this statement inserted the row (xmax = 0 on a fresh insert); aggregate_locked:
+-- as in ledger_receive.
 INSERT INTO ops.ingestion_jobs AS j (id, workspace_id, kind, source, external_id, content_hash,
                                      status, attempts, payload, arq_job_id, started_at)
 VALUES ($1, $2, $3::ops.ingestion_kind, $4, $5, $6, 'running', 1, $7::jsonb, $8, now())
@@ -26,13 +29,16 @@ SET status = CASE WHEN j.status IN ('done', 'skipped') THEN j.status ELSE 'runni
     started_at = CASE WHEN j.status IN ('done', 'skipped') THEN j.started_at ELSE now() END,
     arq_job_id = CASE WHEN j.status IN ('done', 'skipped') THEN j.arq_job_id
                       ELSE EXCLUDED.arq_job_id END
-RETURNING status::text AS status, attempts, queued_at, (xmax = 0) AS created;
+RETURNING status::text AS status, attempts, queued_at, (xmax = 0) AS created,
+          pg_advisory_xact_lock(hashtextextended(j.id::text, 7)) AS aggregate_locked;
 
 -- name: ledger_finish
-UPDATE ops.ingestion_jobs
+-- Also takes the job's event-stream lock (events.LOCK_AGGREGATE's key), as ledger_receive.
+UPDATE ops.ingestion_jobs j
 SET status = $2::ops.job_status, result = $3::jsonb, last_error = $4, error_field = $5,
     finished_at = CASE WHEN $2 IN ('done', 'failed', 'skipped') THEN now() END
-WHERE id = $1;
+WHERE id = $1
+RETURNING pg_advisory_xact_lock(hashtextextended(j.id::text, 7)) AS aggregate_locked;
 
 -- name: ledger_reject
 -- An unparseable payload: recorded as failed, attributed to its workspace when known.
