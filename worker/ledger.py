@@ -107,6 +107,11 @@ class JobRef:
 
 FINISHED = ("done", "skipped")
 LOCK_ROW = "SELECT status::text, attempts FROM ops.ingestion_jobs WHERE id = $1 FOR UPDATE"
+# store.LOCK_ITEM's lock (salt 11) taken while the row is fetched, then the row lock.
+LOCK_ITEM_AND_ROW = """
+SELECT status::text, attempts, pg_advisory_xact_lock(hashtextextended($2::text, 11)) AS item
+FROM ops.ingestion_jobs WHERE id = $1 FOR UPDATE
+"""
 
 
 async def receive(
@@ -180,15 +185,21 @@ async def receive_and_start(
     return pickup
 
 
-async def lock_unfinished(conn: asyncpg.Connection, ref: JobRef) -> str | None:
+async def lock_unfinished(
+    conn: asyncpg.Connection, ref: JobRef, *, item_lock: str | None = None
+) -> str | None:
     """Lock the job's ledger row until the transaction ends; returns its status if another
     delivery of the same job already finished it (done/skipped), else None.
 
     Two deliveries of one job can run at once (a connector that enqueues the same payload
     under two arq ids, a re-enqueue racing a slow worker): the first to finish wins and
-    the other must record nothing but a no-op.
+    the other must record nothing but a no-op. ``item_lock``: also take the item's
+    advisory lock (``store.item_lock_key``) in the same round trip, before the row lock.
     """
-    row = await conn.fetchrow(LOCK_ROW, ref.job_id)
+    if item_lock is not None:
+        row = await conn.fetchrow(LOCK_ITEM_AND_ROW, ref.job_id, item_lock)
+    else:
+        row = await conn.fetchrow(LOCK_ROW, ref.job_id)
     return row["status"] if row is not None and row["status"] in FINISHED else None
 
 

@@ -330,14 +330,17 @@ class Pipeline:
     async def _stale(self, conn: asyncpg.Connection, payload: ItemPayload, ref: ledger.JobRef,
                      queued_at: Any, bound: Any, progress: list[NewEvent]) -> dict[str, Any] | None:  # fmt: skip
         """Inside the item's final transaction: the result if this job must not write."""
-        if (finished := await ledger.lock_unfinished(conn, ref)) is not None:
+        key = store.item_lock_key(payload.kind, payload.workspace_id, payload.source,
+                                  payload.external_id)  # fmt: skip
+        if (finished := await ledger.lock_unfinished(conn, ref, item_lock=key)) is not None:
             # A concurrent delivery of this same job stored it first: its write stands.
             await ledger.append_events(conn, [*progress, ref.event(
                 ledger.JOB_NOOP, "noop:concurrent", reason=f"already {finished}")])  # fmt: skip
             bound.info("job.noop", reason=f"already {finished} (concurrent delivery)")
             return {"status": "noop", "chunks": 0}
         if await store.newer_version_stored(conn, payload.kind, payload.workspace_id,
-                                            payload.source, payload.external_id, queued_at):  # fmt: skip
+                                            payload.source, payload.external_id, queued_at,
+                                            locked=True):  # fmt: skip
             await ledger.finish(conn, ref, ledger.JOB_SKIPPED,
                                 result={"reason": "superseded by newer content"},
                                 extra_events=progress, locked=True)  # fmt: skip

@@ -63,16 +63,22 @@ def _split(table: str) -> tuple[str, str]:
     return schema, name
 
 
+def item_lock_key(kind: str, workspace_id: UUID, source: str, external_id: str) -> str:
+    return f"{kind}|{workspace_id}|{source}|{external_id}"
+
+
 async def newer_version_stored(
     conn: asyncpg.Connection, kind: str, workspace_id: UUID, source: str, external_id: str,
-    queued_at: datetime,
+    queued_at: datetime, *, locked: bool = False,
 ) -> bool:  # fmt: skip
     """True when the stored row came from a job queued after this one (we are stale).
 
-    Takes a transaction-scoped lock on the item first, so two versions of one item
-    finishing at once cannot both pass this check and let the older overwrite the newer.
+    Takes a transaction-scoped lock on the item first (unless ``locked``: an earlier
+    statement took it), so two versions of one item finishing at once cannot both pass
+    this check and let the older overwrite the newer.
     """
-    await conn.execute(LOCK_ITEM, f"{kind}|{workspace_id}|{source}|{external_id}")
+    if not locked:
+        await conn.execute(LOCK_ITEM, item_lock_key(kind, workspace_id, source, external_id))
     sql = Q.current_source_job.format(table=SOURCE_TABLES[kind])
     stored_at = await conn.fetchval(sql, workspace_id, source, external_id)
     return stored_at is not None and stored_at > queued_at
