@@ -24,6 +24,8 @@ async def startup(ctx: dict[str, Any]) -> None:
     configure_logging(settings)
     services = ctx.get("services") or Services(settings)
     ctx["runtime"] = await Runtime.open(settings, services)
+    # Jobs still waiting in the queue are on their way to the batcher too.
+    jobs.watch_queue(ctx)
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:

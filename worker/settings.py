@@ -57,10 +57,15 @@ class Settings(BaseSettings):
     embedding_encoding_format: Literal["float", "base64"] = "base64"
     embed_batch_max_inputs: int = Field(default=2048, ge=1, le=2048)
     embed_batch_max_tokens: int = Field(default=300_000, ge=MAX_INPUT_TOKENS)
-    embed_batch_linger_ms: int = Field(default=50, ge=0)
+    embed_batch_linger_ms: int = Field(
+        default=50, ge=0,
+        description="Light load: how long a partial request waits for jobs already started "
+        "(nobody on the way: it goes at once)",
+    )  # fmt: skip
     embed_batch_max_linger_ms: int = Field(
-        default=1000, ge=0,
-        description="Linger cap while the queue has a backlog (bulk load: full requests)",
+        default=10_000, ge=0,
+        description="Bulk load (jobs seen waiting in the queue, until a request finds nobody "
+        "on the way): how long a partial request waits for more rows",
     )  # fmt: skip
     embed_max_concurrent_requests: int = Field(default=4, ge=1)
     embed_requests_per_minute: int = Field(default=3_000, ge=1)
@@ -95,7 +100,10 @@ class Settings(BaseSettings):
 
     # --- jobs --------------------------------------------------------------------
     queue_name: str = "cos:queue"
-    worker_concurrency: int = Field(default=16, ge=1, description="arq max_jobs")
+    worker_concurrency: int = Field(
+        default=256, ge=1,
+        description="arq max_jobs: enough jobs in flight to fill 300k-token requests",
+    )  # fmt: skip
     worker_poll_delay_s: float = Field(
         default=0.02, gt=0,
         description="How often arq polls Redis for new jobs (arq's default 0.5 s adds up to "

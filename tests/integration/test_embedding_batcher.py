@@ -132,6 +132,88 @@ async def test_identical_texts_are_embedded_once_per_flush(fake_openai: OpenAISe
     assert req["inputs"] == 4
 
 
+class Backlog:
+    """A backlog probe standing in for the queue: reports ``queued``, counts its calls."""
+
+    def __init__(self, queued: int = 0) -> None:
+        self.queued = queued
+        self.calls = 0
+        self.asked_again = asyncio.Event()
+
+    async def __call__(self) -> int:
+        self.calls += 1
+        if self.calls >= 3:
+            self.asked_again.set()
+        return self.queued
+
+
+async def test_backlog_holds_a_partial_request_for_jobs_still_queued(
+    fake_openai: OpenAIServer,
+) -> None:
+    """Nobody announced: at light load the first caller's rows would go out at once; with
+    jobs in the queue they wait for theirs: one request for all."""
+    first, second, third = texts_for("first", 3), texts_for("second", 4), texts_for("third", 5)
+    backlog = Backlog(queued=2)
+    async with batcher(fake_openai, embed_batch_linger_ms=60_000,
+                       embed_batch_max_linger_ms=60_000) as b:  # fmt: skip
+        b.set_backlog(backlog, recheck_s=0.005)
+        first_task = asyncio.create_task(embed(b, first))
+        await asyncio.wait_for(backlog.asked_again.wait(), 10)  # lingering, asking again
+        assert fake_openai.stats()["count"] == 0 and not first_task.done()
+        # The queued jobs start: they announce themselves, then leave the queue.
+        arrivals = [b.expect(), b.expect()]
+        backlog.queued = 0
+        later = [
+            asyncio.create_task(b.embed(t, [count_tokens(x) for x in t], arrived=a))
+            for t, a in ((second, arrivals[0]), (third, arrivals[1]))
+        ]
+        results = await asyncio.gather(first_task, *later)
+        (req,) = ok_requests(fake_openai)
+        assert req["inputs"] == 12
+        # The bulk is over (that request found nobody on the way): a lone caller goes
+        # out at once again, whatever the bulk-load cap.
+        assert (await asyncio.wait_for(embed(b, ["after the bulk"]), 10)).shape == (1, 1536)
+    for texts, vectors in zip((first, second, third), results, strict=True):
+        np.testing.assert_array_equal(vectors, local_embed(texts))
+    assert len(ok_requests(fake_openai)) == 2
+
+
+@pytest.mark.parametrize("announced", [False, True], ids=["plain", "announced"])
+async def test_lone_caller_without_backlog_is_sent_at_once(
+    fake_openai: OpenAIServer, announced: bool
+) -> None:
+    """Linger caps of a minute, an empty queue: the request still goes out at once."""
+    backlog = Backlog(queued=0)
+    async with batcher(fake_openai, embed_batch_linger_ms=60_000,
+                       embed_batch_max_linger_ms=60_000) as b:  # fmt: skip
+        b.set_backlog(backlog)
+        texts = texts_for("lone", 2)
+        arrived = b.expect() if announced else None
+        call = b.embed(texts, [count_tokens(t) for t in texts], arrived=arrived)
+        vectors = await asyncio.wait_for(call, 10)
+    np.testing.assert_array_equal(vectors, local_embed(texts))
+    assert backlog.calls >= 1 and len(ok_requests(fake_openai)) == 1
+
+
+@pytest.mark.parametrize("fault", ["raises", "hangs"])
+async def test_failing_backlog_probe_counts_as_no_backlog(
+    fake_openai: OpenAIServer, fault: str
+) -> None:
+    async def probe() -> int:
+        if fault == "raises":
+            raise ConnectionError("queue unreachable")
+        await asyncio.sleep(3600)
+        return 1
+
+    with structlog.testing.capture_logs() as logs:
+        async with batcher(fake_openai, embed_batch_linger_ms=60_000,
+                           embed_batch_max_linger_ms=60_000) as b:  # fmt: skip
+            b.set_backlog(probe)
+            vectors = await asyncio.wait_for(embed(b, ["probe fails"]), 10)
+    np.testing.assert_array_equal(vectors, local_embed(["probe fails"]))
+    assert [e["event"] for e in logs].count("embedding.backlog_probe_failed") == 1
+
+
 async def test_429_retry_after_is_honoured(fake_openai: OpenAIServer) -> None:
     fake_openai.push_faults({"status": 429, "retry_after": 0.4})
     texts = texts_for("rl", 20)

@@ -6,8 +6,9 @@ has fixed latency. Packing the chunks of many small jobs into few large requests
 single rate limiter keeps the whole process under the account budget.
 
 Flow: ``embed()`` enqueues (caller, row) items and awaits a future. A dispatcher task
-waits for a free request slot (``embed_max_concurrent_requests``), lingers up to
-``embed_batch_linger_ms`` for more items unless a request is already full, then packs
+waits for a free request slot (``embed_max_concurrent_requests``), lingers for more items
+unless a request is already full (see ``_linger``: only while more rows are on the way,
+announced jobs or a queue backlog, and never longer than the linger caps), then packs
 items round-robin across callers (so a 50k-chunk job cannot starve a 5-chunk one),
 deduplicating identical texts. Each request passes the rate limiter and is retried with
 tenacity; its vectors are scattered straight into each caller's result array. A request
@@ -17,11 +18,13 @@ that finally fails fails only the callers that had rows in it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import inspect
+import math
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -57,6 +60,12 @@ def bound_arrival() -> Callable[[], None] | None:
 
 # How many rows one caller contributes per round-robin pass while packing a request.
 ROUND_ROBIN_QUANTUM = 256
+# A backlog probe slower than this counts as "no backlog" (it must never hold requests up).
+BACKLOG_PROBE_TIMEOUT_S = 0.5
+# A failing probe is logged at most this often.
+BACKLOG_PROBE_WARN_EVERY_S = 60.0
+
+BacklogProbe = Callable[[], Awaitable[int]]
 
 
 @dataclass(slots=True)
@@ -161,6 +170,7 @@ class EmbeddingBatcher:
             # sliding-minute limit. (A single input above this cap still goes alone.)
             self.max_tokens = min(self.max_tokens, self.limiter.max_request_tokens)
         self.linger_s = settings.embed_batch_linger_ms / 1000.0
+        self.max_linger_s = max(self.linger_s, settings.embed_batch_max_linger_ms / 1000.0)
         self.stats = BatcherStats()
         self._retry_initial = retry_initial_wait_s
         self._slots = asyncio.Semaphore(settings.embed_max_concurrent_requests)
@@ -168,15 +178,25 @@ class EmbeddingBatcher:
         self._pending_rows = 0
         self._pending_tokens = 0
         self._first_pending_at: float | None = None
+        self._packed_at = -math.inf  # when the last request was packed
         self._wakeup = asyncio.Event()
         self._dispatcher: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
         self._closed = False
         self._close_provider = close_provider
-        # Callers announced by ``expecting()``; once used, lingering only happens while one
-        # is still on its way (a lone job at low load is sent at once, without linger).
+        # Callers announced by ``expect()``; once used (or a backlog probe is set), lingering
+        # only happens while more rows are on the way (a lone job at low load is sent at
+        # once, without linger).
         self._upcoming = 0
         self._adaptive = False
+        self._backlog_probe: BacklogProbe | None = None
+        self._backlog_recheck_s = 0.02
+        self._backlog = 0  # the probe's last answer ...
+        self._backlog_at = -math.inf  # ... and when it was asked (monotonic)
+        # Bulk load: set when the probe reports a backlog, cleared once a request goes out
+        # with nobody on the way (the bulk is over, light-load behaviour again).
+        self._busy = False
+        self._probe_warned_at = -math.inf
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -252,6 +272,29 @@ class EmbeddingBatcher:
         self._wakeup.set()
         return await caller.future
 
+    @property
+    def unsent_callers(self) -> int:
+        """``embed`` calls with rows not yet in a request: their jobs cannot go on until a
+        request carries them (callers whose rows are all in flight go on by themselves)."""
+        return len(self._callers)
+
+    def set_backlog(self, probe: BacklogProbe | None, *, recheck_s: float = 0.02) -> None:
+        """Install a probe of work not yet started, e.g. jobs still waiting in a queue.
+
+        ``probe()`` returns how many such jobs could still start in this process and
+        bring rows here soon (0 = none). While it reports any, a partial request keeps
+        lingering (asking again every ``recheck_s``), up to ``embed_batch_max_linger_ms``
+        instead of ``embed_batch_linger_ms``: a backlog means bulk load, where full
+        requests matter more than the latency of a row. With no backlog and no announced
+        caller on its way a partial request still goes out at once. The probe must be
+        cheap; one that fails or takes longer than ``BACKLOG_PROBE_TIMEOUT_S`` counts as 0.
+        """
+        self._backlog_probe = probe
+        self._backlog_recheck_s = max(0.001, recheck_s)
+        self._backlog, self._backlog_at = 0, -math.inf
+        if probe is not None:
+            self._adaptive = True
+
     def expect(self, *, bind: bool = False) -> Callable[[], None]:
         """Announce a caller that will probably call ``embed`` soon; while any is pending the
         dispatcher lingers (up to the linger time), otherwise a partial request goes out at
@@ -286,19 +329,7 @@ class EmbeddingBatcher:
                 continue
             await self._slots.acquire()
             try:
-                # Linger for more rows unless a full request is already waiting.
-                while not self._full() and not self._closed:
-                    if self._adaptive and self._upcoming <= 0:
-                        break  # nobody else is on the way: lingering only adds latency
-                    started = self._first_pending_at or time.monotonic()
-                    left = started + self.linger_s - time.monotonic()
-                    if left <= 0:
-                        break
-                    self._wakeup.clear()
-                    try:
-                        await asyncio.wait_for(self._wakeup.wait(), left)
-                    except TimeoutError:
-                        break
+                await self._linger()
                 batch = self._pack()
             except BaseException:
                 self._slots.release()
@@ -309,6 +340,66 @@ class EmbeddingBatcher:
             task = asyncio.create_task(self._run(batch))
             self._inflight.add(task)
             task.add_done_callback(self._inflight.discard)
+
+    async def _linger(self) -> None:
+        """Wait for more rows unless a full request is already waiting.
+
+        Without announcements (``expect``) or a backlog probe: up to ``linger_s`` from the
+        oldest pending row. Otherwise only while more rows are on the way: an announced
+        caller that has not queued its rows yet, or a backlog reported by the probe. The
+        cap is ``linger_s`` at light load and ``max_linger_s`` under bulk load (from when
+        the probe reports a backlog until a request finds nobody on the way), counted from
+        the oldest pending row or, under bulk load, from when the previous request was
+        packed. Nobody on the way: no linger at light load; under bulk load one more look
+        after ``recheck_s`` first, for a job the queue has handed over but that has not
+        announced itself yet.
+        """
+        first = self._first_pending_at or time.monotonic()
+        settled = False
+        while not self._full() and not self._closed:
+            now = time.monotonic()
+            started = first
+            if not self._adaptive:
+                cap, wait = self.linger_s, math.inf
+            else:
+                backlog = await self._probe_backlog(now)
+                cap = self.max_linger_s if self._busy else self.linger_s
+                if self._busy:  # a full request's leftovers must not force the next one out
+                    started = max(first, self._packed_at)
+                wait = math.inf
+                if self._upcoming <= 0:
+                    if backlog <= 0:
+                        if settled or not self._busy:
+                            self._busy = False
+                            return  # nobody else is on the way: lingering only adds latency
+                        settled = True
+                    # Queued jobs announce themselves only once started: look again soon.
+                    wait = self._backlog_recheck_s
+            left = started + cap - now
+            if left <= 0:
+                return
+            self._wakeup.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), min(left, wait))
+
+    async def _probe_backlog(self, now: float) -> int:
+        """The probe's answer, asked at most once per ``recheck_s`` (0 without a probe)."""
+        probe = self._backlog_probe
+        if probe is None:
+            return 0
+        if now - self._backlog_at >= self._backlog_recheck_s:
+            try:
+                self._backlog = int(await asyncio.wait_for(probe(), BACKLOG_PROBE_TIMEOUT_S))
+            except Exception as exc:  # noqa: BLE001 - a broken probe must not stop embedding
+                self._backlog = 0
+                if now - self._probe_warned_at >= BACKLOG_PROBE_WARN_EVERY_S:
+                    self._probe_warned_at = now
+                    log.warning("embedding.backlog_probe_failed", error_type=type(exc).__name__,
+                                error=str(exc)[:200])  # fmt: skip
+            self._backlog_at = now
+            if self._backlog > 0:
+                self._busy = True
+        return self._backlog
 
     def _pack(self) -> _Batch:
         """Take rows round-robin across callers until the request is full."""
@@ -349,6 +440,7 @@ class EmbeddingBatcher:
                     self._callers.appendleft(caller)
                     break
                 self._callers.append(caller)
+        self._packed_at = time.monotonic()
         if not self._callers:
             self._first_pending_at = None
         # else: leftovers keep their original arrival time, so they flush without lingering
