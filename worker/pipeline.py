@@ -16,6 +16,7 @@ The pipeline knows nothing about arq: ``jobs.py`` adapts it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import time
 import uuid
@@ -124,9 +125,10 @@ class Pipeline:
         self.pool = pool
         self.batcher = batcher
         self.model = model
-        # A streamed item holds a pool connection (and its transaction) for minutes:
-        # at most this many at once, so small items always find a connection.
-        self._stream_slots = asyncio.Semaphore(settings.stream_max_items)
+        # Large items (fetched by content_url, or streamed: a pool connection and its
+        # transaction for minutes): at most this many at once, so memory stays bounded and
+        # small items always find a connection.
+        self._large_slots = asyncio.Semaphore(settings.large_items_max)
 
     # -- receive --------------------------------------------------------------------
     async def run(self, raw: Any, delivery: Delivery = Delivery()) -> dict[str, Any]:
@@ -240,7 +242,16 @@ class Pipeline:
         # requests linger for jobs still on their way (and never when none is).
         arrived = bound_arrival() or self.batcher.expect()
         try:
-            return await self._steps(payload, ref, queued_at, bound, progress, arrived)
+            if getattr(payload, "content_url", None) is None:
+                return await self._steps(payload, ref, queued_at, bound, progress, arrived)
+            # A fetched body may be up to FETCH_MAX_BYTES: only a few are fetched and held
+            # at once (WORKER_CONCURRENCY jobs may be in flight). Not "on the way" to the
+            # batcher while waiting for a slot.
+            arrived()
+            async with self._large_slots:
+                arrived = self.batcher.expect()
+                return await self._steps(payload, ref, queued_at, bound, progress, arrived,
+                                         holds_slot=True)  # fmt: skip
         except Exception:
             if progress:
                 try:
@@ -254,7 +265,7 @@ class Pipeline:
 
     async def _steps(self, payload: ItemPayload, ref: ledger.JobRef, queued_at: Any,
                      bound: Any, progress: list[NewEvent],
-                     arrived: Any = None) -> dict[str, Any]:  # fmt: skip
+                     arrived: Any = None, holds_slot: bool = False) -> dict[str, Any]:  # fmt: skip
         def step(event_type: str, **data: Any) -> None:
             event = ref.event(event_type, **data)
             progress.append(replace(event, occurred_at=datetime.now(UTC)))
@@ -270,7 +281,7 @@ class Pipeline:
             head, chunks = chunks, []
             if arrived is not None:
                 arrived()  # not "on the way" to the batcher while waiting for a slot
-            async with self._stream_slots:
+            async with contextlib.nullcontext() if holds_slot else self._large_slots:
                 again = self.batcher.expect()
                 try:
                     return await self._stream(payload, ref, queued_at, bound, progress, step,

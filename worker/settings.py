@@ -85,10 +85,10 @@ class Settings(BaseSettings):
     stream_window_chunks: int = Field(
         default=512, ge=1, description="Chunks per window when an item is streamed"
     )
-    stream_max_items: int = Field(
+    large_items_max: int = Field(
         default=2, ge=1,
-        description="Streamed items written at once per worker (each holds a pool connection "
-        "for its whole write); others wait their turn",
+        description="Large items processed at once per worker: those fetched by content_url "
+        "(bodies up to FETCH_MAX_BYTES) and streamed ones (a pool connection for minutes)",
     )  # fmt: skip
 
     # --- content_url fetching ----------------------------------------------------

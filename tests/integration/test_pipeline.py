@@ -3,8 +3,11 @@ OpenAI-compatible HTTP server from tests/support (the official SDK talks to it).
 
 from __future__ import annotations
 
+import http.server
 import itertools
 import json
+import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -387,9 +390,9 @@ async def test_large_item_is_streamed_in_windows(settings_factory, migrated_dsn,
 async def test_streamed_items_take_turns_for_their_slots(settings_factory, migrated_dsn,
                                                          fake_openai) -> None:  # fmt: skip
     # Each streamed item holds a pool connection for its whole write; with
-    # STREAM_MAX_ITEMS=1 three large items arriving together are written one after another.
+    # LARGE_ITEMS_MAX=1 three large items arriving together are written one after another.
     settings = settings_factory(chunk_tokens=16, chunk_overlap_tokens=0, stream_threshold_chunks=8,
-                                stream_window_chunks=4, stream_max_items=1)  # fmt: skip
+                                stream_window_chunks=4, large_items_max=1)  # fmt: skip
     fake_openai.configure(latency_ms=40)  # every window's request takes a while
     ws = await new_workspace(migrated_dsn)
     jids = await enqueue_all(settings, [transcript(ws, f"long-{i}", _long_turns(24, prefix=f"{i} "))
@@ -409,6 +412,61 @@ async def test_streamed_items_take_turns_for_their_slots(settings_factory, migra
     spans.sort()
     for (_, end), (start, _) in itertools.pairwise(spans):
         assert start >= end, f"streamed items overlapped: {spans}"
+
+
+class _SlowText(http.server.BaseHTTPRequestHandler):
+    """Serves a short text after a pause, counting the requests in flight at once."""
+
+    lock = threading.Lock()
+    active = 0
+    peak = 0
+
+    def log_message(self, format: str, *args: object) -> None:  # quiet
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server API
+        cls = type(self)
+        with cls.lock:
+            cls.active += 1
+            cls.peak = max(cls.peak, cls.active)
+        try:
+            time.sleep(0.4)
+            body = f"Narration of {self.path}: the launch plan and the budget.".encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        finally:
+            with cls.lock:
+                cls.active -= 1
+
+
+@pytest.mark.parametrize("slots", [1, 3])
+async def test_fetched_items_take_turns_for_their_slots(settings_factory, migrated_dsn,
+                                                        fake_openai, slots: int) -> None:  # fmt: skip
+    # Items fetched by content_url hold bodies of up to FETCH_MAX_BYTES: with 256 jobs in
+    # flight, only LARGE_ITEMS_MAX of them are fetched and held at once.
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _SlowText)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    _SlowText.peak = 0
+    try:
+        settings = settings_factory(large_items_max=slots, fetch_allow_private=True)
+        ws = await new_workspace(migrated_dsn)
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        items = [{**media(ws, f"clip-{i}", []), "segments": None, "content_url": f"{url}/{i}"}
+                 for i in range(3)]  # fmt: skip
+        await enqueue_all(settings, items)
+        await run_worker_burst(settings)
+    finally:
+        server.shutdown()
+    done = await db_fetch(migrated_dsn, "SELECT count(*) FROM ops.ingestion_jobs "
+                          "WHERE workspace_id=$1 AND status='done'", ws)  # fmt: skip
+    assert done[0][0] == 3
+    if slots == 1:
+        assert _SlowText.peak == 1
+    else:  # the same three fetches overlap when the slots allow it
+        assert _SlowText.peak > 1
 
 
 async def test_client_with_ledger_turns_a_resend_into_a_noop_without_redis(
