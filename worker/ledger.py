@@ -114,30 +114,51 @@ FROM ops.ingestion_jobs WHERE id = $1 FOR UPDATE
 """
 
 
+async def _insert(
+    conn: asyncpg.Connection, ref: JobRef, status: str, *, source: str, external_id: str,
+    content_hash: str, payload: Mapping[str, Any],
+) -> asyncpg.Record | None:  # fmt: skip
+    return await conn.fetchrow(
+        Q.ledger_insert, ref.job_id, ref.workspace_id, ref.kind, source, external_id,
+        content_hash, status, 1 if status == "running" else 0, jsonb_text(payload),
+        ref.arq_job_id,
+    )  # fmt: skip
+
+
+def _received(ref: JobRef, *, source: str, external_id: str, content_hash: str) -> NewEvent:
+    event = ref.event(JOB_RECEIVED, kind=ref.kind, source=source, external_id=external_id,
+                      content_hash=content_hash)  # fmt: skip
+    return replace(event, idempotency_key=f"{ref.job_id}:received")
+
+
 async def receive(
     conn: asyncpg.Connection, ref: JobRef, *, source: str, external_id: str, content_hash: str,
     payload: Mapping[str, Any], via: str = "client",
 ) -> str:  # fmt: skip
-    """Record the job in the ledger, in one transaction and one statement: a new job gets
-    its row and ``job.received``; a job already finished (done/skipped) gets a
-    ``job.noop`` (one per call: each re-send is its own fact). Returns the row's status."""
+    """Record the job in the ledger, in one transaction: a new job gets its row and
+    ``job.received``; a job already finished (done/skipped) gets a ``job.noop`` (one per
+    call: each re-send is its own fact). Returns the row's status.
+
+    The row is looked up (and locked) first: re-sending an unchanged corpus must not
+    serialize, send and parse every payload again only to find it is known.
+    """
     async with conn.transaction():
-        row = await conn.fetchrow(
-            Q.ledger_receive, ref.job_id, ref.workspace_id, ref.kind, source, external_id,
-            content_hash, jsonb_text(payload), ref.arq_job_id,
-        )  # fmt: skip
-        if row["created"]:
-            event = ref.event(
-                JOB_RECEIVED, kind=ref.kind, source=source, external_id=external_id,
-                content_hash=content_hash,
-            )  # fmt: skip
-            await append_events(conn, [replace(event, idempotency_key=f"{ref.job_id}:received")])
-        elif row["status"] in FINISHED:
-            key = f"noop:{via}:{uuid4().hex}"
-            await append_events(
-                conn, [ref.event(JOB_NOOP, key, reason="already finished", via=via)]
-            )
-    return str(row["status"])
+        while True:
+            row = await conn.fetchrow(LOCK_ROW, ref.job_id)
+            if row is not None:
+                if row["status"] in FINISHED:
+                    key = f"noop:{via}:{uuid4().hex}"
+                    noop = ref.event(JOB_NOOP, key, reason="already finished", via=via)
+                    await append_events(conn, [noop])
+                return str(row["status"])
+            created = await _insert(conn, ref, "queued", source=source, external_id=external_id,
+                                    content_hash=content_hash, payload=payload)  # fmt: skip
+            if created is not None:
+                received = _received(ref, source=source, external_id=external_id,
+                                     content_hash=content_hash)  # fmt: skip
+                await append_events(conn, [received], locked=True)  # ledger_insert locked it
+                return str(created["status"])
+            # inserted by a concurrent transaction since our lookup: lock and read that row
 
 
 @dataclass(frozen=True)
@@ -158,30 +179,37 @@ async def receive_and_start(
     conn: asyncpg.Connection, ref: JobRef, *, source: str, external_id: str,
     content_hash: str, payload: Mapping[str, Any], noop_key: str,
 ) -> Pickup:  # fmt: skip
-    """Record (if new) and start the job in one transaction, or record a no-op if it is
-    already finished; the worker's first round trips for every delivery, so kept to one
-    ledger statement and one event append.
+    """Start the job (recording it first if the ledger has no row yet) in one transaction,
+    or record a no-op if it is already finished; the worker's first round trips for every
+    delivery, so kept to one ledger statement (no payload: the client's row has it) and
+    one event append.
 
     An unknown workspace surfaces as ``asyncpg.ForeignKeyViolationError`` (nothing
     recorded); the caller rejects the payload.
     """
     async with conn.transaction():
-        row = await conn.fetchrow(
-            Q.ledger_receive_start, ref.job_id, ref.workspace_id, ref.kind, source,
-            external_id, content_hash, jsonb_text(payload), ref.arq_job_id,
-        )  # fmt: skip
-        pickup = Pickup(row["status"], int(row["attempts"]), row["queued_at"], row["created"])
+        created = False
+        while True:
+            row = await conn.fetchrow(Q.ledger_start, ref.job_id, ref.arq_job_id)
+            if row is not None:
+                break
+            # A job sent straight to Redis: the first pickup records it, running.
+            row = await _insert(conn, ref, "running", source=source, external_id=external_id,
+                                content_hash=content_hash, payload=payload)  # fmt: skip
+            if row is not None:
+                created = True
+                break
+        pickup = Pickup(row["status"], int(row["attempts"]), row["queued_at"], created)
         events: list[NewEvent] = []
         if pickup.created:
-            received = ref.event(JOB_RECEIVED, kind=ref.kind, source=source,
-                                 external_id=external_id, content_hash=content_hash)  # fmt: skip
-            events.append(replace(received, idempotency_key=f"{ref.job_id}:received"))
+            events.append(_received(ref, source=source, external_id=external_id,
+                                    content_hash=content_hash))  # fmt: skip
         if pickup.finished:
             events.append(ref.event(JOB_NOOP, noop_key, reason="already " + pickup.status))
         else:
             this_attempt = replace(ref, attempt=pickup.attempt)
             events.append(this_attempt.event(JOB_STARTED, attempt=pickup.attempt))
-        await append_events(conn, events, locked=True)  # ledger_receive_start locked it
+        await append_events(conn, events, locked=True)  # the ledger statement locked it
     return pickup
 
 

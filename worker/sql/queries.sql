@@ -1,35 +1,31 @@
 -- All SQL the ingestion pipeline runs, as named queries (loaded by worker/queries.py).
 -- Every query is parameterized; bulk vector writes use binary COPY instead (store.py).
 
--- name: ledger_receive
--- A client records a job on first sight; a re-sent job keeps its row, locked (the no-op
--- assignment takes the row lock) so its status cannot change before the commit.
--- created: this statement inserted the row (xmax = 0 on a fresh insert). aggregate_locked:
--- the job's event-stream lock (events.LOCK_AGGREGATE's key) taken here, one round trip less.
-INSERT INTO ops.ingestion_jobs AS j (id, workspace_id, kind, source, external_id, content_hash,
-                                     status, payload, arq_job_id)
-VALUES ($1, $2, $3::ops.ingestion_kind, $4, $5, $6, 'queued', $7::jsonb, $8)
-ON CONFLICT (id) DO UPDATE SET status = j.status
-RETURNING status::text AS status, (xmax = 0) AS created,
-          pg_advisory_xact_lock(hashtextextended(j.id::text, 7)) AS aggregate_locked;
-
--- name: ledger_receive_start
--- A worker's pickup of a delivery, in one statement: record the job if new (a job sent
--- straight to Redis) and mark it running, or lock the existing row and mark it running;
--- a row already finished (done/skipped) is only locked, so the caller records a no-op.
--- created: this statement inserted the row (xmax = 0 on a fresh insert); aggregate_locked:
--- as in ledger_receive.
+-- name: ledger_insert
+-- A job seen for the first time (the client's enqueue, or a worker's pickup of a job sent
+-- straight to Redis: status 'running', attempts 1). NULL when a concurrent transaction
+-- inserted it first: the caller then locks that row. aggregate_locked: the job's
+-- event-stream lock (events.LOCK_AGGREGATE's key), taken after the row: one round trip less.
 INSERT INTO ops.ingestion_jobs AS j (id, workspace_id, kind, source, external_id, content_hash,
                                      status, attempts, payload, arq_job_id, started_at)
-VALUES ($1, $2, $3::ops.ingestion_kind, $4, $5, $6, 'running', 1, $7::jsonb, $8, now())
-ON CONFLICT (id) DO UPDATE
+VALUES ($1, $2, $3::ops.ingestion_kind, $4, $5, $6, $7::ops.job_status, $8, $9::jsonb, $10,
+        CASE WHEN $7 = 'running' THEN now() END)
+ON CONFLICT (id) DO NOTHING
+RETURNING status::text AS status, attempts, queued_at,
+          pg_advisory_xact_lock(hashtextextended(j.id::text, 7)) AS aggregate_locked;
+
+-- name: ledger_start
+-- A worker's pickup of a job the ledger holds: lock it and mark it running, unless it is
+-- already finished (done/skipped: only locked; the caller records a no-op). NULL when the
+-- ledger has no row yet. No payload travels: the row has it. aggregate_locked: as above.
+UPDATE ops.ingestion_jobs AS j
 SET status = CASE WHEN j.status IN ('done', 'skipped') THEN j.status ELSE 'running' END,
     attempts = CASE WHEN j.status IN ('done', 'skipped') THEN j.attempts
                     ELSE j.attempts + 1 END,
     started_at = CASE WHEN j.status IN ('done', 'skipped') THEN j.started_at ELSE now() END,
-    arq_job_id = CASE WHEN j.status IN ('done', 'skipped') THEN j.arq_job_id
-                      ELSE EXCLUDED.arq_job_id END
-RETURNING status::text AS status, attempts, queued_at, (xmax = 0) AS created,
+    arq_job_id = CASE WHEN j.status IN ('done', 'skipped') THEN j.arq_job_id ELSE $2 END
+WHERE j.id = $1
+RETURNING status::text AS status, attempts, queued_at,
           pg_advisory_xact_lock(hashtextextended(j.id::text, 7)) AS aggregate_locked;
 
 -- name: ledger_finish
