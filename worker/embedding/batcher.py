@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import inspect
 import math
 import time
 from collections import deque
@@ -30,23 +29,19 @@ from typing import Any
 
 import numpy as np
 import structlog
-from tenacity import AsyncRetrying, RetryCallState, stop_after_attempt, wait_exponential_jitter
-from tenacity.retry import retry_base
+from tenacity import RetryCallState
 
 from worker.embedding.providers import (
-    EmbeddingError,
     EmbeddingHTTPError,
     EmbeddingProvider,
-    EmbeddingResponseError,
     EmbeddingResult,
 )
 from worker.embedding.ratelimit import RateLimiter
+from worker.embedding.retry import request_retrying
 from worker.settings import MAX_INPUT_TOKENS, Settings
 
 log = structlog.get_logger(__name__)
 
-# Malformed/misaligned bodies are usually a proxy glitch: retry, but not for long.
-RESPONSE_ERROR_MAX_ATTEMPTS = 3
 # The announcement (``EmbeddingBatcher.expect(bind=True)``) of the job running in this task.
 _ARRIVAL: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar(
     "embedding_arrival", default=None
@@ -108,40 +103,6 @@ class _Batch:
     routes: dict[_Caller, tuple[list[int], list[int]]] = field(default_factory=dict)
     rows: int = 0
     closed: bool = False  # the next row did not fit: stop packing
-
-
-class _RetryPolicy(retry_base):
-    """Retry transient failures; give up at once on permanent ones (400/401/403/404/422)."""
-
-    def __call__(self, retry_state: RetryCallState) -> bool:
-        outcome = retry_state.outcome
-        if outcome is None or not outcome.failed:
-            return False
-        exc = outcome.exception()
-        if isinstance(exc, EmbeddingResponseError):
-            return retry_state.attempt_number < RESPONSE_ERROR_MAX_ATTEMPTS
-        return isinstance(exc, EmbeddingError) and exc.retryable
-
-
-class _RetryAfterWait:
-    """Exponential backoff with jitter, but never shorter than the server's Retry-After."""
-
-    def __init__(self, initial: float, max_wait: float) -> None:
-        # tenacity >= 9.1 renamed ``initial`` to ``multiplier`` (and warns on the old name).
-        if "multiplier" in inspect.signature(wait_exponential_jitter).parameters:
-            self._backoff = wait_exponential_jitter(
-                multiplier=initial, max=max_wait, jitter=initial
-            )
-        else:  # pragma: no cover - older tenacity
-            self._backoff = wait_exponential_jitter(initial=initial, max=max_wait, jitter=initial)
-        self._max = max_wait
-
-    def __call__(self, retry_state: RetryCallState) -> float:
-        backoff = float(self._backoff(retry_state))
-        outcome = retry_state.outcome
-        exc = outcome.exception() if outcome is not None and outcome.failed else None
-        retry_after = getattr(exc, "retry_after_s", None) or 0.0
-        return max(backoff, min(float(retry_after), self._max))
 
 
 class EmbeddingBatcher:
@@ -489,13 +450,7 @@ class EmbeddingBatcher:
                 caller.future.set_result(caller.result)
 
     async def _request(self, texts: list[str], tokens: int) -> np.ndarray:
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.settings.embed_max_retries + 1),
-            wait=_RetryAfterWait(self._retry_initial, self.settings.embed_retry_max_wait_s),
-            retry=_RetryPolicy(),
-            before_sleep=self._before_retry,
-            reraise=True,
-        )
+        retrying = request_retrying(self.settings, self._retry_initial, self._before_retry)
         async for attempt in retrying:
             with attempt:
                 result = await self._attempt(texts, tokens, attempt.retry_state.attempt_number)
