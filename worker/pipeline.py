@@ -30,7 +30,8 @@ import numpy as np
 import structlog
 
 from worker import ledger, store
-from worker.chunking import Chunk, weighted_mean
+from worker.chunking import Chunk
+from worker.embed_stage import ItemEmbedder
 from worker.embedding import EmbeddingBatcher
 from worker.embedding.batcher import bound_arrival
 from worker.events import NewEvent
@@ -125,6 +126,7 @@ class Pipeline:
         self.pool = pool
         self.batcher = batcher
         self.model = model
+        self.embedder = ItemEmbedder(pool, batcher, model, settings.embedding_dimensions)
         # Large items (fetched by content_url, or streamed: a pool connection and its
         # transaction for minutes): at most this many at once, so memory stays bounded and
         # small items always find a connection.
@@ -295,11 +297,11 @@ class Pipeline:
         t1 = time.perf_counter()
         if isinstance(payload, CommunicationPayload):
             embedded_hash = text_hash(payload.subject, pulled.text)
-            vector, fresh = await self._embed_communication(payload, chunks, embedded_hash,
+            vector, fresh = await self.embedder.communication(payload, chunks, embedded_hash,
                                                             arrived)  # fmt: skip
             vectors = None
         else:
-            vectors, fresh = await self._embed_chunks(payload, chunks, arrived)
+            vectors, fresh = await self.embedder.chunks(payload, chunks, arrived)
         if arrived is not None:
             arrived()  # reused vectors / nothing to embed: stop being waited for
         t2 = time.perf_counter()
@@ -410,43 +412,3 @@ class Pipeline:
         # fetch/chunk/embed overlap the writes here: embed_s = the streamed part.
         return {**result, "fetch_chunk_s": round(t1 - t0, 4), "embed_s": round(t2 - t1, 4),
                 "store_s": round(t3 - t2, 4)}  # fmt: skip
-
-    async def _embed_communication(self, payload: CommunicationPayload, chunks: list[Chunk],
-                                   embedded_hash: str, arrived: Any = None,
-                                   ) -> tuple[np.ndarray | None, list[Chunk]]:  # fmt: skip
-        """One vector per communication: its chunks' token-weighted mean, renormalized."""
-        if not chunks:
-            return None, []
-        async with self.pool.acquire() as conn:
-            reused = await store.reusable_comm_vector(conn, payload.workspace_id, self.model,
-                                                      embedded_hash)  # fmt: skip
-        if reused is not None:
-            return reused, []
-        vectors = await self.batcher.embed(
-            [c.text for c in chunks], [c.token_count for c in chunks], arrived=arrived
-        )
-        if len(chunks) == 1:
-            return vectors[0], chunks
-        return weighted_mean(vectors, [c.token_count for c in chunks]), chunks
-
-    async def _embed_chunks(self, payload: TranscriptPayload | MediaPayload, chunks: list[Chunk],
-                            arrived: Any = None) -> tuple[np.ndarray, list[Chunk]]:  # fmt: skip
-        """Vectors for every chunk, reusing this workspace's vectors for identical texts."""
-        out = np.empty((len(chunks), self.settings.embedding_dimensions), dtype=np.float32)
-        if not chunks:
-            return out, []
-        async with self.pool.acquire() as conn:
-            known = await store.reusable_chunk_vectors(
-                conn, payload.kind, payload.workspace_id, self.model,
-                [c.content_hash for c in chunks],
-            )  # fmt: skip
-        fresh = [c for c in chunks if c.content_hash not in known]
-        if fresh:
-            vectors = await self.batcher.embed([c.text for c in fresh],
-                                               [c.token_count for c in fresh],
-                                               arrived=arrived)  # fmt: skip
-            for c, v in zip(fresh, vectors, strict=True):
-                known[c.content_hash] = v
-        for i, c in enumerate(chunks):
-            out[i] = known[c.content_hash]
-        return out, fresh
