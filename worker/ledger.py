@@ -107,7 +107,8 @@ class JobRef:
 
 FINISHED = ("done", "skipped")
 LOCK_ROW = "SELECT status::text, attempts FROM ops.ingestion_jobs WHERE id = $1 FOR UPDATE"
-# store.LOCK_ITEM's lock (salt 11) taken while the row is fetched, then the row lock.
+# The item's lock (store.item_lock_key, salt 11) taken while the row is fetched, then
+# the row lock.
 LOCK_ITEM_AND_ROW = """
 SELECT status::text, attempts, pg_advisory_xact_lock(hashtextextended($2::text, 11)) AS item
 FROM ops.ingestion_jobs WHERE id = $1 FOR UPDATE

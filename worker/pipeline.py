@@ -352,8 +352,7 @@ class Pipeline:
             bound.info("job.noop", reason=f"already {finished} (concurrent delivery)")
             return {"status": "noop", "chunks": 0}
         if await store.newer_version_stored(conn, payload.kind, payload.workspace_id,
-                                            payload.source, payload.external_id, queued_at,
-                                            locked=True):  # fmt: skip
+                                            payload.source, payload.external_id, queued_at):  # fmt: skip
             await ledger.finish(conn, ref, ledger.JOB_SKIPPED,
                                 result={"reason": "superseded by newer content"},
                                 extra_events=progress, locked=True)  # fmt: skip

@@ -54,31 +54,27 @@ class StoreResult:
         }
 
 
-# Serializes the final transactions of one item (same key space as events.py, other salt).
-LOCK_ITEM = "SELECT pg_advisory_xact_lock(hashtextextended($1::text, 11))"
-
-
 def _split(table: str) -> tuple[str, str]:
     schema, name = table.split(".")
     return schema, name
 
 
 def item_lock_key(kind: str, workspace_id: UUID, source: str, external_id: str) -> str:
+    """Key of the advisory lock that serializes the final transactions of one item
+    (taken with the ledger row lock by ``ledger.lock_unfinished(item_lock=...)``)."""
     return f"{kind}|{workspace_id}|{source}|{external_id}"
 
 
 async def newer_version_stored(
     conn: asyncpg.Connection, kind: str, workspace_id: UUID, source: str, external_id: str,
-    queued_at: datetime, *, locked: bool = False,
+    queued_at: datetime,
 ) -> bool:  # fmt: skip
     """True when the stored row came from a job queued after this one (we are stale).
 
-    Takes a transaction-scoped lock on the item first (unless ``locked``: an earlier
-    statement took it), so two versions of one item finishing at once cannot both pass
-    this check and let the older overwrite the newer.
+    The caller holds the item's lock (``item_lock_key``), taken by an earlier statement,
+    so two versions of one item finishing at once cannot both pass this check and let
+    the older overwrite the newer.
     """
-    if not locked:
-        await conn.execute(LOCK_ITEM, item_lock_key(kind, workspace_id, source, external_id))
     sql = Q.current_source_job.format(table=SOURCE_TABLES[kind])
     stored_at = await conn.fetchval(sql, workspace_id, source, external_id)
     return stored_at is not None and stored_at > queued_at
