@@ -20,7 +20,7 @@ import contextlib
 import itertools
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -233,6 +233,24 @@ class Pipeline:
         base = self.settings.retry_base_delay_s * (2 ** max(0, attempt - 1))
         return float(min(base, 300.0) * (0.5 + np.random.random()))
 
+    @contextlib.asynccontextmanager
+    async def _large_slot(self, arrived: Any, *, held: bool = False
+                          ) -> AsyncIterator[Callable[[], None]]:  # fmt: skip
+        """Hold one of the ``LARGE_ITEMS_MAX`` slots (already ``held``: none to take).
+
+        The job is not "on the way" to the batcher while it waits for the slot (requests
+        must not linger for it); it is announced again, with the handle yielded here,
+        once it has one, until the block ends.
+        """
+        if arrived is not None:
+            arrived()
+        async with contextlib.nullcontext() if held else self._large_slots:
+            again = self.batcher.expect()
+            try:
+                yield again
+            finally:
+                again()
+
     # -- fetch -> chunk -> embed -> store -> record -----------------------------------
     async def _process(self, payload: ItemPayload, ref: ledger.JobRef, queued_at: Any,
                        bound: Any) -> dict[str, Any]:  # fmt: skip
@@ -249,10 +267,8 @@ class Pipeline:
             # A fetched body may be up to FETCH_MAX_BYTES: only a few are fetched and held
             # at once (WORKER_CONCURRENCY jobs may be in flight). Not "on the way" to the
             # batcher while waiting for a slot.
-            arrived()
-            async with self._large_slots:
-                arrived = self.batcher.expect()
-                return await self._steps(payload, ref, queued_at, bound, progress, arrived,
+            async with self._large_slot(arrived) as again:
+                return await self._steps(payload, ref, queued_at, bound, progress, again,
                                          holds_slot=True)  # fmt: skip
         except Exception:
             if progress:
@@ -281,15 +297,9 @@ class Pipeline:
         if len(chunks) > limit and not isinstance(payload, CommunicationPayload):
             # A large item: embed and write window by window in one transaction.
             head, chunks = chunks, []
-            if arrived is not None:
-                arrived()  # not "on the way" to the batcher while waiting for a slot
-            async with contextlib.nullcontext() if holds_slot else self._large_slots:
-                again = self.batcher.expect()
-                try:
-                    return await self._stream(payload, ref, queued_at, bound, progress, step,
-                                              pulled, chain_release(head, stream), again, t0)  # fmt: skip
-                finally:
-                    again()
+            async with self._large_slot(arrived, held=holds_slot) as again:
+                return await self._stream(payload, ref, queued_at, bound, progress, step,
+                                          pulled, chain_release(head, stream), again, t0)  # fmt: skip
         step(ledger.CONTENT_PULLED, format=pulled.fmt, fetched_bytes=pulled.fetched_bytes,
              chars=pulled.size)  # fmt: skip
         tokens = sum(c.token_count for c in chunks)
