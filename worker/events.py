@@ -19,23 +19,29 @@ from uuid import UUID
 import asyncpg
 
 # The ledger statements in sql/queries.sql take this same lock (key = the job id, salt 7).
-LOCK_AGGREGATE = "SELECT pg_advisory_xact_lock(hashtextextended($1::text, 7))"
-# After the lock (a separate statement: a READ COMMITTED snapshot is taken per statement,
+# Several aggregates are locked in one statement, in a fixed order (no lock cycles).
+LOCK_AGGREGATES = """
+SELECT count(pg_advisory_xact_lock(hashtextextended(a::text, 7)))
+FROM (SELECT a FROM unnest($1::uuid[]) AS a ORDER BY a::text OFFSET 0) AS s
+"""
+# After the locks (a separate statement: a READ COMMITTED snapshot is taken per statement,
 # so reading in the locking statement could miss a version committed while we waited),
-# one statement numbers the events whose idempotency key is new (gap-free, in order) and
-# inserts them: the version, the key check and the insert cost one round trip together.
+# one statement numbers the events whose idempotency key is new (gap-free, in order per
+# aggregate) and inserts them, for any number of aggregates: the versions, the key check
+# and the insert cost one round trip together.
 INSERT_EVENTS = """
 INSERT INTO ops.events (workspace_id, aggregate_type, aggregate_id, version, event_type,
                         payload, metadata, idempotency_key, occurred_at)
-SELECT e.workspace_id, e.aggregate_type, $1, v.version + row_number() OVER (ORDER BY e.ord),
+SELECT e.workspace_id, e.aggregate_type, e.aggregate_id,
+       v.version + row_number() OVER (PARTITION BY e.aggregate_id ORDER BY e.ord),
        e.event_type, e.payload::jsonb, e.metadata::jsonb, e.idempotency_key,
        coalesce(e.occurred_at, now())
-FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-            $8::timestamptz[])
-       WITH ORDINALITY AS e(workspace_id, aggregate_type, event_type, payload, metadata,
-                            idempotency_key, occurred_at, ord)
-CROSS JOIN (SELECT coalesce(max(version), 0) AS version
-            FROM ops.events WHERE aggregate_id = $1) AS v
+FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
+            $7::text[], $8::timestamptz[])
+       WITH ORDINALITY AS e(aggregate_id, workspace_id, aggregate_type, event_type, payload,
+                            metadata, idempotency_key, occurred_at, ord)
+CROSS JOIN LATERAL (SELECT coalesce(max(x.version), 0) AS version
+                    FROM ops.events x WHERE x.aggregate_id = e.aggregate_id) AS v
 WHERE NOT EXISTS (SELECT 1 FROM ops.events x WHERE x.idempotency_key = e.idempotency_key)
 ON CONFLICT (idempotency_key) DO NOTHING
 """
@@ -66,24 +72,17 @@ async def append_events(
     """
     if not events:
         return 0
-    appended = 0
-    by_aggregate: dict[UUID, list[NewEvent]] = {}
-    for event in events:
-        by_aggregate.setdefault(event.aggregate_id, []).append(event)
-    for aggregate_id in sorted(by_aggregate, key=str):  # fixed order: no lock cycles
-        group = by_aggregate[aggregate_id]
-        if not locked:
-            await conn.execute(LOCK_AGGREGATE, str(aggregate_id))
-        status = await conn.execute(
-            INSERT_EVENTS,
-            aggregate_id,
-            [e.workspace_id for e in group],
-            [e.aggregate_type for e in group],
-            [e.event_type for e in group],
-            [json.dumps(e.payload, default=str) for e in group],
-            [json.dumps(e.metadata, default=str) for e in group],
-            [e.idempotency_key for e in group],
-            [e.occurred_at for e in group],
-        )
-        appended += int(status.rsplit(" ", 1)[1])  # "INSERT 0 <n>"
-    return appended
+    if not locked:
+        await conn.execute(LOCK_AGGREGATES, list({e.aggregate_id for e in events}))
+    status = await conn.execute(
+        INSERT_EVENTS,
+        [e.aggregate_id for e in events],
+        [e.workspace_id for e in events],
+        [e.aggregate_type for e in events],
+        [e.event_type for e in events],
+        [json.dumps(e.payload, default=str) for e in events],
+        [json.dumps(e.metadata, default=str) for e in events],
+        [e.idempotency_key for e in events],
+        [e.occurred_at for e in events],
+    )
+    return int(status.rsplit(" ", 1)[1])  # "INSERT 0 <n>"
