@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 from uuid import UUID, uuid4
@@ -132,34 +132,69 @@ def _received(ref: JobRef, *, source: str, external_id: str, content_hash: str) 
     return replace(event, idempotency_key=f"{ref.job_id}:received")
 
 
-async def receive(
-    conn: asyncpg.Connection, ref: JobRef, *, source: str, external_id: str, content_hash: str,
-    payload: Mapping[str, Any], via: str = "client",
-) -> str:  # fmt: skip
-    """Record the job in the ledger, in one transaction: a new job gets its row and
-    ``job.received``; a job already finished (done/skipped) gets a ``job.noop`` (one per
-    call: each re-send is its own fact). Returns the row's status.
+@dataclass(frozen=True)
+class Receipt:
+    """One job of a connector's page, as the ledger records it on arrival."""
 
-    The row is looked up (and locked) first: re-sending an unchanged corpus must not
-    serialize, send and parse every payload again only to find it is known.
+    ref: JobRef
+    source: str
+    external_id: str
+    content_hash: str
+    payload: Mapping[str, Any]
+
+
+async def receive_many(
+    conn: asyncpg.Connection, receipts: Sequence[Receipt], *, via: str = "client"
+) -> dict[UUID, str | None]:
+    """Record a page of jobs in one transaction and return each job's status.
+
+    A new job gets its row (queued) and ``job.received``; a job already finished
+    (done/skipped) gets a ``job.noop`` (one per call: each re-send is its own fact); a job
+    queued or running is left alone. ``None``: the job's workspace does not exist
+    (nothing recorded). Three statements for the whole page, whatever its size (lock the
+    known rows, insert the new ones, append the events): a connector re-sending an
+    unchanged mailbox pays a few round trips per page, not per message, and no payload
+    is sent for a job the ledger already holds. Receipts must have distinct job ids.
     """
+    by_id = {r.ref.job_id: r for r in receipts}
+    if len(by_id) != len(receipts):
+        raise ValueError("receive_many needs distinct job ids")
+    statuses: dict[UUID, str | None] = {}
+    events: list[NewEvent] = []
     async with conn.transaction():
-        while True:
-            row = await conn.fetchrow(LOCK_ROW, ref.job_id)
-            if row is not None:
+        todo = list(by_id)
+        while todo:
+            for row in await conn.fetch(Q.ledger_lock_page, todo):
+                statuses[row["id"]] = row["status"]
                 if row["status"] in FINISHED:
+                    ref = by_id[row["id"]].ref
                     key = f"noop:{via}:{uuid4().hex}"
-                    noop = ref.event(JOB_NOOP, key, reason="already finished", via=via)
-                    await append_events(conn, [noop])
-                return str(row["status"])
-            created = await _insert(conn, ref, "queued", source=source, external_id=external_id,
-                                    content_hash=content_hash, payload=payload)  # fmt: skip
-            if created is not None:
-                received = _received(ref, source=source, external_id=external_id,
-                                     content_hash=content_hash)  # fmt: skip
-                await append_events(conn, [received], locked=True)  # ledger_insert locked it
-                return str(created["status"])
-            # inserted by a concurrent transaction since our lookup: lock and read that row
+                    events.append(ref.event(JOB_NOOP, key, reason="already finished", via=via))
+            new = [by_id[i] for i in todo if i not in statuses]
+            if not new:
+                break
+            known = {w["id"] for w in await conn.fetch(
+                Q.existing_workspaces, list({r.ref.workspace_id for r in new}))}  # fmt: skip
+            for r in new:
+                if r.ref.workspace_id not in known:
+                    statuses[r.ref.job_id] = None
+            new = [r for r in new if r.ref.workspace_id in known]
+            inserted = {row["id"] for row in await conn.fetch(
+                Q.ledger_insert_page, [r.ref.job_id for r in new],
+                [r.ref.workspace_id for r in new], [r.ref.kind for r in new],
+                [r.source for r in new], [r.external_id for r in new],
+                [r.content_hash for r in new], [jsonb_text(r.payload) for r in new],
+                [r.ref.arq_job_id for r in new])}  # fmt: skip
+            for r in new:
+                if r.ref.job_id in inserted:
+                    statuses[r.ref.job_id] = "queued"
+                    events.append(_received(r.ref, source=r.source, external_id=r.external_id,
+                                            content_hash=r.content_hash))  # fmt: skip
+            # Rows a concurrent transaction inserted since our lookup: lock and read them.
+            todo = [r.ref.job_id for r in new if r.ref.job_id not in inserted]
+        # ledger_lock_page / ledger_insert_page took the event-stream lock of each of them.
+        await append_events(conn, events, locked=True)
+    return statuses
 
 
 @dataclass(frozen=True)

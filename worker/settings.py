@@ -109,6 +109,14 @@ class Settings(BaseSettings):
         description="How often arq polls Redis for new jobs (arq's default 0.5 s adds up to "
         "0.5 s of latency to every job and idles free job slots between polls)",
     )  # fmt: skip
+    enqueue_page_items: int = Field(
+        default=500, ge=1,
+        description="client.enqueue_many: jobs per ledger transaction and Redis call",
+    )  # fmt: skip
+    enqueue_page_bytes: int = Field(
+        default=16 * 1024 * 1024, ge=1,
+        description="client.enqueue_many: a page also ends at this many bytes of payload JSON",
+    )  # fmt: skip
     job_timeout_s: int = Field(default=1800, ge=1)
     job_max_tries: int = Field(default=5, ge=1)
     retry_base_delay_s: float = Field(default=2.0, ge=0)

@@ -5,7 +5,7 @@
 -- A job seen for the first time (the client's enqueue, or a worker's pickup of a job sent
 -- straight to Redis: status 'running', attempts 1). NULL when a concurrent transaction
 -- inserted it first: the caller then locks that row. aggregate_locked: the job's
--- event-stream lock (events.LOCK_AGGREGATE's key), taken after the row: one round trip less.
+-- event-stream lock (events.LOCK_AGGREGATES' key), taken after the row: one round trip less.
 INSERT INTO ops.ingestion_jobs AS j (id, workspace_id, kind, source, external_id, content_hash,
                                      status, attempts, payload, arq_job_id, started_at)
 VALUES ($1, $2, $3::ops.ingestion_kind, $4, $5, $6, $7::ops.job_status, $8, $9::jsonb, $10,
@@ -13,6 +13,35 @@ VALUES ($1, $2, $3::ops.ingestion_kind, $4, $5, $6, $7::ops.job_status, $8, $9::
 ON CONFLICT (id) DO NOTHING
 RETURNING status::text AS status, attempts, queued_at,
           pg_advisory_xact_lock(hashtextextended(j.id::text, 7)) AS aggregate_locked;
+
+-- name: ledger_lock_page
+-- A connector's page of jobs (client.enqueue_many): lock the rows the ledger already holds,
+-- in id order (two pages never wait on each other in a cycle), and take the event-stream
+-- lock of each finished one after its row (it gets a job.noop).
+WITH locked AS MATERIALIZED (
+  SELECT id, status FROM ops.ingestion_jobs WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE
+)
+SELECT id, status::text AS status,
+       CASE WHEN status IN ('done', 'skipped')
+            THEN pg_advisory_xact_lock(hashtextextended(id::text, 7)) END AS aggregate_locked
+FROM locked;
+
+-- name: ledger_insert_page
+-- The page's jobs the ledger had no row for, queued, in one statement. A row a concurrent
+-- transaction inserted first is not returned: the caller locks it with ledger_lock_page.
+INSERT INTO ops.ingestion_jobs AS j (id, workspace_id, kind, source, external_id, content_hash,
+                                     status, attempts, payload, arq_job_id)
+SELECT n.id, n.workspace_id, n.kind::ops.ingestion_kind, n.source, n.external_id,
+       n.content_hash, 'queued', 0, n.payload::jsonb, n.arq_job_id
+FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+            $8::text[])
+       AS n(id, workspace_id, kind, source, external_id, content_hash, payload, arq_job_id)
+ORDER BY n.id
+ON CONFLICT (id) DO NOTHING
+RETURNING j.id, pg_advisory_xact_lock(hashtextextended(j.id::text, 7)) AS aggregate_locked;
+
+-- name: existing_workspaces
+SELECT id FROM core.workspaces WHERE id = ANY($1::uuid[]);
 
 -- name: ledger_start
 -- A worker's pickup of a job the ledger holds: lock it and mark it running, unless it is
@@ -29,7 +58,7 @@ RETURNING status::text AS status, attempts, queued_at,
           pg_advisory_xact_lock(hashtextextended(j.id::text, 7)) AS aggregate_locked;
 
 -- name: ledger_finish
--- Also takes the job's event-stream lock (events.LOCK_AGGREGATE's key), as ledger_receive.
+-- Also takes the job's event-stream lock (events.LOCK_AGGREGATES' key), as ledger_receive.
 UPDATE ops.ingestion_jobs j
 SET status = $2::ops.job_status, result = $3::jsonb, last_error = $4, error_field = $5,
     finished_at = CASE WHEN $2 IN ('done', 'failed', 'skipped') THEN now() END
