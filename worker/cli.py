@@ -16,6 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 from rich.console import Console
@@ -66,24 +67,40 @@ async def _enqueue(settings: Settings, services: Services, args: argparse.Namesp
     pool = await create_pool(settings, await services.ensure_database(), min_size=1, max_size=2)
     redis = await client.connect(await services.ensure_redis())
     ok, bad = 0, []
+    page: list[tuple[int, Any]] = []  # (line number, parsed JSON)
+
+    async def flush() -> None:
+        nonlocal ok
+        results = await client.enqueue_many(redis, [p for _, p in page], db=pool,
+                                            settings=settings)  # fmt: skip
+        for (number, _), result in zip(page, results, strict=True):
+            if isinstance(result, PayloadError):
+                bad.append((number, result.field, result.reason))
+            else:
+                ok += 1
+        progress.advance(task, len(page))
+        page.clear()
+
     try:
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task("enqueue", total=len(lines))
             for number, line in enumerate(lines, start=1):
-                progress.advance(task)
                 if not line.strip():
+                    progress.advance(task)
                     continue
                 try:
-                    await client.enqueue(redis, json.loads(line), db=pool, settings=settings)
-                    ok += 1
+                    page.append((number, json.loads(line)))
                 except json.JSONDecodeError as exc:
                     bad.append((number, "line", f"not JSON: {exc.msg}"))
-                except PayloadError as exc:
-                    bad.append((number, exc.field, exc.reason))
+                    progress.advance(task)
+                if len(page) >= settings.enqueue_page_items:
+                    await flush()
+            if page:
+                await flush()
     finally:
         await redis.aclose()
         await pool.close()
-    for number, field, reason in bad:
+    for number, field, reason in sorted(bad):
         console.print(f"[red]line {number}[/]: {field}: {reason}")
     console.print(f"enqueued {ok}, invalid {len(bad)}")
     return 1 if bad else 0
@@ -92,16 +109,12 @@ async def _enqueue(settings: Settings, services: Services, args: argparse.Namesp
 async def _status(settings: Settings, services: Services, args: argparse.Namespace) -> int:
     from worker import client
     from worker.db import connect
-    from worker.keys import IN_PROGRESS_KEY_PREFIX
     from worker.queries import Q
 
     redis = await client.connect(await services.ensure_redis())
     conn = await connect(settings, await services.ensure_database())
     try:
-        depth = await redis.zcard(settings.queue_name)
-        in_flight = 0
-        async for _ in redis.scan_iter(match=IN_PROGRESS_KEY_PREFIX + "*", count=1000):
-            in_flight += 1
+        depth, in_flight = await client.queue_status(redis, settings.queue_name)
         counts = {r["status"]: r["n"] for r in await conn.fetch(Q.ledger_counts)}
         oldest = await conn.fetchval(Q.oldest_queued)
     finally:
