@@ -210,23 +210,28 @@ def stop_workers(procs: list[WorkerProc]) -> list[dict[str, Any]]:
 
 # ----------------------------------------------------------------------------- scenarios
 PRODUCERS = 8
+PAGE_ITEMS = 50  # a connector pushes what one page of its source API returned
 
 
 async def enqueue(env: Env, payloads: list[dict[str, Any]], queue: str,
                   dsn: str | None = None) -> None:  # fmt: skip
-    """Enqueue as a connector does; with ``dsn`` through the ledger first (the
-    production path: a finished job re-sent is a no-op recorded by the client)."""
+    """Enqueue as connectors do: PRODUCERS at once, each pushing pages of PAGE_ITEMS
+    with ``client.enqueue_many``; with ``dsn`` through the ledger first (the production
+    path: a finished job re-sent is a no-op recorded by the client)."""
     from worker.db import create_pool
     from worker.settings import Settings
 
     settings = Settings(redis_url=env.redis.url, queue_name=queue, database_url=dsn)
     redis = await client.connect(env.redis.url)
     pool = await create_pool(settings, dsn, min_size=1, max_size=PRODUCERS) if dsn else None
-    todo = iter(payloads)
+    pages = iter([payloads[i : i + PAGE_ITEMS] for i in range(0, len(payloads), PAGE_ITEMS)])
 
-    async def producer() -> None:  # connectors push concurrently (PRODUCERS at once)
-        for p in todo:
-            await client.enqueue(redis, p, settings=settings, db=pool)
+    async def producer() -> None:
+        for page in pages:
+            results = await client.enqueue_many(redis, page, settings=settings, db=pool)
+            bad = [r for r in results if not isinstance(r, str)]
+            if bad:
+                raise RuntimeError(f"the corpus has invalid items: {bad[:3]}")
 
     try:
         await asyncio.gather(*(producer() for _ in range(PRODUCERS)))
