@@ -8,18 +8,22 @@ is translated to ``arq.Retry`` here. Swapping the queue means rewriting this fil
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
 
 import structlog
 from arq import Retry
+from arq.connections import ArqRedis
 from arq.utils import timestamp_ms
 from redis.asyncio import Redis
 
 from worker import backfill, keys
 from worker import reconcile as reconciler
-from worker.pipeline import Delivery, Pipeline, RetryLater, is_transient
+from worker.embedding.batcher import on_rows_queued
+from worker.pipeline import Delivery, Pipeline, RetryLater, is_transient, pipeline_ledger_id
+from worker.queries import Q
 from worker.runtime import Runtime
 
 log = structlog.get_logger("worker.jobs")
@@ -31,8 +35,15 @@ def _runtime(ctx: dict[str, Any]) -> Runtime:
 
 
 async def ingest(ctx: dict[str, Any], payload: Any) -> dict[str, Any]:
-    """Ingest one communication, transcript or media payload."""
-    pipeline: Pipeline = _runtime(ctx).pipeline
+    """Ingest one communication, transcript or media payload.
+
+    The run goes on in its own task; once its rows are queued for embedding (and the row
+    budget admits them) the job is handed off: arq gets its slot back and sees the job
+    as finished, while the run completes here (``worker.handoff``). A ``cos:handed-off``
+    key tells the reconciler the job is alive meanwhile.
+    """
+    rt = _runtime(ctx)
+    pipeline = rt.pipeline
     enqueue_time = ctx.get("enqueue_time")
     delivery = Delivery(
         arq_job_id=ctx.get("job_id"),
@@ -42,10 +53,32 @@ async def ingest(ctx: dict[str, Any], payload: Any) -> dict[str, Any]:
     structlog.contextvars.bind_contextvars(arq_job_id=delivery.arq_job_id)
     # From now until its rows reach the embedding batcher, requests may wait for this job.
     arrived = pipeline.batcher.expect(bind=True)
+    redis: ArqRedis | None = ctx.get("redis")
+    offer = rt.handoffs.offer()
+    if redis is not None and delivery.arq_job_id:  # (not when a test calls this directly)
+        on_rows_queued(offer.rows_queued)  # seen by the run's task (it copies this context)
+    run = asyncio.create_task(_run(pipeline, payload, delivery))
     try:
-        return await pipeline.run(payload, delivery)
+        if (redis is not None and await offer.wait(run)
+                and await _hand_off(redis, rt, run, offer.rows, payload, delivery)):  # fmt: skip
+            return {"status": "handed_off", "rows": offer.rows}
+        return await run
     except RetryLater as exc:
         raise Retry(defer=exc.delay_s) from exc
+    except asyncio.CancelledError:
+        run.cancel()  # arq's job timeout or abort reaches the run too
+        raise
+    finally:
+        on_rows_queued(None)
+        arrived()
+        structlog.contextvars.unbind_contextvars("arq_job_id")
+
+
+async def _run(pipeline: Pipeline, payload: Any, delivery: Delivery) -> dict[str, Any]:
+    try:
+        return await pipeline.run(payload, delivery)
+    except RetryLater:
+        raise
     except Exception as exc:
         # The pipeline records every outcome it can; a transient error escaping it means
         # PostgreSQL (or the network) failed before anything could be recorded, e.g. while
@@ -56,10 +89,59 @@ async def ingest(ctx: dict[str, Any], payload: Any) -> dict[str, Any]:
         delay = pipeline.backoff(delivery.job_try)
         log.warning("job.transient_error", error=type(exc).__name__, delay_s=delay,
                     job_try=delivery.job_try)  # fmt: skip
-        raise Retry(defer=delay) from exc
-    finally:
-        arrived()
-        structlog.contextvars.unbind_contextvars("arq_job_id")
+        raise RetryLater(delay, type(exc).__name__) from exc
+
+
+async def _hand_off(redis: ArqRedis, rt: Runtime, run: asyncio.Task[dict[str, Any]], rows: int,
+                    payload: Any, delivery: Delivery) -> bool:  # fmt: skip
+    """Adopt ``run`` (its rows are reserved) once the reconciler can see it is alive;
+    False (rows given back, the job keeps its slot) if Redis cannot be told."""
+    assert delivery.arq_job_id is not None
+    marker = keys.HANDED_OFF_KEY_PREFIX + delivery.arq_job_id
+    timeout_s = float(rt.settings.job_timeout_s)
+    try:
+        await redis.set(marker, b"1", px=int(timeout_s * 1000))
+    except Exception as exc:  # noqa: BLE001 - the job just keeps its slot
+        rt.handoffs.release(rows)
+        log.warning("job.hand_off_skipped", error=type(exc).__name__)
+        return False
+
+    async def after(done: asyncio.Task[dict[str, Any]]) -> None:
+        try:
+            await _after_hand_off(redis, rt, done, payload, delivery)
+        finally:
+            await redis.delete(marker)
+
+    rt.handoffs.adopt(run, rows, timeout_s=timeout_s, after=after)
+    return True
+
+
+async def _after_hand_off(redis: ArqRedis, rt: Runtime, run: asyncio.Task[dict[str, Any]],
+                          payload: Any, delivery: Delivery) -> None:  # fmt: skip
+    """What arq would have done with the outcome of a run it no longer watches."""
+    bound = log.bind(arq_job_id=delivery.arq_job_id, job_try=delivery.job_try)
+    if run.cancelled():
+        # Timed out or stopped at shutdown: the ledger row stays running; the reconciler
+        # re-enqueues it once the marker is gone and the grace period has passed.
+        bound.warning("job.handed_off_cancelled")
+        return
+    exc = run.exception()
+    if exc is None:
+        return
+    if not isinstance(exc, RetryLater):
+        bound.error("job.handed_off_failed", error=type(exc).__name__)
+        return
+    # arq keeps the finished job's id (its result) for keep_result: a retry needs its own.
+    assert delivery.arq_job_id is not None
+    retry_id = f"{delivery.arq_job_id.split('~')[0]}~{delivery.job_try + 1}"
+    await redis.enqueue_job(keys.INGEST, payload, _job_id=retry_id, _defer_by=exc.delay_s,
+                            _job_try=delivery.job_try + 1,
+                            _queue_name=rt.settings.queue_name)  # fmt: skip
+    # The ledger row names the job it is waiting for, so the reconciler finds it alive.
+    ledger_id = pipeline_ledger_id(payload, delivery)
+    async with rt.pool.acquire() as conn:
+        await conn.execute(Q.ledger_set_arq_job_id, ledger_id, retry_id)
+    bound.info("job.handed_off_retry", retry_arq_job_id=retry_id, delay_s=exc.delay_s)
 
 
 async def embed_pending(ctx: dict[str, Any]) -> dict[str, int]:
@@ -142,5 +224,12 @@ def watch_queue(ctx: dict[str, Any]) -> None:
     if redis is None:  # not under arq (a test calling the hooks directly)
         return
     s, batcher = rt.settings, rt.batcher
-    probe = QueueBacklog(redis, s.queue_name, s.worker_concurrency, lambda: batcher.unsent_callers)
+    handoffs = rt.handoffs
+
+    def blocked() -> int:
+        # Jobs holding a slot while their rows wait here: with handoffs, only those kept
+        # for want of row budget (the others gave their slot back).
+        return handoffs.waiting if handoffs.enabled else batcher.unsent_callers
+
+    probe = QueueBacklog(redis, s.queue_name, s.worker_concurrency, blocked)
     batcher.set_backlog(probe, recheck_s=s.worker_poll_delay_s)

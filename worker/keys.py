@@ -13,6 +13,8 @@ JOB_KEY_PREFIX = job_key_prefix
 IN_PROGRESS_KEY_PREFIX = in_progress_key_prefix
 RESULT_KEY_PREFIX = result_key_prefix
 RETRY_KEY_PREFIX = retry_key_prefix
+# Set while a job handed off by arq (worker.handoff) still runs: arq has no key for it then.
+HANDED_OFF_KEY_PREFIX = "cos:handed-off:"
 
 # Job function names: the contract between connectors (worker.client) and the worker.
 INGEST = "ingest"

@@ -100,6 +100,14 @@ def ledger_id_for(arq_job_id: str | None, raw: Any) -> uuid.UUID:
     return uuid.uuid5(_JOB_NAMESPACE, repr(raw)[:100_000])
 
 
+def pipeline_ledger_id(raw: Any, delivery: Delivery) -> uuid.UUID:
+    """The ledger id a run of ``raw`` records under (as ``Pipeline.run`` derives it)."""
+    try:
+        return uuid.UUID(job_id(parse_payload(decode_json_payload(raw))))
+    except PayloadError:
+        return ledger_id_for(delivery.arq_job_id, raw)
+
+
 def _uuid_or_none(value: Any) -> uuid.UUID | None:
     try:
         return uuid.UUID(str(value))

@@ -67,8 +67,10 @@ def _arq_ids(row: asyncpg.Record) -> list[str]:
 
 
 async def job_alive(redis: ArqRedis, arq_ids: list[str]) -> bool:
-    """True while arq holds a queued/deferred job or a running one under any of the ids."""
-    names = [p + i for i in arq_ids for p in (keys.JOB_KEY_PREFIX, keys.IN_PROGRESS_KEY_PREFIX)]
+    """True while arq holds a queued/deferred job or a running one under any of the ids,
+    or a worker still runs it after handing its arq slot back (``worker.handoff``)."""
+    prefixes = (keys.JOB_KEY_PREFIX, keys.IN_PROGRESS_KEY_PREFIX, keys.HANDED_OFF_KEY_PREFIX)
+    names = [p + i for i in arq_ids for p in prefixes]
     return bool(await redis.exists(*names))
 
 
@@ -118,7 +120,8 @@ async def _reconcile_one(
             # OOM, lost host) would wait that long. No run outlives job_timeout_s (arq
             # cancels it), so a row untouched for longer lost its worker: release the
             # job; arq re-runs it if it is still queued, else it is enqueued below.
-            await redis.delete(*[keys.IN_PROGRESS_KEY_PREFIX + i for i in arq_ids])
+            await redis.delete(*[p + i for i in arq_ids
+                                 for p in (keys.IN_PROGRESS_KEY_PREFIX, keys.HANDED_OFF_KEY_PREFIX)])  # fmt: skip
             if await job_alive(redis, arq_ids):
                 await _record_requeue(conn, ref, step, row, arq_id, "worker lost; job released")
                 bound.info("reconcile.job_released", arq_job_id=arq_id)

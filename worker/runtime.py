@@ -14,6 +14,7 @@ import structlog
 
 from worker.db import create_pool
 from worker.embedding import EmbeddingBatcher, make_provider
+from worker.handoff import Handoffs
 from worker.migrate import Migrator
 from worker.pipeline import Pipeline
 from worker.services import Services
@@ -32,6 +33,7 @@ class Runtime:
     batcher: EmbeddingBatcher
     pipeline: Pipeline
     model: str
+    handoffs: Handoffs
 
     @classmethod
     async def open(cls, settings: Settings, services: Services | None = None) -> Runtime:
@@ -50,9 +52,12 @@ class Runtime:
         pipeline = Pipeline(settings, pool, batcher, model)
         log.info("worker.started", model=model, provider=settings.provider,
                  concurrency=settings.worker_concurrency)  # fmt: skip
-        return cls(settings, services, database_url, pool, batcher, pipeline, model)
+        handoffs = Handoffs(settings.handoff_max_rows)
+        return cls(settings, services, database_url, pool, batcher, pipeline, model, handoffs)
 
     async def close(self) -> None:
+        # Handed-off jobs need the batcher and the pool to finish: they go first.
+        await self.handoffs.drain(self.settings.handoff_drain_s)
         await self.batcher.aclose()
         await self.pool.close()
         log.info("worker.stopped", **self.batcher.stats.as_dict())

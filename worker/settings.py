@@ -109,6 +109,16 @@ class Settings(BaseSettings):
         description="How often arq polls Redis for new jobs (arq's default 0.5 s adds up to "
         "0.5 s of latency to every job and idles free job slots between polls)",
     )  # fmt: skip
+    handoff_max_rows: int = Field(
+        default=8192, ge=0,
+        description="A job whose rows are queued for embedding gives its queue slot back "
+        "while the handed-off jobs hold at most this many rows (0: jobs keep their slots)",
+    )  # fmt: skip
+    handoff_drain_s: float = Field(
+        default=30.0, ge=0,
+        description="At shutdown, how long handed-off jobs may take to finish before they "
+        "are cancelled (the reconciler re-enqueues them)",
+    )  # fmt: skip
     enqueue_page_items: int = Field(
         default=500, ge=1,
         description="client.enqueue_many: jobs per ledger transaction and Redis call",

@@ -189,8 +189,10 @@ async def test_redis_restart_and_flush_are_recovered_from_the_ledger(
     queue = _queue()
     ws = await new_workspace(fresh_db)
     items = make_items(ws, 60, "redis")
+    # Few jobs in flight (3 slots, at most 2 handed-off rows per worker), so that most
+    # are still in Redis when it is flushed; handed-off jobs lose their markers too.
     workers = workers_factory(worker_env(fresh_db, own_redis.url, api, queue,
-                                         worker_concurrency=3))  # fmt: skip
+                                         worker_concurrency=3, handoff_max_rows=2))  # fmt: skip
     async with Driver(fresh_db, own_redis.url, queue) as d:
         for p in items:
             await d.enqueue(p)

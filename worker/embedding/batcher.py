@@ -53,6 +53,18 @@ def bound_arrival() -> Callable[[], None] | None:
     return _ARRIVAL.get()
 
 
+# Told how many rows an ``embed`` call of this task (or its children) just queued: the
+# job layer gives its queue slot back while they wait (worker.handoff).
+_ON_QUEUED: contextvars.ContextVar[Callable[[int], None] | None] = contextvars.ContextVar(
+    "embedding_on_queued", default=None
+)
+
+
+def on_rows_queued(hook: Callable[[int], None] | None) -> None:
+    """Call ``hook(rows)`` whenever this task's ``embed`` calls queue rows."""
+    _ON_QUEUED.set(hook)
+
+
 # How many rows one caller contributes per round-robin pass while packing a request.
 ROUND_ROBIN_QUANTUM = 256
 # A backlog probe slower than this counts as "no backlog" (it must never hold requests up).
@@ -230,6 +242,8 @@ class EmbeddingBatcher:
         arrived = arrived or _ARRIVAL.get()
         if arrived is not None:
             arrived()
+        if (queued := _ON_QUEUED.get()) is not None:
+            queued(len(texts))
         self._wakeup.set()
         return await caller.future
 

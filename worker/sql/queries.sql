@@ -65,6 +65,11 @@ SET status = $2::ops.job_status, result = $3::jsonb, last_error = $4, error_fiel
 WHERE id = $1
 RETURNING pg_advisory_xact_lock(hashtextextended(j.id::text, 7)) AS aggregate_locked;
 
+-- name: ledger_set_arq_job_id
+-- A handed-off job's retry was enqueued under a new arq id (jobs.py): the reconciler
+-- looks for the job under the id the row names.
+UPDATE ops.ingestion_jobs SET arq_job_id = $2 WHERE id = $1;
+
 -- name: ledger_reject
 -- An unparseable payload: recorded as failed, attributed to its workspace when known.
 INSERT INTO ops.ingestion_jobs (id, workspace_id, kind, source, external_id, status, attempts,
