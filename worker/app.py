@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from arq import cron
+from arq.worker import Worker
 
 from worker import jobs, keys, serialization
 from worker.log import configure_logging
@@ -71,3 +72,31 @@ def worker_options(settings: Settings) -> dict[str, Any]:
         "job_serializer": serialization.dumps,
         "job_deserializer": serialization.loads,
     }
+
+
+async def run_bursts(settings: Settings, ctx: dict[str, Any], *, max_bursts: int = 20,
+                     **worker_kw: Any) -> Worker:  # fmt: skip
+    """Run in-process arq workers in burst mode until the queue stays empty (the demo and
+    the tests). More than one burst when a handed-off job failed transiently: its retry
+    is enqueued while the first burst shuts down (``worker.handoff``). Returns the first
+    worker (its counters cover everything but such retries)."""
+    from worker.client import connect, redis_settings_for
+
+    first: Worker | None = None
+    for _ in range(max_bursts):
+        worker = Worker(**worker_options(settings),
+                        redis_settings=redis_settings_for(settings.redis_url or ""),
+                        burst=True, handle_signals=False, ctx=dict(ctx), **worker_kw)  # fmt: skip
+        try:
+            await worker.main()
+        finally:
+            await worker.close()  # shutdown drains handed-off jobs: retries are queued now
+        first = first or worker
+        redis = await connect(settings.redis_url or "")
+        try:
+            if not await redis.zcard(settings.queue_name):
+                break
+        finally:
+            await redis.aclose()
+    assert first is not None
+    return first

@@ -14,13 +14,11 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from arq.worker import Worker
 from rich.console import Console
 from rich.table import Table
 
 from worker import client, keys
-from worker.app import worker_options
-from worker.client import redis_settings_for
+from worker.app import run_bursts
 from worker.db import connect
 from worker.migrate import Migrator
 from worker.search import search
@@ -55,16 +53,9 @@ WHERE workspace_id = $1 AND event_type = 'content.embedded'
 
 
 async def _drain(settings: Settings, services: Services, redis_url: str) -> None:
-    """Run an in-process arq worker until the queue is empty."""
-    worker = Worker(
-        **worker_options(settings), redis_settings=redis_settings_for(redis_url),
-        burst=True, handle_signals=False,
-        ctx={"settings": settings, "services": services},
-    )  # fmt: skip
-    try:
-        await worker.main()
-    finally:
-        await worker.close()
+    """Run in-process arq workers until the queue is empty."""
+    await run_bursts(settings.model_copy(update={"redis_url": redis_url}),
+                     {"settings": settings, "services": services})  # fmt: skip
 
 
 def load_corpus() -> list[dict[str, Any]]:

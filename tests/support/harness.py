@@ -10,8 +10,7 @@ import asyncpg
 from arq.worker import Worker
 from pgvector.asyncpg import register_vector
 
-from worker.app import worker_options
-from worker.client import redis_settings_for
+from worker.app import run_bursts
 from worker.settings import Settings
 
 DEFAULTS: dict[str, Any] = {
@@ -39,20 +38,8 @@ def make_settings(database_url: str, redis_url: str, openai_base_url: str,
 
 
 async def run_worker_burst(settings: Settings, **worker_kw: Any) -> Worker:
-    """Run an in-process arq Worker until its queue is empty; returns it for counters."""
-    worker = Worker(
-        **worker_options(settings),
-        redis_settings=redis_settings_for(settings.redis_url or ""),
-        burst=True,
-        handle_signals=False,
-        ctx={"settings": settings},
-        **worker_kw,
-    )
-    try:
-        await worker.main()
-    finally:
-        await worker.close()
-    return worker
+    """Run in-process arq Workers until the queue is empty; returns the first for counters."""
+    return await run_bursts(settings, {"settings": settings}, **worker_kw)
 
 
 async def db_fetch(dsn: str, sql: str, *args: Any) -> list[asyncpg.Record]:
