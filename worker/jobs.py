@@ -227,9 +227,13 @@ def watch_queue(ctx: dict[str, Any]) -> None:
     handoffs = rt.handoffs
 
     def blocked() -> int:
-        # Jobs holding a slot while their rows wait here: with handoffs, only those kept
-        # for want of row budget (the others gave their slot back).
-        return handoffs.waiting if handoffs.enabled else batcher.unsent_callers
+        # Slots that cannot start another job until a request goes out. With handoffs,
+        # only jobs kept for want of row budget hold one, and even they are not blocked
+        # while handed-off rows are in flight or being stored (more rows than are unsent
+        # here): those free budget by themselves, then the kept jobs are handed off.
+        if not handoffs.enabled:
+            return batcher.unsent_callers
+        return 0 if handoffs.rows > batcher.unsent_rows else handoffs.waiting
 
     probe = QueueBacklog(redis, s.queue_name, s.worker_concurrency, blocked)
     batcher.set_backlog(probe, recheck_s=s.worker_poll_delay_s)

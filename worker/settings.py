@@ -63,9 +63,10 @@ class Settings(BaseSettings):
         "(nobody on the way: it goes at once)",
     )  # fmt: skip
     embed_batch_max_linger_ms: int = Field(
-        default=10_000, ge=0,
+        default=30_000, ge=0,
         description="Bulk load (jobs seen waiting in the queue, until a request finds nobody "
-        "on the way): how long a partial request waits for more rows",
+        "on the way): how long a partial request waits for more rows. Long: under bulk "
+        "load the database is the bottleneck and rows arrive as it frees handoff budget",
     )  # fmt: skip
     embed_max_concurrent_requests: int = Field(default=4, ge=1)
     embed_requests_per_minute: int = Field(default=3_000, ge=1)

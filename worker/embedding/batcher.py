@@ -253,6 +253,11 @@ class EmbeddingBatcher:
         request carries them (callers whose rows are all in flight go on by themselves)."""
         return len(self._callers)
 
+    @property
+    def unsent_rows(self) -> int:
+        """Rows queued here and not yet in a request."""
+        return self._pending_rows
+
     def set_backlog(self, probe: BacklogProbe | None, *, recheck_s: float = 0.02) -> None:
         """Install a probe of work not yet started, e.g. jobs still waiting in a queue.
 
