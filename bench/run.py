@@ -510,6 +510,9 @@ async def bench_memory(env: Env, runs: int, megabytes: float) -> dict[str, Any]:
     per_run = []
     try:
         for i in range(runs):
+            # The same payload every run: arq would refuse its id while it keeps the
+            # previous run's result (runs after the first waited an hour for nothing).
+            await clear_arq_results(env)
             dsn = await env.fresh_db()
             queue = f"bench:{uuid.uuid4().hex[:8]}"
             procs = start_workers(env, worker_settings(env, dsn, queue), 1, f"mem{i}")
