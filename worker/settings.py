@@ -103,7 +103,8 @@ class Settings(BaseSettings):
     queue_name: str = "cos:queue"
     worker_concurrency: int = Field(
         default=256, ge=1,
-        description="arq max_jobs: enough jobs in flight to fill 300k-token requests",
+        description="arq max_jobs: jobs receiving, fetching or chunking at once (a job gives "
+        "its slot back once its rows are queued for embedding: HANDOFF_MAX_ROWS)",
     )  # fmt: skip
     worker_poll_delay_s: float = Field(
         default=0.02, gt=0,
