@@ -89,7 +89,6 @@ return n
 
 @dataclass(frozen=True)
 class _Job:
-    index: int  # position in the caller's list
     model: AnyPayload
     job_id: str
     data: dict[str, Any]
@@ -129,7 +128,7 @@ async def enqueue_many(
     results: list[str | PayloadError] = []
     jobs: list[_Job] = []
     seen: set[str] = set()
-    for i, payload in enumerate(payloads):
+    for payload in payloads:
         try:
             model = _as_model(payload)
         except PayloadError as exc:
@@ -141,7 +140,7 @@ async def enqueue_many(
             continue
         seen.add(jid)
         text = model.model_dump_json()
-        jobs.append(_Job(i, model, jid, json.loads(text), len(text)))
+        jobs.append(_Job(model, jid, json.loads(text), len(text)))
     for page in _pages(jobs, settings.enqueue_page_items, settings.enqueue_page_bytes):
         if db is not None:
             page = await _record(db, page, results)
