@@ -110,7 +110,11 @@ def _names(people: Sequence[Person]) -> dict[str, str | None]:
 async def upsert_contacts(
     conn: asyncpg.Connection, workspace_id: UUID, people: Sequence[Person], seen_at: datetime | None
 ) -> dict[str, UUID]:
-    """Upsert people as contacts; returns ``{address: contact_id}``."""
+    """Upsert people as contacts; returns ``{address: contact_id}``.
+
+    Contacts whose row already covers this sighting are read without a lock (see the
+    query): on a mailbox the owner is on every message, and locking that row would
+    queue every item's final transaction behind the one before it."""
     names = _names(people)
     if not names:
         return {}

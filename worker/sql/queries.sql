@@ -88,19 +88,40 @@ SELECT EXISTS (SELECT 1 FROM core.workspaces WHERE id = $1);
 -- name: upsert_contacts
 -- Senders, recipients and participants become contacts, matched by address. A changed
 -- display name invalidates the profile embedding so embed_pending refreshes it.
-INSERT INTO core.contacts AS c (workspace_id, primary_address, display_name, addresses,
-                                first_seen_at, last_seen_at)
-SELECT $1, a.address, a.name, ARRAY[a.address], coalesce($4, now()), coalesce($4, now())
-FROM unnest($2::text[], $3::text[]) AS a(address, name)
-ON CONFLICT (workspace_id, primary_address) DO UPDATE
-SET display_name = coalesce(EXCLUDED.display_name, c.display_name),
-    embedding = CASE WHEN EXCLUDED.display_name IS DISTINCT FROM c.display_name
-                          AND EXCLUDED.display_name IS NOT NULL THEN NULL ELSE c.embedding END,
-    embedding_model = CASE WHEN EXCLUDED.display_name IS DISTINCT FROM c.display_name
-                          AND EXCLUDED.display_name IS NOT NULL THEN NULL ELSE c.embedding_model END,
-    first_seen_at = least(c.first_seen_at, EXCLUDED.first_seen_at),
-    last_seen_at = greatest(c.last_seen_at, EXCLUDED.last_seen_at)
-RETURNING id, primary_address;
+-- A contact whose stored row already covers this sighting (seen within its first/last
+-- dates, no new name) is only read: the upsert would lock it until the item commits, and
+-- a founder's own address is on nearly every message, so every item of a mailbox would
+-- queue on that one row. Skipping is safe under concurrency: first/last only widen
+-- (least/greatest), so a row that covers the sighting in this snapshot covers it later.
+WITH want AS (
+  SELECT a.address, a.name FROM unnest($2::text[], $3::text[]) AS a(address, name)
+), covered AS (
+  SELECT c.id, c.primary_address
+  FROM want w JOIN core.contacts c
+    ON c.workspace_id = $1 AND c.primary_address = w.address
+  WHERE $4::timestamptz IS NOT NULL
+    AND c.first_seen_at <= $4 AND c.last_seen_at >= $4
+    AND (w.name IS NULL OR w.name = c.display_name)
+), upserted AS (
+  INSERT INTO core.contacts AS c (workspace_id, primary_address, display_name, addresses,
+                                  first_seen_at, last_seen_at)
+  SELECT $1, w.address, w.name, ARRAY[w.address], coalesce($4, now()), coalesce($4, now())
+  FROM want w
+  WHERE w.address NOT IN (SELECT primary_address FROM covered)
+  ORDER BY w.address
+  ON CONFLICT (workspace_id, primary_address) DO UPDATE
+  SET display_name = coalesce(EXCLUDED.display_name, c.display_name),
+      embedding = CASE WHEN EXCLUDED.display_name IS DISTINCT FROM c.display_name
+                            AND EXCLUDED.display_name IS NOT NULL THEN NULL ELSE c.embedding END,
+      embedding_model = CASE WHEN EXCLUDED.display_name IS DISTINCT FROM c.display_name
+                            AND EXCLUDED.display_name IS NOT NULL THEN NULL ELSE c.embedding_model END,
+      first_seen_at = least(c.first_seen_at, EXCLUDED.first_seen_at),
+      last_seen_at = greatest(c.last_seen_at, EXCLUDED.last_seen_at)
+  RETURNING c.id, c.primary_address
+)
+SELECT id, primary_address FROM covered
+UNION ALL
+SELECT id, primary_address FROM upserted;
 
 -- name: ensure_thread
 -- Find or create the thread without locking an existing row (ON CONFLICT DO UPDATE
