@@ -33,7 +33,7 @@ from worker import ledger, store
 from worker.chunking import Chunk
 from worker.embed_stage import ItemEmbedder
 from worker.embedding import EmbeddingBatcher
-from worker.embedding.batcher import bound_arrival
+from worker.embedding.linger import bound_arrival
 from worker.events import NewEvent
 from worker.fetch import FetchError
 from worker.normalize import Pulled, iter_chunks, pull, text_hash

@@ -7,10 +7,10 @@ single rate limiter keeps the whole process under the account budget.
 
 Flow: ``embed()`` enqueues (caller, row) items and awaits a future. A dispatcher task
 waits for a free request slot (``embed_max_concurrent_requests``), lingers for more items
-unless a request is already full (see ``_linger``: only while more rows are on the way,
+unless a request is already full (``linger.py``: only while more rows are on the way,
 announced jobs or a queue backlog, and never longer than the linger caps), then packs
-items round-robin across callers (so a 50k-chunk job cannot starve a 5-chunk one),
-deduplicating identical texts. Each request passes the rate limiter and is retried with
+items round-robin across callers (``packing.py``: a 50k-chunk job cannot starve a
+5-chunk one), deduplicating identical texts. Each request passes the rate limiter and is retried with
 tenacity; its vectors are scattered straight into each caller's result array. A request
 that finally fails fails only the callers that had rows in it.
 """
@@ -18,19 +18,18 @@ that finally fails fails only the callers that had rows in it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
-import math
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import structlog
 from tenacity import RetryCallState
 
+from worker.embedding.linger import BacklogProbe, Linger, bound_arrival
+from worker.embedding.packing import Batch, Caller, PendingRows
 from worker.embedding.providers import (
     EmbeddingHTTPError,
     EmbeddingProvider,
@@ -40,18 +39,9 @@ from worker.embedding.ratelimit import RateLimiter
 from worker.embedding.retry import request_retrying
 from worker.settings import MAX_INPUT_TOKENS, Settings
 
+__all__ = ["BatcherStats", "EmbeddingBatcher", "bound_arrival", "on_rows_queued"]
+
 log = structlog.get_logger(__name__)
-
-# The announcement (``EmbeddingBatcher.expect(bind=True)``) of the job running in this task.
-_ARRIVAL: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar(
-    "embedding_arrival", default=None
-)
-
-
-def bound_arrival() -> Callable[[], None] | None:
-    """The announcement handle bound to the current task, if any."""
-    return _ARRIVAL.get()
-
 
 # Told how many rows an ``embed`` call of this task (or its children) just queued: the
 # job layer gives its queue slot back while they wait (worker.handoff).
@@ -63,16 +53,6 @@ _ON_QUEUED: contextvars.ContextVar[Callable[[int], None] | None] = contextvars.C
 def on_rows_queued(hook: Callable[[int], None] | None) -> None:
     """Call ``hook(rows)`` whenever this task's ``embed`` calls queue rows."""
     _ON_QUEUED.set(hook)
-
-
-# How many rows one caller contributes per round-robin pass while packing a request.
-ROUND_ROBIN_QUANTUM = 256
-# A backlog probe slower than this counts as "no backlog" (it must never hold requests up).
-BACKLOG_PROBE_TIMEOUT_S = 0.5
-# A failing probe is logged at most this often.
-BACKLOG_PROBE_WARN_EVERY_S = 60.0
-
-BacklogProbe = Callable[[], Awaitable[int]]
 
 
 @dataclass(slots=True)
@@ -91,30 +71,6 @@ class BatcherStats:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-@dataclass(eq=False, slots=True)
-class _Caller:
-    texts: list[str]
-    tokens: list[int]
-    result: np.ndarray
-    future: asyncio.Future[np.ndarray]
-    cursor: int = 0  # next row not yet packed
-    remaining: int = 0  # rows not yet filled
-
-    @property
-    def dead(self) -> bool:
-        return self.future.done()
-
-
-@dataclass(slots=True)
-class _Batch:
-    texts: list[str] = field(default_factory=list)
-    tokens: int = 0
-    # per caller: (destination rows, source positions in ``texts``)
-    routes: dict[_Caller, tuple[list[int], list[int]]] = field(default_factory=dict)
-    rows: int = 0
-    closed: bool = False  # the next row did not fit: stop packing
 
 
 class EmbeddingBatcher:
@@ -142,34 +98,17 @@ class EmbeddingBatcher:
             # A request larger than the limiter's burst could overshoot a strict
             # sliding-minute limit. (A single input above this cap still goes alone.)
             self.max_tokens = min(self.max_tokens, self.limiter.max_request_tokens)
-        self.linger_s = settings.embed_batch_linger_ms / 1000.0
-        self.max_linger_s = max(self.linger_s, settings.embed_batch_max_linger_ms / 1000.0)
         self.stats = BatcherStats()
         self._retry_initial = retry_initial_wait_s
         self._slots = asyncio.Semaphore(settings.embed_max_concurrent_requests)
-        self._callers: deque[_Caller] = deque()
-        self._pending_rows = 0
-        self._pending_tokens = 0
-        self._first_pending_at: float | None = None
-        self._packed_at = -math.inf  # when the last request was packed
+        self._pending = PendingRows(self.max_inputs, self.max_tokens)
         self._wakeup = asyncio.Event()
+        self._linger = Linger(settings.embed_batch_linger_ms / 1000.0,
+                              settings.embed_batch_max_linger_ms / 1000.0, self._wakeup)  # fmt: skip
         self._dispatcher: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
         self._closed = False
         self._close_provider = close_provider
-        # Callers announced by ``expect()``; once used (or a backlog probe is set), lingering
-        # only happens while more rows are on the way (a lone job at low load is sent at
-        # once, without linger).
-        self._upcoming = 0
-        self._adaptive = False
-        self._backlog_probe: BacklogProbe | None = None
-        self._backlog_recheck_s = 0.02
-        self._backlog = 0  # the probe's last answer ...
-        self._backlog_at = -math.inf  # ... and when it was asked (monotonic)
-        # Bulk load: set when the probe reports a backlog, cleared once a request goes out
-        # with nobody on the way (the bulk is over, light-load behaviour again).
-        self._busy = False
-        self._probe_warned_at = -math.inf
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -189,10 +128,10 @@ class EmbeddingBatcher:
             await asyncio.gather(self._dispatcher, return_exceptions=True)
         if self._inflight:
             await asyncio.gather(*self._inflight, return_exceptions=True)
-        for caller in self._callers:
+        for caller in self._pending.callers:
             if not caller.dead:
                 caller.future.set_exception(RuntimeError("EmbeddingBatcher closed"))
-        self._callers.clear()
+        self._pending.callers.clear()
         if self._close_provider:
             await self.provider.aclose()
 
@@ -227,19 +166,15 @@ class EmbeddingBatcher:
             raise RuntimeError("EmbeddingBatcher is closed")
         await self.start()
         loop = asyncio.get_running_loop()
-        caller = _Caller(
+        caller = Caller(
             texts=list(texts),
             tokens=[int(n) for n in token_counts],
             result=np.empty((len(texts), self.dimensions), dtype=np.float32),
             future=loop.create_future(),
             remaining=len(texts),
         )
-        self._callers.append(caller)
-        self._pending_rows += len(texts)
-        self._pending_tokens += sum(caller.tokens)
-        if self._first_pending_at is None:
-            self._first_pending_at = time.monotonic()
-        arrived = arrived or _ARRIVAL.get()
+        self._pending.add(caller, time.monotonic())
+        arrived = arrived or bound_arrival()
         if arrived is not None:
             arrived()
         if (queued := _ON_QUEUED.get()) is not None:
@@ -251,12 +186,12 @@ class EmbeddingBatcher:
     def unsent_callers(self) -> int:
         """``embed`` calls with rows not yet in a request: their jobs cannot go on until a
         request carries them (callers whose rows are all in flight go on by themselves)."""
-        return len(self._callers)
+        return len(self._pending)
 
     @property
     def unsent_rows(self) -> int:
         """Rows queued here and not yet in a request."""
-        return self._pending_rows
+        return self._pending.rows
 
     def set_backlog(self, probe: BacklogProbe | None, *, recheck_s: float = 0.02) -> None:
         """Install a probe of work not yet started, e.g. jobs still waiting in a queue.
@@ -269,11 +204,7 @@ class EmbeddingBatcher:
         caller on its way a partial request still goes out at once. The probe must be
         cheap; one that fails or takes longer than ``BACKLOG_PROBE_TIMEOUT_S`` counts as 0.
         """
-        self._backlog_probe = probe
-        self._backlog_recheck_s = max(0.001, recheck_s)
-        self._backlog, self._backlog_at = 0, -math.inf
-        if probe is not None:
-            self._adaptive = True
+        self._linger.set_backlog(probe, recheck_s=recheck_s)
 
     def expect(self, *, bind: bool = False) -> Callable[[], None]:
         """Announce a caller that will probably call ``embed`` soon; while any is pending the
@@ -281,36 +212,21 @@ class EmbeddingBatcher:
         once. Returns a handle: pass it to ``embed(arrived=...)``, which calls it
         the moment the rows are queued; call it yourself if you end up not embedding.
         ``bind=True`` also binds it to the current task, where ``embed`` finds it."""
-        self._adaptive = True
-        self._upcoming += 1
-        pending = True
-
-        def arrived() -> None:
-            nonlocal pending
-            if pending:
-                pending = False
-                self._upcoming -= 1
-                self._wakeup.set()
-
-        if bind:
-            _ARRIVAL.set(arrived)
-        return arrived
+        return self._linger.expect(bind=bind)
 
     # ------------------------------------------------------------------ dispatching
 
-    def _full(self) -> bool:
-        return self._pending_rows >= self.max_inputs or self._pending_tokens >= self.max_tokens
-
     async def _dispatch(self) -> None:
         while not self._closed:
-            if not self._callers:
+            if not self._pending:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
             await self._slots.acquire()
             try:
-                await self._linger()
-                batch = self._pack()
+                await self._linger.wait(self._pending, lambda: self._closed)
+                batch = self._pending.pack(time.monotonic())
+                self.stats.deduplicated += batch.deduplicated
             except BaseException:
                 self._slots.release()
                 raise
@@ -321,126 +237,9 @@ class EmbeddingBatcher:
             self._inflight.add(task)
             task.add_done_callback(self._inflight.discard)
 
-    async def _linger(self) -> None:
-        """Wait for more rows unless a full request is already waiting.
-
-        Without announcements (``expect``) or a backlog probe: up to ``linger_s`` from the
-        oldest pending row. Otherwise only while more rows are on the way: an announced
-        caller that has not queued its rows yet, or a backlog reported by the probe. The
-        cap is ``linger_s`` at light load and ``max_linger_s`` under bulk load (from when
-        the probe reports a backlog until a request finds nobody on the way), counted from
-        the oldest pending row or, under bulk load, from when the previous request was
-        packed. Nobody on the way: no linger at light load; under bulk load one more look
-        after ``recheck_s`` first, for a job the queue has handed over but that has not
-        announced itself yet.
-        """
-        first = self._first_pending_at or time.monotonic()
-        settled = False
-        while not self._full() and not self._closed:
-            now = time.monotonic()
-            started = first
-            if not self._adaptive:
-                cap, wait = self.linger_s, math.inf
-            else:
-                backlog = await self._probe_backlog(now)
-                cap = self.max_linger_s if self._busy else self.linger_s
-                if self._busy:  # a full request's leftovers must not force the next one out
-                    started = max(first, self._packed_at)
-                wait = math.inf
-                if self._upcoming <= 0:
-                    if backlog <= 0:
-                        if settled or not self._busy:
-                            self._busy = False
-                            return  # nobody else is on the way: lingering only adds latency
-                        settled = True
-                    # Queued jobs announce themselves only once started: look again soon.
-                    wait = self._backlog_recheck_s
-            left = started + cap - now
-            if left <= 0:
-                return
-            self._wakeup.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), min(left, wait))
-
-    async def _probe_backlog(self, now: float) -> int:
-        """The probe's answer, asked at most once per ``recheck_s`` (0 without a probe)."""
-        probe = self._backlog_probe
-        if probe is None:
-            return 0
-        if now - self._backlog_at >= self._backlog_recheck_s:
-            try:
-                self._backlog = int(await asyncio.wait_for(probe(), BACKLOG_PROBE_TIMEOUT_S))
-            except Exception as exc:  # noqa: BLE001 - a broken probe must not stop embedding
-                self._backlog = 0
-                if now - self._probe_warned_at >= BACKLOG_PROBE_WARN_EVERY_S:
-                    self._probe_warned_at = now
-                    log.warning("embedding.backlog_probe_failed", error_type=type(exc).__name__,
-                                error=str(exc)[:200])  # fmt: skip
-            self._backlog_at = now
-            if self._backlog > 0:
-                self._busy = True
-        return self._backlog
-
-    def _pack(self) -> _Batch:
-        """Take rows round-robin across callers until the request is full."""
-        batch = _Batch()
-        positions: dict[str, int] = {}
-        while self._callers and not self._stopped_packing(batch):
-            caller = self._callers.popleft()
-            if caller.dead:
-                self._drop(caller)
-                continue
-            taken = 0
-            while caller.cursor < len(caller.texts) and taken < ROUND_ROBIN_QUANTUM:
-                row = caller.cursor
-                text, n = caller.texts[row], caller.tokens[row]
-                pos = positions.get(text)
-                if pos is None:
-                    if batch.texts and (
-                        len(batch.texts) >= self.max_inputs or batch.tokens + n > self.max_tokens
-                    ):
-                        batch.closed = True
-                        break
-                    pos = positions[text] = len(batch.texts)
-                    batch.texts.append(text)
-                    batch.tokens += n
-                else:
-                    self.stats.deduplicated += 1
-                dst, src = batch.routes.setdefault(caller, ([], []))
-                dst.append(row)
-                src.append(pos)
-                batch.rows += 1
-                caller.cursor += 1
-                taken += 1
-                self._pending_rows -= 1
-                self._pending_tokens -= n
-            if caller.cursor < len(caller.texts):
-                # Not exhausted: back of the queue (round robin) or front if batch is full.
-                if self._stopped_packing(batch) and taken == 0:
-                    self._callers.appendleft(caller)
-                    break
-                self._callers.append(caller)
-        self._packed_at = time.monotonic()
-        if not self._callers:
-            self._first_pending_at = None
-        # else: leftovers keep their original arrival time, so they flush without lingering
-        return batch
-
-    def _stopped_packing(self, batch: _Batch) -> bool:
-        return (
-            batch.closed or len(batch.texts) >= self.max_inputs or batch.tokens >= self.max_tokens
-        )
-
-    def _drop(self, caller: _Caller) -> None:
-        """Forget the unpacked rows of a failed or cancelled caller."""
-        rest = caller.tokens[caller.cursor :]
-        self._pending_rows -= len(rest)
-        self._pending_tokens -= sum(rest)
-        caller.cursor = len(caller.texts)
-
     # ------------------------------------------------------------------ requests
 
-    async def _run(self, batch: _Batch) -> None:
+    async def _run(self, batch: Batch) -> None:
         try:
             vectors = await self._request(batch.texts, batch.tokens)
         except Exception as exc:
@@ -456,7 +255,7 @@ class EmbeddingBatcher:
             for caller in batch.routes:
                 if not caller.dead:
                     caller.future.set_exception(exc)
-                    self._drop(caller)
+                    self._pending.drop(caller)
             return
         finally:
             self._slots.release()

@@ -1,0 +1,138 @@
+"""Packing queued rows of many callers into requests: bookkeeping only, no I/O.
+
+Why its own module: which rows go into which request decides how many requests a corpus
+costs (figure 2 of the benchmark) and whether a big job can starve a small one. Keeping
+it apart from the dispatcher's timing (``linger``) and the HTTP calls (``batcher``) lets
+each be read, and tested, on its own.
+
+Rules: rows are taken round-robin across callers, ``ROUND_ROBIN_QUANTUM`` per caller per
+pass, so a 50k-chunk job shares each request with 5-chunk ones; identical texts within a
+request are sent once and their vector is scattered to every row that asked for it; a
+request closes at ``max_inputs`` inputs or when the next text would pass ``max_tokens``
+(a single text above the cap still goes, alone).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# How many rows one caller contributes per round-robin pass while packing a request.
+ROUND_ROBIN_QUANTUM = 256
+
+
+@dataclass(eq=False, slots=True)
+class Caller:
+    """One ``embed`` call: its rows, where their vectors go, and how far it is packed."""
+
+    texts: list[str]
+    tokens: list[int]
+    result: np.ndarray
+    future: asyncio.Future[np.ndarray]
+    cursor: int = 0  # next row not yet packed
+    remaining: int = 0  # rows not yet filled
+
+    @property
+    def dead(self) -> bool:
+        return self.future.done()
+
+
+@dataclass(slots=True)
+class Batch:
+    """One request's inputs and, per caller, which of its rows each input fills."""
+
+    texts: list[str] = field(default_factory=list)
+    tokens: int = 0
+    # per caller: (destination rows, source positions in ``texts``)
+    routes: dict[Caller, tuple[list[int], list[int]]] = field(default_factory=dict)
+    rows: int = 0
+    deduplicated: int = 0  # rows served by an identical text already in the request
+    closed: bool = False  # the next row did not fit: stop packing
+
+
+class PendingRows:
+    """Callers with rows not yet in a request, in arrival order, and their totals."""
+
+    def __init__(self, max_inputs: int, max_tokens: int) -> None:
+        self.max_inputs = max_inputs
+        self.max_tokens = max_tokens
+        self.callers: deque[Caller] = deque()
+        self.rows = 0
+        self.tokens = 0
+        self.first_at: float | None = None  # when the oldest unpacked row arrived
+        self.packed_at = -math.inf  # when the last request was packed
+
+    def __len__(self) -> int:
+        return len(self.callers)
+
+    def add(self, caller: Caller, now: float) -> None:
+        self.callers.append(caller)
+        self.rows += len(caller.texts) - caller.cursor
+        self.tokens += sum(caller.tokens[caller.cursor :])
+        if self.first_at is None:
+            self.first_at = now
+
+    def full(self) -> bool:
+        """Enough rows wait for a full request."""
+        return self.rows >= self.max_inputs or self.tokens >= self.max_tokens
+
+    def pack(self, now: float) -> Batch:
+        """Take rows round-robin across callers until the request is full."""
+        batch = Batch()
+        positions: dict[str, int] = {}
+        while self.callers and not self._stopped(batch):
+            caller = self.callers.popleft()
+            if caller.dead:
+                self.drop(caller)
+                continue
+            taken = 0
+            while caller.cursor < len(caller.texts) and taken < ROUND_ROBIN_QUANTUM:
+                row = caller.cursor
+                text, n = caller.texts[row], caller.tokens[row]
+                pos = positions.get(text)
+                if pos is None:
+                    if batch.texts and (
+                        len(batch.texts) >= self.max_inputs or batch.tokens + n > self.max_tokens
+                    ):
+                        batch.closed = True
+                        break
+                    pos = positions[text] = len(batch.texts)
+                    batch.texts.append(text)
+                    batch.tokens += n
+                else:
+                    batch.deduplicated += 1
+                dst, src = batch.routes.setdefault(caller, ([], []))
+                dst.append(row)
+                src.append(pos)
+                batch.rows += 1
+                caller.cursor += 1
+                taken += 1
+                self.rows -= 1
+                self.tokens -= n
+            if caller.cursor < len(caller.texts):
+                # Not exhausted: back of the queue (round robin) or front if batch is full.
+                if self._stopped(batch) and taken == 0:
+                    self.callers.appendleft(caller)
+                    break
+                self.callers.append(caller)
+        self.packed_at = now
+        if not self.callers:
+            self.first_at = None
+        # else: leftovers keep their original arrival time, so they flush without lingering
+        return batch
+
+    def drop(self, caller: Caller) -> None:
+        """Forget the unpacked rows of a failed or cancelled caller."""
+        rest = caller.tokens[caller.cursor :]
+        self.rows -= len(rest)
+        self.tokens -= sum(rest)
+        caller.cursor = len(caller.texts)
+
+    def _stopped(self, batch: Batch) -> bool:
+        return (
+            batch.closed or len(batch.texts) >= self.max_inputs or batch.tokens >= self.max_tokens
+        )
