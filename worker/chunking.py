@@ -184,7 +184,10 @@ class _Packer:
         """Emit ``parts`` as one chunk, or split them if the exact count is over target.
         Returns the last emitted turn's body (source of the next overlap)."""
         text, body = _render(parts, lead, prefixed)
-        count = len(_encode(text)) if text else 0
+        if len(parts) == 1 and text == parts[0].text:
+            count = parts[0].tokens  # exact already: the piece was counted as this very text
+        else:
+            count = len(_encode(text)) if text else 0
         if count > self.target:
             if len(parts) > 1:
                 half = len(parts) // 2
