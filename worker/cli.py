@@ -114,14 +114,15 @@ async def _status(settings: Settings, services: Services, args: argparse.Namespa
     redis = await client.connect(await services.ensure_redis())
     conn = await connect(settings, await services.ensure_database())
     try:
-        depth, in_flight = await client.queue_status(redis, settings.queue_name)
+        queue = await client.queue_status(redis, settings.queue_name)
         counts = {r["status"]: r["n"] for r in await conn.fetch(Q.ledger_counts)}
         oldest = await conn.fetchval(Q.oldest_queued)
     finally:
         await redis.aclose()
         await conn.close()
     age = (datetime.now(UTC) - oldest).total_seconds() if oldest else None
-    report = {"queue_depth": depth, "in_flight": in_flight,
+    report = {"queue_depth": queue.depth, "in_flight": queue.running,
+              "handed_off": queue.handed_off,
               **{s: counts.get(s, 0) for s in ("queued", "running", "done", "failed", "skipped")},
               "oldest_queued_age_s": round(age, 1) if age is not None else None}  # fmt: skip
     if args.json:

@@ -11,6 +11,7 @@ a bad field at once instead of from the dead-letter log.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -203,16 +204,26 @@ local running = 0
 for _, id in ipairs(ids) do
   running = running + redis.call('EXISTS', ARGV[1] .. id)
 end
-return {#ids, running}
+return {#ids, running, redis.call('ZCOUNT', KEYS[2], ARGV[2], '+inf')}
 """
 
 
-async def queue_status(redis: ArqRedis, queue_name: str) -> tuple[int, int]:
-    """(jobs in the queue, how many of them are running now): one round trip."""
-    depth, running = await redis.register_script(_QUEUE_STATUS)(
-        keys=[queue_name], args=[keys.IN_PROGRESS_KEY_PREFIX]
+@dataclass(frozen=True)
+class QueueStatus:
+    """What Redis knows of a queue: its jobs, and how many of them are being worked on."""
+
+    depth: int  # jobs in the queue (waiting, deferred or started by arq)
+    running: int  # of those, started and holding an arq slot
+    handed_off: int  # jobs that gave their slot back and still run in a worker (handoff)
+
+
+async def queue_status(redis: ArqRedis, queue_name: str) -> QueueStatus:
+    """The queue's depth, running and handed-off jobs: one round trip."""
+    depth, running, handed_off = await redis.register_script(_QUEUE_STATUS)(
+        keys=[queue_name, keys.HANDED_OFF_SET_PREFIX + queue_name],
+        args=[keys.IN_PROGRESS_KEY_PREFIX, int(time.time() * 1000)],
     )
-    return int(depth), int(running)
+    return QueueStatus(int(depth), int(running), int(handed_off))
 
 
 async def enqueue_communication(redis: ArqRedis, payload: CommunicationPayload | dict[str, Any],

@@ -97,10 +97,17 @@ async def _hand_off(redis: ArqRedis, rt: Runtime, run: asyncio.Task[dict[str, An
     """Adopt ``run`` (its rows are reserved) once the reconciler can see it is alive;
     False (rows given back, the job keeps its slot) if Redis cannot be told."""
     assert delivery.arq_job_id is not None
-    marker = keys.HANDED_OFF_KEY_PREFIX + delivery.arq_job_id
-    timeout_s = float(rt.settings.job_timeout_s)
+    job = delivery.arq_job_id
+    marker = keys.HANDED_OFF_KEY_PREFIX + job
+    running = keys.HANDED_OFF_SET_PREFIX + rt.settings.queue_name
+    timeout_ms = int(rt.settings.job_timeout_s * 1000)
     try:
-        await redis.set(marker, b"1", px=int(timeout_s * 1000))
+        now_ms = int(time.time() * 1000)
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.set(marker, b"1", px=timeout_ms)
+            pipe.zadd(running, {job: now_ms + timeout_ms})
+            pipe.zremrangebyscore(running, "-inf", now_ms)  # entries of crashed workers
+            await pipe.execute()
     except Exception as exc:  # noqa: BLE001 - the job just keeps its slot
         rt.handoffs.release(rows)
         log.warning("job.hand_off_skipped", error=type(exc).__name__)
@@ -110,9 +117,12 @@ async def _hand_off(redis: ArqRedis, rt: Runtime, run: asyncio.Task[dict[str, An
         try:
             await _after_hand_off(redis, rt, done, payload, delivery)
         finally:
-            await redis.delete(marker)
+            async with redis.pipeline(transaction=False) as pipe:
+                pipe.delete(marker)
+                pipe.zrem(running, job)
+                await pipe.execute()
 
-    rt.handoffs.adopt(run, rows, timeout_s=timeout_s, after=after)
+    rt.handoffs.adopt(run, rows, timeout_s=timeout_ms / 1000, after=after)
     return True
 
 

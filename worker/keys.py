@@ -15,6 +15,9 @@ RESULT_KEY_PREFIX = result_key_prefix
 RETRY_KEY_PREFIX = retry_key_prefix
 # Set while a job handed off by arq (worker.handoff) still runs: arq has no key for it then.
 HANDED_OFF_KEY_PREFIX = "cos:handed-off:"
+# Per queue: the handed-off jobs still running, scored by when their marker expires (ms),
+# so ``cos-worker status`` can count them (a crashed worker's entries age out).
+HANDED_OFF_SET_PREFIX = "cos:handed-off-jobs:"
 
 # Job function names: the contract between connectors (worker.client) and the worker.
 INGEST = "ingest"

@@ -4,6 +4,7 @@ with the real arq Worker, Redis, PostgreSQL and the OpenAI-compatible server."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -76,6 +77,7 @@ async def test_row_budget_bounds_handed_off_jobs(settings_factory, migrated_dsn,
                                                   thread_key=f"b{i}") for i in range(24)])  # fmt: skip
     markers = {keys.HANDED_OFF_KEY_PREFIX + str(i) for i in ids}
     peak, stop = 0, asyncio.Event()
+    reported: list[int] = []  # what `cos-worker status` would have said meanwhile
 
     async def sample() -> None:
         nonlocal peak
@@ -84,6 +86,7 @@ async def test_row_budget_bounds_handed_off_jobs(settings_factory, migrated_dsn,
             while not stop.is_set():
                 # EXISTS counts each existing key once (SCAN may repeat keys)
                 peak = max(peak, await redis.exists(*markers))
+                reported.append((await client.queue_status(redis, settings.queue_name)).handed_off)
                 await asyncio.sleep(0.005)
         finally:
             await redis.aclose()
@@ -96,10 +99,29 @@ async def test_row_budget_bounds_handed_off_jobs(settings_factory, migrated_dsn,
         await sampler
     assert await _done(migrated_dsn, ws) == 24
     assert 1 <= peak <= 3, peak
+    assert 1 <= max(reported) <= 3, max(reported)
     redis = await client.connect(redis_server.url)
-    try:  # every marker is gone with its job
+    try:  # every marker is gone with its job, and status counts none
         assert await redis.exists(*markers) == 0
+        assert (await client.queue_status(redis, settings.queue_name)).handed_off == 0
+        assert await redis.zcard(keys.HANDED_OFF_SET_PREFIX + settings.queue_name) == 0
     finally:
+        await redis.aclose()
+
+
+async def test_status_does_not_count_handed_off_entries_past_their_deadline(redis_server) -> None:
+    """A worker that died mid-run leaves its entry; it stops counting when its marker would
+    have expired (and the next handoff prunes it)."""
+    queue = "status-test"
+    redis = await client.connect(redis_server.url)
+    try:
+        now_ms = int(time.time() * 1000)
+        await redis.zadd(keys.HANDED_OFF_SET_PREFIX + queue,
+                         {"crashed": now_ms - 1000, "alive": now_ms + 60_000})  # fmt: skip
+        status = await client.queue_status(redis, queue)
+        assert (status.depth, status.running, status.handed_off) == (0, 0, 1)
+    finally:
+        await redis.delete(keys.HANDED_OFF_SET_PREFIX + queue)
         await redis.aclose()
 
 
