@@ -422,12 +422,15 @@ async def bench_throughput(env: Env, payloads: list[dict[str, Any]], runs: int) 
             "requests_ratio": s["requests"] / minimum,
             "reingest_tokens": re["embedding_tokens"], "reingest_seconds": re["seconds"],
             "reingest_ratio": re["seconds"] / run.seconds, "ledger": run.ledger,
+            # tokens of each accepted request, in order: which one fell short of a full one
+            "request_tokens": [tokens for _, tokens in s["accepted"]],
             "series": run.series, "failed": run.ledger.get("failed"),
         }  # fmt: skip
         log(f"throughput run {i + 1}: {r['chunks_per_s']:.0f} chunks/s, "
             f"{r['items_per_s']:.1f} items/s, ceiling {r['ceiling_rows_per_s']:.0f} rows/s "
             f"(ratio {r['ratio']:.2f}); requests {r['requests']} vs min {minimum}; "
-            f"re-ingest {re['embedding_tokens']} tokens, {r['reingest_ratio']:.3f}x time")  # fmt: skip
+            f"re-ingest {re['embedding_tokens']} tokens, {r['reingest_ratio']:.3f}x time; "
+            f"request tokens {r['request_tokens']}")  # fmt: skip
         per_run.append(r)
     return {"runs": per_run, **medians(per_run, [
         "seconds", "items_per_s", "chunks_per_s", "ceiling_rows_per_s", "ratio", "requests",
