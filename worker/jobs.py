@@ -21,8 +21,9 @@ from redis.asyncio import Redis
 
 from worker import backfill, keys
 from worker import reconcile as reconciler
+from worker.delivery import Delivery, RetryLater, is_transient, pipeline_ledger_id
 from worker.embedding.batcher import on_rows_queued
-from worker.pipeline import Delivery, Pipeline, RetryLater, is_transient, pipeline_ledger_id
+from worker.pipeline import Pipeline
 from worker.queries import Q
 from worker.runtime import Runtime
 

@@ -21,7 +21,7 @@ import itertools
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,11 +31,17 @@ import structlog
 
 from worker import ledger, store
 from worker.chunking import Chunk
+from worker.delivery import (
+    Delivery,
+    RetryLater,
+    is_transient,
+    ledger_id_for,
+    pipeline_ledger_id,
+)
 from worker.embed_stage import ItemEmbedder
 from worker.embedding import EmbeddingBatcher
 from worker.embedding.linger import bound_arrival
 from worker.events import NewEvent
-from worker.fetch import FetchError
 from worker.normalize import Pulled, iter_chunks, pull, text_hash
 from worker.payloads import (
     CommunicationPayload,
@@ -50,62 +56,14 @@ from worker.payloads import (
 from worker.queries import Q
 from worker.settings import Settings
 from worker.streaming import WindowWriter, chain_release
-from worker.transcripts import TranscriptParseError
 
 log = structlog.get_logger("worker.pipeline")
 
 ItemPayload = CommunicationPayload | TranscriptPayload | MediaPayload
-_JOB_NAMESPACE = uuid.UUID("8d3a4c1e-6f0b-5c52-9d3e-2a7f1c0b9e41")
 
-TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.InternalClientError,  # "cannot switch to state ...": a connection lost mid-use
-    asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.SerializationError,
-    asyncpg.DeadlockDetectedError,
-    asyncpg.QueryCanceledError,
-    asyncpg.AdminShutdownError,
-    ConnectionError,
-    OSError,
-    asyncio.TimeoutError,
-)
+__all__ = ["Delivery", "Pipeline", "RetryLater", "is_transient", "pipeline_ledger_id"]
 
-
-class RetryLater(Exception):
-    """Ask the job layer to run this job again after ``delay_s`` seconds."""
-
-    def __init__(self, delay_s: float, reason: str) -> None:
-        super().__init__(reason)
-        self.delay_s = delay_s
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """What the transport knows about this delivery (arq's job id, try, enqueue time)."""
-
-    arq_job_id: str | None = None
-    job_try: int = 1
-    enqueue_time_ms: int = 0
-
-
-def ledger_id_for(arq_job_id: str | None, raw: Any) -> uuid.UUID:
-    """Ledger id for a payload that could not be parsed: the arq id when it is a UUID."""
-    if arq_job_id:
-        try:
-            return uuid.UUID(arq_job_id)
-        except ValueError:
-            return uuid.uuid5(_JOB_NAMESPACE, arq_job_id)
-    return uuid.uuid5(_JOB_NAMESPACE, repr(raw)[:100_000])
-
-
-def pipeline_ledger_id(raw: Any, delivery: Delivery) -> uuid.UUID:
-    """The ledger id a run of ``raw`` records under (as ``Pipeline.run`` derives it)."""
-    try:
-        return uuid.UUID(job_id(parse_payload(decode_json_payload(raw))))
-    except PayloadError:
-        return ledger_id_for(delivery.arq_job_id, raw)
+_NO_DELIVERY = Delivery()  # a run outside any transport (CLI, tests)
 
 
 def _uuid_or_none(value: Any) -> uuid.UUID | None:
@@ -113,16 +71,6 @@ def _uuid_or_none(value: Any) -> uuid.UUID | None:
         return uuid.UUID(str(value))
     except (ValueError, TypeError, AttributeError):
         return None
-
-
-def is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, FetchError):
-        return bool(getattr(exc, "transient", False))
-    if isinstance(exc, (PayloadError, TranscriptParseError)):
-        return False
-    return isinstance(exc, TRANSIENT_DB_ERRORS) or exc.__class__.__module__.startswith(
-        ("openai", "httpx", "worker.embedding")
-    )
 
 
 class Pipeline:
@@ -141,7 +89,7 @@ class Pipeline:
         self._large_slots = asyncio.Semaphore(settings.large_items_max)
 
     # -- receive --------------------------------------------------------------------
-    async def run(self, raw: Any, delivery: Delivery = Delivery()) -> dict[str, Any]:
+    async def run(self, raw: Any, delivery: Delivery = _NO_DELIVERY) -> dict[str, Any]:
         started = time.perf_counter()
         data: Any = raw
         try:
