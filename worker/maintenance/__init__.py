@@ -5,6 +5,7 @@
 ``docs/maintenance.md`` for the policy.
 """
 
-from worker.maintenance.run import ActionRecord, MaintenanceReport, run_maintenance
+from worker.maintenance.report import ActionRecord, MaintenanceReport
+from worker.maintenance.run import run_maintenance
 
 __all__ = ["ActionRecord", "MaintenanceReport", "run_maintenance"]

@@ -31,11 +31,8 @@ baseline or slow-query rows); only the run row (``dry_run``) and its events are 
 
 from __future__ import annotations
 
-import json
 import time
-import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -44,8 +41,8 @@ import asyncpg
 import structlog
 
 from worker.db import connect
-from worker.events import NewEvent, append_events
 from worker.maintenance import analyze, reindex, slow_queries
+from worker.maintenance.report import ActionRecord, MaintenanceReport, Recorder
 from worker.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -55,22 +52,6 @@ MAINTENANCE_LOCK_KEY = 0x0C05_0002
 TRY_LOCK = "SELECT pg_try_advisory_lock($1::bigint)"
 UNLOCK = "SELECT pg_advisory_unlock($1::bigint)"
 SET_CONFIG = "SELECT set_config($1, $2, false)"
-INSERT_RUN = """
-INSERT INTO ops.maintenance_runs (id, status, trigger, dry_run, summary, finished_at)
-VALUES ($1, $2::ops.maintenance_status, $3, $4, $5::jsonb,
-        CASE WHEN $2 = 'skipped' THEN now() END)
-"""
-APPEND_ACTION = """
-UPDATE ops.maintenance_runs
-SET actions = actions || jsonb_build_array($2::jsonb), updated_at = now()
-WHERE id = $1
-"""
-FINISH_RUN = """
-UPDATE ops.maintenance_runs
-SET status = $2::ops.maintenance_status, summary = summary || $3::jsonb, error = $4,
-    finished_at = now(), updated_at = now()
-WHERE id = $1
-"""
 ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
 
 
@@ -84,128 +65,10 @@ def session_settings(settings: Settings) -> dict[str, str]:
     }
 
 
-@dataclass
-class ActionRecord:
-    """One thing the run did (or, in a dry run, would do), timed."""
-
-    kind: str  # analyze | reindex | baseline | drop_invalid | slow_queries
-    target: str
-    status: str = "done"  # done | planned (dry run) | failed | skipped
-    reason: str | None = None
-    duration_ms: int = 0
-    started_at: str = ""
-    details: dict[str, Any] = field(default_factory=dict)
-    error: str | None = None
-
-
-@dataclass
-class MaintenanceReport:
-    """Outcome of a run; ``to_dict()`` is JSON-ready (the CLI's ``--json``).
-
-    To render it for a terminal: a header line (status, trigger, dry run, duration),
-    one line per action (``kind target status reason duration_ms error``), the
-    ``indexes`` table (why each vector index was or was not rebuilt), ``slow_queries``
-    (mean_ms, calls, regression flag, query), then ``warnings``. Exit code: 0 for
-    ``succeeded``/``skipped``, 1 for ``partial``/``failed``.
-    """
-
-    run_id: uuid.UUID | None
-    status: str
-    trigger: str
-    dry_run: bool
-    started_at: datetime
-    finished_at: datetime | None = None
-    duration_ms: int = 0
-    actions: list[ActionRecord] = field(default_factory=list)
-    slow_queries: list[slow_queries.SlowQuery] = field(default_factory=list)
-    indexes: list[dict[str, Any]] = field(default_factory=list)
-    tables_considered: int = 0
-    warnings: list[str] = field(default_factory=list)
-    error: str | None = None
-
-    def counts(self) -> dict[str, int]:
-        """Actions by ``kind_status``, plus slow-query totals: the run's summary."""
-        out: dict[str, int] = {"tables_considered": self.tables_considered}
-        for a in self.actions:
-            out[f"{a.kind}_{a.status}"] = out.get(f"{a.kind}_{a.status}", 0) + 1
-        out["slow_queries"] = len(self.slow_queries)
-        out["regressions"] = sum(1 for q in self.slow_queries if q.regression)
-        return out
-
-    def actions_of(self, kind: str, status: str | None = None) -> list[ActionRecord]:
-        """Actions of one kind (and status), e.g. ``actions_of("reindex", "done")``."""
-        return [a for a in self.actions if a.kind == kind and status in (None, a.status)]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "run_id": None if self.run_id is None else str(self.run_id),
-            "status": self.status,
-            "trigger": self.trigger,
-            "dry_run": self.dry_run,
-            "started_at": self.started_at.isoformat(),
-            "finished_at": None if self.finished_at is None else self.finished_at.isoformat(),
-            "duration_ms": self.duration_ms,
-            "counts": self.counts(),
-            "actions": [asdict(a) for a in self.actions],
-            "indexes": self.indexes,
-            "slow_queries": [q.to_dict() for q in self.slow_queries],
-            "warnings": self.warnings,
-            "error": self.error,
-        }
-
-
-class _Recorder:
-    """Writes the run row and its events (aggregate ``maintenance_run``)."""
-
-    def __init__(self, conn: asyncpg.Connection, report: MaintenanceReport) -> None:
-        self.conn = conn
-        self.report = report
-        self.run_id = uuid.uuid4()
-        self._seq = 0
-
-    async def _write(self, sql: str, args: tuple[Any, ...], event: str, payload: Any) -> None:
-        self._seq += 1
-        new = NewEvent(
-            aggregate_id=self.run_id,
-            aggregate_type="maintenance_run",
-            event_type=event,
-            idempotency_key=f"maintenance_run:{self.run_id}:{self._seq}",
-            payload=payload,
-        )
-        async with self.conn.transaction():
-            await self.conn.execute(sql, *args)
-            await append_events(self.conn, [new])
-
-    async def start(self, status: str, summary: dict[str, Any]) -> uuid.UUID:
-        r = self.report
-        payload = {"trigger": r.trigger, "dry_run": r.dry_run, **summary}
-        event = "maintenance.skipped" if status == "skipped" else "maintenance.started"
-        args = (self.run_id, status, r.trigger, r.dry_run, json.dumps(summary))
-        await self._write(INSERT_RUN, args, event, payload)
-        return self.run_id
-
-    async def action(self, action: ActionRecord) -> None:
-        data = asdict(action)
-        await self._write(
-            APPEND_ACTION, (self.run_id, json.dumps(data)), "maintenance.action", data
-        )
-
-    async def finish(self) -> None:
-        r = self.report
-        summary = {
-            "counts": r.counts(),
-            "duration_ms": r.duration_ms,
-            "indexes": r.indexes,
-            "warnings": r.warnings,
-        }
-        args = (self.run_id, r.status, json.dumps(summary), r.error)
-        await self._write(FINISH_RUN, args, "maintenance.finished", {"status": r.status, **summary})
-
-
 class _Run:
     """The phases of a run that holds the lock."""
 
-    def __init__(self, settings: Settings, maint: asyncpg.Connection, rec: _Recorder) -> None:
+    def __init__(self, settings: Settings, maint: asyncpg.Connection, rec: Recorder) -> None:
         self.settings = settings
         self.maint = maint
         self.rec = rec
@@ -365,7 +228,7 @@ async def run_maintenance(
     try:
         record_conn = await connect(settings, dsn)
         try:
-            rec = _Recorder(record_conn, report)
+            rec = Recorder(record_conn, report)
             if not await maint.fetchval(TRY_LOCK, MAINTENANCE_LOCK_KEY):
                 report.status = "skipped"
                 reason = "another maintenance run holds the lock"
@@ -399,7 +262,7 @@ async def run_maintenance(
 
 
 async def _locked_run(
-    settings: Settings, maint: asyncpg.Connection, rec: _Recorder, force_analyze: bool
+    settings: Settings, maint: asyncpg.Connection, rec: Recorder, force_analyze: bool
 ) -> None:
     """Session settings, then the phases in order; an unexpected error means ``failed``."""
     report = rec.report
