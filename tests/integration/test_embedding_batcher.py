@@ -196,7 +196,7 @@ async def test_lone_caller_without_backlog_is_sent_at_once(
 
 
 @pytest.mark.parametrize("fault", ["raises", "hangs"])
-async def test_failing_backlog_probe_counts_as_no_backlog(
+async def test_a_probe_failing_from_the_start_holds_nothing_up(
     fake_openai: OpenAIServer, fault: str
 ) -> None:
     async def probe() -> int:
@@ -211,6 +211,39 @@ async def test_failing_backlog_probe_counts_as_no_backlog(
             b.set_backlog(probe)
             vectors = await asyncio.wait_for(embed(b, ["probe fails"]), 10)
     np.testing.assert_array_equal(vectors, local_embed(["probe fails"]))
+    assert [e["event"] for e in logs].count("embedding.backlog_probe_failed") == 1
+
+
+@pytest.mark.parametrize("fault", ["raises", "hangs"])
+async def test_a_probe_that_stops_answering_keeps_its_last_answer(
+    fake_openai: OpenAIServer, fault: str
+) -> None:
+    """Mid-bulk, the probe said 3 jobs are queued, then stops answering (a busy event loop
+    can make it time out): the partial request keeps lingering, up to the bulk-load cap,
+    instead of going out as if the queue were empty."""
+    calls = 0
+
+    async def probe() -> int:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            return 3
+        if fault == "raises":
+            raise ConnectionError("queue unreachable")
+        await asyncio.sleep(3600)
+        return 0
+
+    with structlog.testing.capture_logs() as logs:
+        async with batcher(fake_openai, embed_batch_linger_ms=0,
+                           embed_batch_max_linger_ms=1500) as b:  # fmt: skip
+            b.set_backlog(probe, recheck_s=0.01)
+            started = time.monotonic()
+            vectors = await asyncio.wait_for(embed(b, ["still lingering"]), 10)
+            elapsed = time.monotonic() - started
+    np.testing.assert_array_equal(vectors, local_embed(["still lingering"]))
+    assert calls >= 2  # it was asked again, and failed
+    assert elapsed >= 1.4, elapsed  # held to the cap, not flushed by the failure
+    assert len(ok_requests(fake_openai)) == 1
     assert [e["event"] for e in logs].count("embedding.backlog_probe_failed") == 1
 
 

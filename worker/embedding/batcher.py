@@ -202,7 +202,8 @@ class EmbeddingBatcher:
         instead of ``embed_batch_linger_ms``: a backlog means bulk load, where full
         requests matter more than the latency of a row. With no backlog and no announced
         caller on its way a partial request still goes out at once. The probe must be
-        cheap; one that fails or takes longer than ``BACKLOG_PROBE_TIMEOUT_S`` counts as 0.
+        cheap. A call that fails or takes longer than ``BACKLOG_PROBE_TIMEOUT_S`` leaves the
+        last answer standing (0 before any answer); the linger caps bound the wait.
         """
         self._linger.set_backlog(probe, recheck_s=recheck_s)
 

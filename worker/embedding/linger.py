@@ -29,7 +29,10 @@ from worker.embedding.packing import PendingRows
 
 log = structlog.get_logger(__name__)
 
-# A backlog probe slower than this counts as "no backlog" (it must never hold requests up).
+# A backlog probe slower than this is unanswered: the last answer stands. (Under bulk load
+# the event loop can be busy for that long; reading the silence as "no backlog" sent a
+# request out 42k tokens full in the middle of a bulk run.) The linger caps still bound
+# how long a request waits, so a broken probe delays requests, never stops them.
 BACKLOG_PROBE_TIMEOUT_S = 0.5
 # A failing probe is logged at most this often.
 BACKLOG_PROBE_WARN_EVERY_S = 60.0
@@ -143,7 +146,7 @@ class Linger:
             try:
                 self._backlog = int(await asyncio.wait_for(probe(), BACKLOG_PROBE_TIMEOUT_S))
             except Exception as exc:  # noqa: BLE001 - a broken probe must not stop embedding
-                self._backlog = 0
+                # Keep the last answer: no answer is not "no backlog" (see above).
                 if now - self._probe_warned_at >= BACKLOG_PROBE_WARN_EVERY_S:
                     self._probe_warned_at = now
                     log.warning("embedding.backlog_probe_failed", error_type=type(exc).__name__,
