@@ -195,20 +195,30 @@ async def test_lone_caller_without_backlog_is_sent_at_once(
     assert backlog.calls >= 1 and len(ok_requests(fake_openai)) == 1
 
 
-@pytest.mark.parametrize("fault", ["raises", "hangs"])
-async def test_a_probe_failing_from_the_start_holds_nothing_up(
-    fake_openai: OpenAIServer, fault: str
-) -> None:
-    async def probe() -> int:
-        if fault == "raises":
+class FailingProbe:
+    """A queue probe that gives ``answers`` in turn, then raises or hangs (``fault``)."""
+
+    def __init__(self, fault: str, answers: tuple[int, ...] = ()) -> None:
+        self.fault, self.answers, self.calls = fault, answers, 0
+
+    async def __call__(self) -> int:
+        self.calls += 1
+        if self.calls <= len(self.answers):
+            return self.answers[self.calls - 1]
+        if self.fault == "raises":
             raise ConnectionError("queue unreachable")
         await asyncio.sleep(3600)
         return 1
 
+
+@pytest.mark.parametrize("fault", ["raises", "hangs"])
+async def test_a_probe_failing_from_the_start_holds_nothing_up(
+    fake_openai: OpenAIServer, fault: str
+) -> None:
     with structlog.testing.capture_logs() as logs:
         async with batcher(fake_openai, embed_batch_linger_ms=60_000,
                            embed_batch_max_linger_ms=60_000) as b:  # fmt: skip
-            b.set_backlog(probe)
+            b.set_backlog(FailingProbe(fault))
             vectors = await asyncio.wait_for(embed(b, ["probe fails"]), 10)
     np.testing.assert_array_equal(vectors, local_embed(["probe fails"]))
     assert [e["event"] for e in logs].count("embedding.backlog_probe_failed") == 1
@@ -221,18 +231,7 @@ async def test_a_probe_that_stops_answering_keeps_its_last_answer(
     """Mid-bulk, the probe said 3 jobs are queued, then stops answering (a busy event loop
     can make it time out): the partial request keeps lingering, up to the bulk-load cap,
     instead of going out as if the queue were empty."""
-    calls = 0
-
-    async def probe() -> int:
-        nonlocal calls
-        calls += 1
-        if calls == 1:
-            return 3
-        if fault == "raises":
-            raise ConnectionError("queue unreachable")
-        await asyncio.sleep(3600)
-        return 0
-
+    probe = FailingProbe(fault, answers=(3,))
     with structlog.testing.capture_logs() as logs:
         async with batcher(fake_openai, embed_batch_linger_ms=0,
                            embed_batch_max_linger_ms=1500) as b:  # fmt: skip
@@ -241,7 +240,7 @@ async def test_a_probe_that_stops_answering_keeps_its_last_answer(
             vectors = await asyncio.wait_for(embed(b, ["still lingering"]), 10)
             elapsed = time.monotonic() - started
     np.testing.assert_array_equal(vectors, local_embed(["still lingering"]))
-    assert calls >= 2  # it was asked again, and failed
+    assert probe.calls >= 2  # it was asked again, and failed
     assert elapsed >= 1.4, elapsed  # held to the cap, not flushed by the failure
     assert len(ok_requests(fake_openai)) == 1
     assert [e["event"] for e in logs].count("embedding.backlog_probe_failed") == 1
