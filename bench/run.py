@@ -424,13 +424,14 @@ async def bench_throughput(env: Env, payloads: list[dict[str, Any]], runs: int) 
             "reingest_ratio": re["seconds"] / run.seconds, "ledger": run.ledger,
             # tokens of each accepted request, in order: which one fell short of a full one
             "request_tokens": [tokens for _, tokens in s["accepted"]],
+            "loop_lag": [w.get("loop_lag") for w in run.workers],
             "series": run.series, "failed": run.ledger.get("failed"),
         }  # fmt: skip
         log(f"throughput run {i + 1}: {r['chunks_per_s']:.0f} chunks/s, "
             f"{r['items_per_s']:.1f} items/s, ceiling {r['ceiling_rows_per_s']:.0f} rows/s "
             f"(ratio {r['ratio']:.2f}); requests {r['requests']} vs min {minimum}; "
             f"re-ingest {re['embedding_tokens']} tokens, {r['reingest_ratio']:.3f}x time; "
-            f"request tokens {r['request_tokens']}")  # fmt: skip
+            f"request tokens {r['request_tokens']}; worker loop lag {r['loop_lag']}")  # fmt: skip
         per_run.append(r)
     return {"runs": per_run, **medians(per_run, [
         "seconds", "items_per_s", "chunks_per_s", "ceiling_rows_per_s", "ratio", "requests",
