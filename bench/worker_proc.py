@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import resource
 import signal
 import sys
@@ -65,6 +66,10 @@ async def main(settings_json: str, ready: str, stats: str, poll_delay: float) ->
         holder["runtime"] = ctx["runtime"]
         # From here on (start-up imports and the tokenizer load are not ingest time).
         holder["lag_watch"] = asyncio.create_task(watch_loop_lag(lags))
+        if os.environ.get("BENCH_SLOW_CALLBACK_MS"):  # name the callbacks that stall the loop
+            loop = asyncio.get_running_loop()
+            loop.slow_callback_duration = float(os.environ["BENCH_SLOW_CALLBACK_MS"]) / 1000
+            loop.set_debug(True)
         Path(ready).write_text("ok")
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
