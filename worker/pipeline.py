@@ -31,13 +31,7 @@ import structlog
 
 from worker import ledger, store
 from worker.chunking import Chunk
-from worker.delivery import (
-    Delivery,
-    RetryLater,
-    is_transient,
-    ledger_id_for,
-    pipeline_ledger_id,
-)
+from worker.delivery import Delivery, RetryLater, is_transient, ledger_id_for
 from worker.embed_stage import ItemEmbedder
 from worker.embedding import EmbeddingBatcher
 from worker.embedding.linger import bound_arrival
@@ -60,8 +54,6 @@ from worker.streaming import WindowWriter, chain_release
 log = structlog.get_logger("worker.pipeline")
 
 ItemPayload = CommunicationPayload | TranscriptPayload | MediaPayload
-
-__all__ = ["Delivery", "Pipeline", "RetryLater", "is_transient", "pipeline_ledger_id"]
 
 _NO_DELIVERY = Delivery()  # a run outside any transport (CLI, tests)
 

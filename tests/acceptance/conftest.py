@@ -25,7 +25,7 @@ from tests.support.openai_server import OpenAIServer
 from tests.support.servers import running_postgres, running_redis
 from worker.chunking import Chunk
 from worker.embedded import EmbeddedPostgres, EmbeddedRedis
-from worker.embedding.providers import local_embed
+from worker.embedding.local import local_embed
 from worker.ledger import project
 from worker.migrate import Migrator
 from worker.normalize import Pulled, chunk

@@ -43,9 +43,9 @@ from tests.support.openai_server import OpenAIServer
 from worker import fetch as fetch_module
 from worker import store
 from worker.chunking import Chunk
+from worker.delivery import Delivery
 from worker.log import configure_logging
 from worker.payloads import PayloadError, clean_text, parse_payload
-from worker.pipeline import Delivery
 from worker.runtime import Runtime
 
 pytestmark = pytest.mark.slow

@@ -27,7 +27,7 @@ from tests.support.harness import (
 from worker import client
 from worker.chunking import chunk_communication
 from worker.db import create_pool
-from worker.embedding.providers import local_embed
+from worker.embedding.local import local_embed
 from worker.ledger import project
 from worker.payloads import job_id, parse_payload
 

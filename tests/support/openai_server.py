@@ -27,7 +27,7 @@ from typing import Any
 
 from aiohttp import web
 
-from worker.embedding.providers import local_embed
+from worker.embedding.local import local_embed
 
 
 def count_tokens(text: str) -> int:

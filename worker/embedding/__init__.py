@@ -10,18 +10,19 @@ Typical use in the worker::
     await batcher.aclose()
 """
 
-from worker.embedding.batcher import BatcherStats, EmbeddingBatcher
-from worker.embedding.providers import (
+from worker.embedding.base import (
     EmbeddingError,
     EmbeddingHTTPError,
     EmbeddingProvider,
     EmbeddingResponseError,
     EmbeddingResult,
     EmbeddingTransportError,
-    LocalProvider,
+)
+from worker.embedding.batcher import BatcherStats, EmbeddingBatcher
+from worker.embedding.local import LocalProvider, local_embed
+from worker.embedding.providers import (
     OpenAIProvider,
     decode_embeddings,
-    local_embed,
     make_provider,
     model_accepts_dimensions,
 )

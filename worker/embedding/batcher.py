@@ -10,9 +10,9 @@ waits for a free request slot (``embed_max_concurrent_requests``), lingers for m
 unless a request is already full (``linger.py``: only while more rows are on the way,
 announced jobs or a queue backlog, and never longer than the linger caps), then packs
 items round-robin across callers (``packing.py``: a 50k-chunk job cannot starve a
-5-chunk one), deduplicating identical texts. Each request passes the rate limiter and is retried with
-tenacity; its vectors are scattered straight into each caller's result array. A request
-that finally fails fails only the callers that had rows in it.
+5-chunk one), deduplicating identical texts. Each request passes the rate limiter and is
+retried with tenacity; its vectors are scattered straight into each caller's result
+array. A request that finally fails fails only the callers that had rows in it.
 """
 
 from __future__ import annotations
@@ -28,13 +28,13 @@ import numpy as np
 import structlog
 from tenacity import RetryCallState
 
-from worker.embedding.linger import BacklogProbe, Linger, bound_arrival
-from worker.embedding.packing import Batch, Caller, PendingRows
-from worker.embedding.providers import (
+from worker.embedding.base import (
     EmbeddingHTTPError,
     EmbeddingProvider,
     EmbeddingResult,
 )
+from worker.embedding.linger import BacklogProbe, Linger, bound_arrival
+from worker.embedding.packing import Batch, Caller, PendingRows
 from worker.embedding.ratelimit import RateLimiter
 from worker.embedding.retry import request_retrying
 from worker.settings import MAX_INPUT_TOKENS, Settings
@@ -128,10 +128,9 @@ class EmbeddingBatcher:
             await asyncio.gather(self._dispatcher, return_exceptions=True)
         if self._inflight:
             await asyncio.gather(*self._inflight, return_exceptions=True)
-        for caller in self._pending.callers:
+        for caller in self._pending.take_all():
             if not caller.dead:
                 caller.future.set_exception(RuntimeError("EmbeddingBatcher closed"))
-        self._pending.callers.clear()
         if self._close_provider:
             await self.provider.aclose()
 

@@ -125,6 +125,14 @@ class PendingRows:
         # else: leftovers keep their original arrival time, so they flush without lingering
         return batch
 
+    def take_all(self) -> list[Caller]:
+        """Remove every waiting caller (the batcher is closing); the totals go to zero."""
+        callers = list(self.callers)
+        self.callers.clear()
+        self.rows = self.tokens = 0
+        self.first_at = None
+        return callers
+
     def drop(self, caller: Caller) -> None:
         """Forget the unpacked rows of a failed or cancelled caller."""
         rest = caller.tokens[caller.cursor :]

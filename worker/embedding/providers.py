@@ -17,14 +17,13 @@ import numpy as np
 import structlog
 
 from worker.embedding.base import (
-    EmbeddingError,
     EmbeddingHTTPError,
     EmbeddingProvider,
     EmbeddingResponseError,
     EmbeddingResult,
     EmbeddingTransportError,
 )
-from worker.embedding.local import LocalProvider, local_embed
+from worker.embedding.local import LocalProvider
 from worker.embedding.ratelimit import RateLimitInfo
 from worker.settings import LOCAL_MODEL_NAME, Settings
 
@@ -37,13 +36,6 @@ _DIMENSIONS_MODEL_PREFIXES = ("text-embedding-3-",)
 def model_accepts_dimensions(model: str) -> bool:
     """ada-002 and unknown (proxy/self-hosted) models reject or ignore ``dimensions``."""
     return model.startswith(_DIMENSIONS_MODEL_PREFIXES)
-
-
-__all__ = [
-    "EmbeddingError", "EmbeddingHTTPError", "EmbeddingProvider", "EmbeddingResponseError",
-    "EmbeddingResult", "EmbeddingTransportError", "LocalProvider", "OpenAIProvider",
-    "decode_embeddings", "local_embed", "make_provider", "model_accepts_dimensions",
-]  # fmt: skip
 
 
 # -------------------------------------------------------------------------- OpenAI model
