@@ -20,7 +20,7 @@ import contextlib
 import itertools
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -36,6 +36,7 @@ from worker.embed_stage import ItemEmbedder
 from worker.embedding import EmbeddingBatcher
 from worker.embedding.linger import bound_arrival
 from worker.events import NewEvent
+from worker.grouping import GroupWriter
 from worker.normalize import Pulled, iter_chunks, pull, text_hash
 from worker.payloads import (
     CommunicationPayload,
@@ -49,6 +50,7 @@ from worker.payloads import (
 )
 from worker.queries import Q
 from worker.settings import Settings
+from worker.store_page import CommWrite, outcome, store_communications
 from worker.streaming import WindowWriter, chain_release
 
 log = structlog.get_logger("worker.pipeline")
@@ -79,6 +81,14 @@ class Pipeline:
         # transaction for minutes): at most this many at once, so memory stays bounded and
         # small items always find a connection.
         self._large_slots = asyncio.Semaphore(settings.large_items_max)
+        self.comm_writer: GroupWriter[CommWrite, dict[str, Any]] = GroupWriter(
+            self._store_communications, self._store_communication, lambda w: w.item_key,
+            writers=settings.store_group_writers, max_items=settings.store_group_max_items,
+        )  # fmt: skip
+
+    async def aclose(self) -> None:
+        """Let the groups being written finish (before the pool closes)."""
+        await self.comm_writer.aclose()
 
     # -- receive --------------------------------------------------------------------
     async def run(self, raw: Any, delivery: Delivery = _NO_DELIVERY) -> dict[str, Any]:
@@ -109,6 +119,8 @@ class Pipeline:
             result = await self._process(payload, ref, queued_at, bound)
         except Exception as exc:  # noqa: BLE001 - classified and recorded below
             return await self._failed(ref, exc, delivery, bound)
+        if result.get("status") in ("noop", "skipped"):
+            bound.info(f"job.{result['status']}", reason=result.get("reason"))
         bound.info("job.done", seconds=round(time.perf_counter() - started, 3), **result)
         return {"status": result.pop("status", "done"), "job_id": str(jid), **result}
 
@@ -266,40 +278,71 @@ class Pipeline:
         fresh_tokens = sum(c.token_count for c in fresh)
         step(ledger.CONTENT_EMBEDDED, model=self.model, embedded=len(fresh),
              reused=len(chunks) - len(fresh), tokens=fresh_tokens)  # fmt: skip
-        async with self.pool.acquire() as conn, conn.transaction():
-            if early := await self._stale(conn, payload, ref, queued_at, bound, progress):
-                return early
-            chash = content_hash(payload)
-            result: dict[str, Any] = {}
-
-            async def record(written: store.StoreResult) -> None:
-                # The ledger's done and the events, before the shared rows are locked.
-                result.update(**written.as_dict(), tokens=tokens, embedded_chunks=len(fresh),
-                              embedded_tokens=fresh_tokens)  # fmt: skip
-                stored = ref.event(ledger.CONTENT_STORED, **written.as_dict())
-                await ledger.finish(conn, ref, ledger.JOB_COMPLETED, result=result,
-                                    extra_events=[*progress, stored], locked=True)  # fmt: skip
-
-            if isinstance(payload, CommunicationPayload):
-                assert vector is not None or not chunks
-                await store.store_communication(
-                    conn, ref.job_id, payload, pulled.text or "", embedded_hash,
-                    vector, self.model if vector is not None else None, chunks, record,
-                )  # fmt: skip
-            elif isinstance(payload, TranscriptPayload):
-                assert vectors is not None
-                await store.store_transcript(conn, ref.job_id, payload, chash, pulled.fmt,
-                                             chunks, vectors, self.model, record)  # fmt: skip
-            else:
-                assert vectors is not None
-                await store.store_media(conn, ref.job_id, payload, chash, chunks, vectors,
-                                        self.model, record)  # fmt: skip
+        chash = content_hash(payload)
+        extra = {"tokens": tokens, "embedded_chunks": len(fresh), "embedded_tokens": fresh_tokens}
+        if isinstance(payload, CommunicationPayload):
+            # Ready communications are written in groups (store_page): one response
+            # answers hundreds of them at once.
+            result = await self.comm_writer.submit(CommWrite(
+                ref, payload, queued_at, pulled.text or "", embedded_hash, vector,
+                self.model if vector is not None else None, chunks, progress, extra))  # fmt: skip
+        else:
+            assert vectors is not None
+            result = await self._store_chunked(payload, ref, queued_at, progress, chash,
+                                               pulled.fmt, chunks, vectors, extra)  # fmt: skip
         t3 = time.perf_counter()
         return {**result, "fetch_chunk_s": round(t1 - t0, 4), "embed_s": round(t2 - t1, 4),
                 "store_s": round(t3 - t2, 4)}  # fmt: skip
 
+    def _record(self, conn: asyncpg.Connection, ref: ledger.JobRef, progress: list[NewEvent],
+                extra: dict[str, Any], result: dict[str, Any]) -> store.Record:  # fmt: skip
+        async def record(written: store.StoreResult) -> None:
+            # The ledger's done and the events, before the shared rows are locked.
+            result.update(status="done", **written.as_dict(), **extra)
+            stored = ref.event(ledger.CONTENT_STORED, **written.as_dict())
+            ledger_result = {k: v for k, v in result.items() if k != "status"}
+            await ledger.finish(conn, ref, ledger.JOB_COMPLETED, result=ledger_result,
+                                extra_events=[*progress, stored], locked=True)  # fmt: skip
+
+        return record
+
+    async def _store_chunked(self, payload: TranscriptPayload | MediaPayload,
+                             ref: ledger.JobRef, queued_at: Any, progress: list[NewEvent],
+                             chash: str, fmt: str, chunks: list[Chunk], vectors: np.ndarray,
+                             extra: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+        async with self.pool.acquire() as conn, conn.transaction():
+            if early := await self._stale(conn, payload, ref, queued_at, progress):
+                return early
+            result: dict[str, Any] = {}
+            record = self._record(conn, ref, progress, extra, result)
+            if isinstance(payload, TranscriptPayload):
+                await store.store_transcript(conn, ref.job_id, payload, chash, fmt, chunks,
+                                             vectors, self.model, record)  # fmt: skip
+            else:
+                await store.store_media(conn, ref.job_id, payload, chash, chunks, vectors,
+                                        self.model, record)  # fmt: skip
+        return result
+
+    async def _store_communication(self, w: CommWrite) -> dict[str, Any]:
+        """One communication in its own transaction: a group's fallback, item by item."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            if early := await self._stale(conn, w.payload, w.ref, w.queued_at, w.progress):
+                return early
+            result: dict[str, Any] = {}
+            await store.store_communication(
+                conn, w.ref.job_id, w.payload, w.body, w.content_hash, w.vector, w.model,
+                w.chunks, self._record(conn, w.ref, w.progress, w.extra, result),
+            )  # fmt: skip
+        return result
+
+    async def _store_communications(self, writes: Sequence[CommWrite]) -> list[dict[str, Any]]:
+        if self.settings.store_group_max_items == 1:  # grouping off: per-item statements
+            return [await self._store_communication(w) for w in writes]
+        async with self.pool.acquire() as conn, conn.transaction():
+            return await store_communications(conn, writes)
+
     async def _stale(self, conn: asyncpg.Connection, payload: ItemPayload, ref: ledger.JobRef,
-                     queued_at: Any, bound: Any, progress: list[NewEvent]) -> dict[str, Any] | None:  # fmt: skip
+                     queued_at: Any, progress: list[NewEvent]) -> dict[str, Any] | None:  # fmt: skip
         """Inside the item's final transaction: the result if this job must not write."""
         key = store.item_lock_key(payload.kind, payload.workspace_id, payload.source,
                                   payload.external_id)  # fmt: skip
@@ -307,15 +350,13 @@ class Pipeline:
             # A concurrent delivery of this same job stored it first: its write stands.
             await ledger.append_events(conn, [*progress, ref.event(
                 ledger.JOB_NOOP, "noop:concurrent", reason=f"already {finished}")])  # fmt: skip
-            bound.info("job.noop", reason=f"already {finished} (concurrent delivery)")
-            return {"status": "noop", "chunks": 0}
+            return outcome("noop", chunks=0, reason=f"already {finished} (concurrent delivery)")
         if await store.newer_version_stored(conn, payload.kind, payload.workspace_id,
                                             payload.source, payload.external_id, queued_at):  # fmt: skip
-            await ledger.finish(conn, ref, ledger.JOB_SKIPPED,
-                                result={"reason": "superseded by newer content"},
+            reason = "superseded by newer content"
+            await ledger.finish(conn, ref, ledger.JOB_SKIPPED, result={"reason": reason},
                                 extra_events=progress, locked=True)  # fmt: skip
-            bound.info("job.skipped", reason="superseded by newer content")
-            return {"status": "skipped", "chunks": 0}
+            return outcome("skipped", chunks=0, reason=reason)
         return None
 
     async def _stream(self, payload: TranscriptPayload | MediaPayload, ref: ledger.JobRef,
@@ -337,7 +378,7 @@ class Pipeline:
             seen = replace(ref.event(ledger.CONTENT_PULLED, format=pulled.fmt,
                                      fetched_bytes=pulled.fetched_bytes, chars=pulled.size),
                            occurred_at=datetime.now(UTC))  # fmt: skip
-            if early := await self._stale(conn, payload, ref, queued_at, bound, [*progress, seen]):
+            if early := await self._stale(conn, payload, ref, queued_at, [*progress, seen]):
                 return early
             chash = content_hash(payload)
             if isinstance(payload, TranscriptPayload):

@@ -58,6 +58,7 @@ class Runtime:
     async def close(self) -> None:
         # Handed-off jobs need the batcher and the pool to finish: they go first.
         await self.handoffs.drain(self.settings.handoff_drain_s)
+        await self.pipeline.aclose()
         await self.batcher.aclose()
         await self.pool.close()
         log.info("worker.stopped", **self.batcher.stats.as_dict())

@@ -129,6 +129,15 @@ class Settings(BaseSettings):
         default=16 * 1024 * 1024, ge=1,
         description="client.enqueue_many: a page also ends at this many bytes of payload JSON",
     )  # fmt: skip
+    store_group_writers: int = Field(
+        default=2, ge=1,
+        description="Communications whose vectors are ready are written in groups, one "
+        "transaction each: at most this many groups at once (each holds a pool connection)",
+    )  # fmt: skip
+    store_group_max_items: int = Field(
+        default=100, ge=1,
+        description="Most communications in one group write (1: one transaction per item)",
+    )  # fmt: skip
     job_timeout_s: int = Field(default=1800, ge=1)
     job_max_tries: int = Field(default=5, ge=1)
     retry_base_delay_s: float = Field(default=2.0, ge=0)

@@ -186,8 +186,13 @@ async def store_communication(
             [contacts.get(a) if a else None for a, _, _ in parts], [r for _, r, _ in parts],
             [n for _, _, n in parts], [a for a, _, _ in parts],
         )  # fmt: skip
-    if thread_id is not None:
-        await conn.execute(Q.refresh_thread, ws, thread_id, payload.subject)
+    # The thread's counters; a message moved from another thread leaves that one's too.
+    threads = sorted({t for t in (thread_id, row["old_thread_id"]) if t is not None})
+    if threads:
+        await conn.execute(Q.lock_threads, threads)
+    for tid in threads:
+        await conn.execute(Q.refresh_thread, ws, tid,
+                           payload.subject if tid == thread_id else None)  # fmt: skip
     return written
 
 
