@@ -43,8 +43,8 @@ class GroupStats:
     fallbacks: int = 0  # groups that failed and were written item by item
 
     def as_dict(self) -> dict[str, Any]:
-        return {"store_groups": self.groups, "store_group_items": self.items,
-                "store_group_largest": self.largest, "store_group_fallbacks": self.fallbacks}  # fmt: skip
+        return {"groups": self.groups, "items": self.items, "largest": self.largest,
+                "fallbacks": self.fallbacks}  # fmt: skip
 
 
 class GroupWriter(Generic[W, R]):

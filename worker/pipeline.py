@@ -83,7 +83,7 @@ class Pipeline:
         self._large_slots = asyncio.Semaphore(settings.large_items_max)
         self.comm_writer: GroupWriter[CommWrite, dict[str, Any]] = GroupWriter(
             self._store_communications, self._store_communication, lambda w: w.item_key,
-            writers=settings.store_group_writers, max_items=settings.store_group_max_items,
+            writers=settings.group_write_connections, max_items=settings.group_write_max_items,
         )  # fmt: skip
 
     async def aclose(self) -> None:
@@ -336,7 +336,7 @@ class Pipeline:
         return result
 
     async def _store_communications(self, writes: Sequence[CommWrite]) -> list[dict[str, Any]]:
-        if self.settings.store_group_max_items == 1:  # grouping off: per-item statements
+        if self.settings.group_write_max_items == 1:  # grouping off: per-item statements
             return [await self._store_communication(w) for w in writes]
         async with self.pool.acquire() as conn, conn.transaction():
             return await store_communications(conn, writes)

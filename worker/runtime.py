@@ -61,4 +61,5 @@ class Runtime:
         await self.pipeline.aclose()
         await self.batcher.aclose()
         await self.pool.close()
-        log.info("worker.stopped", **self.batcher.stats.as_dict())
+        log.info("worker.stopped", **self.batcher.stats.as_dict(),
+                 store_groups=self.pipeline.comm_writer.stats.as_dict())  # fmt: skip

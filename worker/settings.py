@@ -129,12 +129,12 @@ class Settings(BaseSettings):
         default=16 * 1024 * 1024, ge=1,
         description="client.enqueue_many: a page also ends at this many bytes of payload JSON",
     )  # fmt: skip
-    store_group_writers: int = Field(
+    group_write_connections: int = Field(
         default=2, ge=1,
-        description="Communications whose vectors are ready are written in groups, one "
-        "transaction each: at most this many groups at once (each holds a pool connection)",
+        description="Communications whose vectors are ready together are written in groups, "
+        "one transaction each: at most this many groups at once (each holds a pool connection)",
     )  # fmt: skip
-    store_group_max_items: int = Field(
+    group_write_max_items: int = Field(
         default=100, ge=1,
         description="Most communications in one group write (1: one transaction per item)",
     )  # fmt: skip

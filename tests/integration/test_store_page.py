@@ -102,7 +102,7 @@ def without_timings(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 async def test_a_page_writes_what_item_by_item_writes(runtime_factory, migrated_dsn,
                                                      fake_openai) -> None:  # fmt: skip
     grouped_ws, single_ws = await new_workspace(migrated_dsn), await new_workspace(migrated_dsn)
-    grouped = await runtime_factory(store_group_writers=2, store_group_max_items=100)
+    grouped = await runtime_factory(group_write_connections=2, group_write_max_items=100)
     results = await run_all(grouped, mailbox(grouped_ws, 40))
     assert {r["status"] for r in results} == {"done"}
     stats = grouped.pipeline.comm_writer.stats
@@ -112,7 +112,7 @@ async def test_a_page_writes_what_item_by_item_writes(runtime_factory, migrated_
     assert stats.groups <= 2 * requests and stats.largest >= 40 // requests // 2
     assert stats.fallbacks == 0
 
-    single = await runtime_factory(store_group_max_items=1)  # per-item statements
+    single = await runtime_factory(group_write_max_items=1)  # per-item statements
     await run_all(single, mailbox(single_ws, 40))
     assert single.pipeline.comm_writer.stats.largest == 1
 
@@ -247,7 +247,7 @@ async def test_concurrent_writes_sharing_people_and_threads_count_right_and_do_n
     ws = await new_workspace(migrated_dsn)
     # Small groups, many writers: pages overlap on the owner's contact and the 3 threads,
     # and their thread counts must include what the others committed meanwhile.
-    rt = await runtime_factory(store_group_writers=4, store_group_max_items=max_items)
+    rt = await runtime_factory(group_write_connections=4, group_write_max_items=max_items)
     payloads = mailbox(ws, 60)
     results = await run_all(rt, payloads[::-1])
     assert {r["status"] for r in results} == {"done"}
