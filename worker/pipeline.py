@@ -336,7 +336,9 @@ class Pipeline:
         return result
 
     async def _store_communications(self, writes: Sequence[CommWrite]) -> list[dict[str, Any]]:
-        if self.settings.group_write_max_items == 1:  # grouping off: per-item statements
+        if len(writes) == 1 or self.settings.group_write_max_items == 1:
+            # A lone item (light load) or grouping off: the per-item statements, two round
+            # trips fewer than a page of one.
             return [await self._store_communication(w) for w in writes]
         async with self.pool.acquire() as conn, conn.transaction():
             return await store_communications(conn, writes)
