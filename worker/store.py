@@ -12,12 +12,13 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
 import asyncpg
 import numpy as np
+from pgvector import Vector
 
 from worker.chunking import Chunk
 from worker.payloads import CommunicationPayload, MediaPayload, Person, TranscriptPayload
@@ -119,9 +120,11 @@ async def upsert_contacts(
     if not names:
         return {}
     addresses = sorted(names)
+    at = seen_at or datetime.now(UTC)  # an undated sighting is seen now
     rows = await conn.fetch(
-        Q.upsert_contacts, workspace_id, addresses, [names[a] for a in addresses], seen_at
-    )
+        Q.upsert_contacts, [workspace_id] * len(addresses), addresses,
+        [names[a] for a in addresses], [at] * len(addresses), [at] * len(addresses),
+    )  # fmt: skip
     return {r["primary_address"]: r["id"] for r in rows}
 
 
@@ -162,12 +165,12 @@ async def store_communication(
             payload.channel,
         ) or await conn.fetchval(Q.find_thread, ws, payload.source, payload.thread_key)  # fmt: skip
     row = await conn.fetchrow(
-        Q.upsert_communication, ws, thread_id, payload.source, payload.external_id,
-        payload.channel, payload.subject,
-        payload.sender.name if payload.sender else None,
-        payload.sender.address if payload.sender else None,
-        body, content_hash, payload.sent_at, json.dumps(payload.metadata),
-        sum(c.token_count for c in chunks), len(chunks), vector, model, job_id,
+        Q.upsert_communications, [ws], [thread_id], [payload.source], [payload.external_id],
+        [payload.channel], [payload.subject],
+        [payload.sender.name if payload.sender else None],
+        [payload.sender.address if payload.sender else None], [body], [content_hash],
+        [payload.sent_at], [json.dumps(payload.metadata)], [sum(c.token_count for c in chunks)],
+        [len(chunks)], [Vector(vector) if vector is not None else None], [model], [job_id],
     )  # fmt: skip
     comm_id = row["id"]
     parts: list[tuple[str | None, str, str | None]] = []

@@ -177,7 +177,7 @@ async def _write_rows(conn: asyncpg.Connection, writes: Sequence[CommWrite]) -> 
     threads = await _threads(conn, writes)
     ps = [w.payload for w in writes]
     rows = await conn.fetch(
-        Q.upsert_communications_page, [p.workspace_id for p in ps], threads,
+        Q.upsert_communications, [p.workspace_id for p in ps], threads,
         [p.source for p in ps], [p.external_id for p in ps], [p.channel for p in ps],
         [p.subject for p in ps], [p.sender.name if p.sender else None for p in ps],
         [p.sender.address if p.sender else None for p in ps], [w.body for w in writes],
@@ -238,7 +238,7 @@ async def _shared_rows(
     contacts: dict[tuple[UUID, str], UUID] = {}
     if order:
         rows = await conn.fetch(
-            Q.upsert_contacts_page, [k[0] for k in order], [k[1] for k in order],
+            Q.upsert_contacts, [k[0] for k in order], [k[1] for k in order],
             [seen[k][0] for k in order], [seen[k][1] for k in order], [seen[k][2] for k in order],
         )  # fmt: skip
         contacts = {(r["workspace_id"], r["primary_address"]): r["id"] for r in rows}

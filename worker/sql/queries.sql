@@ -85,44 +85,6 @@ SET status = 'failed', attempts = greatest(ops.ingestion_jobs.attempts, EXCLUDED
 -- name: workspace_exists
 SELECT EXISTS (SELECT 1 FROM core.workspaces WHERE id = $1);
 
--- name: upsert_contacts
--- Senders, recipients and participants become contacts, matched by address. A changed
--- display name invalidates the profile embedding so embed_pending refreshes it.
--- A contact whose stored row already covers this sighting (seen within its first/last
--- dates, no new name) is only read: the upsert would lock it until the item commits, and
--- a founder's own address is on nearly every message, so every item of a mailbox would
--- queue on that one row. Skipping is safe under concurrency: first/last only widen
--- (least/greatest), so a row that covers the sighting in this snapshot covers it later.
-WITH want AS (
-  SELECT a.address, a.name FROM unnest($2::text[], $3::text[]) AS a(address, name)
-), covered AS (
-  SELECT c.id, c.primary_address
-  FROM want w JOIN core.contacts c
-    ON c.workspace_id = $1 AND c.primary_address = w.address
-  WHERE $4::timestamptz IS NOT NULL
-    AND c.first_seen_at <= $4 AND c.last_seen_at >= $4
-    AND (w.name IS NULL OR w.name = c.display_name)
-), upserted AS (
-  INSERT INTO core.contacts AS c (workspace_id, primary_address, display_name, addresses,
-                                  first_seen_at, last_seen_at)
-  SELECT $1, w.address, w.name, ARRAY[w.address], coalesce($4, now()), coalesce($4, now())
-  FROM want w
-  WHERE w.address NOT IN (SELECT primary_address FROM covered)
-  ORDER BY w.address
-  ON CONFLICT (workspace_id, primary_address) DO UPDATE
-  SET display_name = coalesce(EXCLUDED.display_name, c.display_name),
-      embedding = CASE WHEN EXCLUDED.display_name IS DISTINCT FROM c.display_name
-                            AND EXCLUDED.display_name IS NOT NULL THEN NULL ELSE c.embedding END,
-      embedding_model = CASE WHEN EXCLUDED.display_name IS DISTINCT FROM c.display_name
-                            AND EXCLUDED.display_name IS NOT NULL THEN NULL ELSE c.embedding_model END,
-      first_seen_at = least(c.first_seen_at, EXCLUDED.first_seen_at),
-      last_seen_at = greatest(c.last_seen_at, EXCLUDED.last_seen_at)
-  RETURNING c.id, c.primary_address
-)
-SELECT id, primary_address FROM covered
-UNION ALL
-SELECT id, primary_address FROM upserted;
-
 -- name: ensure_thread
 -- Find or create the thread without locking an existing row (ON CONFLICT DO UPDATE
 -- would hold the lock across the item's vector insert); refresh_thread locks it at the end.
@@ -192,30 +154,6 @@ FROM (SELECT content_hash, embedding FROM {table}
         AND embedding IS NOT NULL
       UNION ALL
       SELECT content_hash, embedding FROM item_vectors WHERE content_hash = ANY($3::text[])) v;
-
--- name: upsert_communication
--- old_thread_id: the thread the stored row was in (a message moved to another thread
--- leaves a count to refresh behind). Same snapshot as the upsert: the pre-update value.
-WITH old AS (
-  SELECT id, thread_id FROM comms.communications
-  WHERE workspace_id = $1 AND source = $3 AND external_id = $4
-), up AS (
-  INSERT INTO comms.communications AS c (workspace_id, thread_id, source, external_id, channel,
-         subject, sender_name, sender_address, body, content_hash, sent_at, metadata,
-         token_count, chunk_count, embedding, embedding_model, embedded_at, ingestion_job_id)
-  VALUES ($1, $2, $3, $4, $5::comms.channel_type, $6, $7, $8, $9, $10, $11, $12::jsonb,
-          $13, $14, $15, $16, now(), $17)
-  ON CONFLICT (workspace_id, source, external_id) DO UPDATE
-  SET thread_id = EXCLUDED.thread_id, channel = EXCLUDED.channel, subject = EXCLUDED.subject,
-      sender_name = EXCLUDED.sender_name, sender_address = EXCLUDED.sender_address,
-      body = EXCLUDED.body, content_hash = EXCLUDED.content_hash, sent_at = EXCLUDED.sent_at,
-      metadata = EXCLUDED.metadata, token_count = EXCLUDED.token_count,
-      chunk_count = EXCLUDED.chunk_count, embedding = EXCLUDED.embedding,
-      embedding_model = EXCLUDED.embedding_model, embedded_at = now(),
-      ingestion_job_id = EXCLUDED.ingestion_job_id
-  RETURNING c.id, (xmax = 0) AS created
-)
-SELECT up.id, up.created, old.thread_id AS old_thread_id FROM up LEFT JOIN old ON old.id = up.id;
 
 -- name: delete_comm_participants
 DELETE FROM comms.participants WHERE workspace_id = $1 AND communication_id = $2;
@@ -321,9 +259,11 @@ SELECT min(queued_at) FROM ops.ingestion_jobs WHERE status = 'queued';
 
 -- == Pages of communications: store + record for many items in one transaction ==========
 -- (worker/store_page.py). Same rows, events and ledger as the per-item queries above, in a
--- fixed number of statements per page instead of ~15 per item. Every lock is taken in one
--- global order: item locks (by hash), ledger rows (by id), contacts (by workspace and
--- address), threads (by id), so pages, single items and connectors never wait in a cycle.
+-- fixed number of statements per page instead of ~15 per item; upsert_communications and
+-- upsert_contacts serve single items too (store.py passes arrays of one). Every lock is
+-- taken in one global order: item locks (by hash), ledger rows (by id), contacts (by
+-- workspace and address), threads (by id), so pages, single items and connectors never
+-- wait in a cycle.
 
 -- name: lock_items_page
 -- The items' advisory locks (store.item_lock_key, salt 11, as LOCK_ITEM_AND_ROW), in hash
@@ -358,9 +298,10 @@ FROM unnest($1::uuid[], $2::text[], $3::text[]) WITH ORDINALITY AS k(ws, source,
 JOIN comms.threads t
   ON t.workspace_id = k.ws AND t.source = k.source AND t.thread_key = k.thread_key;
 
--- name: upsert_communications_page
--- upsert_communication for a page (rows in key order); job_id tells the caller which is
--- whose, old_thread_id as there.
+-- name: upsert_communications
+-- One item's communication, or a page's (rows in key order); job_id tells the caller which
+-- row is whose. old_thread_id: the thread the stored row was in (a message moved to another
+-- thread leaves a count to refresh behind), read in the upsert's own snapshot.
 WITH n AS (
   SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
                        $7::text[], $8::text[], $9::text[], $10::text[], $11::timestamptz[],
@@ -404,9 +345,15 @@ FROM unnest($1::uuid[], $2::text[], $3::text[]) AS f(id, status, result)
 WHERE j.id = f.id
 RETURNING j.id, pg_advisory_xact_lock(hashtextextended(j.id::text, 7)) AS aggregate_locked;
 
--- name: upsert_contacts_page
--- upsert_contacts for a page: one row per (workspace, address) with the page's earliest and
--- latest sighting; covered rows are only read, as there.
+-- name: upsert_contacts
+-- Senders, recipients and participants become contacts, matched by address: one row per
+-- (workspace, address) with the earliest and latest sighting (one item's, or a page's).
+-- A changed display name invalidates the profile embedding so embed_pending refreshes it.
+-- A contact whose stored row already covers the sighting (seen within its first/last
+-- dates, no new name) is only read: the upsert would lock it until the item commits, and
+-- a founder's own address is on nearly every message, so every item of a mailbox would
+-- queue on that one row. Skipping is safe under concurrency: first/last only widen
+-- (least/greatest), so a row that covers the sighting in this snapshot covers it later.
 WITH want AS (
   SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[])
     AS w(ws, address, name, first_seen, last_seen)
