@@ -10,6 +10,8 @@ many groups as there are writers, then in what queued meanwhile ("smart batching
 A group that fails is retried item by item (``write_one``), so one bad item fails alone
 and its neighbours are written; each caller gets its own item's result or exception.
 Two items with the same ``key`` never share a group: the later one waits for the next.
+A group also ends at ``max_size`` (by the ``size`` of its items: one statement carries
+them all); an item bigger than that is written in a group of its own.
 """
 
 from __future__ import annotations
@@ -53,10 +55,13 @@ class GroupWriter(Generic[W, R]):
     def __init__(
         self, write_group: Callable[[Sequence[W]], Awaitable[Sequence[R]]],
         write_one: Callable[[W], Awaitable[R]], key: Callable[[W], Hashable], *,
-        writers: int, max_items: int,
+        writers: int, max_items: int, size: Callable[[W], int] = lambda _: 0,
+        max_size: int | None = None,
     ) -> None:  # fmt: skip
         if writers < 1 or max_items < 1:
             raise ValueError("writers and max_items must be at least 1")
+        self._size = size
+        self._max_size = max_size
         self._write_group = write_group
         self._write_one = write_one
         self._key = key
@@ -82,6 +87,7 @@ class GroupWriter(Generic[W, R]):
         group: list[_Pending[W, R]] = []
         keys: set[Hashable] = set()
         deferred: list[_Pending[W, R]] = []
+        used = 0
         while self._queue and len(group) < self._max_items:
             p = self._queue.popleft()
             if p.future.done():  # its caller was cancelled while it waited
@@ -89,8 +95,13 @@ class GroupWriter(Generic[W, R]):
             if p.key in keys:
                 deferred.append(p)
                 continue
+            size = self._size(p.item)
+            if group and self._max_size is not None and used + size > self._max_size:
+                deferred.append(p)  # the group is full by size: this one starts the next
+                break
             keys.add(p.key)
             group.append(p)
+            used += size
         self._queue.extendleft(reversed(deferred))
         return group
 

@@ -84,6 +84,7 @@ class Pipeline:
         self.comm_writer: GroupWriter[CommWrite, dict[str, Any]] = GroupWriter(
             self._store_communications, self._store_communication, lambda w: w.item_key,
             writers=settings.group_write_connections, max_items=settings.group_write_max_items,
+            size=lambda w: len(w.body), max_size=settings.group_write_max_bytes,
         )  # fmt: skip
 
     async def aclose(self) -> None:

@@ -138,6 +138,11 @@ class Settings(BaseSettings):
         default=100, ge=1,
         description="Most communications in one group write (1: one transaction per item)",
     )  # fmt: skip
+    group_write_max_bytes: int = Field(
+        default=8 * 1024 * 1024, ge=1,
+        description="A group write also ends at this many characters of message bodies (one "
+        "statement carries them all); a larger message is written on its own",
+    )  # fmt: skip
     job_timeout_s: int = Field(default=1800, ge=1)
     job_max_tries: int = Field(default=5, ge=1)
     retry_base_delay_s: float = Field(default=2.0, ge=0)

@@ -113,6 +113,17 @@ async def test_a_group_being_written_finishes_even_if_its_caller_is_cancelled() 
     assert rec.groups == [["taken"]] and task.cancelled()
 
 
+async def test_a_group_ends_at_its_size_budget_and_a_big_item_goes_alone() -> None:
+    rec = Recorder()
+    writer = GroupWriter(rec.group, rec.one, lambda i: i, writers=1, max_items=10,
+                         size=lambda i: int(i.split(":")[1]), max_size=100)  # fmt: skip
+    items = ["a:40", "b:40", "c:40", "d:500", "e:10", "f:10"]
+    results = await asyncio.gather(*(writer.submit(i) for i in items))
+    assert results == [f"ok {i}" for i in items]
+    # 40 + 40 fit in 100, a third 40 does not; 500 is over the budget on its own.
+    assert rec.groups == [["a:40", "b:40"], ["c:40"], ["d:500"], ["e:10", "f:10"]]
+
+
 def test_bad_limits_are_refused() -> None:
     rec = Recorder()
     with pytest.raises(ValueError):
