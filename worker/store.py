@@ -141,6 +141,33 @@ async def copy_chunks(conn: asyncpg.Connection, kind: str, records: list[tuple[A
 Record = Callable[[StoreResult], Awaitable[None]]
 
 
+def comm_people(payload: CommunicationPayload) -> list[Person]:
+    """Everyone a communication names: its recipients, then its sender."""
+    people: list[Person] = list(payload.recipients)
+    if payload.sender is not None:
+        people.append(payload.sender)
+    return people
+
+
+def comm_parts(payload: CommunicationPayload) -> list[tuple[str | None, str, str | None]]:
+    """A communication's participant rows, (address, role, name), the sender first."""
+    parts: list[tuple[str | None, str, str | None]] = []
+    if payload.sender is not None:
+        parts.append((payload.sender.address, "from", payload.sender.name))
+    return parts + [(r.address, r.role, r.name) for r in payload.recipients]
+
+
+async def refresh_threads(conn: asyncpg.Connection,
+                          threads: dict[tuple[UUID, UUID], str | None]) -> None:  # fmt: skip
+    """Recount ``{(workspace, thread): subject}``, locked in id order first (lock_threads)."""
+    if not threads:
+        return
+    keys = sorted(threads, key=lambda k: k[1])
+    await conn.execute(Q.lock_threads, [k[1] for k in keys])
+    await conn.execute(Q.refresh_threads, [k[0] for k in keys], [k[1] for k in keys],
+                       [threads[k] for k in keys])  # fmt: skip
+
+
 async def store_communication(
     conn: asyncpg.Connection, job_id: UUID, payload: CommunicationPayload, body: str,
     content_hash: str, vector: np.ndarray | None, model: str | None, chunks: Sequence[Chunk],
@@ -155,9 +182,7 @@ async def store_communication(
     on each other as briefly as possible.
     """
     ws = payload.workspace_id
-    people: list[Person] = [r for r in payload.recipients]
-    if payload.sender is not None:
-        people.append(payload.sender)
+    people = comm_people(payload)
     thread_id = None
     if payload.thread_key:
         thread_id = await conn.fetchval(
@@ -173,29 +198,26 @@ async def store_communication(
         [len(chunks)], [Vector(vector) if vector is not None else None], [model], [job_id],
     )  # fmt: skip
     comm_id = row["id"]
-    parts: list[tuple[str | None, str, str | None]] = []
-    if payload.sender is not None:
-        parts.append((payload.sender.address, "from", payload.sender.name))
-    parts += [(r.address, r.role, r.name) for r in payload.recipients]
+    parts = comm_parts(payload)
     written = StoreResult(comm_id, len(chunks), len(_names(people)), len(parts))
     await record(written)
     # Shared rows last: contacts (sorted: one lock order for all), then the thread.
     contacts = await upsert_contacts(conn, ws, people, payload.sent_at)
     if not row["created"]:
-        await conn.execute(Q.delete_comm_participants, ws, comm_id)
+        await conn.execute(Q.delete_comm_participants, [ws], [comm_id])
     if parts:
         await conn.execute(
-            Q.insert_comm_participants, ws, comm_id,
+            Q.insert_comm_participants, [ws] * len(parts), [comm_id] * len(parts),
             [contacts.get(a) if a else None for a, _, _ in parts], [r for _, r, _ in parts],
             [n for _, _, n in parts], [a for a, _, _ in parts],
         )  # fmt: skip
     # The thread's counters; a message moved from another thread leaves that one's too.
-    threads = sorted({t for t in (thread_id, row["old_thread_id"]) if t is not None})
-    if threads:
-        await conn.execute(Q.lock_threads, threads)
-    for tid in threads:
-        await conn.execute(Q.refresh_thread, ws, tid,
-                           payload.subject if tid == thread_id else None)  # fmt: skip
+    threads: dict[tuple[UUID, UUID], str | None] = {}
+    if row["old_thread_id"] is not None:
+        threads[(ws, row["old_thread_id"])] = None
+    if thread_id is not None:
+        threads[(ws, thread_id)] = payload.subject
+    await refresh_threads(conn, threads)
     return written
 
 

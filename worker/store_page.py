@@ -28,9 +28,9 @@ from pgvector import Vector
 from worker import ledger
 from worker.chunking import Chunk
 from worker.events import NewEvent, append_events
-from worker.payloads import CommunicationPayload, Person
+from worker.payloads import CommunicationPayload
 from worker.queries import Q
-from worker.store import StoreResult, item_lock_key
+from worker.store import StoreResult, comm_parts, comm_people, item_lock_key, refresh_threads
 
 
 @dataclass
@@ -52,20 +52,6 @@ class CommWrite:
     def item_key(self) -> str:
         p = self.payload
         return item_lock_key(p.kind, p.workspace_id, p.source, p.external_id)
-
-    def people(self) -> list[Person]:
-        people: list[Person] = list(self.payload.recipients)
-        if self.payload.sender is not None:
-            people.append(self.payload.sender)
-        return people
-
-    def parts(self) -> list[tuple[str | None, str, str | None]]:
-        """Participant rows: (address, role, name), the sender first."""
-        p = self.payload
-        parts: list[tuple[str | None, str, str | None]] = []
-        if p.sender is not None:
-            parts.append((p.sender.address, "from", p.sender.name))
-        return parts + [(r.address, r.role, r.name) for r in p.recipients]
 
 
 def outcome(status: str, **result: Any) -> dict[str, Any]:
@@ -192,8 +178,8 @@ async def _write_rows(conn: asyncpg.Connection, writes: Sequence[CommWrite]) -> 
     out = []
     for w, thread_id in zip(writes, threads, strict=True):
         r = by_job[w.ref.job_id]
-        contacts = len({x.address for x in w.people() if x.address})
-        result = StoreResult(r["id"], len(w.chunks), contacts, len(w.parts()))
+        contacts = len({x.address for x in comm_people(w.payload) if x.address})
+        result = StoreResult(r["id"], len(w.chunks), contacts, len(comm_parts(w.payload)))
         out.append(_Written(result, bool(r["created"]), thread_id, r["old_thread_id"]))
     return out
 
@@ -226,7 +212,7 @@ async def _shared_rows(
     seen: dict[tuple[UUID, str], list[Any]] = {}  # (ws, address) -> [name, first, last]
     for w in writes:
         at = w.payload.sent_at or now
-        for person in w.people():
+        for person in comm_people(w.payload):
             key = (w.payload.workspace_id, person.address)
             if key not in seen:
                 seen[key] = [person.name, at, at]
@@ -245,14 +231,14 @@ async def _shared_rows(
     replaced = [(w.payload.workspace_id, x.result.source_id)
                 for w, x in zip(writes, written, strict=True) if not x.created]  # fmt: skip
     if replaced:
-        await conn.execute(Q.delete_comm_participants_page, [r[0] for r in replaced],
+        await conn.execute(Q.delete_comm_participants, [r[0] for r in replaced],
                            [r[1] for r in replaced])  # fmt: skip
     parts = [(w.payload.workspace_id, x.result.source_id, address, role, name)
              for w, x in zip(writes, written, strict=True)
-             for address, role, name in w.parts()]  # fmt: skip
+             for address, role, name in comm_parts(w.payload)]  # fmt: skip
     if parts:
         await conn.execute(
-            Q.insert_comm_participants_page, [p[0] for p in parts], [p[1] for p in parts],
+            Q.insert_comm_participants, [p[0] for p in parts], [p[1] for p in parts],
             [contacts.get((p[0], p[2])) if p[2] else None for p in parts],
             [p[3] for p in parts], [p[4] for p in parts], [p[2] for p in parts],
         )  # fmt: skip
@@ -262,8 +248,4 @@ async def _shared_rows(
             threads.setdefault((w.payload.workspace_id, x.old_thread_id), None)
         if x.thread_id is not None:
             threads[(w.payload.workspace_id, x.thread_id)] = w.payload.subject
-    if threads:
-        keys = sorted(threads, key=lambda k: k[1])
-        await conn.execute(Q.lock_threads, [k[1] for k in keys])
-        await conn.execute(Q.refresh_threads_page, [k[0] for k in keys], [k[1] for k in keys],
-                           [threads[k] for k in keys])  # fmt: skip
+    await refresh_threads(conn, threads)

@@ -87,7 +87,7 @@ SELECT EXISTS (SELECT 1 FROM core.workspaces WHERE id = $1);
 
 -- name: ensure_thread
 -- Find or create the thread without locking an existing row (ON CONFLICT DO UPDATE
--- would hold the lock across the item's vector insert); refresh_thread locks it at the end.
+-- would hold the lock across the item's vector insert); lock_threads locks it at the end.
 -- NULL when a concurrent transaction created it after this statement's snapshot.
 WITH ins AS (
   INSERT INTO comms.threads (workspace_id, source, thread_key, subject, channel)
@@ -102,15 +102,6 @@ LIMIT 1;
 
 -- name: find_thread
 SELECT id FROM comms.threads WHERE workspace_id = $1 AND source = $2 AND thread_key = $3;
-
--- name: refresh_thread
--- After lock_threads (see there).
-UPDATE comms.threads t
-SET message_count = s.n, first_at = s.first_at, last_at = s.last_at,
-    subject = coalesce(t.subject, $3)
-FROM (SELECT count(*) AS n, min(sent_at) AS first_at, max(sent_at) AS last_at
-      FROM comms.communications WHERE workspace_id = $1 AND thread_id = $2) s
-WHERE t.workspace_id = $1 AND t.id = $2;
 
 -- name: current_source_job
 -- Which job wrote the current version of a source row, and when it was queued:
@@ -154,14 +145,6 @@ FROM (SELECT content_hash, embedding FROM {table}
         AND embedding IS NOT NULL
       UNION ALL
       SELECT content_hash, embedding FROM item_vectors WHERE content_hash = ANY($3::text[])) v;
-
--- name: delete_comm_participants
-DELETE FROM comms.participants WHERE workspace_id = $1 AND communication_id = $2;
-
--- name: insert_comm_participants
-INSERT INTO comms.participants (workspace_id, communication_id, contact_id, role, name, address)
-SELECT $1, $2, p.contact_id, p.role::comms.participant_role, p.name, p.address
-FROM unnest($3::uuid[], $4::text[], $5::text[], $6::text[]) AS p(contact_id, role, name, address);
 
 -- name: upsert_meeting
 INSERT INTO meetings.meetings AS m (workspace_id, source, external_id, title, starts_at, ends_at,
@@ -259,8 +242,8 @@ SELECT min(queued_at) FROM ops.ingestion_jobs WHERE status = 'queued';
 
 -- == Pages of communications: store + record for many items in one transaction ==========
 -- (worker/store_page.py). Same rows, events and ledger as the per-item queries above, in a
--- fixed number of statements per page instead of ~15 per item; upsert_communications and
--- upsert_contacts serve single items too (store.py passes arrays of one). Every lock is
+-- fixed number of statements per page instead of ~15 per item; the upserts, participants
+-- and thread counters serve single items too (store.py passes arrays of one). Every lock is
 -- taken in one global order: item locks (by hash), ledger rows (by id), contacts (by
 -- workspace and address), threads (by id), so pages, single items and connectors never
 -- wait in a cycle.
@@ -385,27 +368,27 @@ SELECT id, workspace_id, primary_address FROM covered
 UNION ALL
 SELECT id, workspace_id, primary_address FROM upserted;
 
--- name: delete_comm_participants_page
+-- name: delete_comm_participants
 DELETE FROM comms.participants p
 USING unnest($1::uuid[], $2::uuid[]) AS d(ws, communication_id)
 WHERE p.workspace_id = d.ws AND p.communication_id = d.communication_id;
 
--- name: insert_comm_participants_page
+-- name: insert_comm_participants
 INSERT INTO comms.participants (workspace_id, communication_id, contact_id, role, name, address)
 SELECT p.ws, p.communication_id, p.contact_id, p.role::comms.participant_role, p.name, p.address
 FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[])
        AS p(ws, communication_id, contact_id, role, name, address);
 
 -- name: lock_threads
--- Before refresh_thread(s_page), in its own statement: an UPDATE that waited for the lock
+-- Before refresh_threads, in its own statement: an UPDATE that waited for the lock
 -- would count the thread's messages in the snapshot it took before waiting, missing what
 -- the transaction it waited for committed. NO KEY UPDATE, as the UPDATE itself: FOR UPDATE
 -- would conflict with the key-share locks that other items' communications hold on their
 -- thread through the foreign key (a deadlock). Id order: one lock order for all.
 SELECT id FROM comms.threads WHERE id = ANY($1::uuid[]) ORDER BY id FOR NO KEY UPDATE;
 
--- name: refresh_threads_page
--- refresh_thread for a page (after lock_threads).
+-- name: refresh_threads
+-- The threads' counters, recounted (after lock_threads); subject fills a missing one.
 UPDATE comms.threads t
 SET message_count = s.n, first_at = s.first_at, last_at = s.last_at,
     subject = coalesce(t.subject, k.subject)
