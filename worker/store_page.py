@@ -123,16 +123,20 @@ async def _stored_job_times(
 
 async def _threads(conn: asyncpg.Connection, writes: Sequence[CommWrite]) -> list[UUID | None]:
     keys: dict[tuple[UUID, str, str], CommWrite] = {}
+    subjects: dict[tuple[UUID, str, str], str | None] = {}
     for w in writes:
         p = w.payload
         if p.thread_key:
-            keys.setdefault((p.workspace_id, p.source, p.thread_key), w)
+            key = (p.workspace_id, p.source, p.thread_key)
+            keys.setdefault(key, w)
+            if subjects.get(key) is None:  # a new thread takes the first subject it is given
+                subjects[key] = p.subject
     if not keys:
         return [None] * len(writes)
     order = sorted(keys)
     await conn.execute(
         Q.ensure_threads_page, [k[0] for k in order], [k[1] for k in order],
-        [k[2] for k in order], [keys[k].payload.subject for k in order],
+        [k[2] for k in order], [subjects[k] for k in order],
         [keys[k].payload.channel for k in order],
     )  # fmt: skip
     rows = await conn.fetch(Q.find_threads_page, [k[0] for k in order], [k[1] for k in order],
@@ -218,7 +222,7 @@ async def _shared_rows(
                 seen[key] = [person.name, at, at]
             else:
                 s = seen[key]
-                s[0] = s[0] if s[0] is not None else person.name
+                s[0] = person.name if person.name is not None else s[0]  # as written in order
                 s[1], s[2] = min(s[1], at), max(s[2], at)
     order = sorted(seen)
     contacts: dict[tuple[UUID, str], UUID] = {}
@@ -246,6 +250,9 @@ async def _shared_rows(
     for w, x in zip(writes, written, strict=True):
         if x.old_thread_id is not None:  # a moved message leaves a count behind
             threads.setdefault((w.payload.workspace_id, x.old_thread_id), None)
-        if x.thread_id is not None:
-            threads[(w.payload.workspace_id, x.thread_id)] = w.payload.subject
+        if x.thread_id is None:
+            continue
+        thread = (w.payload.workspace_id, x.thread_id)
+        if threads.get(thread) is None:  # as item by item: any subject fills a missing one
+            threads[thread] = w.payload.subject
     await refresh_threads(conn, threads)

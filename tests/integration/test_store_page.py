@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import numpy as np
 import pytest
 
@@ -115,7 +116,8 @@ async def test_a_page_writes_what_item_by_item_writes(runtime_factory, migrated_
     # A response answers many jobs at once: they were written in groups, not 40 transactions.
     requests = fake_openai.stats()["count"]
     assert requests < 10 and stats.items == 40
-    assert stats.groups <= 2 * requests and stats.largest >= 40 // requests // 2
+    # (How many groups exactly depends on when each job wakes; never one per item.)
+    assert stats.groups <= 10 and stats.largest >= 40 // requests // 3
     assert stats.fallbacks == 0
 
     single = await runtime_factory(group_write_max_items=1)  # per-item statements
@@ -128,6 +130,7 @@ async def test_a_page_writes_what_item_by_item_writes(runtime_factory, migrated_
     for table in ("comms", "participants", "contacts", "threads"):
         assert a[table] == b[table], table
     assert without_ids(a["ledger"]) == without_ids(b["ledger"])
+
     # Same event streams (received, started, pulled, chunked, embedded, stored, completed)
     # with the same payloads, but for row ids and payload hashes (they name the workspace).
     def stream(events: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
@@ -194,7 +197,8 @@ async def test_a_bad_item_fails_alone_and_its_page_neighbours_are_written(
     bad = by_id[job_id(parse_payload(payloads[5]))]
     assert bad["status"] == "failed" and "refused by test trigger" in bad["reason"]
     assert sum(r["status"] == "done" for r in results) == 11
-    assert rt.pipeline.comm_writer.stats.fallbacks >= 1
+    # Whether the poison item shared a group depends on when each job's vector arrived
+    # (alone, it takes the per-item path); test_a_failed_group_... pins the group case.
     rows = await db_fetch(migrated_dsn, "SELECT external_id FROM comms.communications "
                           "WHERE workspace_id = $1", ws)  # fmt: skip
     assert len(rows) == 11 and "poison-1" not in {r["external_id"] for r in rows}
@@ -221,6 +225,41 @@ async def _started(rt: Runtime, payload: dict[str, Any], arq_id: str | None = No
     vector[0] = 1.0
     return CommWrite(ref, p, pickup.queued_at, p.body or "", content_hash(p), vector,
                      "test-model", [], [])  # fmt: skip
+
+
+async def test_a_failed_group_is_written_again_item_by_item_and_only_the_bad_one_fails(
+    runtime_factory, migrated_dsn
+) -> None:
+    """The pipeline's group writer, fed 12 ready items in one loop turn (as one embedding
+    response does): they form one group; the database refuses one, so the group rolls back
+    and is written again item by item."""
+    ws = await new_workspace(migrated_dsn)
+    rt = await runtime_factory(group_write_connections=2, group_write_max_items=100)
+    payloads = mailbox(ws, 12)
+    payloads[5] = communication(ws, "poison-2", "The database refuses this one.")
+    writes = [await _started(rt, p) for p in payloads]
+    trigger = f"refuse_{uuid.uuid4().hex[:8]}"
+    await db_fetch(migrated_dsn, f"""DO $do$ BEGIN EXECUTE $q$
+        CREATE FUNCTION {trigger}() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN RAISE EXCEPTION 'refused by test trigger'; END $$;
+        CREATE TRIGGER {trigger} BEFORE INSERT ON comms.communications FOR EACH ROW
+        WHEN (NEW.workspace_id = '{ws}' AND NEW.external_id = 'poison-2')
+        EXECUTE FUNCTION {trigger}();$q$; END $do$""")  # fmt: skip
+    try:
+        writer = rt.pipeline.comm_writer
+        results = await asyncio.gather(*(writer.submit(w) for w in writes),
+                                       return_exceptions=True)  # fmt: skip
+    finally:
+        await db_fetch(migrated_dsn, f"DROP TRIGGER {trigger} ON comms.communications")
+        await db_fetch(migrated_dsn, f"DROP FUNCTION {trigger}()")
+    assert writer.stats.as_dict() == {"groups": 1, "items": 12, "largest": 12, "fallbacks": 1}
+    bad = results.pop(5)
+    assert isinstance(bad, asyncpg.RaiseError) and "refused by test trigger" in str(bad)
+    assert [r["status"] for r in results] == ["done"] * 11  # type: ignore[index]
+    snap = await snapshot(migrated_dsn, ws)
+    assert sorted(c["external_id"] for c in snap["comms"]) == sorted(
+        p["external_id"] for i, p in enumerate(payloads) if i != 5)  # fmt: skip
+    assert sum(t["message_count"] for t in snap["threads"]) == 11
 
 
 async def test_a_page_skips_an_older_version_and_noops_a_finished_job(runtime_factory,
@@ -253,6 +292,31 @@ async def test_a_page_skips_an_older_version_and_noops_a_finished_job(runtime_fa
     with pytest.raises(ValueError, match="one job per item"):
         async with rt.pool.acquire() as conn, conn.transaction():
             await store_communications(conn, [old, new])
+
+
+async def test_a_thread_takes_a_subject_from_any_page_item_that_has_one(runtime_factory,
+                                                                        migrated_dsn) -> None:  # fmt: skip
+    """Item by item, any message with a subject fills its thread's missing one; a page must
+    not lose it to a neighbour without a subject, whatever their order (CI once caught this)."""
+    ws = await new_workspace(migrated_dsn)
+    rt = await runtime_factory()
+
+    def mail(n: int, thread: str, subject: str | None) -> dict[str, Any]:
+        return communication(ws, f"s{n}", f"body {n}", thread_key=thread, subject=subject)
+
+    # t-new: created by a page whose first item has no subject, a later one has.
+    # t-old: exists without a subject; a page's subject comes before one without.
+    first = [await _started(rt, mail(0, "t-old", None))]
+    page = [await _started(rt, m) for m in (
+        mail(1, "t-new", None), mail(2, "t-new", "Budget"), mail(3, "t-new", None),
+        mail(4, "t-old", "Hiring"), mail(5, "t-old", None))]  # fmt: skip
+    for writes in (first, page):
+        async with rt.pool.acquire() as conn, conn.transaction():
+            results = await store_communications(conn, writes)
+        assert {r["status"] for r in results} == {"done"}
+    threads = {t["thread_key"]: t for t in (await snapshot(migrated_dsn, ws))["threads"]}
+    assert threads["t-new"]["subject"] == "Budget" and threads["t-new"]["message_count"] == 3
+    assert threads["t-old"]["subject"] == "Hiring" and threads["t-old"]["message_count"] == 3
 
 
 @pytest.mark.parametrize("max_items", [5, 1], ids=["pages", "item-by-item"])
