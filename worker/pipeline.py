@@ -50,7 +50,7 @@ from worker.payloads import (
 )
 from worker.queries import Q
 from worker.settings import Settings
-from worker.store_page import CommWrite, outcome, store_communications
+from worker.store_page import CommWrite, ensure_threads, outcome, store_communications
 from worker.streaming import WindowWriter, chain_release
 
 log = structlog.get_logger("worker.pipeline")
@@ -341,8 +341,10 @@ class Pipeline:
             # A lone item (light load) or grouping off: the per-item statements, two round
             # trips fewer than a page of one.
             return [await self._store_communication(w) for w in writes]
-        async with self.pool.acquire() as conn, conn.transaction():
-            return await store_communications(conn, writes)
+        async with self.pool.acquire() as conn:
+            await ensure_threads(conn, writes)  # committed at once: see its docstring
+            async with conn.transaction():
+                return await store_communications(conn, writes)
 
     async def _stale(self, conn: asyncpg.Connection, payload: ItemPayload, ref: ledger.JobRef,
                      queued_at: Any, progress: list[NewEvent]) -> dict[str, Any] | None:  # fmt: skip

@@ -319,6 +319,48 @@ async def test_a_thread_takes_a_subject_from_any_page_item_that_has_one(runtime_
     assert threads["t-old"]["subject"] == "Hiring" and threads["t-old"]["message_count"] == 3
 
 
+async def test_a_page_does_not_wait_for_another_page_that_created_the_same_thread(
+    runtime_factory, migrated_dsn
+) -> None:
+    """Two pages of one new thread: the second must not queue behind the first's whole
+    transaction (a thread claimed inside it would hold it there: ensure_threads)."""
+    ws = await new_workspace(migrated_dsn)
+    rt = await runtime_factory(group_write_connections=2, group_write_max_items=100)
+
+    def mail(name: str, person: str) -> dict[str, Any]:
+        return communication(ws, name, f"body of {name}", thread_key="t-shared",
+                             sender={"address": f"{person}@example.com"}, recipients=[])  # fmt: skip
+
+    first = [await _started(rt, mail(n, f"a{n}")) for n in ("slow", "a1", "a2")]
+    second = [await _started(rt, mail(n, f"b{n}")) for n in ("b1", "b2")]
+    trigger = f"slow_{uuid.uuid4().hex[:8]}"
+    await db_fetch(migrated_dsn, f"""DO $do$ BEGIN EXECUTE $q$
+        CREATE FUNCTION {trigger}() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN PERFORM pg_sleep(1.5); RETURN NEW; END $$;
+        CREATE TRIGGER {trigger} BEFORE INSERT ON comms.communications FOR EACH ROW
+        WHEN (NEW.workspace_id = '{ws}' AND NEW.external_id = 'slow')
+        EXECUTE FUNCTION {trigger}();$q$; END $do$""")  # fmt: skip
+    writer = rt.pipeline.comm_writer
+    try:
+        slow = asyncio.gather(*(writer.submit(w) for w in first))
+        for _ in range(200):  # the first page is inside its transaction, asleep
+            rows = await db_fetch(migrated_dsn, "SELECT 1 FROM pg_stat_activity WHERE "
+                                  "wait_event = 'PgSleep' AND datname = current_database()")  # fmt: skip
+            if rows:
+                break
+            await asyncio.sleep(0.01)
+        else:
+            pytest.fail("the first page never reached its slow insert")
+        fast = await asyncio.gather(*(writer.submit(w) for w in second))
+        assert not slow.done(), "the second page waited for the first to commit"
+        assert [r["status"] for r in [*fast, *await slow]] == ["done"] * 5
+    finally:
+        await db_fetch(migrated_dsn, f"DROP TRIGGER {trigger} ON comms.communications")
+        await db_fetch(migrated_dsn, f"DROP FUNCTION {trigger}()")
+    [thread] = (await snapshot(migrated_dsn, ws))["threads"]
+    assert thread["message_count"] == 5  # each page's recount saw the other's rows
+
+
 @pytest.mark.parametrize("max_items", [5, 1], ids=["pages", "item-by-item"])
 async def test_concurrent_writes_sharing_people_and_threads_count_right_and_do_not_deadlock(
     runtime_factory, migrated_dsn, max_items: int
