@@ -10,9 +10,27 @@ import json
 from typing import Any
 
 
+class QuietPayload(dict[str, Any]):
+    """A job argument whose ``repr`` is ``…``.
+
+    arq formats ``repr(args)`` for its start log line before any filter can drop it, and
+    only then truncates it to 80 characters: for a 20 MB transcript that repr took 0.2 s
+    of the event loop and 60 MB at its peak (measured), and its first characters may be
+    a message body (``log.HideJobArguments`` blanks them as well). Otherwise a plain dict.
+    """
+
+    def __repr__(self) -> str:
+        return "…"
+
+
 def dumps(data: Any) -> bytes:
     return json.dumps(data, default=str, separators=(",", ":")).encode("utf-8")
 
 
 def loads(raw: bytes) -> Any:
-    return json.loads(raw.decode("utf-8", errors="replace"))
+    """A job (or result) as arq stores it: ``{"f": function, "a": args, ...}``; dict
+    arguments come back as ``QuietPayload``."""
+    data = json.loads(raw.decode("utf-8", errors="replace"))
+    if isinstance(data, dict) and isinstance(data.get("a"), list):
+        data["a"] = [QuietPayload(a) if isinstance(a, dict) else a for a in data["a"]]
+    return data
