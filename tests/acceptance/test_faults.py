@@ -26,6 +26,7 @@ import asyncpg
 import pytest
 
 from tests.acceptance.conftest import (
+    Workers,
     assert_exactly_once,
     ledger_counts,
     wait_until_settled,
@@ -119,13 +120,21 @@ def _queue() -> str:
     return f"faults:{uuid.uuid4().hex[:8]}"
 
 
-async def _wait_for(predicate: Any, within: float, what: str) -> None:
+async def _wait_for(predicate: Any, within: float, what: str,
+                    supervised: Workers | None = None) -> None:  # fmt: skip
+    """Poll ``predicate``; with ``supervised``, restart exited workers meanwhile, as a
+    process manager would, and put their log tail in the failure."""
     deadline = time.monotonic() + within
+    restarted = 0
     while time.monotonic() < deadline:
         if await predicate():
             return
+        if supervised is not None:
+            restarted += supervised.supervise()
         await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+    logs = "" if supervised is None else (
+        f" ({restarted} worker restarts); worker logs:\n{supervised.logs()[-4000:]}")  # fmt: skip
+    raise AssertionError(f"timed out waiting for {what}{logs}")
 
 
 async def test_sigkill_mid_batch_and_four_workers_with_duplicates(
@@ -209,7 +218,8 @@ async def test_redis_restart_and_flush_are_recovered_from_the_ledger(
         async def more_done() -> bool:
             return (await ledger_counts(fresh_db)).get("done", 0) >= 15
 
-        await _wait_for(more_done, 30, "progress after the Redis restart")
+        # arq's poll loop may die on the outage (see Workers.supervise): supervised.
+        await _wait_for(more_done, 30, "progress after the Redis restart", workers)
         workers.supervise()
         await d.redis.flushall()
         lost = await ledger_counts(fresh_db)
