@@ -29,7 +29,8 @@ from itertools import accumulate
 
 import numpy as np
 
-from worker.payloads import Segment, clean_text
+from worker.field_checks import clean_text
+from worker.payloads import Segment
 from worker.settings import MAX_INPUT_TOKENS
 from worker.tokens import get_encoding
 

@@ -19,7 +19,7 @@ from uuid import UUID, uuid4
 import asyncpg
 
 from worker.events import NewEvent, append_events
-from worker.payloads import clean_text
+from worker.field_checks import clean_text
 from worker.queries import Q
 
 # Event types; the comment says how each one moves the ledger row.

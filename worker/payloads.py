@@ -7,11 +7,12 @@ written by other services, so nothing about them is trusted:
 * :func:`parse_payload` turns *any* input into a model or a :class:`PayloadError` naming the
   first offending field (``meeting.ends_at``, ``segments.3.end_ms``, ``kind``) - it never
   raises anything else, so a poison message fails its job cleanly instead of the worker.
-* Text hygiene runs on every string, including metadata keys and values: NUL bytes are
-  **stripped** because PostgreSQL ``text``/``jsonb`` cannot store U+0000 (the insert would
-  fail far from the cause), and lone UTF-16 surrogates (legal in JSON ``\\ud800`` escapes,
-  illegal in UTF-8) become U+FFFD. Invalid UTF-8 can only arrive as bytes; use
-  :func:`decode_json_payload`, which decodes with ``errors="replace"``.
+* Text hygiene (``worker.field_checks``) runs on every string, including metadata keys
+  and values: NUL bytes are **stripped** because PostgreSQL ``text``/``jsonb`` cannot
+  store U+0000 (the insert would fail far from the cause), and lone UTF-16 surrogates
+  (legal in JSON ``\\ud800`` escapes, illegal in UTF-8) become U+FFFD. Invalid UTF-8 can
+  only arrive as bytes; use :func:`decode_json_payload`, which decodes with
+  ``errors="replace"``.
 * Sizes are capped so one message cannot exhaust a worker: ids <= 512 characters, metadata
   nesting <= 16 and <= 64 KiB as compact JSON, inline text <= :data:`MAX_TEXT_CHARS`.
 
@@ -23,17 +24,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 import uuid
-from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     TypeAdapter,
@@ -43,20 +39,27 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from worker.field_checks import (
+    MAX_METADATA_DEPTH,
+    MAX_TEXT_CHARS,
+    ContentFormat,
+    HttpUrl,
+    Identifier,
+    LongText,
+    ShortText,
+    Text,
+    UtcDatetime,
+    clean_json,
+    json_depth,
+    one_of,
+)
+
 SCHEMA_VERSION = 1
-MAX_ID_CHARS = 512
-MAX_URL_CHARS = 4096
-MAX_METADATA_DEPTH = 16
 MAX_METADATA_BYTES = 64 * 1024
-#: Inline text cap (``body``, ``text``, all segment texts together): 20 million characters,
-#: about 20 MB of mostly-ASCII text. Bigger content must come by ``content_url``, which is
-#: fetched with its own byte cap (``fetch_max_bytes``).
-MAX_TEXT_CHARS = 20_000_000
 MAX_LIST_ITEMS = 100_000
 #: Namespace of :func:`job_id` (fixed forever: changing it changes every job id).
 JOB_NAMESPACE = uuid.UUID("6f1c9a52-3d4e-5b8a-9c71-2e0d4b6a8f13")
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
@@ -75,124 +78,6 @@ class PayloadError(ValueError):
 
     def __reduce__(self) -> tuple[Any, ...]:  # picklable across arq/process boundaries
         return (type(self), (self.field, self.reason, self.errors))
-
-
-# --- text hygiene -----------------------------------------------------------------------
-
-
-def clean_text(value: str) -> str:
-    """Strip NUL bytes and replace lone surrogates with U+FFFD (valid surrogate pairs that
-    were left split in a Python string are joined into their real character)."""
-    if "\x00" in value:
-        value = value.replace("\x00", "")
-    if _SURROGATE.search(value):
-        value = value.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
-    return value
-
-
-def _pre_clean(value: Any) -> Any:
-    """Before pydantic's own str check, which rejects lone surrogates outright."""
-    return clean_text(value) if isinstance(value, str) else value
-
-
-def _check_size(value: str) -> str:
-    if len(value) > MAX_TEXT_CHARS:
-        raise ValueError(f"is longer than {MAX_TEXT_CHARS} characters; send it by content_url")
-    return value
-
-
-def _check_id(value: str) -> str:
-    if not value.strip():
-        raise ValueError("must not be empty")
-    if len(value) > MAX_ID_CHARS:
-        raise ValueError(f"is longer than {MAX_ID_CHARS} characters")
-    return value
-
-
-def _check_url(value: str) -> str:
-    if len(value) > MAX_URL_CHARS:
-        raise ValueError(f"is longer than {MAX_URL_CHARS} characters")
-    if any(c.isspace() or ord(c) < 32 for c in value):
-        raise ValueError("must not contain whitespace or control characters")
-    try:
-        parts = urlsplit(value)
-        host = parts.hostname
-    except ValueError as exc:
-        raise ValueError(f"is not a valid URL ({exc})") from None
-    if parts.scheme.lower() not in ("http", "https"):
-        raise ValueError("must be an http(s) URL")
-    if not host:
-        raise ValueError("must include a host")
-    return value
-
-
-def _utc(value: datetime) -> datetime:
-    """Naive datetimes are taken as UTC; all are normalised to UTC for stable hashing."""
-    if value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
-
-
-Text = Annotated[str, BeforeValidator(_pre_clean)]
-LongText = Annotated[str, BeforeValidator(_pre_clean), AfterValidator(_check_size)]
-Identifier = Annotated[str, BeforeValidator(_pre_clean), AfterValidator(_check_id)]
-ShortText = Annotated[str, BeforeValidator(_pre_clean), Field(max_length=MAX_ID_CHARS)]
-HttpUrl = Annotated[str, BeforeValidator(_pre_clean), AfterValidator(_check_url)]
-UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
-ContentFormat = Literal["vtt", "srt", "plain"]
-
-
-def _json_depth(value: Any) -> int:
-    """Container nesting depth, computed iteratively (no RecursionError on hostile input)."""
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            children: Any = item.values()
-        elif isinstance(item, list | tuple):
-            children = item
-        else:
-            continue
-        deepest = max(deepest, depth)
-        if deepest > MAX_METADATA_DEPTH:
-            return deepest
-        stack.extend((child, depth + 1) for child in children)
-    return deepest
-
-
-def _clean_json(value: Any) -> Any:
-    """Clean every string (keys too) of a JSON value whose depth is already bounded."""
-    if isinstance(value, str):
-        return clean_text(value)
-    if isinstance(value, dict):
-        out = {}
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise ValueError("keys must be strings")
-            out[clean_text(key)] = _clean_json(item)
-        return out
-    if isinstance(value, list | tuple):
-        return [_clean_json(item) for item in value]
-    if value is None or isinstance(value, bool | int):
-        return value
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError("must not contain NaN or infinite numbers (not valid JSON)")
-        return value
-    raise ValueError(f"must contain only JSON values (found {type(value).__name__})")
-
-
-def _one_of(model: BaseModel, names: tuple[str, ...]) -> None:
-    """Require exactly one of ``names`` to be set; the error names the first field."""
-    present = [name for name in names if getattr(model, name) is not None]
-    if len(present) != 1:
-        listed = ", ".join(names)
-        got = "none" if not present else "both " + " and ".join(present)
-        raise PydanticCustomError(
-            "exactly_one",
-            "exactly one of {fields} is required (got {got})",
-            {"field": present[1] if len(present) > 1 else names[0], "fields": listed, "got": got},
-        )
 
 
 # --- models -----------------------------------------------------------------------------
@@ -282,9 +167,9 @@ class _Payload(_Model):
     def _metadata(cls, value: Any) -> Any:
         if not isinstance(value, dict):
             return value  # pydantic reports the type error
-        if _json_depth(value) > MAX_METADATA_DEPTH:
+        if json_depth(value) > MAX_METADATA_DEPTH:
             raise ValueError(f"is nested deeper than {MAX_METADATA_DEPTH} levels")
-        cleaned = _clean_json(value)
+        cleaned = clean_json(value)
         size = len(json.dumps(cleaned, ensure_ascii=False, separators=(",", ":")).encode())
         if size > MAX_METADATA_BYTES:
             raise ValueError(f"is {size} bytes as JSON; the limit is {MAX_METADATA_BYTES}")
@@ -315,7 +200,7 @@ class CommunicationPayload(_Payload):
 
     @model_validator(mode="after")
     def _content(self) -> CommunicationPayload:
-        _one_of(self, ("body", "content_url"))
+        one_of(self, ("body", "content_url"))
         return self
 
 
@@ -332,7 +217,7 @@ class TranscriptPayload(_Payload):
 
     @model_validator(mode="after")
     def _content(self) -> TranscriptPayload:
-        _one_of(self, ("segments", "content_url"))
+        one_of(self, ("segments", "content_url"))
         _segments_size(self.segments)
         return self
 
@@ -349,7 +234,7 @@ class MediaPayload(_Payload):
 
     @model_validator(mode="after")
     def _content(self) -> MediaPayload:
-        _one_of(self, ("segments", "text", "content_url"))
+        one_of(self, ("segments", "text", "content_url"))
         _segments_size(self.segments)
         return self
 

@@ -44,8 +44,9 @@ from worker import fetch as fetch_module
 from worker import store
 from worker.chunking import Chunk
 from worker.delivery import Delivery
+from worker.field_checks import clean_text
 from worker.log import configure_logging
-from worker.payloads import PayloadError, clean_text, parse_payload
+from worker.payloads import PayloadError, parse_payload
 from worker.runtime import Runtime
 
 pytestmark = pytest.mark.slow
