@@ -336,7 +336,7 @@ async def test_a_page_does_not_wait_for_another_page_that_created_the_same_threa
     trigger = f"slow_{uuid.uuid4().hex[:8]}"
     await db_fetch(migrated_dsn, f"""DO $do$ BEGIN EXECUTE $q$
         CREATE FUNCTION {trigger}() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN PERFORM pg_sleep(1.5); RETURN NEW; END $$;
+        BEGIN PERFORM pg_sleep(2.5); RETURN NEW; END $$;
         CREATE TRIGGER {trigger} BEFORE INSERT ON comms.communications FOR EACH ROW
         WHEN (NEW.workspace_id = '{ws}' AND NEW.external_id = 'slow')
         EXECUTE FUNCTION {trigger}();$q$; END $do$""")  # fmt: skip
