@@ -279,7 +279,6 @@ class Pipeline:
         fresh_tokens = sum(c.token_count for c in fresh)
         step(ledger.CONTENT_EMBEDDED, model=self.model, embedded=len(fresh),
              reused=len(chunks) - len(fresh), tokens=fresh_tokens)  # fmt: skip
-        chash = content_hash(payload)
         extra = {"tokens": tokens, "embedded_chunks": len(fresh), "embedded_tokens": fresh_tokens}
         if isinstance(payload, CommunicationPayload):
             # Ready communications are written in groups (store_page): one response
@@ -289,8 +288,9 @@ class Pipeline:
                 self.model if vector is not None else None, chunks, progress, extra))  # fmt: skip
         else:
             assert vectors is not None
-            result = await self._store_chunked(payload, ref, queued_at, progress, chash,
-                                               pulled.fmt, chunks, vectors, extra)  # fmt: skip
+            result = await self._store_chunked(payload, ref, queued_at, progress,
+                                               content_hash(payload), pulled.fmt, chunks,
+                                               vectors, extra)  # fmt: skip
         t3 = time.perf_counter()
         return {**result, "fetch_chunk_s": round(t1 - t0, 4), "embed_s": round(t2 - t1, 4),
                 "store_s": round(t3 - t2, 4)}  # fmt: skip
@@ -337,9 +337,9 @@ class Pipeline:
         return result
 
     async def _store_communications(self, writes: Sequence[CommWrite]) -> list[dict[str, Any]]:
-        if len(writes) == 1 or self.settings.group_write_max_items == 1:
-            # A lone item (light load) or grouping off: the per-item statements, two round
-            # trips fewer than a page of one.
+        if len(writes) == 1:
+            # A lone item (light load, or grouping off: GROUP_WRITE_MAX_ITEMS=1): the
+            # per-item statements, two round trips fewer than a page of one.
             return [await self._store_communication(w) for w in writes]
         async with self.pool.acquire() as conn:
             await ensure_threads(conn, writes)  # committed at once: see its docstring

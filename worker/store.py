@@ -149,6 +149,13 @@ def comm_people(payload: CommunicationPayload) -> list[Person]:
     return people
 
 
+def comm_result(comm_id: UUID, payload: CommunicationPayload,
+                chunks: Sequence[Chunk]) -> StoreResult:  # fmt: skip
+    """What a stored communication reports: its row, chunks, contacts and participants."""
+    return StoreResult(comm_id, len(chunks), len(_names(comm_people(payload))),
+                       len(comm_parts(payload)))  # fmt: skip
+
+
 def comm_parts(payload: CommunicationPayload) -> list[tuple[str | None, str, str | None]]:
     """A communication's participant rows, (address, role, name), the sender first."""
     parts: list[tuple[str | None, str, str | None]] = []
@@ -199,7 +206,7 @@ async def store_communication(
     )  # fmt: skip
     comm_id = row["id"]
     parts = comm_parts(payload)
-    written = StoreResult(comm_id, len(chunks), len(_names(people)), len(parts))
+    written = comm_result(comm_id, payload, chunks)
     await record(written)
     # Shared rows last: contacts (sorted: one lock order for all), then the thread.
     contacts = await upsert_contacts(conn, ws, people, payload.sent_at)

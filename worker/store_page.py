@@ -30,7 +30,14 @@ from worker.chunking import Chunk
 from worker.events import NewEvent, append_events
 from worker.payloads import CommunicationPayload
 from worker.queries import Q
-from worker.store import StoreResult, comm_parts, comm_people, item_lock_key, refresh_threads
+from worker.store import (
+    StoreResult,
+    comm_parts,
+    comm_people,
+    comm_result,
+    item_lock_key,
+    refresh_threads,
+)
 
 
 @dataclass
@@ -145,7 +152,11 @@ async def ensure_threads(conn: asyncpg.Connection, writes: Sequence[CommWrite]) 
     small benchmark). Committed at once, the claim lasts one statement. A page that then
     fails leaves its new threads empty (message_count 0) until a message fills them.
     """
-    keys = _thread_keys(writes)
+    await _create_threads(conn, _thread_keys(writes))
+
+
+async def _create_threads(conn: asyncpg.Connection,
+                          keys: dict[_ThreadKey, tuple[str | None, str]]) -> None:  # fmt: skip
     if keys:
         await conn.execute(
             Q.ensure_threads_page, [k[0] for k in keys], [k[1] for k in keys],
@@ -153,16 +164,22 @@ async def ensure_threads(conn: asyncpg.Connection, writes: Sequence[CommWrite]) 
         )  # fmt: skip
 
 
-async def _threads(conn: asyncpg.Connection, writes: Sequence[CommWrite]) -> list[UUID | None]:
-    keys = list(_thread_keys(writes))
-    if not keys:
-        return [None] * len(writes)
-    # Normally ensure_threads committed them all already (then this inserts nothing and
-    # waits on no one); it stands for a page written without it.
-    await ensure_threads(conn, writes)
+async def _find_threads(conn: asyncpg.Connection,
+                        keys: Sequence[_ThreadKey]) -> dict[_ThreadKey, UUID]:  # fmt: skip
     rows = await conn.fetch(Q.find_threads_page, [k[0] for k in keys], [k[1] for k in keys],
                             [k[2] for k in keys])  # fmt: skip
-    ids = {keys[r["i"] - 1]: r["id"] for r in rows}
+    return {keys[r["i"] - 1]: r["id"] for r in rows}
+
+
+async def _threads(conn: asyncpg.Connection, writes: Sequence[CommWrite]) -> list[UUID | None]:
+    wanted = _thread_keys(writes)
+    if not wanted:
+        return [None] * len(writes)
+    keys = list(wanted)
+    ids = await _find_threads(conn, keys)
+    if len(ids) < len(keys):  # a page written without ensure_threads first: create them here
+        await _create_threads(conn, {k: v for k, v in wanted.items() if k not in ids})
+        ids = await _find_threads(conn, keys)
     return [
         ids[(w.payload.workspace_id, w.payload.source, w.payload.thread_key)]
         if w.payload.thread_key else None
@@ -203,8 +220,7 @@ async def _write_rows(conn: asyncpg.Connection, writes: Sequence[CommWrite]) -> 
     out = []
     for w, thread_id in zip(writes, threads, strict=True):
         r = by_job[w.ref.job_id]
-        contacts = len({x.address for x in comm_people(w.payload) if x.address})
-        result = StoreResult(r["id"], len(w.chunks), contacts, len(comm_parts(w.payload)))
+        result = comm_result(r["id"], w.payload, w.chunks)
         out.append(_Written(result, bool(r["created"]), thread_id, r["old_thread_id"]))
     return out
 
