@@ -44,6 +44,10 @@ class HideJobArguments(logging.Filter):
         return True
 
 
+#: Libraries whose INFO lines are per request (noise, and URLs) rather than news.
+QUIET_LIBRARY_LOGGERS = ("httpx", "httpx2", "httpcore", "httpcore2", "openai")
+
+
 def configure_logging(settings: Settings, *, stream: Any = None) -> None:
     """Configure structlog and the stdlib root logger once per process."""
     stream = stream or sys.stderr
@@ -80,9 +84,10 @@ def configure_logging(settings: Settings, *, stream: Any = None) -> None:
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(level)
-    # httpx logs full request lines at INFO; keep them out of operator logs.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    logging.getLogger("openai").setLevel(logging.WARNING)
+    # The SDK's HTTP client logs every request line at INFO; keep them out of operator
+    # logs. openai 1.x/2.x use httpx, 3.x its fork httpx2 (and httpcore/httpcore2 below).
+    for name in QUIET_LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
     arq_worker = logging.getLogger("arq.worker")
     if not any(isinstance(f, HideJobArguments) for f in arq_worker.filters):
         arq_worker.addFilter(HideJobArguments())

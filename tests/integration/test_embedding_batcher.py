@@ -400,3 +400,31 @@ def test_server_runs_as_subprocess() -> None:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+async def test_operator_logs_have_no_per_request_lines_from_the_sdk(
+    fake_openai: OpenAIServer,
+) -> None:
+    """The SDK's HTTP client (httpx, or httpx2 in openai 3.x) logs each request at INFO;
+    with our logging configured at INFO, an operator sees ``embedding.request`` only."""
+    import io
+    import logging
+
+    from worker.log import QUIET_LIBRARY_LOGGERS, configure_logging
+
+    stream = io.StringIO()
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    levels = {n: logging.getLogger(n).level for n in QUIET_LIBRARY_LOGGERS}
+    configure_logging(settings(fake_openai, log_format="json", log_level="INFO"), stream=stream)
+    try:
+        async with batcher(fake_openai) as b:
+            await embed(b, ["hello there"])
+    finally:
+        structlog.reset_defaults()
+        root.handlers[:], root.level = saved
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+    lines = stream.getvalue().splitlines()
+    assert any('"embedding.request"' in line for line in lines), lines
+    assert not any("HTTP Request" in line for line in lines), lines
