@@ -9,6 +9,8 @@ many groups as there are writers, then in what queued meanwhile ("smart batching
 
 A group that fails is retried item by item (``write_one``), so one bad item fails alone
 and its neighbours are written; each caller gets its own item's result or exception.
+``write_group`` may also return an exception in an item's place: that item fails alone
+and the rest of the group stands.
 Two items with the same ``key`` never share a group: the later one waits for the next.
 A group also ends at ``max_size`` (by the ``size`` of its items: one statement carries
 them all); an item bigger than that is written in a group of its own.
@@ -53,7 +55,7 @@ class GroupWriter(Generic[W, R]):
     """Writes submitted items in groups; ``submit`` returns the item's own result."""
 
     def __init__(
-        self, write_group: Callable[[Sequence[W]], Awaitable[Sequence[R]]],
+        self, write_group: Callable[[Sequence[W]], Awaitable[Sequence[R | BaseException]]],
         write_one: Callable[[W], Awaitable[R]], key: Callable[[W], Hashable], *,
         writers: int, max_items: int, size: Callable[[W], int] = lambda _: 0,
         max_size: int | None = None,
@@ -122,7 +124,10 @@ class GroupWriter(Generic[W, R]):
                     _settle(group[0].future, exc=exc)
                 continue
             for p, result in zip(group, results, strict=True):
-                _settle(p.future, result=result)
+                if isinstance(result, BaseException):  # that item failed alone, as recorded
+                    _settle(p.future, exc=result)
+                else:
+                    _settle(p.future, result=result)
 
     async def _one(self, p: _Pending[W, R]) -> None:
         try:

@@ -249,6 +249,48 @@ async def receive_and_start(
     return pickup
 
 
+@dataclass(frozen=True)
+class Start:
+    """One delivery to pick up (``receive_and_start``'s arguments)."""
+
+    ref: JobRef
+    source: str
+    external_id: str
+    content_hash: str
+    payload: Mapping[str, Any]
+    noop_key: str
+
+
+async def start_many(conn: asyncpg.Connection, starts: Sequence[Start]) -> list[Pickup | None]:
+    """``receive_and_start`` for a page of deliveries, in one transaction and two statements
+    (start the rows, append the events) however many there are: when a worker takes 200
+    jobs off the queue at once, their pickups are one transaction, not 200.
+
+    ``None``: the ledger has no row for that job yet (sent straight to Redis); the caller
+    records it with ``receive_and_start``. Deliveries must have distinct job ids.
+    """
+    async with conn.transaction():
+        rows = {r["id"]: r for r in await conn.fetch(
+            Q.ledger_start_page, [s.ref.job_id for s in starts],
+            [s.ref.arq_job_id for s in starts])}  # fmt: skip
+        pickups: list[Pickup | None] = []
+        events: list[NewEvent] = []
+        for s in starts:
+            row = rows.get(s.ref.job_id)
+            if row is None:
+                pickups.append(None)
+                continue
+            pickup = Pickup(row["status"], int(row["attempts"]), row["queued_at"], False)
+            if pickup.finished:
+                events.append(s.ref.event(JOB_NOOP, s.noop_key, reason="already " + pickup.status))
+            else:
+                this_attempt = replace(s.ref, attempt=pickup.attempt)
+                events.append(this_attempt.event(JOB_STARTED, attempt=pickup.attempt))
+            pickups.append(pickup)
+        await append_events(conn, events, locked=True)  # ledger_start_page locked them
+    return pickups
+
+
 async def lock_unfinished(
     conn: asyncpg.Connection, ref: JobRef, *, item_lock: str | None = None
 ) -> str | None:

@@ -48,6 +48,7 @@ from worker.payloads import (
     job_id,
     parse_payload,
 )
+from worker.pickup import Pickups
 from worker.queries import Q
 from worker.settings import Settings
 from worker.store_page import CommWrite, ensure_threads, outcome, store_communications
@@ -81,6 +82,8 @@ class Pipeline:
         # transaction for minutes): at most this many at once, so memory stays bounded and
         # small items always find a connection.
         self._large_slots = asyncio.Semaphore(settings.large_items_max)
+        # Pickups that arrive together (the items of one page job) share a transaction.
+        self.pickups = Pickups(pool, settings)
         self.comm_writer: GroupWriter[CommWrite, dict[str, Any]] = GroupWriter(
             self._store_communications, self._store_communication, lambda w: w.item_key,
             writers=settings.group_write_connections, max_items=settings.group_write_max_items,
@@ -89,6 +92,7 @@ class Pipeline:
 
     async def aclose(self) -> None:
         """Let the groups being written finish (before the pool closes)."""
+        await self.pickups.aclose()
         await self.comm_writer.aclose()
 
     # -- receive --------------------------------------------------------------------
@@ -128,15 +132,13 @@ class Pipeline:
     async def _receive(self, payload: ItemPayload, data: dict[str, Any], ref: ledger.JobRef,
                        delivery: Delivery, bound: Any) -> dict[str, Any] | tuple[ledger.JobRef, Any]:  # fmt: skip
         """Ledger first: record the job, turn a finished job into a no-op, else start it."""
-        async with self.pool.acquire() as conn:
-            try:
-                pickup = await ledger.receive_and_start(
-                    conn, ref, source=payload.source, external_id=payload.external_id,
-                    content_hash=content_hash(payload), payload=data,
-                    noop_key=f"noop:{delivery.enqueue_time_ms}",
-                )  # fmt: skip
-            except asyncpg.ForeignKeyViolationError:
-                pickup = None  # the only foreign key of the ledger row: its workspace
+        start = ledger.Start(ref, payload.source, payload.external_id, content_hash(payload),
+                             data, noop_key=f"noop:{delivery.enqueue_time_ms}")  # fmt: skip
+        pickup: ledger.Pickup | None
+        try:
+            pickup = await self.pickups.start(start)
+        except asyncpg.ForeignKeyViolationError:
+            pickup = None  # the only foreign key of the ledger row: its workspace
         if pickup is None:
             return await self._reject(data, delivery, "workspace_id", "unknown workspace",
                                       ledger_id=ref.job_id)  # fmt: skip

@@ -62,4 +62,5 @@ class Runtime:
         await self.batcher.aclose()
         await self.pool.close()
         log.info("worker.stopped", **self.batcher.stats.as_dict(),
+                 pickup_groups=self.pipeline.pickups.writer.stats.as_dict(),
                  store_groups=self.pipeline.comm_writer.stats.as_dict())  # fmt: skip

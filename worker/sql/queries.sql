@@ -65,6 +65,26 @@ SET status = $2::ops.job_status, result = $3::jsonb, last_error = $4, error_fiel
 WHERE id = $1
 RETURNING pg_advisory_xact_lock(hashtextextended(j.id::text, 7)) AS aggregate_locked;
 
+-- name: ledger_start_page
+-- ledger_start for a page of deliveries (worker/pickup.py): rows locked in id order first
+-- (as ledger_lock_page), then each started unless finished. Ids without a row are absent:
+-- the caller records those one by one (ledger_start, then ledger_insert).
+WITH k AS (
+  SELECT * FROM unnest($1::uuid[], $2::text[]) AS k(id, arq_job_id)
+), locked AS MATERIALIZED (
+  SELECT j.id FROM ops.ingestion_jobs j WHERE j.id IN (SELECT id FROM k) ORDER BY j.id FOR UPDATE
+)
+UPDATE ops.ingestion_jobs AS j
+SET status = CASE WHEN j.status IN ('done', 'skipped') THEN j.status ELSE 'running' END,
+    attempts = CASE WHEN j.status IN ('done', 'skipped') THEN j.attempts
+                    ELSE j.attempts + 1 END,
+    started_at = CASE WHEN j.status IN ('done', 'skipped') THEN j.started_at ELSE now() END,
+    arq_job_id = CASE WHEN j.status IN ('done', 'skipped') THEN j.arq_job_id ELSE k.arq_job_id END
+FROM locked JOIN k ON k.id = locked.id
+WHERE j.id = locked.id
+RETURNING j.id, j.status::text AS status, j.attempts, j.queued_at,
+          pg_advisory_xact_lock(hashtextextended(j.id::text, 7)) AS aggregate_locked;
+
 -- name: ledger_set_arq_job_id
 -- A handed-off job's retry was enqueued under a new arq id (jobs.py): the reconciler
 -- looks for the job under the id the row names.
