@@ -38,7 +38,7 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 def worker_options(settings: Settings) -> dict[str, Any]:
     """Everything arq needs except redis settings; shared by WorkerSettings and tests."""
     return {
-        "functions": [jobs.ingest, jobs.embed_pending],
+        "functions": [jobs.ingest, jobs.ingest_page, jobs.embed_pending],
         "cron_jobs": [
             cron(
                 jobs.maintenance,

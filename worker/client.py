@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import asyncpg
 from arq.connections import ArqRedis, RedisSettings, create_pool
@@ -124,6 +124,14 @@ async def enqueue_many(
     on ``workspace_id``. Each page then costs one Redis call. A page is the unit of
     work: it costs a few round trips where one-by-one enqueueing costs about nine per
     item, which is what a re-sent, unchanged mailbox is made of.
+
+    The items a ledger page *creates* travel together, ``enqueue_job_items`` (and
+    ``enqueue_job_bytes``) to an ``ingest_page`` job, whose id their ledger rows name.
+    An item the ledger already held unfinished is re-sent alone, under its own job id
+    (which arq refuses while that job is still queued), unless its row names a page
+    job: that page carries it, and if Redis lost the page the reconciler re-sends the
+    item (re-sending it here could run it twice). Without ``db`` every item is a job of
+    its own (nothing could tell a new item from a re-sent one).
     """
     settings = settings or get_settings()
     results: list[str | PayloadError] = []
@@ -143,25 +151,63 @@ async def enqueue_many(
         text = model.model_dump_json()
         jobs.append(_Job(model, jid, json.loads(text), len(text)))
     for page in _pages(jobs, settings.enqueue_page_items, settings.enqueue_page_bytes):
-        if db is not None:
-            page = await _record(db, page, results)
-        await _send(redis, page, settings.queue_name)
+        if db is None:
+            await _send(redis, [_single(j) for j in page], settings.queue_name)
+            continue
+        groups = list(_pages(page, settings.enqueue_job_items, settings.enqueue_job_bytes))
+        arq_ids: dict[str, str] = {}
+        for group in groups:
+            page_id = keys.PAGE_JOB_PREFIX + uuid4().hex
+            arq_ids.update((j.job_id, page_id if len(group) > 1 else j.job_id) for j in group)
+        created: set[UUID] = set()
+        holders: dict[UUID, str | None] = {}
+        todo = {j.job_id for j in await _record(db, page, results, arq_ids, created, holders)
+                if not (holders.get(UUID(j.job_id)) or "").startswith(keys.PAGE_JOB_PREFIX)}  # fmt: skip
+        sends: list[_Send] = []
+        for group in groups:
+            new = [j for j in group if UUID(j.job_id) in created]
+            if len(group) > 1 and new:
+                items = {"items": [j.data for j in new]}
+                sends.append(_Send(arq_ids[new[0].job_id], keys.INGEST_PAGE, items))
+            else:
+                sends += [_single(j) for j in new]
+            sends += [
+                _single(j) for j in group if j.job_id in todo and UUID(j.job_id) not in created
+            ]
+        await _send(redis, sends, settings.queue_name)
     return results
 
 
-async def _record(db: asyncpg.Pool, page: list[_Job],
-                  results: list[str | PayloadError]) -> list[_Job]:  # fmt: skip
-    """Ledger first; returns the jobs that still have to reach Redis."""
+@dataclass(frozen=True)
+class _Send:
+    """One arq job to enqueue: an item (``ingest``) or a page of new items (``ingest_page``)."""
+
+    arq_id: str
+    function: str
+    arg: Any
+
+
+def _single(job: _Job) -> _Send:
+    return _Send(job.job_id, keys.INGEST, job.data)
+
+
+async def _record(db: asyncpg.Pool, page: list[_Job], results: list[str | PayloadError],
+                  arq_ids: dict[str, str], created: set[UUID],
+                  holders: dict[UUID, str | None]) -> list[_Job]:  # fmt: skip
+    """Ledger first; returns the jobs that still have to reach Redis (``created``: the
+    ones whose rows this call inserted, each naming the arq job in ``arq_ids``;
+    ``holders``: the job each row already held names)."""
     receipts = [
         ledger.Receipt(
-            ledger.JobRef(UUID(j.job_id), j.model.workspace_id, j.model.kind, arq_job_id=j.job_id),
+            ledger.JobRef(UUID(j.job_id), j.model.workspace_id, j.model.kind,
+                          arq_job_id=arq_ids[j.job_id]),
             source=j.model.source, external_id=j.model.external_id,
             content_hash=content_hash(j.model), payload=j.data,
         )
         for j in page
     ]  # fmt: skip
     async with db.acquire() as conn:
-        statuses = await ledger.receive_many(conn, receipts)
+        statuses = await ledger.receive_many(conn, receipts, created=created, holders=holders)
     unknown = PayloadError("workspace_id", "no such workspace")
     for j in page:
         if statuses[UUID(j.job_id)] is None:
@@ -171,16 +217,16 @@ async def _record(db: asyncpg.Pool, page: list[_Job],
     return [j for j in page if statuses[UUID(j.job_id)] not in (None, *ledger.FINISHED)]
 
 
-async def _send(redis: ArqRedis, page: list[_Job], queue: str) -> None:
-    if not page:
+async def _send(redis: ArqRedis, jobs: list[_Send], queue: str) -> None:
+    if not jobs:
         return
     now = timestamp_ms()
     keys_: list[str] = [queue]
     args: list[Any] = [expires_extra_ms, now]
-    for j in page:
-        keys_ += [keys.JOB_KEY_PREFIX + j.job_id, keys.RESULT_KEY_PREFIX + j.job_id]
-        args += [j.job_id, serialize_job(keys.INGEST, (j.data,), {}, None, now,
-                                  serializer=serialization.dumps)]  # fmt: skip
+    for j in jobs:
+        keys_ += [keys.JOB_KEY_PREFIX + j.arq_id, keys.RESULT_KEY_PREFIX + j.arq_id]
+        args += [j.arq_id, serialize_job(j.function, (j.arg,), {}, None, now,
+                                         serializer=serialization.dumps)]  # fmt: skip
     await redis.register_script(_ENQUEUE_PAGE)(keys=keys_, args=args)  # EVALSHA
 
 

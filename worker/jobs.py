@@ -9,6 +9,8 @@ is translated to ``arq.Retry`` here. Swapping the queue means rewriting this fil
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -23,9 +25,11 @@ from worker import backfill, keys
 from worker import reconcile as reconciler
 from worker.delivery import Delivery, RetryLater, is_transient, pipeline_ledger_id
 from worker.embedding.batcher import on_rows_queued
+from worker.handoff import Offer
 from worker.pipeline import Pipeline
 from worker.queries import Q
 from worker.runtime import Runtime
+from worker.serialization import QuietPayload
 
 log = structlog.get_logger("worker.jobs")
 
@@ -75,6 +79,113 @@ async def ingest(ctx: dict[str, Any], payload: Any) -> dict[str, Any]:
         structlog.contextvars.unbind_contextvars("arq_job_id")
 
 
+async def ingest_page(ctx: dict[str, Any], page: Any) -> dict[str, Any]:
+    """Ingest the items of one connector page (``client.enqueue_many`` sends the items
+    its ledger transaction created as one job): all at once, each as ``ingest`` runs
+    one job, so their ledger pickups share a transaction (``worker.pickup``) and arq's
+    per-job round trips are paid once per page.
+
+    An item's outcome is its own: a failure is recorded for that item, a transient one is
+    retried as a job of its own (``<item job id>~<try>``), and the page job succeeds.
+    Once every item has finished or queued its rows (and the row budget admits them),
+    the page is handed off as one job would be.
+    """
+    rt = _runtime(ctx)
+    items = page.get("items") if isinstance(page, dict) else None
+    if not isinstance(items, list) or not items:
+        # Only a hand-made job looks like this: nothing to record an item under.
+        log.error("job.invalid_page", arq_job_id=ctx.get("job_id"), reason="no items list")
+        return {"status": "failed", "reason": "page job without an items list"}
+    enqueue_time = ctx.get("enqueue_time")
+    delivery = Delivery(
+        arq_job_id=ctx.get("job_id"),
+        job_try=int(ctx.get("job_try", 1)),
+        enqueue_time_ms=int(enqueue_time.timestamp() * 1000) if enqueue_time else 0,
+    )
+    structlog.contextvars.bind_contextvars(arq_job_id=delivery.arq_job_id)
+    rt.batcher.note_bulk()  # the items are on their way; the queue may look empty already
+    payloads = [QuietPayload(i) if isinstance(i, dict) else i for i in items]
+    offers = [rt.handoffs.offer() for _ in payloads]
+    runs = [_start_item(rt, p, delivery, o) for p, o in zip(payloads, offers, strict=True)]
+    redis: ArqRedis | None = ctx.get("redis")
+    try:
+        if redis is None or not delivery.arq_job_id:  # a test calling this directly
+            await asyncio.wait(runs)
+            return _page_result(runs, handed_off=0)
+        reserved = await asyncio.gather(*(o.wait(r) for o, r in zip(offers, runs, strict=True)))
+        rows = {i: o.rows for i, (o, ok) in enumerate(zip(offers, reserved, strict=True)) if ok}
+        adopted = bool(rows) and await _mark_handed_off(redis, rt, delivery.arq_job_id)
+        if rows and not adopted:
+            rt.handoffs.release(sum(rows.values()))
+            rows = {}
+            await asyncio.wait(runs)
+        await _settle_page(redis, rt, runs, payloads, rows, delivery)
+        return _page_result(runs, handed_off=len(rows))
+    except asyncio.CancelledError:
+        for run in runs:
+            run.cancel()  # arq's job timeout or abort reaches the items too
+        raise
+    finally:
+        structlog.contextvars.unbind_contextvars("arq_job_id")
+
+
+def _start_item(rt: Runtime, payload: Any, delivery: Delivery,
+                offer: Offer) -> asyncio.Task[dict[str, Any]]:  # fmt: skip
+    """One item's run, in a context of its own: its announcement to the batcher and its
+    rows-queued hook (what ``ingest`` binds for a whole job) belong to it alone."""
+    context = contextvars.copy_context()
+
+    def announce() -> Callable[[], None]:
+        on_rows_queued(offer.rows_queued)
+        return rt.pipeline.batcher.expect(bind=True)
+
+    arrived = context.run(announce)
+    run = asyncio.create_task(_run(rt.pipeline, payload, delivery), context=context)
+    run.add_done_callback(lambda _: arrived())
+    return run
+
+
+async def _settle_page(redis: ArqRedis, rt: Runtime, runs: list[asyncio.Task[dict[str, Any]]],
+                       payloads: list[Any], reserved: dict[int, int],
+                       delivery: Delivery) -> None:  # fmt: skip
+    """Settle the finished items now; adopt the reserved ones (their rows are queued),
+    and take the page's hand-off marker down when the last of them ends."""
+    left = len(reserved)
+
+    def retry_base(payload: Any) -> str:
+        return str(pipeline_ledger_id(payload, delivery))
+
+    async def after(done: asyncio.Task[dict[str, Any]], payload: Any) -> None:
+        nonlocal left
+        try:
+            await _settle(redis, rt, done, payload, delivery, retry_base(payload))
+        finally:
+            left -= 1
+            if left == 0:
+                assert delivery.arq_job_id is not None
+                await _unmark_handed_off(redis, rt, delivery.arq_job_id)
+
+    for i, (run, payload) in enumerate(zip(runs, payloads, strict=True)):
+        if i in reserved:
+            rt.handoffs.adopt(run, reserved[i], timeout_s=rt.settings.job_timeout_s,
+                              after=functools.partial(after, payload=payload))  # fmt: skip
+        else:
+            await _settle(redis, rt, run, payload, delivery, retry_base(payload))
+
+
+def _page_result(runs: list[asyncio.Task[dict[str, Any]]], handed_off: int) -> dict[str, Any]:
+    counts: dict[str, int] = {}
+    for run in runs:
+        if not run.done():
+            continue
+        status = ("cancelled" if run.cancelled()
+                  else "retrying" if isinstance(run.exception(), RetryLater)
+                  else "error" if run.exception() is not None
+                  else str(run.result().get("status")))  # fmt: skip
+        counts[status] = counts.get(status, 0) + 1
+    return {"status": "page", "items": len(runs), "handed_off": handed_off, **counts}
+
+
 async def _run(pipeline: Pipeline, payload: Any, delivery: Delivery) -> dict[str, Any]:
     try:
         return await pipeline.run(payload, delivery)
@@ -93,43 +204,56 @@ async def _run(pipeline: Pipeline, payload: Any, delivery: Delivery) -> dict[str
         raise RetryLater(delay, type(exc).__name__) from exc
 
 
+async def _mark_handed_off(redis: ArqRedis, rt: Runtime, job: str) -> bool:
+    """Tell the reconciler (and ``cos-worker status``) that ``job`` runs on without its arq
+    slot; False if Redis cannot be told (the job then keeps its slot)."""
+    timeout_ms = int(rt.settings.job_timeout_s * 1000)
+    running = keys.HANDED_OFF_SET_PREFIX + rt.settings.queue_name
+    try:
+        now_ms = int(time.time() * 1000)
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.set(keys.HANDED_OFF_KEY_PREFIX + job, b"1", px=timeout_ms)
+            pipe.zadd(running, {job: now_ms + timeout_ms})
+            pipe.zremrangebyscore(running, "-inf", now_ms)  # entries of crashed workers
+            await pipe.execute()
+    except Exception as exc:  # noqa: BLE001 - the job just keeps its slot
+        log.warning("job.hand_off_skipped", error=type(exc).__name__)
+        return False
+    return True
+
+
+async def _unmark_handed_off(redis: ArqRedis, rt: Runtime, job: str) -> None:
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.delete(keys.HANDED_OFF_KEY_PREFIX + job)
+        pipe.zrem(keys.HANDED_OFF_SET_PREFIX + rt.settings.queue_name, job)
+        await pipe.execute()
+
+
 async def _hand_off(redis: ArqRedis, rt: Runtime, run: asyncio.Task[dict[str, Any]], rows: int,
                     payload: Any, delivery: Delivery) -> bool:  # fmt: skip
     """Adopt ``run`` (its rows are reserved) once the reconciler can see it is alive;
     False (rows given back, the job keeps its slot) if Redis cannot be told."""
     assert delivery.arq_job_id is not None
     job = delivery.arq_job_id
-    marker = keys.HANDED_OFF_KEY_PREFIX + job
-    running = keys.HANDED_OFF_SET_PREFIX + rt.settings.queue_name
-    timeout_ms = int(rt.settings.job_timeout_s * 1000)
-    try:
-        now_ms = int(time.time() * 1000)
-        async with redis.pipeline(transaction=False) as pipe:
-            pipe.set(marker, b"1", px=timeout_ms)
-            pipe.zadd(running, {job: now_ms + timeout_ms})
-            pipe.zremrangebyscore(running, "-inf", now_ms)  # entries of crashed workers
-            await pipe.execute()
-    except Exception as exc:  # noqa: BLE001 - the job just keeps its slot
+    if not await _mark_handed_off(redis, rt, job):
         rt.handoffs.release(rows)
-        log.warning("job.hand_off_skipped", error=type(exc).__name__)
         return False
 
     async def after(done: asyncio.Task[dict[str, Any]]) -> None:
         try:
-            await _after_hand_off(redis, rt, done, payload, delivery)
+            await _settle(redis, rt, done, payload, delivery, job.split("~")[0])
         finally:
-            async with redis.pipeline(transaction=False) as pipe:
-                pipe.delete(marker)
-                pipe.zrem(running, job)
-                await pipe.execute()
+            await _unmark_handed_off(redis, rt, job)
 
-    rt.handoffs.adopt(run, rows, timeout_s=timeout_ms / 1000, after=after)
+    rt.handoffs.adopt(run, rows, timeout_s=rt.settings.job_timeout_s, after=after)
     return True
 
 
-async def _after_hand_off(redis: ArqRedis, rt: Runtime, run: asyncio.Task[dict[str, Any]],
-                          payload: Any, delivery: Delivery) -> None:  # fmt: skip
-    """What arq would have done with the outcome of a run it no longer watches."""
+async def _settle(redis: ArqRedis, rt: Runtime, run: asyncio.Task[dict[str, Any]],
+                  payload: Any, delivery: Delivery, retry_base: str) -> None:  # fmt: skip
+    """What arq would have done with the outcome of a run it does not watch (handed off,
+    or an item of a page job): log a failure; enqueue a retry as a job of its own, under
+    ``retry_base~<try>`` (arq keeps a finished job's id for keep_result)."""
     bound = log.bind(arq_job_id=delivery.arq_job_id, job_try=delivery.job_try)
     if run.cancelled():
         # Timed out or stopped at shutdown: the ledger row stays running; the reconciler
@@ -142,9 +266,7 @@ async def _after_hand_off(redis: ArqRedis, rt: Runtime, run: asyncio.Task[dict[s
     if not isinstance(exc, RetryLater):
         bound.error("job.handed_off_failed", error=type(exc).__name__)
         return
-    # arq keeps the finished job's id (its result) for keep_result: a retry needs its own.
-    assert delivery.arq_job_id is not None
-    retry_id = f"{delivery.arq_job_id.split('~')[0]}~{delivery.job_try + 1}"
+    retry_id = f"{retry_base}~{delivery.job_try + 1}"
     await redis.enqueue_job(keys.INGEST, payload, _job_id=retry_id, _defer_by=exc.delay_s,
                             _job_try=delivery.job_try + 1,
                             _queue_name=rt.settings.queue_name)  # fmt: skip

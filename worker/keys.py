@@ -21,5 +21,8 @@ HANDED_OFF_SET_PREFIX = "cos:handed-off-jobs:"
 
 # Job function names: the contract between connectors (worker.client) and the worker.
 INGEST = "ingest"
+INGEST_PAGE = "ingest_page"  # the items of one connector page (client.enqueue_many)
+# arq ids of page jobs start with this; their items' ledger rows name the page's id.
+PAGE_JOB_PREFIX = "page:"
 EMBED_PENDING = "embed_pending"
 RECONCILE = "reconcile"

@@ -144,8 +144,9 @@ class Receipt:
 
 
 async def receive_many(
-    conn: asyncpg.Connection, receipts: Sequence[Receipt], *, via: str = "client"
-) -> dict[UUID, str | None]:
+    conn: asyncpg.Connection, receipts: Sequence[Receipt], *, via: str = "client",
+    created: set[UUID] | None = None, holders: dict[UUID, str | None] | None = None,
+) -> dict[UUID, str | None]:  # fmt: skip
     """Record a page of jobs in one transaction and return each job's status.
 
     A new job gets its row (queued) and ``job.received``; a job already finished
@@ -155,6 +156,8 @@ async def receive_many(
     known rows, insert the new ones, append the events): a connector re-sending an
     unchanged mailbox pays a few round trips per page, not per message, and no payload
     is sent for a job the ledger already holds. Receipts must have distinct job ids.
+    ``created`` (if given) receives the ids of the rows this call inserted; ``holders``
+    the arq job id that each row the ledger already held names.
     """
     by_id = {r.ref.job_id: r for r in receipts}
     if len(by_id) != len(receipts):
@@ -166,6 +169,8 @@ async def receive_many(
         while todo:
             for row in await conn.fetch(Q.ledger_lock_page, todo):
                 statuses[row["id"]] = row["status"]
+                if holders is not None:
+                    holders[row["id"]] = row["arq_job_id"]
                 if row["status"] in FINISHED:
                     ref = by_id[row["id"]].ref
                     key = f"noop:{via}:{uuid4().hex}"
@@ -185,6 +190,8 @@ async def receive_many(
                 [r.source for r in new], [r.external_id for r in new],
                 [r.content_hash for r in new], [jsonb_text(r.payload) for r in new],
                 [r.ref.arq_job_id for r in new])}  # fmt: skip
+            if created is not None:
+                created.update(inserted)
             for r in new:
                 if r.ref.job_id in inserted:
                     statuses[r.ref.job_id] = "queued"

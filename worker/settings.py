@@ -129,6 +129,17 @@ class Settings(BaseSettings):
         default=16 * 1024 * 1024, ge=1,
         description="client.enqueue_many: a page also ends at this many bytes of payload JSON",
     )  # fmt: skip
+    enqueue_job_items: int = Field(
+        default=100, ge=1,
+        description="client.enqueue_many: new items of a page travel as one arq job of at "
+        "most this many (1: one job per item); pickups and queue round trips are then paid "
+        "once per job",
+    )  # fmt: skip
+    enqueue_job_bytes: int = Field(
+        default=256 * 1024, ge=1,
+        description="client.enqueue_many: a page job also ends at this many bytes of payload "
+        "JSON (a bigger item travels alone): bounds what a worker's job slots hold",
+    )  # fmt: skip
     group_write_connections: int = Field(
         default=2, ge=1,
         description="Communications whose vectors are ready together are written in groups, "

@@ -20,7 +20,7 @@ from tests.support.harness import (
     run_worker_burst,
     transcript,
 )
-from worker import client
+from worker import client, serialization
 from worker.db import create_pool
 from worker.ledger import project
 from worker.payloads import PayloadError, job_id, parse_payload
@@ -35,6 +35,18 @@ def settings_factory(migrated_dsn: str, redis_server: Any, fake_openai: Any):
         return make_settings(migrated_dsn, redis_server.url, fake_openai.base_url, **overrides)
 
     return make
+
+
+async def queued_items(redis: Any, queue: str) -> dict[str, list[str]]:
+    """The jobs in ``queue``: arq id -> the job ids of the items it carries."""
+    out: dict[str, list[str]] = {}
+    for member in await redis.zrange(queue, 0, -1):
+        arq_id = member.decode()
+        job = serialization.loads(await redis.get(f"arq:job:{arq_id}"))
+        arg = job["a"][0]
+        payloads = arg["items"] if job["f"] == "ingest_page" else [arg]
+        out[arq_id] = [job_id(parse_payload(p)) for p in payloads]
+    return out
 
 
 async def _events(dsn: str, ws: uuid.UUID) -> list[Any]:
@@ -61,14 +73,16 @@ async def test_a_page_with_bad_items_enqueues_the_rest_and_a_resend_is_noops(
         assert isinstance(results[1], PayloadError) and results[1].field == "channel"
         assert isinstance(results[8], PayloadError)
         assert (results[8].field, results[8].reason) == ("workspace_id", "no such workspace")
-        # one queued ledger row and one job.received per distinct good item, one arq job each
-        rows = await db_fetch(migrated_dsn, "SELECT id::text, status::text FROM "
+        # one queued ledger row and one job.received per distinct good item; the new items
+        # of each ledger page travel as one page job, which their rows name
+        rows = await db_fetch(migrated_dsn, "SELECT id::text, status::text, arq_job_id FROM "
                               "ops.ingestion_jobs WHERE workspace_id = $1", ws)  # fmt: skip
-        assert sorted(rows) == sorted((i, "queued") for i in ids)
+        assert sorted((r[0], r[1]) for r in rows) == sorted((i, "queued") for i in ids)
         assert [e["event_type"] for e in await _events(migrated_dsn, ws)] == ["job.received"] * 6
-        assert sorted(m.decode() for m in await redis.zrange(settings.queue_name, 0, -1)) == sorted(
-            ids
-        )
+        jobs = await queued_items(redis, settings.queue_name)
+        assert len(jobs) == 2 and all(j.startswith("page:") for j in jobs)
+        assert sorted(i for items in jobs.values() for i in items) == sorted(ids)
+        assert all(r["id"] in jobs[r["arq_job_id"]] for r in rows)
 
         await run_worker_burst(settings)
         assert await db_val(migrated_dsn, "SELECT count(*) FROM ops.ingestion_jobs WHERE "
@@ -106,8 +120,9 @@ async def test_overlapping_pages_from_concurrent_connectors_record_each_job_once
     settings_factory, migrated_dsn, fake_openai
 ) -> None:
     """Two connectors push the same 60 new items at once, in opposite orders, plus items of
-    their own: each job gets one ledger row, one job.received and one arq job (the
-    insert race is resolved by locking the winner's row; no deadlock)."""
+    their own: each job gets one ledger row, one job.received and travels in exactly one
+    arq job (the insert race is resolved by locking the winner's row; no deadlock; the
+    loser does not re-send what the winner's page carries)."""
     settings = settings_factory(enqueue_page_items=20)
     ws = await new_workspace(migrated_dsn)
     shared = [communication(ws, f"s-{i}", f"Shared thread message {i}.") for i in range(60)]
@@ -120,13 +135,14 @@ async def test_overlapping_pages_from_concurrent_connectors_record_each_job_once
             client.enqueue_many(redis, [*shared, *own_a], db=pool, settings=settings),
             client.enqueue_many(redis, [*reversed(shared), *own_b], db=pool, settings=settings),
         )
-        queued = await redis.zcard(settings.queue_name)
+        queued = await queued_items(redis, settings.queue_name)
     finally:
         await redis.aclose()
         await pool.close()
     assert not [r for r in (*a, *b) if isinstance(r, PayloadError)]
     assert set(a) & set(b) == {job_id(parse_payload(p)) for p in shared}
-    assert queued == 70
+    items = [i for carried in queued.values() for i in carried]
+    assert len(items) == len(set(items)) == 70  # each in exactly one job
     rows = await db_val(migrated_dsn, "SELECT count(*) FROM ops.ingestion_jobs "
                         "WHERE workspace_id = $1", ws)  # fmt: skip
     assert rows == 70

@@ -214,6 +214,14 @@ class EmbeddingBatcher:
         ``bind=True`` also binds it to the current task, where ``embed`` finds it."""
         return self._linger.expect(bind=bind)
 
+    def note_bulk(self) -> None:
+        """Bulk load has begun without the queue showing it: a page job started, whose
+        items announce themselves (``expect``) one by one as they start, while the queue
+        behind it may already be empty. Requests then linger as under a backlog (up to
+        ``embed_batch_max_linger_ms``, for as long as rows are on the way) instead of
+        going out ``embed_batch_linger_ms`` after their first row, part full."""
+        self._linger.note_bulk()
+
     # ------------------------------------------------------------------ dispatching
 
     async def _dispatch(self) -> None:

@@ -79,6 +79,11 @@ class Linger:
         if probe is not None:
             self.adaptive = True
 
+    def note_bulk(self) -> None:
+        """See ``EmbeddingBatcher.note_bulk``."""
+        self.adaptive = True
+        self.busy = True
+
     def expect(self, *, bind: bool = False) -> Callable[[], None]:
         """See ``EmbeddingBatcher.expect``."""
         self.adaptive = True

@@ -19,9 +19,10 @@ RETURNING status::text AS status, attempts, queued_at,
 -- in id order (two pages never wait on each other in a cycle), and take the event-stream
 -- lock of each finished one after its row (it gets a job.noop).
 WITH locked AS MATERIALIZED (
-  SELECT id, status FROM ops.ingestion_jobs WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE
+  SELECT id, status, arq_job_id FROM ops.ingestion_jobs WHERE id = ANY($1::uuid[])
+  ORDER BY id FOR UPDATE
 )
-SELECT id, status::text AS status,
+SELECT id, status::text AS status, arq_job_id,
        CASE WHEN status IN ('done', 'skipped')
             THEN pg_advisory_xact_lock(hashtextextended(id::text, 7)) END AS aggregate_locked
 FROM locked;

@@ -1,0 +1,128 @@
+"""Page jobs (``jobs.ingest_page``): the items a connector's page creates in the ledger
+travel as one arq job, with the real arq Worker, Redis, PostgreSQL and the
+OpenAI-compatible server."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.integration.test_enqueue_many import queued_items
+from tests.support.harness import (
+    communication,
+    db_fetch,
+    make_settings,
+    new_workspace,
+    run_worker_burst,
+)
+from worker import client, reconcile
+from worker.db import create_pool
+from worker.payloads import job_id, parse_payload
+
+
+@pytest.fixture
+def settings_factory(migrated_dsn: str, redis_server: Any, fake_openai: Any):
+    def make(**overrides: Any):
+        return make_settings(migrated_dsn, redis_server.url, fake_openai.base_url, **overrides)
+
+    return make
+
+
+async def _enqueue(settings: Any, dsn: str, payloads: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """Through the ledger (the production path); returns the queued jobs and their items."""
+    pool = await create_pool(settings, dsn, min_size=1, max_size=2)
+    redis = await client.connect(settings.redis_url)
+    try:
+        await client.enqueue_many(redis, payloads, db=pool, settings=settings)
+        return await queued_items(redis, settings.queue_name)
+    finally:
+        await redis.aclose()
+        await pool.close()
+
+
+async def _rows(dsn: str, ws: Any) -> dict[str, Any]:
+    rows = await db_fetch(dsn, "SELECT id::text, status::text, attempts, arq_job_id FROM "
+                          "ops.ingestion_jobs WHERE workspace_id = $1", ws)  # fmt: skip
+    return {r["id"]: (r["status"], r["attempts"], r["arq_job_id"]) for r in rows}
+
+
+async def test_a_pages_items_make_one_request_even_when_the_queue_is_empty(
+    settings_factory, migrated_dsn, fake_openai
+) -> None:
+    """The page job is the only job, so the queue probe sees no backlog; its items start
+    together but reach the batcher one by one. They still share one request: a page job
+    is bulk load (``EmbeddingBatcher.note_bulk``), not 1 ms of linger."""
+    settings = settings_factory(embed_batch_linger_ms=1)
+    ws = await new_workspace(migrated_dsn)
+    mails = [communication(ws, f"p-{i}", f"Page message {i} about the roadmap.") for i in range(40)]
+    jobs = await _enqueue(settings, migrated_dsn, mails)
+    [(page_id, items)] = jobs.items()
+    assert page_id.startswith("page:") and len(items) == 40
+    await run_worker_burst(settings)
+    rows = await _rows(migrated_dsn, ws)
+    assert {r[:2] for r in rows.values()} == {("done", 1)} and len(rows) == 40
+    assert {r[2] for r in rows.values()} == {page_id}
+    assert fake_openai.stats()["count"] == 1
+
+
+@pytest.mark.parametrize("handoff_rows", [0, 8192])
+async def test_a_page_item_that_fails_transiently_is_retried_as_a_job_of_its_own(
+    settings_factory, migrated_dsn, fake_openai, handoff_rows
+) -> None:
+    """arq never sees an item fail: each retry is a new job ``<item job id>~2``, which the
+    item's ledger row names (the reconciler looks for that one), handed off or not."""
+    settings = settings_factory(embed_max_retries=0, job_max_tries=3, retry_base_delay_s=0.05,
+                                handoff_max_rows=handoff_rows)  # fmt: skip
+    ws = await new_workspace(migrated_dsn)
+    mails = [communication(ws, f"r-{i}", f"Retry message {i} after a 500.") for i in range(3)]
+    jobs = await _enqueue(settings, migrated_dsn, mails)
+    assert len(jobs) == 1
+    fake_openai.push_faults({"status": 500})
+    await run_worker_burst(settings)
+    rows = await _rows(migrated_dsn, ws)
+    assert rows == {jid: ("done", 2, f"{jid}~2") for jid in rows}
+    assert fake_openai.stats()["statuses"]["500"] == 1
+
+
+async def test_the_reconciler_sends_the_items_of_a_lost_page_back_alone(
+    settings_factory, migrated_dsn, fake_openai
+) -> None:
+    """Redis lost the page job: each item is re-enqueued under its own job id (several
+    items under the page's id would be refused but one), then ingested."""
+    settings = settings_factory()
+    ws = await new_workspace(migrated_dsn)
+    mails = [communication(ws, f"l-{i}", f"Lost message {i}.") for i in range(4)]
+    [(page_id, items)] = (await _enqueue(settings, migrated_dsn, mails)).items()
+    pool = await create_pool(settings, migrated_dsn, min_size=1, max_size=2)
+    redis = await client.connect(settings.redis_url)
+    try:
+        # Redis lost the page job (restarted without its data, say)
+        await redis.delete(f"arq:job:{page_id}")
+        await redis.zrem(settings.queue_name, page_id)
+        # (the database is shared with other tests: their leftovers may be re-sent too)
+        counts = await reconcile.reconcile(settings, pool, redis, grace_s=0)
+        assert counts["requeued"] >= 4
+        queued = await queued_items(redis, settings.queue_name)
+        assert all(queued.get(jid) == [jid] for jid in items)
+    finally:
+        await redis.aclose()
+        await pool.close()
+    await run_worker_burst(settings)
+    rows = await _rows(migrated_dsn, ws)
+    assert rows == {jid: ("done", 1, jid) for jid in items}
+
+
+async def test_a_page_job_ends_at_its_byte_cap_and_a_larger_item_travels_alone(
+    settings_factory, migrated_dsn
+) -> None:
+    settings = settings_factory(enqueue_job_bytes=2000)
+    ws = await new_workspace(migrated_dsn)
+    small = [communication(ws, f"s-{i}", f"Short message {i}.") for i in range(3)]
+    big = communication(ws, "big", "A long message. " * 200)
+    jobs = await _enqueue(settings, migrated_dsn, [small[0], big, small[1], small[2]])
+    ids = {p["external_id"]: job_id(parse_payload(p)) for p in [*small, big]}
+    pages = [items for arq_id, items in jobs.items() if arq_id.startswith("page:")]
+    singles = {arq_id: items for arq_id, items in jobs.items() if not arq_id.startswith("page:")}
+    assert pages == [[ids["s-1"], ids["s-2"]]]
+    assert singles == {ids["s-0"]: [ids["s-0"]], ids["big"]: [ids["big"]]}
