@@ -8,6 +8,7 @@ without the job layer reaching into the pipeline's stages.
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -51,6 +52,7 @@ class Delivery:
     arq_job_id: str | None = None
     job_try: int = 1
     enqueue_time_ms: int = 0
+    in_page: bool = False  # one item of a page job: the arq id is the page's, shared
 
 
 def ledger_id_for(arq_job_id: str | None, raw: Any) -> uuid.UUID:
@@ -60,7 +62,11 @@ def ledger_id_for(arq_job_id: str | None, raw: Any) -> uuid.UUID:
             return uuid.UUID(arq_job_id)
         except ValueError:
             return uuid.uuid5(_JOB_NAMESPACE, arq_job_id)
-    return uuid.uuid5(_JOB_NAMESPACE, repr(raw)[:100_000])
+    try:  # by content: a deserialized job argument's repr is "…" (QuietPayload)
+        text = json.dumps(raw, sort_keys=True, default=str)
+    except (TypeError, ValueError):
+        text = repr(raw)
+    return uuid.uuid5(_JOB_NAMESPACE, text[:100_000])
 
 
 def pipeline_ledger_id(raw: Any, delivery: Delivery) -> uuid.UUID:

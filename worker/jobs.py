@@ -13,6 +13,7 @@ import contextvars
 import functools
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import structlog
@@ -92,16 +93,17 @@ async def ingest_page(ctx: dict[str, Any], page: Any) -> dict[str, Any]:
     """
     rt = _runtime(ctx)
     items = page.get("items") if isinstance(page, dict) else None
-    if not isinstance(items, list) or not items:
-        # Only a hand-made job looks like this: nothing to record an item under.
-        log.error("job.invalid_page", arq_job_id=ctx.get("job_id"), reason="no items list")
-        return {"status": "failed", "reason": "page job without an items list"}
     enqueue_time = ctx.get("enqueue_time")
     delivery = Delivery(
         arq_job_id=ctx.get("job_id"),
         job_try=int(ctx.get("job_try", 1)),
         enqueue_time_ms=int(enqueue_time.timestamp() * 1000) if enqueue_time else 0,
     )
+    if not isinstance(items, list) or not items:
+        # Only a hand-made job looks like this: recorded as one invalid payload.
+        return await rt.pipeline.reject(page, delivery, "items",
+                                        "a page job needs a non-empty list of items")  # fmt: skip
+    delivery = replace(delivery, in_page=True)
     structlog.contextvars.bind_contextvars(arq_job_id=delivery.arq_job_id)
     rt.batcher.note_bulk()  # the items are on their way; the queue may look empty already
     payloads = [QuietPayload(i) if isinstance(i, dict) else i for i in items]

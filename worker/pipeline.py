@@ -103,7 +103,7 @@ class Pipeline:
             data = decode_json_payload(raw)
             payload: ItemPayload = parse_payload(data)
         except PayloadError as exc:
-            return await self._reject(data, delivery, exc.field, exc.reason)
+            return await self.reject(data, delivery, exc.field, exc.reason)
         jid = uuid.UUID(job_id(payload))
         ref = ledger.JobRef(jid, payload.workspace_id, payload.kind, arq_job_id=delivery.arq_job_id)
         bound = log.bind(job_id=str(jid), workspace_id=str(payload.workspace_id),
@@ -140,19 +140,22 @@ class Pipeline:
         except asyncpg.ForeignKeyViolationError:
             pickup = None  # the only foreign key of the ledger row: its workspace
         if pickup is None:
-            return await self._reject(data, delivery, "workspace_id", "unknown workspace",
+            return await self.reject(data, delivery, "workspace_id", "unknown workspace",
                                       ledger_id=ref.job_id)  # fmt: skip
         if pickup.finished:
             bound.info("job.noop", reason=f"already {pickup.status}")
             return {"status": "noop", "job_id": str(ref.job_id)}
         return replace(ref, attempt=pickup.attempt), pickup.queued_at
 
-    async def _reject(self, data: Any, delivery: Delivery, field: str, reason: str,
-                      ledger_id: uuid.UUID | None = None) -> dict[str, Any]:  # fmt: skip
+    async def reject(self, data: Any, delivery: Delivery, field: str, reason: str,
+                     ledger_id: uuid.UUID | None = None) -> dict[str, Any]:  # fmt: skip
+        """Record an invalid payload (a failed ledger row naming the field and reason, and
+        its event) and log it; never retried."""
         d = data if isinstance(data, dict) else {}
         ws = _uuid_or_none(d.get("workspace_id"))
         kind = d.get("kind") if d.get("kind") in ("communication", "transcript", "media") else None
-        jid = ledger_id or ledger_id_for(delivery.arq_job_id, data)
+        # (the items of a page share its arq id: each is identified by its own payload)
+        jid = ledger_id or ledger_id_for(None if delivery.in_page else delivery.arq_job_id, data)
         async with self.pool.acquire() as conn:
             if ws is not None and not await conn.fetchval(Q.workspace_exists, ws):
                 ws = None

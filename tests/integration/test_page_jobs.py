@@ -126,3 +126,35 @@ async def test_a_page_job_ends_at_its_byte_cap_and_a_larger_item_travels_alone(
     singles = {arq_id: items for arq_id, items in jobs.items() if not arq_id.startswith("page:")}
     assert pages == [[ids["s-1"], ids["s-2"]]]
     assert singles == {ids["s-0"]: [ids["s-0"]], ids["big"]: [ids["big"]]}
+
+
+async def test_invalid_items_of_a_hand_made_page_are_recorded_each_under_its_own_id(
+    settings_factory, migrated_dsn
+) -> None:
+    """The client validates before it sends a page; a page made by hand (or by an older
+    client) can still carry bad items: each is recorded as a failed job of its own, with
+    the field and reason, and the good item is ingested. A page without items is
+    recorded too."""
+    settings = settings_factory()
+    ws = await new_workspace(migrated_dsn)
+    good = communication(ws, "ok-1", "A good message in a hand-made page.")
+    bad = [{**communication(ws, f"bad-{i}", "x"), "channel": "pigeon"} for i in range(2)]
+    redis = await client.connect(settings.redis_url)
+    try:
+        await redis.enqueue_job("ingest_page", {"items": [*bad, good]}, _job_id="page:hand",
+                                _queue_name=settings.queue_name)  # fmt: skip
+        await redis.enqueue_job("ingest_page", {"items": []}, _job_id="page:empty",
+                                _queue_name=settings.queue_name)  # fmt: skip
+    finally:
+        await redis.aclose()
+    await run_worker_burst(settings)
+    rows = await db_fetch(migrated_dsn, "SELECT external_id, status::text AS status, "
+                          "error_field FROM ops.ingestion_jobs WHERE workspace_id = $1 "
+                          "OR (workspace_id IS NULL AND error_field = 'items')", ws)  # fmt: skip
+    got = sorted((r["external_id"] or "", r["status"], r["error_field"] or "") for r in rows)
+    assert got == [
+        ("", "failed", "items"),
+        ("bad-0", "failed", "channel"),
+        ("bad-1", "failed", "channel"),
+        ("ok-1", "done", ""),
+    ]
