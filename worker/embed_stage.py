@@ -9,8 +9,10 @@ same window by window in ``worker.streaming``.)
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+from uuid import UUID
 
 import asyncpg
 import numpy as np
@@ -18,6 +20,7 @@ import numpy as np
 from worker import store
 from worker.chunking import Chunk, weighted_mean
 from worker.embedding import EmbeddingBatcher
+from worker.grouping import GroupWriter
 from worker.payloads import CommunicationPayload, MediaPayload, TranscriptPayload
 
 
@@ -27,6 +30,29 @@ class ItemEmbedder:
     batcher: EmbeddingBatcher
     model: str
     dimensions: int
+    lookup_connections: int = 2
+    lookup_max_items: int = 100
+
+    def __post_init__(self) -> None:
+        # The items of a page job look their vectors up in the same loop turn: one
+        # statement for them all instead of a round trip each.
+        self._lookups: GroupWriter[tuple[UUID, str], np.ndarray | None] = GroupWriter(
+            self._lookup_many, self._lookup_one, lambda key: key,
+            writers=self.lookup_connections, max_items=self.lookup_max_items,
+        )  # fmt: skip
+
+    async def _lookup_one(self, key: tuple[UUID, str]) -> np.ndarray | None:
+        async with self.pool.acquire() as conn:
+            return await store.reusable_comm_vector(conn, key[0], self.model, key[1])
+
+    async def _lookup_many(self, keys: Sequence[tuple[UUID, str]]) -> list[np.ndarray | None]:
+        if len(keys) == 1:
+            return [await self._lookup_one(keys[0])]
+        async with self.pool.acquire() as conn:
+            return await store.reusable_comm_vectors(conn, keys, self.model)
+
+    async def aclose(self) -> None:
+        await self._lookups.aclose()
 
     async def communication(self, payload: CommunicationPayload, chunks: list[Chunk],
                             embedded_hash: str, arrived: Any = None,
@@ -34,9 +60,7 @@ class ItemEmbedder:
         """One vector per communication: its chunks' token-weighted mean, renormalized."""
         if not chunks:
             return None, []
-        async with self.pool.acquire() as conn:
-            reused = await store.reusable_comm_vector(conn, payload.workspace_id, self.model,
-                                                      embedded_hash)  # fmt: skip
+        reused = await self._lookups.submit((payload.workspace_id, embedded_hash))
         if reused is not None:
             return reused, []
         vectors = await self.batcher.embed(

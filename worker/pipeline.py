@@ -77,7 +77,9 @@ class Pipeline:
         self.pool = pool
         self.batcher = batcher
         self.model = model
-        self.embedder = ItemEmbedder(pool, batcher, model, settings.embedding_dimensions)
+        self.embedder = ItemEmbedder(pool, batcher, model, settings.embedding_dimensions,
+                                     settings.group_write_connections,
+                                     settings.group_write_max_items)  # fmt: skip
         # Large items (fetched by content_url, or streamed: a pool connection and its
         # transaction for minutes): at most this many at once, so memory stays bounded and
         # small items always find a connection.
@@ -93,6 +95,7 @@ class Pipeline:
     async def aclose(self) -> None:
         """Let the groups being written finish (before the pool closes)."""
         await self.pickups.aclose()
+        await self.embedder.aclose()
         await self.comm_writer.aclose()
 
     # -- receive --------------------------------------------------------------------

@@ -99,6 +99,16 @@ async def reusable_comm_vector(
     return None if value is None else value.to_numpy()
 
 
+async def reusable_comm_vectors(
+    conn: asyncpg.Connection, keys: Sequence[tuple[UUID, str]], model: str
+) -> list[np.ndarray | None]:
+    """``reusable_comm_vector`` for many (workspace, content hash) pairs, one statement."""
+    rows = await conn.fetch(Q.reuse_comm_embeddings, [k[0] for k in keys],
+                            [k[1] for k in keys], model)  # fmt: skip
+    found = {r["i"]: r["embedding"] for r in rows}
+    return [None if found.get(i + 1) is None else found[i + 1].to_numpy() for i in range(len(keys))]
+
+
 def _names(people: Sequence[Person]) -> dict[str, str | None]:
     """``{address: display name}`` of the people who have an address (first name wins)."""
     names: dict[str, str | None] = {}

@@ -158,3 +158,29 @@ async def test_invalid_items_of_a_hand_made_page_are_recorded_each_under_its_own
         ("bad-1", "failed", "channel"),
         ("ok-1", "done", ""),
     ]
+
+
+async def test_a_pages_items_look_up_reusable_vectors_in_one_statement(
+    settings_factory, migrated_dsn, fake_openai
+) -> None:
+    """Messages whose text this workspace already embedded (the same subject and body under
+    another id: a forward, a copy in another folder) reuse its vector; the items of a page
+    look theirs up together, and only new text reaches the embedder."""
+    settings = settings_factory()
+    ws = await new_workspace(migrated_dsn)
+    first = [communication(ws, f"orig-{i}", f"Original message {i} on pricing.") for i in range(6)]
+    await _enqueue(settings, migrated_dsn, first)
+    await run_worker_burst(settings)
+    inputs_before = fake_openai.stats()["inputs"]
+    copies = [{**m, "external_id": f"copy-{i}"} for i, m in enumerate(first)]
+    fresh = communication(ws, "fresh", "A message nobody embedded before.")
+    await _enqueue(settings, migrated_dsn, [*copies, fresh])
+    worker = await run_worker_burst(settings)
+    lookups = worker.ctx["runtime"].pipeline.embedder._lookups.stats
+    assert lookups.groups == 1 and lookups.largest == 7
+    assert fake_openai.stats()["inputs"] == inputs_before + 1  # only the fresh message
+    vectors = await db_fetch(migrated_dsn, "SELECT external_id, embedding FROM "
+                             "comms.communications WHERE workspace_id = $1", ws)  # fmt: skip
+    by_id = {r["external_id"]: r["embedding"].to_numpy() for r in vectors}
+    for i in range(6):
+        assert (by_id[f"copy-{i}"] == by_id[f"orig-{i}"]).all()

@@ -136,6 +136,14 @@ SELECT embedding FROM comms.communications
 WHERE workspace_id = $1 AND embedding_model = $2 AND content_hash = $3 AND embedding IS NOT NULL
 LIMIT 1;
 
+-- name: reuse_comm_embeddings
+-- reuse_comm_embedding for many items at once (the items of a page job): by position.
+SELECT k.i, (SELECT c.embedding FROM comms.communications c
+             WHERE c.workspace_id = k.ws AND c.embedding_model = $3 AND c.content_hash = k.h
+               AND c.embedding IS NOT NULL
+             LIMIT 1) AS embedding
+FROM unnest($1::uuid[], $2::text[]) WITH ORDINALITY AS k(ws, h, i);
+
 -- name: reuse_chunk_embeddings
 -- Vectors already computed with this model in this workspace, by chunk text hash.
 SELECT DISTINCT ON (content_hash) content_hash, embedding
