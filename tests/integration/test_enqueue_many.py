@@ -7,13 +7,10 @@ import asyncio
 import uuid
 from typing import Any
 
-import pytest
-
 from tests.support.harness import (
     communication,
     db_fetch,
     db_val,
-    make_settings,
     media,
     mutate,
     new_workspace,
@@ -27,14 +24,6 @@ from worker.payloads import PayloadError, job_id, parse_payload
 
 TURNS = [("Ann", 0, 4000, "Budget review for the quarter."),
          ("Bob", 4000, 9000, "Hiring plan is on track.")]  # fmt: skip
-
-
-@pytest.fixture
-def settings_factory(migrated_dsn: str, redis_server: Any, fake_openai: Any):
-    def make(**overrides: Any):
-        return make_settings(migrated_dsn, redis_server.url, fake_openai.base_url, **overrides)
-
-    return make
 
 
 async def queued_items(redis: Any, queue: str) -> dict[str, list[str]]:

@@ -13,20 +13,11 @@ from tests.support.harness import (
     communication,
     db_fetch,
     db_val,
-    make_settings,
     new_workspace,
     run_worker_burst,
 )
 from worker import client, keys
 from worker.reconcile import job_alive
-
-
-@pytest.fixture
-def settings_factory(migrated_dsn: str, redis_server: Any, fake_openai: Any):
-    def make(**overrides: Any):
-        return make_settings(migrated_dsn, redis_server.url, fake_openai.base_url, **overrides)
-
-    return make
 
 
 async def _enqueue(settings: Any, payloads: list[dict[str, Any]]) -> list[str | Any]:

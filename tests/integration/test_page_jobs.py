@@ -12,21 +12,12 @@ from tests.integration.test_enqueue_many import queued_items
 from tests.support.harness import (
     communication,
     db_fetch,
-    make_settings,
     new_workspace,
     run_worker_burst,
 )
 from worker import client, reconcile
 from worker.db import create_pool
 from worker.payloads import job_id, parse_payload
-
-
-@pytest.fixture
-def settings_factory(migrated_dsn: str, redis_server: Any, fake_openai: Any):
-    def make(**overrides: Any):
-        return make_settings(migrated_dsn, redis_server.url, fake_openai.base_url, **overrides)
-
-    return make
 
 
 async def _enqueue(settings: Any, dsn: str, payloads: list[dict[str, Any]]) -> dict[str, list[str]]:

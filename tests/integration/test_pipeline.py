@@ -17,7 +17,6 @@ from tests.support.harness import (
     communication,
     db_fetch,
     db_val,
-    make_settings,
     media,
     mutate,
     new_workspace,
@@ -37,14 +36,6 @@ TURNS = [
     ("Bob", 9000, 15000, "The billing migration is blocked on the tax provider integration."),
     ("Carol", 15000, 21000, "I can unblock tax by Friday if legal signs the contract."),
 ]
-
-
-@pytest.fixture
-def settings_factory(migrated_dsn: str, redis_server: Any, fake_openai: Any):
-    def make(**overrides: Any):
-        return make_settings(migrated_dsn, redis_server.url, fake_openai.base_url, **overrides)
-
-    return make
 
 
 async def enqueue_all(settings: Any, payloads: list[dict[str, Any]]) -> list[str]:

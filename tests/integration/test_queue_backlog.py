@@ -15,7 +15,6 @@ import pytest
 from tests.support.harness import (
     communication,
     db_val,
-    make_settings,
     new_workspace,
     run_worker_burst,
 )
@@ -48,14 +47,6 @@ async def test_counts_due_jobs_that_no_worker_started(redis_server: Any) -> None
         assert await QueueBacklog(redis, f"{queue}:empty", 16)() == 0
     finally:
         await redis.aclose()
-
-
-@pytest.fixture
-def settings_factory(migrated_dsn: str, redis_server: Any, fake_openai: Any):
-    def make(**overrides: Any):
-        return make_settings(migrated_dsn, redis_server.url, fake_openai.base_url, **overrides)
-
-    return make
 
 
 async def test_worker_merges_queued_jobs_into_one_request(

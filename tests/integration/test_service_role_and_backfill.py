@@ -16,7 +16,6 @@ from arq.worker import Worker, async_check_health
 from tests.support.harness import (
     communication,
     db_fetch,
-    make_settings,
     new_workspace,
     run_worker_burst,
 )
@@ -24,15 +23,6 @@ from worker import client
 from worker.app import worker_options
 from worker.client import redis_settings_for
 from worker.settings import LOCAL_MODEL_NAME
-
-
-@pytest.fixture
-def settings_factory(migrated_dsn: str, redis_server: Any, fake_openai: Any):
-    def make(database_url: str | None = None, **overrides: Any):
-        return make_settings(database_url or migrated_dsn, redis_server.url,
-                             fake_openai.base_url, **overrides)  # fmt: skip
-
-    return make
 
 
 async def test_whole_pipeline_as_login_role_with_only_service_role(
