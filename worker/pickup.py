@@ -40,7 +40,9 @@ class Pickups:
             )  # fmt: skip
 
     async def _page(self, starts: Sequence[ledger.Start]) -> list[ledger.Pickup | Exception]:
-        if not self.grouped:
+        if not self.grouped or len(starts) == 1:
+            # (one alone: receive_and_start records a job sent straight to Redis in the
+            # same transaction; start_many would need a second one for it)
             return [await self._one(s) for s in starts]
         out: list[ledger.Pickup | Exception] = []
         async with self.pool.acquire() as conn:
