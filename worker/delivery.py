@@ -54,6 +54,11 @@ class Delivery:
     enqueue_time_ms: int = 0
     in_page: bool = False  # one item of a page job: the arq id is the page's, shared
 
+    @property
+    def own_arq_job_id(self) -> str | None:
+        """The arq id that is this item's alone (None for an item of a page job)."""
+        return None if self.in_page else self.arq_job_id
+
 
 def ledger_id_for(arq_job_id: str | None, raw: Any) -> uuid.UUID:
     """Ledger id for a payload that could not be parsed: the arq id when it is a UUID."""
@@ -74,7 +79,7 @@ def pipeline_ledger_id(raw: Any, delivery: Delivery) -> uuid.UUID:
     try:
         return uuid.UUID(job_id(parse_payload(decode_json_payload(raw))))
     except PayloadError:
-        return ledger_id_for(delivery.arq_job_id, raw)
+        return ledger_id_for(delivery.own_arq_job_id, raw)
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -154,13 +154,10 @@ async def _settle_page(redis: ArqRedis, rt: Runtime, runs: list[asyncio.Task[dic
     and take the page's hand-off marker down when the last of them ends."""
     left = len(reserved)
 
-    def retry_base(payload: Any) -> str:
-        return str(pipeline_ledger_id(payload, delivery))
-
     async def after(done: asyncio.Task[dict[str, Any]], payload: Any) -> None:
         nonlocal left
         try:
-            await _settle(redis, rt, done, payload, delivery, retry_base(payload))
+            await _settle(redis, rt, done, payload, delivery)
         finally:
             left -= 1
             if left == 0:
@@ -172,7 +169,7 @@ async def _settle_page(redis: ArqRedis, rt: Runtime, runs: list[asyncio.Task[dic
             rt.handoffs.adopt(run, reserved[i], timeout_s=rt.settings.job_timeout_s,
                               after=functools.partial(after, payload=payload))  # fmt: skip
         else:
-            await _settle(redis, rt, run, payload, delivery, retry_base(payload))
+            await _settle(redis, rt, run, payload, delivery)
 
 
 def _page_result(runs: list[asyncio.Task[dict[str, Any]]], handed_off: int) -> dict[str, Any]:
@@ -243,7 +240,7 @@ async def _hand_off(redis: ArqRedis, rt: Runtime, run: asyncio.Task[dict[str, An
 
     async def after(done: asyncio.Task[dict[str, Any]]) -> None:
         try:
-            await _settle(redis, rt, done, payload, delivery, job.split("~")[0])
+            await _settle(redis, rt, done, payload, delivery, retry_base=job.split("~")[0])
         finally:
             await _unmark_handed_off(redis, rt, job)
 
@@ -252,10 +249,11 @@ async def _hand_off(redis: ArqRedis, rt: Runtime, run: asyncio.Task[dict[str, An
 
 
 async def _settle(redis: ArqRedis, rt: Runtime, run: asyncio.Task[dict[str, Any]],
-                  payload: Any, delivery: Delivery, retry_base: str) -> None:  # fmt: skip
+                  payload: Any, delivery: Delivery, *, retry_base: str | None = None) -> None:  # fmt: skip
     """What arq would have done with the outcome of a run it does not watch (handed off,
     or an item of a page job): log a failure; enqueue a retry as a job of its own, under
-    ``retry_base~<try>`` (arq keeps a finished job's id for keep_result)."""
+    ``<retry_base>~<try>`` (arq keeps a finished job's id for keep_result; the base is
+    the item's ledger id unless given)."""
     bound = log.bind(arq_job_id=delivery.arq_job_id, job_try=delivery.job_try)
     if run.cancelled():
         # Timed out or stopped at shutdown: the ledger row stays running; the reconciler
@@ -268,12 +266,12 @@ async def _settle(redis: ArqRedis, rt: Runtime, run: asyncio.Task[dict[str, Any]
     if not isinstance(exc, RetryLater):
         bound.error("job.handed_off_failed", error=type(exc).__name__)
         return
-    retry_id = f"{retry_base}~{delivery.job_try + 1}"
+    ledger_id = pipeline_ledger_id(payload, delivery)
+    retry_id = f"{retry_base or ledger_id}~{delivery.job_try + 1}"
     await redis.enqueue_job(keys.INGEST, payload, _job_id=retry_id, _defer_by=exc.delay_s,
                             _job_try=delivery.job_try + 1,
                             _queue_name=rt.settings.queue_name)  # fmt: skip
     # The ledger row names the job it is waiting for, so the reconciler finds it alive.
-    ledger_id = pipeline_ledger_id(payload, delivery)
     async with rt.pool.acquire() as conn:
         await conn.execute(Q.ledger_set_arq_job_id, ledger_id, retry_id)
     bound.info("job.handed_off_retry", retry_arq_job_id=retry_id, delay_s=exc.delay_s)

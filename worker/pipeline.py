@@ -158,7 +158,7 @@ class Pipeline:
         ws = _uuid_or_none(d.get("workspace_id"))
         kind = d.get("kind") if d.get("kind") in ("communication", "transcript", "media") else None
         # (the items of a page share its arq id: each is identified by its own payload)
-        jid = ledger_id or ledger_id_for(None if delivery.in_page else delivery.arq_job_id, data)
+        jid = ledger_id or ledger_id_for(delivery.own_arq_job_id, data)
         async with self.pool.acquire() as conn:
             if ws is not None and not await conn.fetchval(Q.workspace_exists, ws):
                 ws = None
