@@ -55,12 +55,14 @@ class ItemEmbedder:
         await self._lookups.aclose()
 
     async def communication(self, payload: CommunicationPayload, chunks: list[Chunk],
-                            embedded_hash: str, arrived: Any = None,
+                            embedded_hash: str, arrived: Any = None, *, together: bool = False,
                             ) -> tuple[np.ndarray | None, list[Chunk]]:  # fmt: skip
-        """One vector per communication: its chunks' token-weighted mean, renormalized."""
+        """One vector per communication: its chunks' token-weighted mean, renormalized.
+        ``together``: an item of a page job, whose lookup joins its neighbours'."""
         if not chunks:
             return None, []
-        reused = await self._lookups.submit((payload.workspace_id, embedded_hash))
+        key = (payload.workspace_id, embedded_hash)
+        reused = await (self._lookups.submit(key) if together else self._lookup_one(key))
         if reused is not None:
             return reused, []
         vectors = await self.batcher.embed(

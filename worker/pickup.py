@@ -27,10 +27,13 @@ class Pickups:
             writers=settings.group_write_connections, max_items=settings.group_write_max_items,
         )  # fmt: skip
 
-    async def start(self, start: ledger.Start) -> ledger.Pickup:
+    async def start(self, start: ledger.Start, *, together: bool = True) -> ledger.Pickup:
         """Start the job (or find it finished); ``asyncpg.ForeignKeyViolationError``: its
-        workspace does not exist (nothing recorded)."""
-        return await self.writer.submit(start)
+        workspace does not exist (nothing recorded). ``together=False`` (a job of its own,
+        handed over by the queue one at a time) starts it alone, at once: grouping such
+        jobs woke them in batches, so the batcher more often found nobody on the way while
+        the queue's last jobs were still being handed over, and sent more requests."""
+        return await (self.writer.submit(start) if together else self._one(start))
 
     async def _one(self, s: ledger.Start) -> ledger.Pickup:
         async with self.pool.acquire() as conn:

@@ -124,7 +124,7 @@ class Pipeline:
         ref, queued_at = received
         bound = bound.bind(attempt=ref.attempt)
         try:
-            result = await self._process(payload, ref, queued_at, bound)
+            result = await self._process(payload, ref, queued_at, bound, delivery.in_page)
         except Exception as exc:  # noqa: BLE001 - classified and recorded below
             return await self._failed(ref, exc, delivery, bound)
         if result.get("status") in ("noop", "skipped"):
@@ -139,7 +139,7 @@ class Pipeline:
                              data, noop_key=f"noop:{delivery.enqueue_time_ms}")  # fmt: skip
         pickup: ledger.Pickup | None
         try:
-            pickup = await self.pickups.start(start)
+            pickup = await self.pickups.start(start, together=delivery.in_page)
         except asyncpg.ForeignKeyViolationError:
             pickup = None  # the only foreign key of the ledger row: its workspace
         if pickup is None:
@@ -222,7 +222,7 @@ class Pipeline:
 
     # -- fetch -> chunk -> embed -> store -> record -----------------------------------
     async def _process(self, payload: ItemPayload, ref: ledger.JobRef, queued_at: Any,
-                       bound: Any) -> dict[str, Any]:  # fmt: skip
+                       bound: Any, in_page: bool = False) -> dict[str, Any]:  # fmt: skip
         # Progress events (pulled, chunked, embedded) are appended with the final
         # transaction's events, each stamped with the time its step ended: three fewer
         # transactions per item. If the item fails they are recorded before the failure.
@@ -232,13 +232,14 @@ class Pipeline:
         arrived = bound_arrival() or self.batcher.expect()
         try:
             if getattr(payload, "content_url", None) is None:
-                return await self._steps(payload, ref, queued_at, bound, progress, arrived)
+                return await self._steps(payload, ref, queued_at, bound, progress, arrived,
+                                         in_page=in_page)  # fmt: skip
             # A fetched body may be up to FETCH_MAX_BYTES: only a few are fetched and held
             # at once (WORKER_CONCURRENCY jobs may be in flight). Not "on the way" to the
             # batcher while waiting for a slot.
             async with self._large_slot(arrived) as again:
                 return await self._steps(payload, ref, queued_at, bound, progress, again,
-                                         holds_slot=True)  # fmt: skip
+                                         holds_slot=True, in_page=in_page)  # fmt: skip
         except Exception:
             if progress:
                 try:
@@ -252,7 +253,8 @@ class Pipeline:
 
     async def _steps(self, payload: ItemPayload, ref: ledger.JobRef, queued_at: Any,
                      bound: Any, progress: list[NewEvent],
-                     arrived: Any = None, holds_slot: bool = False) -> dict[str, Any]:  # fmt: skip
+                     arrived: Any = None, holds_slot: bool = False,
+                     in_page: bool = False) -> dict[str, Any]:  # fmt: skip
         def step(event_type: str, **data: Any) -> None:
             event = ref.event(event_type, **data)
             progress.append(replace(event, occurred_at=datetime.now(UTC)))
@@ -277,7 +279,7 @@ class Pipeline:
         if isinstance(payload, CommunicationPayload):
             embedded_hash = text_hash(payload.subject, pulled.text)
             vector, fresh = await self.embedder.communication(payload, chunks, embedded_hash,
-                                                            arrived)  # fmt: skip
+                                                            arrived, together=in_page)  # fmt: skip
             vectors = None
         else:
             vectors, fresh = await self.embedder.chunks(payload, chunks, arrived)
