@@ -162,7 +162,7 @@ async def enqueue_many(
         created: set[UUID] = set()
         holders: dict[UUID, str | None] = {}
         todo = {j.job_id for j in await _record(db, page, results, arq_ids, created, holders)
-                if not (holders.get(UUID(j.job_id)) or "").startswith(keys.PAGE_JOB_PREFIX)}  # fmt: skip
+                if not keys.is_page_job(holders.get(UUID(j.job_id)))}  # fmt: skip
         sends: list[_Send] = []
         for group in groups:
             new = [j for j in group if UUID(j.job_id) in created]

@@ -24,5 +24,12 @@ INGEST = "ingest"
 INGEST_PAGE = "ingest_page"  # the items of one connector page (client.enqueue_many)
 # arq ids of page jobs start with this; their items' ledger rows name the page's id.
 PAGE_JOB_PREFIX = "page:"
+
+
+def is_page_job(arq_id: str | None) -> bool:
+    """Whether ``arq_id`` names a page job (whose items share it)."""
+    return bool(arq_id) and str(arq_id).startswith(PAGE_JOB_PREFIX)
+
+
 EMBED_PENDING = "embed_pending"
 RECONCILE = "reconcile"

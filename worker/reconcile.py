@@ -103,7 +103,7 @@ async def _reconcile_one(
 ) -> str:
     arq_ids = _arq_ids(row)
     arq_id = row["arq_job_id"] or str(row["id"])
-    if arq_id.startswith(keys.PAGE_JOB_PREFIX):
+    if keys.is_page_job(arq_id):
         # An item of a page job: alive while the page is; if lost, it goes back alone.
         arq_id = str(row["id"])
     ref = ledger.JobRef(row["id"], row["workspace_id"], row["kind"], attempt=row["attempts"],
