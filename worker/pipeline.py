@@ -45,7 +45,7 @@ from worker.payloads import (
     TranscriptPayload,
     content_hash,
     decode_json_payload,
-    job_id,
+    job_id_for,
     parse_payload,
 )
 from worker.pickup import Pickups
@@ -107,12 +107,14 @@ class Pipeline:
             payload: ItemPayload = parse_payload(data)
         except PayloadError as exc:
             return await self.reject(data, delivery, exc.field, exc.reason)
-        jid = uuid.UUID(job_id(payload))
+        chash = content_hash(payload)  # (hashes the whole payload: once per run)
+        jid = uuid.UUID(job_id_for(payload.workspace_id, payload.kind, payload.source,
+                                   payload.external_id, chash))  # fmt: skip
         ref = ledger.JobRef(jid, payload.workspace_id, payload.kind, arq_job_id=delivery.arq_job_id)
         bound = log.bind(job_id=str(jid), workspace_id=str(payload.workspace_id),
                          kind=payload.kind, item=f"{payload.source}:{payload.external_id}")  # fmt: skip
         try:
-            received = await self._receive(payload, data, ref, delivery, bound)
+            received = await self._receive(payload, data, ref, chash, delivery, bound)
         except Exception as exc:
             if not is_transient(exc):
                 raise
@@ -124,7 +126,7 @@ class Pipeline:
         ref, queued_at = received
         bound = bound.bind(attempt=ref.attempt)
         try:
-            result = await self._process(payload, ref, queued_at, bound, delivery.in_page)
+            result = await self._process(payload, ref, chash, queued_at, bound, delivery.in_page)
         except Exception as exc:  # noqa: BLE001 - classified and recorded below
             return await self._failed(ref, exc, delivery, bound)
         if result.get("status") in ("noop", "skipped"):
@@ -133,9 +135,9 @@ class Pipeline:
         return {"status": result.pop("status", "done"), "job_id": str(jid), **result}
 
     async def _receive(self, payload: ItemPayload, data: dict[str, Any], ref: ledger.JobRef,
-                       delivery: Delivery, bound: Any) -> dict[str, Any] | tuple[ledger.JobRef, Any]:  # fmt: skip
+                       chash: str, delivery: Delivery, bound: Any) -> dict[str, Any] | tuple[ledger.JobRef, Any]:  # fmt: skip
         """Ledger first: record the job, turn a finished job into a no-op, else start it."""
-        start = ledger.Start(ref, payload.source, payload.external_id, content_hash(payload),
+        start = ledger.Start(ref, payload.source, payload.external_id, chash,
                              data, noop_key=f"noop:{delivery.enqueue_time_ms}")  # fmt: skip
         pickup: ledger.Pickup | None
         try:
@@ -221,7 +223,7 @@ class Pipeline:
                 again()
 
     # -- fetch -> chunk -> embed -> store -> record -----------------------------------
-    async def _process(self, payload: ItemPayload, ref: ledger.JobRef, queued_at: Any,
+    async def _process(self, payload: ItemPayload, ref: ledger.JobRef, chash: str, queued_at: Any,
                        bound: Any, in_page: bool = False) -> dict[str, Any]:  # fmt: skip
         # Progress events (pulled, chunked, embedded) are appended with the final
         # transaction's events, each stamped with the time its step ended: three fewer
@@ -232,13 +234,13 @@ class Pipeline:
         arrived = bound_arrival() or self.batcher.expect()
         try:
             if getattr(payload, "content_url", None) is None:
-                return await self._steps(payload, ref, queued_at, bound, progress, arrived,
+                return await self._steps(payload, ref, chash, queued_at, bound, progress, arrived,
                                          in_page=in_page)  # fmt: skip
             # A fetched body may be up to FETCH_MAX_BYTES: only a few are fetched and held
             # at once (WORKER_CONCURRENCY jobs may be in flight). Not "on the way" to the
             # batcher while waiting for a slot.
             async with self._large_slot(arrived) as again:
-                return await self._steps(payload, ref, queued_at, bound, progress, again,
+                return await self._steps(payload, ref, chash, queued_at, bound, progress, again,
                                          holds_slot=True, in_page=in_page)  # fmt: skip
         except Exception:
             if progress:
@@ -251,7 +253,7 @@ class Pipeline:
         finally:
             arrived()
 
-    async def _steps(self, payload: ItemPayload, ref: ledger.JobRef, queued_at: Any,
+    async def _steps(self, payload: ItemPayload, ref: ledger.JobRef, chash: str, queued_at: Any,
                      bound: Any, progress: list[NewEvent],
                      arrived: Any = None, holds_slot: bool = False,
                      in_page: bool = False) -> dict[str, Any]:  # fmt: skip
@@ -269,7 +271,7 @@ class Pipeline:
             # A large item: embed and write window by window in one transaction.
             head, chunks = chunks, []
             async with self._large_slot(arrived, held=holds_slot) as again:
-                return await self._stream(payload, ref, queued_at, bound, progress, step,
+                return await self._stream(payload, ref, chash, queued_at, bound, progress, step,
                                           pulled, chain_release(head, stream), again, t0)  # fmt: skip
         step(ledger.CONTENT_PULLED, format=pulled.fmt, fetched_bytes=pulled.fetched_bytes,
              chars=pulled.size)  # fmt: skip
@@ -299,7 +301,7 @@ class Pipeline:
         else:
             assert vectors is not None
             result = await self._store_chunked(payload, ref, queued_at, progress,
-                                               content_hash(payload), pulled.fmt, chunks,
+                                               chash, pulled.fmt, chunks,
                                                vectors, extra)  # fmt: skip
         t3 = time.perf_counter()
         return {**result, "fetch_chunk_s": round(t1 - t0, 4), "embed_s": round(t2 - t1, 4),
@@ -375,7 +377,7 @@ class Pipeline:
         return None
 
     async def _stream(self, payload: TranscriptPayload | MediaPayload, ref: ledger.JobRef,
-                      queued_at: Any, bound: Any, progress: list[NewEvent],
+                      chash: str, queued_at: Any, bound: Any, progress: list[NewEvent],
                       step: Callable[..., None], pulled: Pulled, chunks: Iterator[Chunk],
                       arrived: Any, t0: float) -> dict[str, Any]:  # fmt: skip
         """Store a large item window by window inside its one final transaction.
@@ -395,7 +397,6 @@ class Pipeline:
                            occurred_at=datetime.now(UTC))  # fmt: skip
             if early := await self._stale(conn, payload, ref, queued_at, [*progress, seen]):
                 return early
-            chash = content_hash(payload)
             if isinstance(payload, TranscriptPayload):
                 target = await store.open_transcript(conn, ref.job_id, payload, chash,
                                                      pulled.fmt, self.model)  # fmt: skip
