@@ -35,7 +35,7 @@ from worker.payloads import (
     PayloadError,
     TranscriptPayload,
     content_hash,
-    job_id,
+    job_id_for,
     parse_payload,
 )
 from worker.settings import Settings, get_settings
@@ -92,8 +92,13 @@ return n
 class _Job:
     model: AnyPayload
     job_id: str
+    content_hash: str
     data: dict[str, Any]
-    size: int  # bytes of payload JSON, for paging
+    text: str  # ``data`` as the model dumped it (jsonb-safe: the model cleaned every string)
+
+    @property
+    def size(self) -> int:  # payload JSON characters, for paging
+        return len(self.text)
 
 
 def _pages(jobs: list[_Job], items: int, size: int) -> Iterator[list[_Job]]:
@@ -143,13 +148,14 @@ async def enqueue_many(
         except PayloadError as exc:
             results.append(exc)
             continue
-        jid = job_id(model)
+        chash = content_hash(model)
+        jid = job_id_for(model.workspace_id, model.kind, model.source, model.external_id, chash)
         results.append(jid)
         if jid in seen:  # the same item twice in one call: one job
             continue
         seen.add(jid)
         text = model.model_dump_json()
-        jobs.append(_Job(model, jid, json.loads(text), len(text)))
+        jobs.append(_Job(model, jid, chash, json.loads(text), text))
     for page in _pages(jobs, settings.enqueue_page_items, settings.enqueue_page_bytes):
         if db is None:
             await _send(redis, [_single(j) for j in page], settings.queue_name)
@@ -202,7 +208,7 @@ async def _record(db: asyncpg.Pool, page: list[_Job], results: list[str | Payloa
             ledger.JobRef(UUID(j.job_id), j.model.workspace_id, j.model.kind,
                           arq_job_id=arq_ids[j.job_id]),
             source=j.model.source, external_id=j.model.external_id,
-            content_hash=content_hash(j.model), payload=j.data,
+            content_hash=j.content_hash, payload=j.data, payload_json=j.text,
         )
         for j in page
     ]  # fmt: skip

@@ -141,6 +141,10 @@ class Receipt:
     external_id: str
     content_hash: str
     payload: Mapping[str, Any]
+    # ``payload`` as JSON text that jsonb accepts as is, when the caller has it: a validated
+    # model's dump (its strings are cleaned, its metadata finite and shallow). Making an
+    # untrusted payload storable walks every value (``jsonb_text``): ~0.17 ms per item.
+    payload_json: str | None = None
 
 
 async def receive_many(
@@ -188,7 +192,8 @@ async def receive_many(
                 Q.ledger_insert_page, [r.ref.job_id for r in new],
                 [r.ref.workspace_id for r in new], [r.ref.kind for r in new],
                 [r.source for r in new], [r.external_id for r in new],
-                [r.content_hash for r in new], [jsonb_text(r.payload) for r in new],
+                [r.content_hash for r in new],
+                [r.payload_json or jsonb_text(r.payload) for r in new],
                 [r.ref.arq_job_id for r in new])}  # fmt: skip
             if created is not None:
                 created.update(inserted)
