@@ -46,6 +46,7 @@ class Runtime:
         await asyncio.to_thread(get_encoding)
         pool = await create_pool(settings, database_url)
         provider = make_provider(settings)
+        await provider.warm_up()
         batcher = EmbeddingBatcher(provider, settings)
         await batcher.start()
         model = settings.effective_model

@@ -428,3 +428,37 @@ async def test_operator_logs_have_no_per_request_lines_from_the_sdk(
     lines = stream.getvalue().splitlines()
     assert any('"embedding.request"' in line for line in lines), lines
     assert not any("HTTP Request" in line for line in lines), lines
+
+
+_FIRST_REQUEST_IMPORTS = """
+import asyncio, sys
+from worker.embedding.providers import OpenAIProvider
+from worker.settings import Settings
+
+async def main(warm: bool) -> None:
+    p = OpenAIProvider(Settings(openai_api_key="sk-x", openai_base_url=sys.argv[1]))
+    if warm:
+        await p.warm_up()
+    before = set(sys.modules)
+    await p.embed(["first request"])
+    print(" ".join(sorted(set(sys.modules) - before)))
+    await p.aclose()
+
+asyncio.run(main(sys.argv[2] == "warm"))
+"""
+
+
+@pytest.mark.parametrize("warm", [False, True])
+def test_warm_up_moves_the_sdks_lazy_imports_out_of_the_first_request(
+    fake_openai: OpenAIServer, warm: bool
+) -> None:
+    """A fresh interpreter (this one has imported everything already): without
+    ``warm_up`` the first request imports the SDK's embeddings resource and anyio's
+    backend on the event loop; with it, none of those."""
+    out = subprocess.run(
+        [sys.executable, "-c", _FIRST_REQUEST_IMPORTS, fake_openai.base_url + "/v1",
+         "warm" if warm else "cold"],
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout.split()  # fmt: skip
+    lazy = [m for m in out if m.startswith(("openai.resources", "anyio._backends"))]
+    assert bool(lazy) is not warm, out

@@ -69,4 +69,7 @@ class EmbeddingProvider(Protocol):
 
     async def embed(self, texts: list[str]) -> EmbeddingResult: ...
 
+    async def warm_up(self) -> None:
+        """Pay one-time costs at startup rather than inside the first request."""
+
     async def aclose(self) -> None: ...

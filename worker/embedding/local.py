@@ -178,6 +178,9 @@ class LocalProvider:
         self.model = LOCAL_MODEL_NAME
         self.dimensions = dimensions
 
+    async def warm_up(self) -> None:
+        """Nothing to load: the model is a hash."""
+
     async def embed(self, texts: list[str]) -> EmbeddingResult:
         tokens = sum(len(_WORD.findall(t)) for t in texts)
         if len(texts) > 64:
