@@ -38,6 +38,9 @@ _PARAGRAPH = re.compile(r"\n[ \t\r\f\v]*\n\s*")
 _SENTENCE = re.compile(r"(?<=[.!?;:。！？…])\s+|\n\s*")
 _CHARS_PER_TOKEN_MAX = 10  # beyond this many chars per budget token, skip the encode attempt
 _MIN_TARGET = 8
+# A part shorter than this is encoded with the text around it (``_count``): its interior
+# would save less than the two extra encodes that find its count.
+_MIN_INTERIOR_CHARS = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,11 +187,11 @@ class _Packer:
     def _emit(self, parts: list[_Part], lead: str, prefixed: bool) -> Generator[Chunk, None, str]:
         """Emit ``parts`` as one chunk, or split them if the exact count is over target.
         Returns the last emitted turn's body (source of the next overlap)."""
-        text, body = _render(parts, lead, prefixed)
+        text, body, placed = _render(parts, lead, prefixed)
         if len(parts) == 1 and text == parts[0].text:
             count = parts[0].tokens  # exact already: the piece was counted as this very text
         else:
-            count = len(_encode(text)) if text else 0
+            count = _count(text, placed)
         if count > self.target:
             if len(parts) > 1:
                 half = len(parts) // 2
@@ -223,22 +226,89 @@ class _Packer:
         return tail.strip()
 
 
-def _render(parts: list[_Part], lead: str, prefixed: bool) -> tuple[str, str]:
-    """(chunk text, body of the last turn)."""
+def _render(parts: list[_Part], lead: str,
+            prefixed: bool) -> tuple[str, str, list[tuple[int, _Part]]]:  # fmt: skip
+    """(chunk text, body of the last turn, where each part's text starts in the chunk
+    text: a part whose leading whitespace was stripped starts before its first kept
+    character)."""
     turns: list[str] = []
+    placed: list[tuple[int, _Part]] = []
+    size = 0  # len("\n".join(turns))
     body = ""
     i = 0
     while i < len(parts):
         speaker, pieces = parts[i].speaker, [lead + " "] if (lead and i == 0) else []
+        at = len(pieces[0]) if pieces else 0
+        offsets: list[tuple[int, _Part]] = []  # in the turn's unstripped body
         j = i
         while j < len(parts) and parts[j].speaker == speaker:
-            pieces.append(parts[j].sep + parts[j].text if pieces else parts[j].text)
+            piece = parts[j].sep + parts[j].text if pieces else parts[j].text
+            offsets.append((at + len(piece) - len(parts[j].text), parts[j]))
+            pieces.append(piece)
+            at += len(piece)
             j += 1
-        body = "".join(pieces).strip()
+        joined = "".join(pieces)
+        body = joined.strip()
         if body:
-            turns.append(f"{speaker}: {body}" if speaker is not None and prefixed else body)
+            head = f"{speaker}: " if speaker is not None and prefixed else ""
+            start = size + (1 if turns else 0) + len(head)  # where the body starts
+            shift = len(joined) - len(joined.lstrip())
+            placed += [(start - shift + o, part) for o, part in offsets]
+            turns.append(head + body)
+            size = start + len(body)
         i = j
-    return "\n".join(turns), body
+    return "\n".join(turns), body, placed
+
+
+def _cut(text: str, at: int) -> bool:
+    """Whether cl100k's count of ``text`` is the sum of the counts of ``text[:at]`` and
+    ``text[at:]``: at either end, and where a space follows a non-space character.
+
+    Why this holds: cl100k first splits text into pretokens with a regular expression and
+    encodes each pretoken on its own. In its pattern, a pretoken that holds a space after
+    another character is whitespace only, so such a space always starts a pretoken; and
+    no part of the pattern looks behind, or ahead past whitespace, so each side splits
+    as it would alone. (``tests/unit/test_chunking.py`` checks it on hostile text.)
+    """
+    return at <= 0 or at >= len(text) or (text[at] == " " and not text[at - 1].isspace())
+
+
+def _interior(text: str, tokens: int) -> tuple[int, int, int] | None:
+    """(a, b, tokens of ``text[a:b]``) between the first and the last cut of ``text``,
+    whose count is ``tokens``; None if there is little or nothing between them."""
+    if len(text) < _MIN_INTERIOR_CHARS:
+        return None
+    a = text.find(" ", 1)
+    while a != -1 and text[a - 1].isspace():
+        a = text.find(" ", a + 1)
+    b = text.rfind(" ")
+    while b > a and text[b - 1].isspace():
+        b = text.rfind(" ", 0, b)
+    if a == -1 or b <= a:
+        return None
+    return a, b, tokens - len(_encode(text[:a])) - len(_encode(text[b:]))
+
+
+def _count(text: str, placed: list[tuple[int, _Part]]) -> int:
+    """The exact cl100k count of a chunk's ``text`` without encoding all of it again: each
+    part was counted when it was split off, so between its first and last cut (``_cut``)
+    its tokens are known, and only the text around the joins is encoded: a word or two
+    on each side, speaker names, the overlap. Half the chunker's encoding was this
+    second pass. A part that is not found intact between valid cuts is encoded with the
+    text around it, so the count never depends on the offsets being right."""
+    total = cursor = 0
+    for offset, part in placed:
+        inner = _interior(part.text, part.tokens)
+        if inner is None:
+            continue
+        a, b, tokens = inner
+        start, end = offset + a, offset + b
+        if (start < cursor or not (_cut(text, start) and _cut(text, end))
+                or text[start:end] != part.text[a:b]):  # fmt: skip
+            continue
+        total += len(_encode(text[cursor:start])) + tokens
+        cursor = end
+    return total + len(_encode(text[cursor:]))
 
 
 def _chunk(index: int, text: str, count: int, parts: list[_Part]) -> Chunk:

@@ -12,7 +12,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from worker.chunking import chunk_communication, chunk_segments, chunk_text, weighted_mean
+from worker import chunking
+from worker.chunking import (
+    _cut,
+    chunk_communication,
+    chunk_segments,
+    chunk_text,
+    weighted_mean,
+)
 from worker.payloads import Segment
 from worker.tokens import count_tokens
 
@@ -207,6 +214,7 @@ text_strategy = st.lists(
 def test_chunks_cover_all_words(text: str, target: int, overlap: int) -> None:
     chunks = list(chunk_text(text, target, overlap))
     assert all(c.token_count <= target for c in chunks)
+    assert all(c.token_count == count_tokens(c.text) for c in chunks)
     joined = " ".join(c.text for c in chunks)
     covered = set(words(joined))
     assert short_words(text, target) <= covered
@@ -221,5 +229,67 @@ def test_segment_chunks_cover_all_words(spec: list[tuple[str | None, str]], targ
     ]
     chunks = list(chunk_segments(segments, target, target // 4))
     assert all(c.token_count <= target for c in chunks)
+    assert all(c.token_count == count_tokens(c.text) for c in chunks)
     covered = set(words(" ".join(c.text for c in chunks)))
     assert short_words(" ".join(t for _, t in spec), target) <= covered
+
+
+# Text where cl100k's pretokens are tricky: contractions, punctuation runs that swallow
+# newlines, digits in threes, whitespace runs, no-space scripts, combining marks, emoji.
+TRICKY = [*"abcXYZ019 .,;:!?'\"()-_/@#", " ", " ", " ", "\n", "\t", "\r", "\u00a0", "\u3000",
+          "é", "ß", "世", "界", "\u0301", "😀", "👍🏽", "'s", "'ll", "n't", "...", "—"]  # fmt: skip
+hostile_text = st.lists(st.sampled_from(TRICKY), max_size=60).map("".join)
+
+
+@settings(max_examples=400, deadline=None)
+@given(hostile_text)
+def test_counts_add_up_at_every_cut(text: str) -> None:
+    """What the chunker's counting rests on (``chunking._cut``): at a space that follows a
+    non-space character, cl100k's count of a text is the sum of its two sides'."""
+    cuts = [at for at in range(len(text) + 1) if _cut(text, at)]
+    assert 0 in cuts and len(text) in cuts
+    for at in cuts:
+        assert count_tokens(text) == count_tokens(text[:at]) + count_tokens(text[at:]), at
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["Ann", "Bob", "Dr. O'Neil", None]),
+                          st.lists(hostile_text, min_size=1, max_size=6).map(" ".join)),
+                max_size=10),
+       st.integers(min_value=8, max_value=60), st.integers(min_value=0, max_value=30))  # fmt: skip
+def test_segment_chunk_counts_are_exact_on_hostile_text(
+    spec: list[tuple[str | None, str]], target: int, overlap: int
+) -> None:
+    """Every join the chunker makes (turns, overlap, pieces of a long turn, speaker
+    names) against cl100k itself."""
+    segments = [Segment(speaker=s, text=t) for s, t in spec if t.strip()]
+    for c in chunk_segments(segments, target, overlap):
+        assert c.token_count == count_tokens(c.text) and c.token_count <= target
+
+
+def test_chunking_encodes_the_text_about_once() -> None:
+    """A chunk's count comes from its parts' counts plus the text around the joins
+    (``chunking._count``), not from encoding the chunk again: the encoder sees a
+    transcript about once (twice or more before: every chunk was encoded whole again)."""
+    segments = list(synthetic(200_000))
+    size = sum(len(s.text) for s in segments)
+    encoding = chunking.get_encoding()
+    seen = 0
+
+    class Counting:
+        def __getattr__(self, name: str) -> object:
+            return getattr(encoding, name)
+
+        def encode_ordinary(self, text: str) -> list[int]:
+            nonlocal seen
+            seen += len(text)
+            return encoding.encode_ordinary(text)
+
+    original = chunking.get_encoding
+    chunking.get_encoding = lambda: Counting()  # type: ignore[assignment]
+    try:
+        chunks = list(chunk_segments(segments, 512, 64))
+    finally:
+        chunking.get_encoding = original
+    assert all(c.token_count == count_tokens(c.text) for c in chunks)
+    assert seen < 1.5 * size, seen / size
