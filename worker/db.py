@@ -38,11 +38,15 @@ def server_settings(settings: Settings) -> dict[str, str]:
 async def create_pool(
     settings: Settings, dsn: str, *, min_size: int | None = None, max_size: int | None = None
 ) -> asyncpg.Pool:
-    """A pool with the pgvector codec and the service role on every connection."""
+    """A pool with the pgvector codec and the service role on every connection; all of
+    them opened now unless ``DB_POOL_MIN`` says fewer."""
+    max_size = max_size if max_size is not None else settings.db_pool_max
+    if min_size is None:
+        min_size = min(settings.db_pool_min or max_size, max_size)
     pool: Any = await asyncpg.create_pool(
         dsn,
-        min_size=min_size if min_size is not None else settings.db_pool_min,
-        max_size=max_size if max_size is not None else settings.db_pool_max,
+        min_size=min_size,
+        max_size=max_size,
         init=_init_connection,
         reset=_keep_session,
         server_settings=server_settings(settings),

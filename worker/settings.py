@@ -42,7 +42,12 @@ class Settings(BaseSettings):
         default="service_role",
         description="Role every worker connection switches to (SET ROLE); empty = login role",
     )
-    db_pool_min: int = Field(default=2, ge=1)
+    db_pool_min: int | None = Field(
+        default=None, ge=1,
+        description="Connections opened at startup and kept open (default: DB_POOL_MAX). "
+        "Opened on demand, they are opened when a burst arrives: connect, role, codecs and "
+        "type lookups on the event loop the burst's first jobs are waiting for",
+    )  # fmt: skip
     db_pool_max: int = Field(default=8, ge=1)
     migrations_dir: Path = Field(default=REPO_ROOT / "migrations")
 
@@ -189,6 +194,8 @@ class Settings(BaseSettings):
     def _overlap_below_target(self) -> Settings:
         if self.chunk_overlap_tokens >= self.chunk_tokens:
             raise ValueError("CHUNK_OVERLAP_TOKENS must be smaller than CHUNK_TOKENS")
+        if self.db_pool_min is not None and self.db_pool_min > self.db_pool_max:
+            raise ValueError("DB_POOL_MIN must not be greater than DB_POOL_MAX")
         return self
 
     @property

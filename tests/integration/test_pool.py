@@ -54,3 +54,31 @@ async def test_pool_connections_cannot_leave_the_service_role(migrated_dsn: str)
                 await conn.execute("CREATE SCHEMA should_fail")
     finally:
         await pool.close()
+
+
+async def test_all_connections_are_opened_at_startup_unless_db_pool_min_says_fewer(
+    migrated_dsn: str,
+) -> None:
+    """Opened on demand, connections are opened when a burst arrives, on the event loop its
+    first jobs wait for; by default the pool opens them all at once."""
+
+    async def backends() -> int:
+        conn = await asyncpg.connect(migrated_dsn)
+        try:
+            return int(await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'cos-worker' "
+                "AND datname = current_database()"))  # fmt: skip
+        finally:
+            await conn.close()
+
+    before = await backends()
+    for env, opened in (({}, 5), ({"db_pool_min": 2}, 2)):
+        settings = Settings(database_url=migrated_dsn, db_pool_max=5, **env)
+        pool = await create_pool(settings, migrated_dsn)
+        try:
+            assert pool.get_size() == opened
+            assert await backends() - before == opened
+        finally:
+            await pool.close()
+    with pytest.raises(ValueError, match="DB_POOL_MIN"):
+        Settings(db_pool_min=6, db_pool_max=5)
