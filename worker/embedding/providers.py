@@ -139,7 +139,12 @@ class OpenAIProvider:
         openai = self._openai
         kwargs: dict[str, Any] = {
             "model": self.model,
-            "input": texts,
+            # The texts go in ``extra_body``, which the SDK sends as given and which takes
+            # precedence over its own fields: as ``input`` itself they would first be walked
+            # one by one by the SDK's request transform (13 ms per 831 texts here, on the
+            # event loop, in front of the request). The wire format is the same.
+            "input": [],
+            "extra_body": {"input": texts},
             "encoding_format": self.encoding_format,
         }
         if self.send_dimensions:
