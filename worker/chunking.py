@@ -1,8 +1,9 @@
 """Pure, token-aware chunking (cl100k_base) of text and of speaker-timed segments.
 
 Guarantees, for any input: every chunk's ``token_count`` is the exact cl100k count of its
-``text`` (the chunk is re-encoded before it is emitted, because BPE counts are not additive
-across a join) and never exceeds ``min(target_tokens, MAX_INPUT_TOKENS)``; no input text is
+``text`` (BPE counts are not additive across an arbitrary join: a chunk's count is its
+parts' counts only between cuts where cl100k's are, plus the text around its joins, encoded:
+see ``_cut``) and never exceeds ``min(target_tokens, MAX_INPUT_TOKENS)``; no input text is
 dropped (whitespace aside); chunks are produced lazily from lazily consumed input.
 
 How text is cut: paragraphs, then sentences, then - for a sentence longer than the budget -
