@@ -35,7 +35,7 @@ from worker.payloads import (
     PayloadError,
     TranscriptPayload,
     content_hash,
-    job_id_for,
+    job_id,
     parse_payload,
 )
 from worker.settings import Settings, get_settings
@@ -149,7 +149,7 @@ async def enqueue_many(
             results.append(exc)
             continue
         chash = content_hash(model)
-        jid = job_id_for(model.workspace_id, model.kind, model.source, model.external_id, chash)
+        jid = job_id(model, chash)
         results.append(jid)
         if jid in seen:  # the same item twice in one call: one job
             continue

@@ -346,12 +346,13 @@ def job_id_for(
     return str(uuid.uuid5(JOB_NAMESPACE, name))
 
 
-def job_id(payload: AnyPayload) -> str:
-    """:func:`job_id_for` of a validated payload."""
+def job_id(payload: AnyPayload, chash: str | None = None) -> str:
+    """:func:`job_id_for` of a validated payload; ``chash``: its :func:`content_hash`, if
+    the caller has it already (hashing walks the whole payload)."""
     return job_id_for(
         payload.workspace_id,
         payload.kind,
         payload.source,
         payload.external_id,
-        content_hash(payload),
+        chash if chash is not None else content_hash(payload),
     )

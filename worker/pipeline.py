@@ -45,7 +45,7 @@ from worker.payloads import (
     TranscriptPayload,
     content_hash,
     decode_json_payload,
-    job_id_for,
+    job_id,
     parse_payload,
 )
 from worker.pickup import Pickups
@@ -108,8 +108,7 @@ class Pipeline:
         except PayloadError as exc:
             return await self.reject(data, delivery, exc.field, exc.reason)
         chash = content_hash(payload)  # (hashes the whole payload: once per run)
-        jid = uuid.UUID(job_id_for(payload.workspace_id, payload.kind, payload.source,
-                                   payload.external_id, chash))  # fmt: skip
+        jid = uuid.UUID(job_id(payload, chash))
         ref = ledger.JobRef(jid, payload.workspace_id, payload.kind, arq_job_id=delivery.arq_job_id)
         bound = log.bind(job_id=str(jid), workspace_id=str(payload.workspace_id),
                          kind=payload.kind, item=f"{payload.source}:{payload.external_id}")  # fmt: skip
