@@ -90,7 +90,7 @@ class Env:
         port = free_port()
         proc = subprocess.Popen(
             [sys.executable, "-m", "tests.support.openai_server", "--port", str(port),
-             "--tokenizer", "cl100k"],
+             "--tokenizer", "cl100k", "--procs", "2"],
             cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )  # fmt: skip
         assert proc.stdout is not None
@@ -356,6 +356,8 @@ def summarize_server(stats: dict[str, Any]) -> dict[str, Any]:
         "status_429": sum(1 for r in reqs if r["status"] == 429),
         "inputs": sum(r["inputs"] for r in ok), "tokens": sum(r["tokens"] for r in ok),
         "accepted": [(r["t"], r["tokens"]) for r in ok],
+        # the stand-in's own time per answered request, without its injected latency
+        "compute_ms": [r.get("compute_ms") for r in ok],
     }  # fmt: skip
 
 
@@ -467,6 +469,7 @@ async def bench_throughput(env: Env, payloads: list[dict[str, Any]], runs: int) 
             "reingest_ratio": re["seconds"] / run.seconds, "ledger": run.ledger,
             # tokens of each accepted request, in order: which one fell short of a full one
             "request_tokens": [tokens for _, tokens in s["accepted"]],
+            "server_compute_ms": s["compute_ms"],
             "loop_lag": [w.get("loop_lag") for w in run.workers],
             "series": run.series, "failed": run.ledger.get("failed"),
         }  # fmt: skip
@@ -474,7 +477,8 @@ async def bench_throughput(env: Env, payloads: list[dict[str, Any]], runs: int) 
             f"{r['items_per_s']:.1f} items/s, ceiling {r['ceiling_rows_per_s']:.0f} rows/s "
             f"(ratio {r['ratio']:.2f}); requests {r['requests']} vs min {minimum}; "
             f"re-ingest {re['embedding_tokens']} tokens, {r['reingest_ratio']:.3f}x time; "
-            f"request tokens {r['request_tokens']}; worker loop lag {r['loop_lag']}")  # fmt: skip
+            f"request tokens {r['request_tokens']}, server compute ms {r['server_compute_ms']}; "
+            f"worker loop lag {r['loop_lag']}")  # fmt: skip
         per_run.append(r)
     return {"runs": per_run, **medians(per_run, [
         "seconds", "items_per_s", "chunks_per_s", "ceiling_rows_per_s", "ratio", "requests",

@@ -27,6 +27,7 @@ from worker.embedding import (
     local_embed,
 )
 from worker.settings import MAX_INPUT_TOKENS, Settings
+from worker.tokens import get_encoding
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -70,6 +71,23 @@ async def test_formats_round_trip_exactly(fake_openai: OpenAIServer, fmt: str) -
     np.testing.assert_array_equal(vectors, local_embed(texts))
     (req,) = fake_openai.stats()["requests"]
     assert req["encoding_format"] == fmt and req["inputs"] == 300
+
+
+@pytest.mark.parametrize("fmt", ["float", "base64"])
+async def test_server_helper_processes_answer_as_the_inline_server(fmt: str) -> None:
+    """The benchmark's server splits big requests over helper processes; the answer must
+    be the inline one: same vectors in the same order, same token count, and faults too."""
+    texts = [f"{t} {'padding ' * (i % 7)}" for i, t in enumerate(texts_for("helpers", 300))]
+    with OpenAIServer(procs=2, tokenizer="cl100k") as srv:
+        srv.push_faults({}, *[{"wrong_count": True}] * 3)
+        async with batcher(srv, embedding_encoding_format=fmt) as b:
+            vectors = await embed(b, texts)
+            np.testing.assert_array_equal(vectors, local_embed(texts))
+            with pytest.raises(EmbeddingResponseError, match="embeddings, got"):
+                await b.embed(texts[:100], [count_tokens(t) for t in texts[:100]])
+        first = srv.stats()["requests"][0]
+    assert first["tokens"] == sum(len(get_encoding().encode_ordinary(t)) for t in texts)
+    assert first["compute_ms"] > 0
 
 
 async def test_packing_across_ten_concurrent_callers(fake_openai: OpenAIServer) -> None:
