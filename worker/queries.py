@@ -39,6 +39,11 @@ class _Queries:
     def names(self) -> list[str]:
         return sorted(self._queries)
 
+    def plain(self) -> list[str]:
+        """Every statement that is not a template (``{table}``): what can be prepared
+        before a job formats one; the templates use no types beyond these."""
+        return [sql for _, sql in sorted(self._queries.items()) if "{" not in sql]
+
 
 Q = _Queries(load(Path(__file__).parent / "sql" / "queries.sql"))
 

@@ -12,11 +12,12 @@ from dataclasses import dataclass
 import asyncpg
 import structlog
 
-from worker.db import create_pool
+from worker.db import create_pool, warm_statements
 from worker.embedding import EmbeddingBatcher, make_provider
 from worker.handoff import Handoffs
 from worker.migrate import Migrator
 from worker.pipeline import Pipeline
+from worker.queries import Q
 from worker.services import Services
 from worker.settings import Settings
 from worker.tokens import get_encoding
@@ -45,6 +46,7 @@ class Runtime:
         # Load the tokenizer now (~0.3 s), not inside the first job's event-loop turn.
         await asyncio.to_thread(get_encoding)
         pool = await create_pool(settings, database_url)
+        await warm_statements(pool, Q.plain())
         provider = make_provider(settings)
         await provider.warm_up()
         batcher = EmbeddingBatcher(provider, settings)

@@ -3,10 +3,15 @@ connection must (and must not) carry from one job to the next, on a real Postgre
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Callable
+
 import asyncpg
 import pytest
 
-from worker.db import create_pool
+from worker.db import create_pool, warm_statements
+from worker.migrate import Migrator
+from worker.queries import Q
 from worker.settings import Settings
 
 pytestmark = pytest.mark.asyncio
@@ -82,3 +87,45 @@ async def test_all_connections_are_opened_at_startup_unless_db_pool_min_says_few
             await pool.close()
     with pytest.raises(ValueError, match="DB_POOL_MIN"):
         Settings(db_pool_min=6, db_pool_max=5)
+
+
+async def test_warmed_connections_run_the_hot_statements_without_type_introspection(
+    new_database: Callable[[], str],
+) -> None:
+    """asyncpg looks up every type it has no codec for (one catalog query per connection)
+    the first time a statement uses it; warmed at startup, the first burst never does."""
+    dsn = new_database()
+    await Migrator(dsn).up()
+    settings = Settings(database_url=dsn, db_pool_max=3)
+
+    async def introspections() -> int:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return int(await conn.fetchval(
+                "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements "
+                "WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+                "AND query LIKE '%range_subtype%'"))  # fmt: skip
+        finally:
+            await conn.close()
+
+    async def first_burst(pool: asyncpg.Pool) -> None:
+        # What a page's items run first: pickups, reuse lookups, events (one per connection).
+        conns = [await pool.acquire() for _ in range(pool.get_size())]
+        try:
+            for conn in conns:
+                await conn.fetch(Q.ledger_start_page, [uuid.uuid4()], ["job"])
+                await conn.fetch(Q.reuse_comm_embeddings, [uuid.uuid4()], ["h"], "m")
+        finally:
+            for conn in conns:
+                await pool.release(conn)
+
+    for warm, expect_introspection in ((False, True), (True, False)):
+        pool = await create_pool(settings, dsn)
+        try:
+            if warm:
+                assert await warm_statements(pool, Q.plain()) == len(Q.plain())
+            before = await introspections()
+            await first_burst(pool)
+            assert (await introspections() > before) is expect_introspection
+        finally:
+            await pool.close()
