@@ -11,6 +11,7 @@ import math
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -417,6 +418,57 @@ def test_server_runs_as_subprocess() -> None:
         np.testing.assert_array_equal(asyncio.run(go()), local_embed(["over tcp"]))
     finally:
         proc.terminate()
+        proc.wait(10)
+
+
+def _helpers(server_pid: int) -> set[int]:
+    """Live helper processes (multiprocessing spawn children) of a server process."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if fields[0] != "Z" and int(fields[1]) == server_pid and b"spawn_main" in cmdline:
+            found.add(int(stat.parent.name))
+    return found
+
+
+def _alive(pids: set[int]) -> set[int]:
+    alive = set()
+    for pid in pids:
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                alive.add(pid)
+        except OSError:
+            pass
+    return alive
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("how", ["terminate", "kill"])
+def test_server_helper_processes_exit_with_the_server(how: str) -> None:
+    """The benchmark stops its server with terminate(); a killed one must not leave its
+    helpers behind either (they hold the task queue open, so they would wait forever)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.support.openai_server", "--port", "0", "--procs", "2"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().startswith("listening on")
+        helpers = _helpers(proc.pid)
+        assert len(helpers) == 2
+        getattr(proc, how)()
+        proc.wait(10)
+        deadline = time.monotonic() + 10
+        while _alive(helpers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(helpers)
+    finally:
+        proc.kill()
         proc.wait(10)
 
 

@@ -22,6 +22,8 @@ import base64
 import concurrent.futures
 import json
 import multiprocessing
+import os
+import signal
 import threading
 import time
 from collections import deque
@@ -186,6 +188,18 @@ def _split_by_chars(inputs: list[str], n: int) -> list[list[str]]:
         parts[-1].append(text)
         acc += len(text)
     return [p for p in parts if p]
+
+
+def _helper_init(parent: int) -> None:
+    """Exit when the server is gone: a pool's helpers hold both ends of its task queue,
+    so a server killed without ``stop()`` would leave them waiting forever."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def _warm_helper(tokenizer: str) -> None:
@@ -367,7 +381,10 @@ class OpenAIServer:
     def start(self) -> OpenAIServer:
         if self.state.procs > 1:
             pool = concurrent.futures.ProcessPoolExecutor(
-                self.state.procs, mp_context=multiprocessing.get_context("spawn")
+                self.state.procs,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_helper_init,
+                initargs=(os.getpid(),),
             )
             # Start (and warm) every helper now, not during the first request.
             warm = [
@@ -450,8 +467,10 @@ def main(argv: list[str] | None = None) -> None:
         procs=args.procs,
     ).start()
     print(f"listening on {srv.base_url}", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())  # terminate(): stop the helpers too
     try:
-        threading.Event().wait()
+        stop.wait()
     except KeyboardInterrupt:
         pass
     finally:
