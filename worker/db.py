@@ -7,8 +7,7 @@ the DSN names, and the pgvector codec is registered so vectors travel in binary.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import asyncpg
@@ -37,11 +36,36 @@ def server_settings(settings: Settings) -> dict[str, str]:
     return values
 
 
+def _prepare_on_connect(statements: Sequence[str]) -> Callable[[asyncpg.Connection],
+                                                                 Awaitable[None]]:  # fmt: skip
+    """A connection init that also prepares ``statements`` once, so the connection learns
+    the types they use (jsonb, arrays, enums, vectors) when it opens.
+
+    Why: asyncpg looks up every type it has no codec for the first time a statement uses
+    it, per connection: a catalog query each, ~50 ms per connection for the worker's
+    statements, otherwise paid by the first burst on a CPU-bound event loop (and again
+    by every connection opened later: on demand, or after a database restart).
+    """
+
+    async def init(conn: asyncpg.Connection) -> None:
+        await _init_connection(conn)
+        for sql in statements:
+            await conn.prepare(sql)
+
+    return init
+
+
 async def create_pool(
-    settings: Settings, dsn: str, *, min_size: int | None = None, max_size: int | None = None
+    settings: Settings,
+    dsn: str,
+    *,
+    min_size: int | None = None,
+    max_size: int | None = None,
+    prepare: Sequence[str] = (),
 ) -> asyncpg.Pool:
     """A pool with the pgvector codec and the service role on every connection; all of
-    them opened now unless ``DB_POOL_MIN`` says fewer."""
+    them opened now unless ``DB_POOL_MIN`` says fewer. Each connection prepares
+    ``prepare`` when it opens (the worker's runtime passes its statements)."""
     max_size = max_size if max_size is not None else settings.db_pool_max
     if min_size is None:
         min_size = min(settings.db_pool_min or max_size, max_size)
@@ -49,36 +73,12 @@ async def create_pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
-        init=_init_connection,
+        init=_prepare_on_connect(prepare) if prepare else _init_connection,
         reset=_keep_session,
         server_settings=server_settings(settings),
         command_timeout=settings.job_timeout_s,
     )
     return pool
-
-
-async def warm_statements(pool: asyncpg.Pool, statements: Iterable[str]) -> int:
-    """Prepare ``statements`` once on every open pool connection, so each connection
-    learns the types they use (jsonb, arrays, vectors) now, not in the first burst.
-
-    Why: asyncpg introspects every type it has no codec for the first time a statement
-    uses it, per connection: one catalog query each, ~50 ms per connection for the
-    worker's statements, paid by the first jobs on a CPU-bound event loop. Returns how
-    many statements each connection prepared.
-    """
-    sqls = list(statements)
-    conns = [await pool.acquire() for _ in range(pool.get_size())]
-    try:
-        await asyncio.gather(*(_prepare_all(conn, sqls) for conn in conns))
-    finally:
-        for conn in conns:
-            await pool.release(conn)
-    return len(sqls)
-
-
-async def _prepare_all(conn: asyncpg.Connection, sqls: list[str]) -> None:
-    for sql in sqls:
-        await conn.prepare(sql)
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:

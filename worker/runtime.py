@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import asyncpg
 import structlog
 
-from worker.db import create_pool, warm_statements
+from worker.db import create_pool
 from worker.embedding import EmbeddingBatcher, make_provider
 from worker.handoff import Handoffs
 from worker.migrate import Migrator
@@ -45,8 +45,7 @@ class Runtime:
             await Migrator(database_url, settings.migrations_dir).up()
         # Load the tokenizer now (~0.3 s), not inside the first job's event-loop turn.
         await asyncio.to_thread(get_encoding)
-        pool = await create_pool(settings, database_url)
-        await warm_statements(pool, Q.plain())
+        pool = await create_pool(settings, database_url, prepare=Q.plain())
         provider = make_provider(settings)
         await provider.warm_up()
         batcher = EmbeddingBatcher(provider, settings)

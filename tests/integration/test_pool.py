@@ -9,7 +9,7 @@ from collections.abc import Callable
 import asyncpg
 import pytest
 
-from worker.db import create_pool, warm_statements
+from worker.db import create_pool
 from worker.migrate import Migrator
 from worker.queries import Q
 from worker.settings import Settings
@@ -89,11 +89,12 @@ async def test_all_connections_are_opened_at_startup_unless_db_pool_min_says_few
         Settings(db_pool_min=6, db_pool_max=5)
 
 
-async def test_warmed_connections_run_the_hot_statements_without_type_introspection(
+async def test_connections_learn_the_statements_types_when_they_open(
     new_database: Callable[[], str],
 ) -> None:
     """asyncpg looks up every type it has no codec for (one catalog query per connection)
-    the first time a statement uses it; warmed at startup, the first burst never does."""
+    the first time a statement uses it; a pool that prepares them when each connection
+    opens keeps those lookups out of the first burst."""
     dsn = new_database()
     await Migrator(dsn).up()
     settings = Settings(database_url=dsn, db_pool_max=3)
@@ -108,24 +109,27 @@ async def test_warmed_connections_run_the_hot_statements_without_type_introspect
         finally:
             await conn.close()
 
-    async def first_burst(pool: asyncpg.Pool) -> None:
-        # What a page's items run first: pickups, reuse lookups, events (one per connection).
-        conns = [await pool.acquire() for _ in range(pool.get_size())]
+    async def first_burst(pool: asyncpg.Pool) -> int:
+        """Type lookups made by what a page's items run first (pickups, reuse lookups), on
+        each of DB_POOL_MAX connections; acquiring opens any that were not open yet."""
+        conns = [await pool.acquire() for _ in range(3)]
         try:
+            before = await introspections()
             for conn in conns:
                 await conn.fetch(Q.ledger_start_page, [uuid.uuid4()], ["job"])
                 await conn.fetch(Q.reuse_comm_embeddings, [uuid.uuid4()], ["h"], "m")
+            return await introspections() - before
         finally:
             for conn in conns:
                 await pool.release(conn)
 
-    for warm, expect_introspection in ((False, True), (True, False)):
-        pool = await create_pool(settings, dsn)
+    # A cold pool; a preparing pool with every connection opened at startup; and one whose
+    # connections open on demand (DB_POOL_MIN=1): those prepare when they open.
+    for prepare, min_size, expect_introspection in (((), 3, True), (Q.plain(), 3, False),
+                                                    (Q.plain(), 1, False)):  # fmt: skip
+        pool = await create_pool(settings, dsn, min_size=min_size, prepare=prepare)
         try:
-            if warm:
-                assert await warm_statements(pool, Q.plain()) == len(Q.plain())
-            before = await introspections()
-            await first_burst(pool)
-            assert (await introspections() > before) is expect_introspection
+            assert pool.get_size() == min_size
+            assert (await first_burst(pool) > 0) is expect_introspection
         finally:
             await pool.close()
