@@ -29,7 +29,7 @@ import asyncpg
 import numpy as np
 import structlog
 
-from worker import ledger, store
+from worker import ledger, store, store_stream
 from worker.chunking import Chunk
 from worker.delivery import Delivery, RetryLater, is_transient, ledger_id_for
 from worker.embed_stage import ItemEmbedder
@@ -397,10 +397,11 @@ class Pipeline:
             if early := await self._stale(conn, payload, ref, queued_at, [*progress, seen]):
                 return early
             if isinstance(payload, TranscriptPayload):
-                target = await store.open_transcript(conn, ref.job_id, payload, chash,
-                                                     pulled.fmt, self.model)  # fmt: skip
+                target = await store_stream.open_transcript(conn, ref.job_id, payload, chash,
+                                                            pulled.fmt, self.model)  # fmt: skip
             else:
-                target = await store.open_media(conn, ref.job_id, payload, chash, self.model)
+                target = await store_stream.open_media(conn, ref.job_id, payload, chash,
+                                                       self.model)  # fmt: skip
             counts = await WindowWriter(self.settings, self.batcher, self.model).write(
                 conn, target, chunks, arrived
             )
@@ -411,10 +412,11 @@ class Pipeline:
             step(ledger.CONTENT_EMBEDDED, model=self.model, embedded=counts.embedded,
                  reused=target.chunks - counts.embedded, tokens=counts.embedded_tokens)  # fmt: skip
             if isinstance(payload, TranscriptPayload):
-                written = await store.close_transcript(conn, ref.job_id, payload, chash,
-                                                       pulled.fmt, target)  # fmt: skip
+                written = await store_stream.close_transcript(conn, ref.job_id, payload,
+                                                              chash, pulled.fmt,
+                                                              target)  # fmt: skip
             else:
-                written = store.close_media(target)
+                written = store_stream.close_media(target)
             result = {**written.as_dict(), "tokens": counts.tokens,
                       "embedded_chunks": counts.embedded,
                       "embedded_tokens": counts.embedded_tokens, "windows": target.windows}  # fmt: skip

@@ -16,10 +16,10 @@ from typing import Any
 import asyncpg
 import numpy as np
 
-from worker import store
 from worker.chunking import Chunk
 from worker.embedding import EmbeddingBatcher
 from worker.settings import Settings
+from worker.store_stream import ChunkTarget, copy_window, window_vectors
 
 
 @dataclass(slots=True)
@@ -59,7 +59,7 @@ class WindowWriter:
         self.batcher = batcher
         self.model = model
 
-    async def write(self, conn: asyncpg.Connection, target: store.ChunkTarget,
+    async def write(self, conn: asyncpg.Connection, target: ChunkTarget,
                     chunks: Iterable[Chunk], arrived: Any) -> StreamCounts:  # fmt: skip
         counts = StreamCounts()
         inflight: set[asyncio.Task[np.ndarray]] = set()
@@ -81,12 +81,11 @@ class WindowWriter:
             await asyncio.gather(*inflight, return_exceptions=True)
         return counts
 
-    async def _prepare_window(self, conn: asyncpg.Connection, target: store.ChunkTarget,
+    async def _prepare_window(self, conn: asyncpg.Connection, target: ChunkTarget,
                               window: list[Chunk], counts: StreamCounts, arrived: Any,
                               inflight: set[asyncio.Task[np.ndarray]]) -> _Window:  # fmt: skip
         """Reusable vectors for a window, and a task embedding the rest."""
-        known = await store.window_vectors(conn, target, self.model,
-                                           [c.content_hash for c in window])  # fmt: skip
+        known = await window_vectors(conn, target, self.model, [c.content_hash for c in window])
         out = None
         if known:
             out = np.empty((len(window), self.settings.embedding_dimensions), dtype=np.float32)
@@ -109,7 +108,7 @@ class WindowWriter:
             inflight.add(task)
         return _Window(window, out, fresh, task)
 
-    async def _write_window(self, conn: asyncpg.Connection, target: store.ChunkTarget,
+    async def _write_window(self, conn: asyncpg.Connection, target: ChunkTarget,
                             w: _Window, inflight: set[asyncio.Task[np.ndarray]]) -> None:  # fmt: skip
         out = w.vectors
         if w.task is not None:
@@ -120,4 +119,4 @@ class WindowWriter:
             else:
                 out[w.fresh] = vectors
         assert out is not None
-        await store.copy_window(conn, target, w.chunks, out, self.model)
+        await copy_window(conn, target, w.chunks, out, self.model)
