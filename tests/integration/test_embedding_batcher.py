@@ -395,17 +395,22 @@ async def test_input_validation() -> None:
     np.testing.assert_array_equal(vectors, local_embed(["local works"]))
 
 
-def test_server_runs_as_subprocess() -> None:
+def _server_process(*args: str) -> tuple[subprocess.Popen[str], str]:
+    """The server as the benchmark runs it, and its base URL once it listens."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.support.openai_server", "--port", "0", "--latency-ms", "1"],
+        [sys.executable, "-m", "tests.support.openai_server", "--port", "0", *args],
         stdout=subprocess.PIPE,
         text=True,
     )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line.startswith("listening on http://127.0.0.1:")
+    return proc, line.split()[-1]
+
+
+def test_server_runs_as_subprocess() -> None:
+    proc, base_url = _server_process("--latency-ms", "1")
     try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line.startswith("listening on http://127.0.0.1:")
-        base_url = line.split()[-1]
 
         async def go() -> np.ndarray:
             s = Settings(openai_api_key="sk-x", openai_base_url=base_url + "/v1")
@@ -451,14 +456,8 @@ def _alive(pids: set[int]) -> set[int]:
 def test_server_helper_processes_exit_with_the_server(how: str) -> None:
     """The benchmark stops its server with terminate(); a killed one must not leave its
     helpers behind either (they hold the task queue open, so they would wait forever)."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.support.openai_server", "--port", "0", "--procs", "2"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    proc, _ = _server_process("--procs", "2")
     try:
-        assert proc.stdout is not None
-        assert proc.stdout.readline().startswith("listening on")
         helpers = _helpers(proc.pid)
         assert len(helpers) == 2
         getattr(proc, how)()
