@@ -471,6 +471,7 @@ async def bench_throughput(env: Env, payloads: list[dict[str, Any]], runs: int) 
             "request_tokens": [tokens for _, tokens in s["accepted"]],
             "server_compute_ms": s["compute_ms"],
             "loop_lag": [w.get("loop_lag") for w in run.workers],
+            "gc": [w.get("gc") for w in run.workers],
             "series": run.series, "failed": run.ledger.get("failed"),
         }  # fmt: skip
         log(f"throughput run {i + 1}: {r['chunks_per_s']:.0f} chunks/s, "

@@ -4,17 +4,20 @@
 
 Writes READY_FILE once the runtime is open (pool, tokenizer, batcher), runs until
 SIGTERM/SIGINT, then writes STATS_FILE: peak RSS (``ru_maxrss``/VmHWM), the embedding
-batcher's counters and the event loop's lag (how late a 50 ms sleeper woke).
+batcher's counters, the event loop's lag (how late a 50 ms sleeper woke) and the garbage
+collector's pauses per generation.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import resource
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +48,30 @@ async def watch_loop_lag(samples: list[float]) -> None:
         samples.append(max(0.0, loop.time() - before - LAG_TICK_S))
 
 
+def watch_gc(pauses: list[tuple[int, float]]) -> None:
+    """Record every garbage collection: (generation, wall seconds). A full collection of
+    a bulk load's heap holds the loop too, and wall time includes waiting for a core."""
+    started: list[float] = []
+
+    def callback(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            started[:] = [time.perf_counter()]
+        elif started:
+            pauses.append((int(info["generation"]), time.perf_counter() - started[0]))
+
+    gc.callbacks.append(callback)
+
+
+def gc_summary(pauses: list[tuple[int, float]]) -> dict[str, Any]:
+    """Per generation: collections, total and longest pause (ms)."""
+    out: dict[str, Any] = {}
+    for gen in (0, 1, 2):
+        times = [t for g, t in pauses if g == gen]
+        out[f"gen{gen}"] = {"count": len(times), "total_ms": round(sum(times) * 1000, 1),
+                            "max_ms": round(max(times, default=0.0) * 1000, 1)}  # fmt: skip
+    return out
+
+
 def lag_summary(samples: list[float]) -> dict[str, float]:
     if not samples:
         return {}
@@ -60,12 +87,14 @@ async def main(settings_json: str, ready: str, stats: str, poll_delay: float) ->
     started = opts["on_startup"]
     holder: dict[str, Any] = {}
     lags: list[float] = []
+    gc_pauses: list[tuple[int, float]] = []
 
     async def on_startup(ctx: dict[str, Any]) -> None:
         await started(ctx)
         holder["runtime"] = ctx["runtime"]
         # From here on (start-up imports and the tokenizer load are not ingest time).
         holder["lag_watch"] = asyncio.create_task(watch_loop_lag(lags))
+        watch_gc(gc_pauses)
         if os.environ.get("BENCH_SLOW_CALLBACK_MS"):  # name the callbacks that stall the loop
             loop = asyncio.get_running_loop()
             loop.slow_callback_duration = float(os.environ["BENCH_SLOW_CALLBACK_MS"]) / 1000
@@ -100,7 +129,7 @@ async def main(settings_json: str, ready: str, stats: str, poll_delay: float) ->
         Path(stats).write_text(json.dumps({
             "vm_hwm_kb": vm_hwm_kb(), "batcher": holder.get("batcher"),
             "jobs_complete": worker.jobs_complete, "jobs_failed": worker.jobs_failed,
-            "jobs_retried": worker.jobs_retried, "loop_lag": lag_summary(lags),
+            "jobs_retried": worker.jobs_retried, "loop_lag": lag_summary(lags), "gc": gc_summary(gc_pauses),
         }))  # fmt: skip
 
 
