@@ -4,11 +4,13 @@ Payloads come from other services, so every string is cleaned (NUL bytes strippe
 ``text``/``jsonb`` cannot store U+0000; lone UTF-16 surrogates become U+FFFD) and sizes are
 capped so one message cannot exhaust a worker. The annotated types below carry these checks
 into the models of ``worker.payloads``; ``clean_text`` is also used wherever text reaches the
-database by another path (the ledger's error fields, the chunker).
+database by another path (the ledger's error fields, the chunker), and ``jsonb_text`` makes
+any value a ``jsonb`` column can store (the ledger's copy of a payload, even a rejected one).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from datetime import UTC, datetime
@@ -129,6 +131,40 @@ def clean_json(value: Any) -> Any:
             raise ValueError("must not contain NaN or infinite numbers (not valid JSON)")
         return value
     raise ValueError(f"must contain only JSON values (found {type(value).__name__})")
+
+
+_MAX_JSON_DEPTH = 64  # what a ledger record of a payload keeps of its nesting
+
+
+def _jsonb_safe(value: Any, depth: int = 0) -> Any:
+    """``value`` with what PostgreSQL ``jsonb`` refuses made storable: U+0000 is stripped,
+    lone surrogates become U+FFFD, NaN/Infinity become strings, nesting is cut off."""
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, (dict, list, tuple)) and depth >= _MAX_JSON_DEPTH:
+        return "[nested too deep]"
+    if isinstance(value, dict):
+        return {clean_text(str(k)): _jsonb_safe(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonb_safe(v, depth + 1) for v in value]
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    return clean_text(str(value))
+
+
+def jsonb_text(value: Any, *, max_bytes: int | None = None) -> str:
+    """JSON text that a ``jsonb`` column accepts, whatever a connector sent.
+
+    Payloads arrive untrusted (a NUL in a subject, a lone surrogate, NaN, 10 000 levels of
+    nesting); without this the ledger write itself fails and the job is never recorded.
+    """
+    text = json.dumps(_jsonb_safe(value), default=str, allow_nan=False)
+    if max_bytes is not None and len(text) > max_bytes:
+        keys = sorted(map(str, value))[:50] if isinstance(value, dict) else []
+        text = json.dumps({"truncated": True, "bytes": len(text), "keys": _jsonb_safe(keys)})
+    return text
 
 
 def one_of(model: BaseModel, names: tuple[str, ...]) -> None:

@@ -10,7 +10,6 @@ of the same attempt appends nothing twice.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -19,7 +18,7 @@ from uuid import UUID, uuid4
 import asyncpg
 
 from worker.events import NewEvent, append_events
-from worker.field_checks import clean_text
+from worker.field_checks import clean_text, jsonb_text
 from worker.queries import Q
 
 # Event types; the comment says how each one moves the ledger row.
@@ -48,38 +47,6 @@ STATUS_BY_EVENT = {
 
 #: A rejected payload is kept for diagnosis up to this size; bigger ones are summarised.
 MAX_REJECTED_BYTES = 256 * 1024
-_MAX_JSON_DEPTH = 64
-
-
-def _jsonb_safe(value: Any, depth: int = 0) -> Any:
-    """``value`` with what PostgreSQL ``jsonb`` refuses made storable: U+0000 is stripped,
-    lone surrogates become U+FFFD, NaN/Infinity become strings, nesting is cut off."""
-    if isinstance(value, str):
-        return clean_text(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, (dict, list, tuple)) and depth >= _MAX_JSON_DEPTH:
-        return "[nested too deep]"
-    if isinstance(value, dict):
-        return {clean_text(str(k)): _jsonb_safe(v, depth + 1) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonb_safe(v, depth + 1) for v in value]
-    if value is None or isinstance(value, (bool, int, float)):
-        return value
-    return clean_text(str(value))
-
-
-def jsonb_text(value: Any, *, max_bytes: int | None = None) -> str:
-    """JSON text that a ``jsonb`` column accepts, whatever a connector sent.
-
-    Payloads arrive untrusted (a NUL in a subject, a lone surrogate, NaN, 10 000 levels of
-    nesting); without this the ledger write itself fails and the job is never recorded.
-    """
-    text = json.dumps(_jsonb_safe(value), default=str, allow_nan=False)
-    if max_bytes is not None and len(text) > max_bytes:
-        keys = sorted(map(str, value))[:50] if isinstance(value, dict) else []
-        text = json.dumps({"truncated": True, "bytes": len(text), "keys": _jsonb_safe(keys)})
-    return text
 
 
 @dataclass(frozen=True)
