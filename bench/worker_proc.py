@@ -133,7 +133,8 @@ async def main(settings_json: str, ready: str, stats: str, poll_delay: float) ->
         Path(stats).write_text(json.dumps({
             "vm_hwm_kb": vm_hwm_kb(), "batcher": holder.get("batcher"),
             "jobs_complete": worker.jobs_complete, "jobs_failed": worker.jobs_failed,
-            "jobs_retried": worker.jobs_retried, "loop_lag": lag_summary(lags), "gc": gc_summary(gc_pauses),
+            "jobs_retried": worker.jobs_retried, "loop_lag": lag_summary(lags),
+            "gc": gc_summary(gc_pauses),
         }))  # fmt: skip
 
 

@@ -289,8 +289,9 @@ async def _embeddings(request: web.Request) -> web.StreamResponse:
     if fault is not None:
         if fault.get("timeout"):
             record["status"] = 0
-            slept_ms += float(fault.get("sleep_s", timeout_sleep)) * 1000
-            await asyncio.sleep(float(fault.get("sleep_s", timeout_sleep)))
+            hang = float(fault.get("sleep_s", timeout_sleep))
+            slept_ms += hang * 1000
+            await asyncio.sleep(hang)
         elif "status" in fault:
             status = int(fault["status"])
             record["status"] = status
