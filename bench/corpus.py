@@ -126,14 +126,20 @@ def email(gen: TextGen, ws: uuid.UUID, i: int) -> dict[str, Any]:
     people = rng.sample(_SPEAKERS, 3)
     body = "\n\n".join(gen.paragraph(rng.randint(2, 6)) for _ in range(rng.randint(1, 4)))
     return {
-        "kind": "communication", "workspace_id": str(ws), "source": "gmail",
-        "external_id": f"mail-{i}", "channel": "email", "thread_key": f"thread-{i // 4}",
+        "kind": "communication",
+        "workspace_id": str(ws),
+        "source": "gmail",
+        "external_id": f"mail-{i}",
+        "channel": "email",
+        "thread_key": f"thread-{i // 4}",
         "subject": gen.sentence()[:80],
         "sender": {"name": people[0], "address": f"{people[0].lower()}@example.com"},
-        "recipients": [{"name": p, "address": f"{p.lower()}@example.com", "role": "to"}
-                       for p in people[1:]],
-        "sent_at": f"2026-0{1 + i % 9}-{1 + i % 28:02d}T10:00:00Z", "body": body,
-    }  # fmt: skip
+        "recipients": [
+            {"name": p, "address": f"{p.lower()}@example.com", "role": "to"} for p in people[1:]
+        ],
+        "sent_at": f"2026-0{1 + i % 9}-{1 + i % 28:02d}T10:00:00Z",
+        "body": body,
+    }
 
 
 def turns(gen: TextGen, minutes: int, speakers: list[str] | None) -> list[dict[str, Any]]:
@@ -154,23 +160,35 @@ def turns(gen: TextGen, minutes: int, speakers: list[str] | None) -> list[dict[s
 def meeting(gen: TextGen, ws: uuid.UUID, i: int, minutes: int) -> dict[str, Any]:
     speakers = gen.rng.sample(_SPEAKERS, 4)
     return {
-        "kind": "transcript", "workspace_id": str(ws), "source": "zoom",
+        "kind": "transcript",
+        "workspace_id": str(ws),
+        "source": "zoom",
         "external_id": f"meeting-{i}",
-        "meeting": {"title": f"Weekly sync {i}", "starts_at": "2026-03-01T10:00:00Z",
-                    "ends_at": "2026-03-01T11:00:00Z"},
+        "meeting": {
+            "title": f"Weekly sync {i}",
+            "starts_at": "2026-03-01T10:00:00Z",
+            "ends_at": "2026-03-01T11:00:00Z",
+        },
         "participants": [{"name": s, "address": f"{s.lower()}@example.com"} for s in speakers],
         "segments": turns(gen, minutes, speakers),
-    }  # fmt: skip
+    }
 
 
 def media_item(gen: TextGen, ws: uuid.UUID, i: int, minutes: int) -> dict[str, Any]:
     segs = turns(gen, minutes, None)
     return {
-        "kind": "media", "workspace_id": str(ws), "source": "loom", "external_id": f"video-{i}",
-        "asset": {"kind": "video", "title": f"Demo {i}", "mime_type": "video/mp4",
-                  "duration_ms": segs[-1]["end_ms"]},
+        "kind": "media",
+        "workspace_id": str(ws),
+        "source": "loom",
+        "external_id": f"video-{i}",
+        "asset": {
+            "kind": "video",
+            "title": f"Demo {i}",
+            "mime_type": "video/mp4",
+            "duration_ms": segs[-1]["end_ms"],
+        },
         "segments": segs,
-    }  # fmt: skip
+    }
 
 
 def build(size: str, ws: uuid.UUID, seed: int = 7) -> Corpus:
@@ -185,8 +203,10 @@ def build(size: str, ws: uuid.UUID, seed: int = 7) -> Corpus:
 
 def short_messages(ws: uuid.UUID, n: int, seed: int = 11) -> list[dict[str, Any]]:
     gen = TextGen(seed)
-    return [{**email(gen, ws, 100_000 + i), "body": gen.sentence(), "thread_key": None}
-            for i in range(n)]  # fmt: skip
+    return [
+        {**email(gen, ws, 100_000 + i), "body": gen.sentence(), "thread_key": None}
+        for i in range(n)
+    ]
 
 
 def big_vtt(megabytes: float, seed: int = 13) -> str:

@@ -52,10 +52,17 @@ WS = uuid.UUID("00000000-0000-4000-8000-0000000000b1")
 MAX_INPUTS, MAX_REQUEST_TOKENS = 2048, 300_000  # OpenAI per-request limits
 # Tables the ingest writes (FK order), copied for the ceiling. ops.* bookkeeping excluded.
 CONTENT_TABLES = [
-    "core.contacts", "comms.threads", "comms.communications", "comms.participants",
-    "meetings.meetings", "meetings.participants", "meetings.transcripts",
-    "meetings.transcript_chunks", "media.assets", "media.media_chunks",
-]  # fmt: skip
+    "core.contacts",
+    "comms.threads",
+    "comms.communications",
+    "comms.participants",
+    "meetings.meetings",
+    "meetings.participants",
+    "meetings.transcripts",
+    "meetings.transcript_chunks",
+    "media.assets",
+    "media.media_chunks",
+]
 VECTOR_ROWS_SQL = """
 SELECT (SELECT count(*) FROM comms.communications WHERE embedding IS NOT NULL)
      + (SELECT count(*) FROM meetings.transcript_chunks)
@@ -89,10 +96,21 @@ class Env:
         redis = EmbeddedRedis(root / "redis").start()
         port = free_port()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.support.openai_server", "--port", str(port),
-             "--tokenizer", "cl100k", "--procs", "2"],
-            cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "tests.support.openai_server",
+                "--port",
+                str(port),
+                "--tokenizer",
+                "cl100k",
+                "--procs",
+                "2",
+            ],
+            cwd=REPO_ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
         assert proc.stdout is not None
         proc.stdout.readline()  # "listening on ..."
         return cls(root, pg, redis, f"http://127.0.0.1:{port}", proc)
@@ -121,8 +139,11 @@ class Env:
         await conn.close()
 
     def control(self, **cfg: Any) -> None:
-        req = urllib.request.Request(self.openai_url + "/_control", json.dumps(cfg).encode(),
-                                     {"Content-Type": "application/json"})  # fmt: skip
+        req = urllib.request.Request(
+            self.openai_url + "/_control",
+            json.dumps(cfg).encode(),
+            {"Content-Type": "application/json"},
+        )
         urllib.request.urlopen(req, timeout=10).read()
 
     def server_stats(self) -> dict[str, Any]:
@@ -156,17 +177,21 @@ class WorkerProc:
 
 def worker_settings(env: Env, dsn: str, queue: str, **overrides: Any) -> dict[str, Any]:
     return {
-        "database_url": dsn, "redis_url": env.redis.url,
+        "database_url": dsn,
+        "redis_url": env.redis.url,
         "openai_base_url": env.openai_url + "/v1",
         "openai_api_key": "sk-bench-not-a-real-key-1234567890",
-        "embedding_provider": "openai", "queue_name": queue, "log_format": "json",
+        "embedding_provider": "openai",
+        "queue_name": queue,
+        "log_format": "json",
         "fetch_allow_private": True,
         # The local server has no limit unless a scenario sets one: give the worker an
         # OpenAI tier-5 budget (10M TPM, 10k RPM for text-embedding-3-small) so its own
         # limiter does not stand in for the embedder.
-        "embed_tokens_per_minute": 10_000_000, "embed_requests_per_minute": 10_000,
+        "embed_tokens_per_minute": 10_000_000,
+        "embed_requests_per_minute": 10_000,
         **overrides,
-    }  # fmt: skip
+    }
 
 
 def start_workers(env: Env, settings: dict[str, Any], n: int, tag: str) -> list[WorkerProc]:
@@ -176,17 +201,39 @@ def start_workers(env: Env, settings: dict[str, Any], n: int, tag: str) -> list[
         d.mkdir(parents=True)
         out = open(d / "worker.log", "wb")  # noqa: SIM115 - lives as long as the process
         proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.worker_proc", json.dumps(settings, default=str),
-             str(d / "ready"), str(d / "stats.json")],
-            cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "bench.worker_proc",
+                json.dumps(settings, default=str),
+                str(d / "ready"),
+                str(d / "stats.json"),
+            ],
+            cwd=REPO_ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
         procs.append(WorkerProc(proc, d / "ready", d / "stats.json"))
         if os.environ.get("BENCH_PYSPY"):  # profile every worker: collapsed stacks per process
             prof = Path(os.environ["BENCH_PYSPY"]) / f"{tag}-{i}.txt"
             prof.parent.mkdir(parents=True, exist_ok=True)
-            subprocess.Popen(["py-spy", "record", "--pid", str(proc.pid), "--format", "raw",
-                              "--rate", "100", "--nonblocking", "-o", str(prof)],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+            subprocess.Popen(
+                [
+                    "py-spy",
+                    "record",
+                    "--pid",
+                    str(proc.pid),
+                    "--format",
+                    "raw",
+                    "--rate",
+                    "100",
+                    "--nonblocking",
+                    "-o",
+                    str(prof),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
     deadline = time.monotonic() + 120
     while not all(p.ready.exists() for p in procs):
         if any(p.proc.poll() is not None for p in procs) or time.monotonic() > deadline:
@@ -246,8 +293,9 @@ class Producer:
 
         async def producer() -> None:
             for page in pages:
-                results = await client.enqueue_many(self.redis, page, settings=self.settings,
-                                                    db=self.pool)  # fmt: skip
+                results = await client.enqueue_many(
+                    self.redis, page, settings=self.settings, db=self.pool
+                )
                 bad = [r for r in results if not isinstance(r, str)]
                 if bad:
                     raise RuntimeError(f"the corpus has invalid items: {bad[:3]}")
@@ -260,8 +308,9 @@ class Producer:
             await self.pool.close()
 
 
-async def enqueue(env: Env, payloads: list[dict[str, Any]], queue: str,
-                  dsn: str | None = None) -> None:  # fmt: skip
+async def enqueue(
+    env: Env, payloads: list[dict[str, Any]], queue: str, dsn: str | None = None
+) -> None:
     """``Producer.enqueue`` with clients of its own (untimed uses)."""
     producer = await Producer.open(env, queue, dsn)
     try:
@@ -293,9 +342,16 @@ class IngestRun:
     enqueue_seconds: float | None = None  # when the producers had enqueued everything
 
 
-async def wait_done(dsn: str, t0: float, expected: int, *, events: str | None = None,
-                    timeout: float = 3600, sample_s: float = 0.02,
-                    series_s: float = 0.1) -> tuple[float, list[Any]]:  # fmt: skip
+async def wait_done(
+    dsn: str,
+    t0: float,
+    expected: int,
+    *,
+    events: str | None = None,
+    timeout: float = 3600,
+    sample_s: float = 0.02,
+    series_s: float = 0.1,
+) -> tuple[float, list[Any]]:
     """Poll until ``expected`` jobs are terminal (or ``events`` events exist); returns
     (seconds from t0 to the last commit, [(t, items, vector_rows)]).
 
@@ -308,11 +364,14 @@ async def wait_done(dsn: str, t0: float, expected: int, *, events: str | None = 
     try:
         while True:
             if events:
-                n = await conn.fetchval("SELECT count(*) FROM ops.events WHERE event_type=$1",
-                                        events)  # fmt: skip
+                n = await conn.fetchval(
+                    "SELECT count(*) FROM ops.events WHERE event_type=$1", events
+                )
             else:
-                n = await conn.fetchval("SELECT count(*) FROM ops.ingestion_jobs "
-                                        "WHERE status IN ('done','failed','skipped')")  # fmt: skip
+                n = await conn.fetchval(
+                    "SELECT count(*) FROM ops.ingestion_jobs "
+                    "WHERE status IN ('done','failed','skipped')"
+                )
             now = time.time()
             # (counting vector rows is only for the ingest's series: not while waiting for events)
             if events is None and (n >= expected or now - sampled >= series_s):
@@ -352,17 +411,25 @@ def summarize_server(stats: dict[str, Any]) -> dict[str, Any]:
     reqs = stats["requests"]
     ok = [r for r in reqs if r["status"] == 200]
     return {
-        "requests": len(reqs), "ok": len(ok),
+        "requests": len(reqs),
+        "ok": len(ok),
         "status_429": sum(1 for r in reqs if r["status"] == 429),
-        "inputs": sum(r["inputs"] for r in ok), "tokens": sum(r["tokens"] for r in ok),
+        "inputs": sum(r["inputs"] for r in ok),
+        "tokens": sum(r["tokens"] for r in ok),
         "accepted": [(r["t"], r["tokens"]) for r in ok],
         # the stand-in's own time per answered request, without its injected latency
         "compute_ms": [r.get("compute_ms") for r in ok],
-    }  # fmt: skip
+    }
 
 
-async def ingest(env: Env, dsn: str, payloads: list[dict[str, Any]], n_workers: int = 1,
-                 tag: str = "run", **overrides: Any) -> IngestRun:  # fmt: skip
+async def ingest(
+    env: Env,
+    dsn: str,
+    payloads: list[dict[str, Any]],
+    n_workers: int = 1,
+    tag: str = "run",
+    **overrides: Any,
+) -> IngestRun:
     await clear_arq_results(env)  # the same job ids were used by the previous run
     enqueued: list[float] = []  # when the producers were done
     queue = f"bench:{uuid.uuid4().hex[:8]}"
@@ -379,8 +446,16 @@ async def ingest(env: Env, dsn: str, payloads: list[dict[str, Any]], n_workers: 
         await clients.close()
         workers = stop_workers(procs)
     server = summarize_server(env.server_stats())
-    return IngestRun(seconds, len(payloads), series[-1][2], series, server, workers,
-                     await ledger_summary(dsn), enqueued[0] if enqueued else None)  # fmt: skip
+    return IngestRun(
+        seconds,
+        len(payloads),
+        series[-1][2],
+        series,
+        server,
+        workers,
+        await ledger_summary(dsn),
+        enqueued[0] if enqueued else None,
+    )
 
 
 async def reingest(env: Env, dsn: str, payloads: list[dict[str, Any]]) -> dict[str, Any]:
@@ -400,8 +475,11 @@ async def reingest(env: Env, dsn: str, payloads: list[dict[str, Any]]) -> dict[s
         await clients.close()
         stop_workers(procs)
     server = summarize_server(env.server_stats())
-    return {"seconds": seconds, "embedding_tokens": server["tokens"],
-            "embedding_requests": server["requests"]}  # fmt: skip
+    return {
+        "seconds": seconds,
+        "embedding_tokens": server["tokens"],
+        "embedding_requests": server["requests"],
+    }
 
 
 async def ceiling(env: Env, src_dsn: str) -> dict[str, Any]:
@@ -425,8 +503,9 @@ async def ceiling(env: Env, src_dsn: str) -> dict[str, Any]:
         async with dst.transaction():
             for table in CONTENT_TABLES:
                 schema, name = table.split(".")
-                await dst.copy_to_table(name, schema_name=schema, source=io.BytesIO(data[table]),
-                                        format="binary")  # fmt: skip
+                await dst.copy_to_table(
+                    name, schema_name=schema, source=io.BytesIO(data[table]), format="binary"
+                )
         seconds = time.perf_counter() - t0
         assert int(await dst.fetchval(VECTOR_ROWS_SQL)) == rows
     finally:
@@ -458,37 +537,65 @@ async def bench_throughput(env: Env, payloads: list[dict[str, Any]], runs: int) 
         s = run.server
         minimum = min_requests(s["inputs"], s["tokens"])
         r = {
-            "seconds": run.seconds, "items": run.items, "vector_rows": run.vector_rows,
-            "items_per_s": run.items / run.seconds, "chunks_per_s": run.vector_rows / run.seconds,
-            "ceiling_rows_per_s": ceil_["rows_per_s"], "ceiling_seconds": ceil_["seconds"],
+            "seconds": run.seconds,
+            "items": run.items,
+            "vector_rows": run.vector_rows,
+            "items_per_s": run.items / run.seconds,
+            "chunks_per_s": run.vector_rows / run.seconds,
+            "ceiling_rows_per_s": ceil_["rows_per_s"],
+            "ceiling_seconds": ceil_["seconds"],
             "ratio": (run.vector_rows / run.seconds) / ceil_["rows_per_s"],
-            "requests": s["requests"], "requests_ok": s["ok"], "inputs": s["inputs"],
-            "tokens": s["tokens"], "min_requests": minimum,
+            "requests": s["requests"],
+            "requests_ok": s["ok"],
+            "inputs": s["inputs"],
+            "tokens": s["tokens"],
+            "min_requests": minimum,
             "requests_ratio": s["requests"] / minimum,
-            "reingest_tokens": re["embedding_tokens"], "reingest_seconds": re["seconds"],
-            "reingest_ratio": re["seconds"] / run.seconds, "ledger": run.ledger,
+            "reingest_tokens": re["embedding_tokens"],
+            "reingest_seconds": re["seconds"],
+            "reingest_ratio": re["seconds"] / run.seconds,
+            "ledger": run.ledger,
             # tokens of each accepted request, in order: which one fell short of a full one
             "request_tokens": [tokens for _, tokens in s["accepted"]],
             "server_compute_ms": s["compute_ms"],
             "loop_lag": [w.get("loop_lag") for w in run.workers],
             "gc": [w.get("gc") for w in run.workers],
-            "series": run.series, "failed": run.ledger.get("failed"),
-        }  # fmt: skip
-        log(f"throughput run {i + 1}: {r['chunks_per_s']:.0f} chunks/s, "
+            "series": run.series,
+            "failed": run.ledger.get("failed"),
+        }
+        log(
+            f"throughput run {i + 1}: {r['chunks_per_s']:.0f} chunks/s, "
             f"{r['items_per_s']:.1f} items/s, ceiling {r['ceiling_rows_per_s']:.0f} rows/s "
             f"(ratio {r['ratio']:.2f}); requests {r['requests']} vs min {minimum}; "
             f"re-ingest {re['embedding_tokens']} tokens, {r['reingest_ratio']:.3f}x time; "
             f"request tokens {r['request_tokens']}, server compute ms {r['server_compute_ms']}; "
-            f"worker loop lag {r['loop_lag']}")  # fmt: skip
+            f"worker loop lag {r['loop_lag']}"
+        )
         per_run.append(r)
-    return {"runs": per_run, **medians(per_run, [
-        "seconds", "items_per_s", "chunks_per_s", "ceiling_rows_per_s", "ratio", "requests",
-        "min_requests", "requests_ratio", "reingest_tokens", "reingest_seconds",
-        "reingest_ratio"])}  # fmt: skip
+    return {
+        "runs": per_run,
+        **medians(
+            per_run,
+            [
+                "seconds",
+                "items_per_s",
+                "chunks_per_s",
+                "ceiling_rows_per_s",
+                "ratio",
+                "requests",
+                "min_requests",
+                "requests_ratio",
+                "reingest_tokens",
+                "reingest_seconds",
+                "reingest_ratio",
+            ],
+        ),
+    }
 
 
-async def bench_ratelimited(env: Env, payloads: list[dict[str, Any]], runs: int, tpm: int | None,
-                            latency_ms: float = 200.0) -> dict[str, Any]:  # fmt: skip
+async def bench_ratelimited(
+    env: Env, payloads: list[dict[str, Any]], runs: int, tpm: int | None, latency_ms: float = 200.0
+) -> dict[str, Any]:
     per_run = []
     for i in range(runs):
         dsn = await env.fresh_db()
@@ -510,13 +617,17 @@ async def bench_ratelimited(env: Env, payloads: list[dict[str, Any]], runs: int,
         frac_steady = (sum(steady) / (steady_s / 60.0)) / tpm if steady_s > 5 else None
         span = max(1e-9, t_last - t_first + latency_ms / 1000)
         r = {
-            "tpm_limit": tpm, "latency_ms": latency_ms, "tokens": total,
-            "seconds": run.seconds, "requests": run.server["requests"],
+            "tpm_limit": tpm,
+            "latency_ms": latency_ms,
+            "tokens": total,
+            "seconds": run.seconds,
+            "requests": run.server["requests"],
             "status_429": run.server["status_429"],
             "share_429": run.server["status_429"] / max(1, run.server["requests"]),
             "tpm_fraction_overall": (total / (span / 60.0)) / tpm,
-            "tpm_fraction_steady": frac_steady, "series": run.series,
-        }  # fmt: skip
+            "tpm_fraction_steady": frac_steady,
+            "series": run.series,
+        }
         log(
             f"rate-limited run {i + 1}: {r['tpm_fraction_steady']} of TPM (steady), "
             f"{r['tpm_fraction_overall']:.2f} overall, 429 share {r['share_429']:.3f}"
@@ -554,11 +665,15 @@ async def bench_memory(env: Env, runs: int, megabytes: float) -> dict[str, Any]:
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{httpd.server_address[1]}/meeting.vtt"
     payload = {
-        "kind": "transcript", "workspace_id": str(WS), "source": "zoom",
-        "external_id": "big-meeting", "content_url": url, "content_format": "vtt",
+        "kind": "transcript",
+        "workspace_id": str(WS),
+        "source": "zoom",
+        "external_id": "big-meeting",
+        "content_url": url,
+        "content_format": "vtt",
         "meeting": {"title": "All-day offsite", "starts_at": "2026-03-01T09:00:00Z"},
         "participants": [],
-    }  # fmt: skip
+    }
     per_run = []
     try:
         for i in range(runs):
@@ -588,12 +703,15 @@ async def bench_memory(env: Env, runs: int, megabytes: float) -> dict[str, Any]:
             summ = await ledger_summary(dsn)
             await env.drop_db(dsn)
             r = {
-                "megabytes": len(vtt) / 1e6, "seconds": seconds, "chunks": series[-1][2],
+                "megabytes": len(vtt) / 1e6,
+                "seconds": seconds,
+                "chunks": series[-1][2],
                 "status": "done" if summ["done"] == 1 else "failed",
-                "idle_rss_mb": idle / 2**20, "peak_rss_mb_polled": peak_poll / 2**20,
+                "idle_rss_mb": idle / 2**20,
+                "peak_rss_mb_polled": peak_poll / 2**20,
                 "peak_rss_mb": stats.get("vm_hwm_kb", 0) / 1024,
                 "rss_samples": samples[:: max(1, len(samples) // 400)],
-            }  # fmt: skip
+            }
             log(
                 f"memory run {i + 1}: peak RSS {r['peak_rss_mb']:.0f} MB (VmHWM), idle "
                 f"{r['idle_rss_mb']:.0f} MB, {r['chunks']} chunks in {seconds:.1f}s ({r['status']})"
@@ -623,8 +741,9 @@ async def bench_latency(env: Env, n: int, latency_ms: float, gap_s: float = 0.1)
             jid = uuid.UUID(job_id(parse_payload(m)))
             t0 = time.time()
             await client.enqueue(redis, m, settings=settings)
-            while (await conn.fetchval("SELECT status FROM ops.ingestion_jobs WHERE id=$1",
-                                       jid)) != "done":  # fmt: skip
+            while (
+                await conn.fetchval("SELECT status FROM ops.ingestion_jobs WHERE id=$1", jid)
+            ) != "done":
                 if time.time() - t0 > 30:
                     raise TimeoutError("latency probe message not committed in 30 s")
                 await asyncio.sleep(0.002)
@@ -641,12 +760,18 @@ async def bench_latency(env: Env, n: int, latency_ms: float, gap_s: float = 0.1)
     p50 = statistics.median(lat)
     p95 = lat[min(len(lat) - 1, int(round(0.95 * (len(lat) - 1))))]
     log(f"latency: p50 {p50:.0f} ms, p95 {p95:.0f} ms (embedder {latency_ms:.0f} ms)")
-    return {"embedder_latency_ms": latency_ms, "n": len(lat), "p50_ms": p50, "p95_ms": p95,
-            "samples_ms": lat}  # fmt: skip
+    return {
+        "embedder_latency_ms": latency_ms,
+        "n": len(lat),
+        "p50_ms": p50,
+        "p95_ms": p95,
+        "samples_ms": lat,
+    }
 
 
-async def bench_scaleout(env: Env, payloads: list[dict[str, Any]], runs: int,
-                         counts: tuple[int, ...] = (1, 2, 4)) -> dict[str, Any]:  # fmt: skip
+async def bench_scaleout(
+    env: Env, payloads: list[dict[str, Any]], runs: int, counts: tuple[int, ...] = (1, 2, 4)
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for n in counts:
         per_run = []
@@ -654,15 +779,22 @@ async def bench_scaleout(env: Env, payloads: list[dict[str, Any]], runs: int,
             dsn = await env.fresh_db()
             run = await ingest(env, dsn, payloads, n_workers=n, tag=f"scale{n}-{i}")
             await env.drop_db(dsn)
-            per_run.append({"seconds": run.seconds, "items_per_s": run.items / run.seconds,
-                            "chunks_per_s": run.vector_rows / run.seconds,
-                            "series": run.series})  # fmt: skip
+            per_run.append(
+                {
+                    "seconds": run.seconds,
+                    "items_per_s": run.items / run.seconds,
+                    "chunks_per_s": run.vector_rows / run.seconds,
+                    "series": run.series,
+                }
+            )
             log(
                 f"scale-out {n} worker(s) run {i + 1}: {per_run[-1]['chunks_per_s']:.0f} "
                 f"chunks/s, {per_run[-1]['items_per_s']:.1f} items/s"
             )
-        out[str(n)] = {"runs": per_run, **medians(per_run, ["seconds", "items_per_s",
-                                                             "chunks_per_s"])}  # fmt: skip
+        out[str(n)] = {
+            "runs": per_run,
+            **medians(per_run, ["seconds", "items_per_s", "chunks_per_s"]),
+        }
     return out
 
 
@@ -703,8 +835,12 @@ def plot(results: dict[str, Any], path: Path) -> None:
     for label, series in curves:
         ax.plot(*rates(series, 0.5), label=label, marker=".")
     if "throughput" in results:
-        ax.axhline(results["throughput"]["ceiling_rows_per_s"], ls="--", color="k",
-                   label="COPY ceiling (same rows, same indexes)")  # fmt: skip
+        ax.axhline(
+            results["throughput"]["ceiling_rows_per_s"],
+            ls="--",
+            color="k",
+            label="COPY ceiling (same rows, same indexes)",
+        )
     ax.set_xlabel("seconds since first enqueue")
     ax.set_ylabel("vector rows committed per second (0.5 s bins)")
     ax.set_title(f"Zero-latency embedder ({results['meta']['size']} corpus)")
@@ -740,15 +876,21 @@ def table(results: dict[str, Any]) -> str:
     ]
 
     def row(i: str, name: str, result: str, target: str, met: bool | None) -> None:
-        lines.append(f"| {i} | {name} | {result} | {target} | "
-                     f"{'n/a' if met is None else ('yes' if met else '**no**')} |")  # fmt: skip
+        lines.append(
+            f"| {i} | {name} | {result} | {target} | "
+            f"{'n/a' if met is None else ('yes' if met else '**no**')} |"
+        )
 
     t = results.get("throughput")
     if t:
-        row("1", "End-to-end throughput (zero-latency embedder) vs COPY ceiling",
+        row(
+            "1",
+            "End-to-end throughput (zero-latency embedder) vs COPY ceiling",
             f"{fmt(t['chunks_per_s'], '.0f')} chunks/s, {fmt(t['items_per_s'], '.1f')} items/s; "
             f"ceiling {fmt(t['ceiling_rows_per_s'], '.0f')} rows/s; ratio {fmt(t['ratio'])}",
-            ">= 0.70 of ceiling", t["ratio"] >= 0.70)  # fmt: skip
+            ">= 0.70 of ceiling",
+            t["ratio"] >= 0.70,
+        )
         row(
             "2",
             "Embedding requests vs minimum",
@@ -757,35 +899,51 @@ def table(results: dict[str, Any]) -> str:
             "<= 1.05 x minimum",
             t["requests_ratio"] <= 1.05,
         )
-        row("3", "Re-ingest of unchanged corpus",
+        row(
+            "3",
+            "Re-ingest of unchanged corpus",
             f"{fmt(t['reingest_tokens'], '.0f')} tokens; {fmt(t['reingest_seconds'])} s = "
             f"{fmt(100 * t['reingest_ratio'], '.1f')}% of first ingest",
             "0 tokens, <= 10% of time",
-            t["reingest_tokens"] == 0 and t["reingest_ratio"] <= 0.10)  # fmt: skip
+            t["reingest_tokens"] == 0 and t["reingest_ratio"] <= 0.10,
+        )
     r = results.get("ratelimited")
     if r:
         frac = r["tpm_fraction_steady"]
-        row("4", f"Rate-limited (200 ms latency, TPM {fmt(r['tpm_limit'], ',.0f')})",
+        row(
+            "4",
+            f"Rate-limited (200 ms latency, TPM {fmt(r['tpm_limit'], ',.0f')})",
             f"{fmt(100 * frac if frac is not None else None, '.1f')}% of TPM (steady state; "
             f"{fmt(100 * r['tpm_fraction_overall'], '.0f')}% over the whole run incl. first-"
             f"minute burst), 429 share {fmt(100 * r['share_429'], '.2f')}%",
             ">= 90% of TPM, < 1% 429",
-            frac is not None and frac >= 0.90 and r["share_429"] < 0.01)  # fmt: skip
+            frac is not None and frac >= 0.90 and r["share_429"] < 0.01,
+        )
     mem = results.get("memory")
     if mem:
-        row("5", f"Peak RSS, one {fmt(mem['runs'][0]['megabytes'], '.0f')} MB transcript",
+        row(
+            "5",
+            f"Peak RSS, one {fmt(mem['runs'][0]['megabytes'], '.0f')} MB transcript",
             f"{fmt(mem['peak_rss_mb'], '.0f')} MB (idle worker {fmt(mem['idle_rss_mb'], '.0f')} MB)",
-            "<= 200 MB", mem["peak_rss_mb"] <= 200)  # fmt: skip
+            "<= 200 MB",
+            mem["peak_rss_mb"] <= 200,
+        )
     lat = results.get("latency")
     if lat:
         budget = lat["embedder_latency_ms"] + 50
-        row("6", f"Enqueue-to-committed, single short messages (embedder {lat['embedder_latency_ms']:.0f} ms)",
+        row(
+            "6",
+            f"Enqueue-to-committed, single short messages (embedder {lat['embedder_latency_ms']:.0f} ms)",
             f"p50 {fmt(lat['p50_ms'], '.0f')} ms, p95 {fmt(lat['p95_ms'], '.0f')} ms",
-            f"p50 <= {budget:.0f} ms", lat["p50_ms"] <= budget)  # fmt: skip
+            f"p50 <= {budget:.0f} ms",
+            lat["p50_ms"] <= budget,
+        )
     so = results.get("scaleout")
     if so:
-        parts = [f"{n}: {fmt(v['chunks_per_s'], '.0f')} chunks/s ({fmt(v['items_per_s'], '.1f')} items/s)"
-                 for n, v in so.items()]  # fmt: skip
+        parts = [
+            f"{n}: {fmt(v['chunks_per_s'], '.0f')} chunks/s ({fmt(v['items_per_s'], '.1f')} items/s)"
+            for n, v in so.items()
+        ]
         row("7", "Scale-out, worker processes on one queue", "; ".join(parts), "report", None)
     return "\n".join(lines) + "\n"
 
@@ -796,15 +954,22 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
         return {}
     corpus = corpus_mod.build(args.size, WS)
     payloads = corpus.payloads
-    results: dict[str, Any] = {"meta": {
-        "size": args.size, "items": len(corpus), "emails": len(corpus.emails),
-        "meetings": len(corpus.meetings), "media": len(corpus.media), "runs": args.runs,
-        "cpus": os.cpu_count(), "python": platform.python_version(),
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "command": " ".join(
-            ["python -m bench.run", *sys.argv[1:]]),
-        "postgres": "embedded 18 + pgvector, fsync=on, synchronous_commit=on",
-        "load_before": os.getloadavg(),
-    }}  # fmt: skip
+    results: dict[str, Any] = {
+        "meta": {
+            "size": args.size,
+            "items": len(corpus),
+            "emails": len(corpus.emails),
+            "meetings": len(corpus.meetings),
+            "media": len(corpus.media),
+            "runs": args.runs,
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "command": " ".join(["python -m bench.run", *sys.argv[1:]]),
+            "postgres": "embedded 18 + pgvector, fsync=on, synchronous_commit=on",
+            "load_before": os.getloadavg(),
+        }
+    }
     env = Env.start()
     try:
         await env._migrate_template()
@@ -819,8 +984,9 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
                 env, payloads, args.ratelimited_runs or args.runs, args.tpm
             )
         if "memory" in only:
-            results["memory"] = await bench_memory(env, args.memory_runs or args.runs,
-                                                   args.transcript_mb)  # fmt: skip
+            results["memory"] = await bench_memory(
+                env, args.memory_runs or args.runs, args.transcript_mb
+            )
     finally:
         env.stop(keep=args.keep)
     results["meta"]["load_after"] = os.getloadavg()
@@ -870,8 +1036,9 @@ def main(argv: list[str] | None = None) -> None:
     plot(results, args.out / "throughput.png")
     md = table(results)
     if args.out == RESULTS:  # probe runs (--out elsewhere) leave the committed table alone
-        (HERE / "RESULTS.md").write_text("# Benchmark results\n\n" + md +
-                                         "\n![throughput](results/throughput.png)\n")  # fmt: skip
+        (HERE / "RESULTS.md").write_text(
+            "# Benchmark results\n\n" + md + "\n![throughput](results/throughput.png)\n"
+        )
     print(md)
 
 

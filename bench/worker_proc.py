@@ -58,8 +58,13 @@ def watch_gc(pauses: list[tuple[int, float, float]]) -> None:
         if phase == "start":
             started[:] = [time.perf_counter(), time.thread_time()]
         elif started:
-            pauses.append((int(info["generation"]), time.perf_counter() - started[0],
-                           time.thread_time() - started[1]))  # fmt: skip
+            pauses.append(
+                (
+                    int(info["generation"]),
+                    time.perf_counter() - started[0],
+                    time.thread_time() - started[1],
+                )
+            )
 
     gc.callbacks.append(callback)
 
@@ -69,10 +74,12 @@ def gc_summary(pauses: list[tuple[int, float, float]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for gen in (0, 1, 2):
         mine = [(wall, cpu) for g, wall, cpu in pauses if g == gen]
-        out[f"gen{gen}"] = {"count": len(mine),
-                            "total_ms": round(sum(w for w, _ in mine) * 1000, 1),
-                            "max_ms": round(max((w for w, _ in mine), default=0.0) * 1000, 1),
-                            "cpu_ms": round(sum(c for _, c in mine) * 1000, 1)}  # fmt: skip
+        out[f"gen{gen}"] = {
+            "count": len(mine),
+            "total_ms": round(sum(w for w, _ in mine) * 1000, 1),
+            "max_ms": round(max((w for w, _ in mine), default=0.0) * 1000, 1),
+            "cpu_ms": round(sum(c for _, c in mine) * 1000, 1),
+        }
     return out
 
 
@@ -80,9 +87,11 @@ def lag_summary(samples: list[float]) -> dict[str, float]:
     if not samples:
         return {}
     ordered = sorted(samples)
-    return {"max_ms": round(ordered[-1] * 1000, 1),
-            "p99_ms": round(ordered[int(0.99 * (len(ordered) - 1))] * 1000, 1),
-            "over_500ms": sum(1 for x in ordered if x > 0.5)}  # fmt: skip
+    return {
+        "max_ms": round(ordered[-1] * 1000, 1),
+        "p99_ms": round(ordered[int(0.99 * (len(ordered) - 1))] * 1000, 1),
+        "over_500ms": sum(1 for x in ordered if x > 0.5),
+    }
 
 
 async def main(settings_json: str, ready: str, stats: str, poll_delay: float) -> None:
@@ -114,8 +123,12 @@ async def main(settings_json: str, ready: str, stats: str, poll_delay: float) ->
     opts.update(on_startup=on_startup, on_shutdown=on_shutdown)
     # As worker.main.WorkerSettings does (the deployable worker).
     opts.setdefault("poll_delay", getattr(settings, "worker_poll_delay_s", poll_delay))
-    worker = Worker(**opts, redis_settings=redis_settings_for(settings.redis_url or ""),
-                    ctx={"settings": settings}, handle_signals=False)  # fmt: skip
+    worker = Worker(
+        **opts,
+        redis_settings=redis_settings_for(settings.redis_url or ""),
+        ctx={"settings": settings},
+        handle_signals=False,
+    )
     # arq's own handler cancels ``worker.main_task``, which only ``Worker.run`` sets.
     task = asyncio.current_task()
     assert task is not None
@@ -130,14 +143,24 @@ async def main(settings_json: str, ready: str, stats: str, poll_delay: float) ->
         if "lag_watch" in holder:
             holder["lag_watch"].cancel()
         await worker.close()
-        Path(stats).write_text(json.dumps({
-            "vm_hwm_kb": vm_hwm_kb(), "batcher": holder.get("batcher"),
-            "jobs_complete": worker.jobs_complete, "jobs_failed": worker.jobs_failed,
-            "jobs_retried": worker.jobs_retried, "loop_lag": lag_summary(lags),
-            "gc": gc_summary(gc_pauses),
-        }))  # fmt: skip
+        Path(stats).write_text(
+            json.dumps(
+                {
+                    "vm_hwm_kb": vm_hwm_kb(),
+                    "batcher": holder.get("batcher"),
+                    "jobs_complete": worker.jobs_complete,
+                    "jobs_failed": worker.jobs_failed,
+                    "jobs_retried": worker.jobs_retried,
+                    "loop_lag": lag_summary(lags),
+                    "gc": gc_summary(gc_pauses),
+                }
+            )
+        )
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3],
-                     float(sys.argv[4]) if len(sys.argv) > 4 else 0.5))  # fmt: skip
+    asyncio.run(
+        main(
+            sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]) if len(sys.argv) > 4 else 0.5
+        )
+    )

@@ -47,7 +47,7 @@ def worker_options(settings: Settings) -> dict[str, Any]:
                 run_at_startup=False,
                 unique=True,
                 timeout=24 * 3600,
-            ),  # fmt: skip
+            ),
             # Redis is the transport, the ledger the record: re-enqueue what Redis lost.
             cron(
                 jobs.reconcile,
@@ -74,8 +74,9 @@ def worker_options(settings: Settings) -> dict[str, Any]:
     }
 
 
-async def run_bursts(settings: Settings, ctx: dict[str, Any], *, max_bursts: int = 20,
-                     **worker_kw: Any) -> Worker:  # fmt: skip
+async def run_bursts(
+    settings: Settings, ctx: dict[str, Any], *, max_bursts: int = 20, **worker_kw: Any
+) -> Worker:
     """Run in-process arq workers in burst mode until the queue stays empty (the demo and
     the tests). More than one burst when a handed-off job failed transiently: its retry
     is enqueued while the first burst shuts down (``worker.handoff``). Returns the first
@@ -84,9 +85,14 @@ async def run_bursts(settings: Settings, ctx: dict[str, Any], *, max_bursts: int
 
     first: Worker | None = None
     for _ in range(max_bursts):
-        worker = Worker(**worker_options(settings),
-                        redis_settings=redis_settings_for(settings.redis_url or ""),
-                        burst=True, handle_signals=False, ctx=dict(ctx), **worker_kw)  # fmt: skip
+        worker = Worker(
+            **worker_options(settings),
+            redis_settings=redis_settings_for(settings.redis_url or ""),
+            burst=True,
+            handle_signals=False,
+            ctx=dict(ctx),
+            **worker_kw,
+        )
         try:
             await worker.main()
         finally:

@@ -227,8 +227,9 @@ class _Packer:
         return tail.strip()
 
 
-def _render(parts: list[_Part], lead: str,
-            prefixed: bool) -> tuple[str, str, list[tuple[int, _Part]]]:  # fmt: skip
+def _render(
+    parts: list[_Part], lead: str, prefixed: bool
+) -> tuple[str, str, list[tuple[int, _Part]]]:
     """(chunk text, body of the last turn, where each part's text starts in the chunk
     text: a part whose leading whitespace was stripped starts before its first kept
     character)."""
@@ -304,8 +305,11 @@ def _count(text: str, placed: list[tuple[int, _Part]]) -> int:
             continue
         a, b, tokens = inner
         start, end = offset + a, offset + b
-        if (start < cursor or not (_cut(text, start) and _cut(text, end))
-                or text[start:end] != part.text[a:b]):  # fmt: skip
+        if (
+            start < cursor
+            or not (_cut(text, start) and _cut(text, end))
+            or text[start:end] != part.text[a:b]
+        ):
             continue
         total += len(_encode(text[cursor:start])) + tokens
         cursor = end

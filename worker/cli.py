@@ -71,8 +71,7 @@ async def _enqueue(settings: Settings, services: Services, args: argparse.Namesp
 
     async def flush() -> None:
         nonlocal ok
-        results = await client.enqueue_many(redis, [p for _, p in page], db=pool,
-                                            settings=settings)  # fmt: skip
+        results = await client.enqueue_many(redis, [p for _, p in page], db=pool, settings=settings)
         for (number, _), result in zip(page, results, strict=True):
             if isinstance(result, PayloadError):
                 bad.append((number, result.field, result.reason))
@@ -121,10 +120,13 @@ async def _status(settings: Settings, services: Services, args: argparse.Namespa
         await redis.aclose()
         await conn.close()
     age = (datetime.now(UTC) - oldest).total_seconds() if oldest else None
-    report = {"queue_depth": queue.depth, "in_flight": queue.running,
-              "handed_off": queue.handed_off,
-              **{s: counts.get(s, 0) for s in ("queued", "running", "done", "failed", "skipped")},
-              "oldest_queued_age_s": round(age, 1) if age is not None else None}  # fmt: skip
+    report = {
+        "queue_depth": queue.depth,
+        "in_flight": queue.running,
+        "handed_off": queue.handed_off,
+        **{s: counts.get(s, 0) for s in ("queued", "running", "done", "failed", "skipped")},
+        "oldest_queued_age_s": round(age, 1) if age is not None else None,
+    }
     if args.json:
         print(json.dumps(report))
     else:
@@ -145,17 +147,22 @@ async def _search(settings: Settings, services: Services, args: argparse.Namespa
     for hit in hits:
         when = f" {hit['start_ms']}-{hit['end_ms']}ms" if hit.get("start_ms") is not None else ""
         who = f" {hit['speaker']}" if hit.get("speaker") else ""
-        console.print(f"{hit['distance']:.3f} ({hit['kind']}{who}{when}) {hit['content'][:300]}",
-                      markup=False)  # fmt: skip
+        console.print(
+            f"{hit['distance']:.3f} ({hit['kind']}{who}{when}) {hit['content'][:300]}", markup=False
+        )
     return 0
 
 
 async def _maintenance(settings: Settings, services: Services, args: argparse.Namespace) -> int:
     from worker.maintenance import run_maintenance
 
-    report = await run_maintenance(settings, await services.ensure_database(),
-                                   dry_run=args.dry_run, force_analyze=args.force_analyze,
-                                   trigger="manual")  # fmt: skip
+    report = await run_maintenance(
+        settings,
+        await services.ensure_database(),
+        dry_run=args.dry_run,
+        force_analyze=args.force_analyze,
+        trigger="manual",
+    )
     data = report.to_dict()
     if args.json:
         print(json.dumps(data, default=str))
@@ -165,9 +172,13 @@ async def _maintenance(settings: Settings, services: Services, args: argparse.Na
 
 
 COMMANDS: dict[str, Callable[[Settings, Services, argparse.Namespace], Awaitable[int]]] = {
-    "migrate": _migrate, "demo": _demo, "enqueue": _enqueue, "status": _status,
-    "search": _search, "maintenance": _maintenance,
-}  # fmt: skip
+    "migrate": _migrate,
+    "demo": _demo,
+    "enqueue": _enqueue,
+    "status": _status,
+    "search": _search,
+    "maintenance": _maintenance,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -213,8 +224,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         code = 130
     if args.command not in ("status", "search"):
-        console.print(f"[dim]{args.command} finished in {time.perf_counter() - started:.1f}s[/]",
-                      highlight=False)  # fmt: skip
+        console.print(
+            f"[dim]{args.command} finished in {time.perf_counter() - started:.1f}s[/]",
+            highlight=False,
+        )
     return code
 
 

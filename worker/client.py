@@ -115,9 +115,12 @@ def _pages(jobs: list[_Job], items: int, size: int) -> Iterator[list[_Job]]:
 
 
 async def enqueue_many(
-    redis: ArqRedis, payloads: Sequence[AnyPayload | dict[str, Any]], *,
-    db: asyncpg.Pool | None = None, settings: Settings | None = None,
-) -> list[str | PayloadError]:  # fmt: skip
+    redis: ArqRedis,
+    payloads: Sequence[AnyPayload | dict[str, Any]],
+    *,
+    db: asyncpg.Pool | None = None,
+    settings: Settings | None = None,
+) -> list[str | PayloadError]:
     """Validate and enqueue a connector's page of items; returns, in order, each item's
     (deterministic) job id or the ``PayloadError`` that names its bad field.
 
@@ -167,8 +170,11 @@ async def enqueue_many(
             arq_ids.update((j.job_id, page_id if len(group) > 1 else j.job_id) for j in group)
         created: set[UUID] = set()
         holders: dict[UUID, str | None] = {}
-        todo = {j.job_id for j in await _record(db, page, results, arq_ids, created, holders)
-                if not keys.is_page_job(holders.get(UUID(j.job_id)))}  # fmt: skip
+        todo = {
+            j.job_id
+            for j in await _record(db, page, results, arq_ids, created, holders)
+            if not keys.is_page_job(holders.get(UUID(j.job_id)))
+        }
         sends: list[_Send] = []
         for group in groups:
             new = [j for j in group if UUID(j.job_id) in created]
@@ -197,21 +203,30 @@ def _single(job: _Job) -> _Send:
     return _Send(job.job_id, keys.INGEST, job.data)
 
 
-async def _record(db: asyncpg.Pool, page: list[_Job], results: list[str | PayloadError],
-                  arq_ids: dict[str, str], created: set[UUID],
-                  holders: dict[UUID, str | None]) -> list[_Job]:  # fmt: skip
+async def _record(
+    db: asyncpg.Pool,
+    page: list[_Job],
+    results: list[str | PayloadError],
+    arq_ids: dict[str, str],
+    created: set[UUID],
+    holders: dict[UUID, str | None],
+) -> list[_Job]:
     """Ledger first; returns the jobs that still have to reach Redis (``created``: the
     ones whose rows this call inserted, each naming the arq job in ``arq_ids``;
     ``holders``: the job each row already held names)."""
     receipts = [
         ledger.Receipt(
-            ledger.JobRef(UUID(j.job_id), j.model.workspace_id, j.model.kind,
-                          arq_job_id=arq_ids[j.job_id]),
-            source=j.model.source, external_id=j.model.external_id,
-            content_hash=j.content_hash, payload=j.data, payload_json=j.text,
+            ledger.JobRef(
+                UUID(j.job_id), j.model.workspace_id, j.model.kind, arq_job_id=arq_ids[j.job_id]
+            ),
+            source=j.model.source,
+            external_id=j.model.external_id,
+            content_hash=j.content_hash,
+            payload=j.data,
+            payload_json=j.text,
         )
         for j in page
-    ]  # fmt: skip
+    ]
     async with db.acquire() as conn:
         statuses = await ledger.receive_many(conn, receipts, created=created, holders=holders)
     unknown = PayloadError("workspace_id", "no such workspace")
@@ -231,15 +246,20 @@ async def _send(redis: ArqRedis, jobs: list[_Send], queue: str) -> None:
     args: list[Any] = [expires_extra_ms, now]
     for j in jobs:
         keys_ += [keys.JOB_KEY_PREFIX + j.arq_id, keys.RESULT_KEY_PREFIX + j.arq_id]
-        args += [j.arq_id, serialize_job(j.function, (j.arg,), {}, None, now,
-                                         serializer=serialization.dumps)]  # fmt: skip
+        args += [
+            j.arq_id,
+            serialize_job(j.function, (j.arg,), {}, None, now, serializer=serialization.dumps),
+        ]
     await redis.register_script(_ENQUEUE_PAGE)(keys=keys_, args=args)  # EVALSHA
 
 
 async def enqueue(
-    redis: ArqRedis, payload: AnyPayload | dict[str, Any], *, db: asyncpg.Pool | None = None,
+    redis: ArqRedis,
+    payload: AnyPayload | dict[str, Any],
+    *,
+    db: asyncpg.Pool | None = None,
     settings: Settings | None = None,
-) -> str:  # fmt: skip
+) -> str:
     """Validate and enqueue one payload; returns its (deterministic) job id. Raises
     ``PayloadError`` for an invalid one. ``enqueue_many`` of one item: see there."""
     result = (await enqueue_many(redis, [payload], db=db, settings=settings))[0]
@@ -278,13 +298,15 @@ async def queue_status(redis: ArqRedis, queue_name: str) -> QueueStatus:
     return QueueStatus(int(depth), int(running), int(handed_off))
 
 
-async def enqueue_communication(redis: ArqRedis, payload: CommunicationPayload | dict[str, Any],
-                                **kw: Any) -> str:  # fmt: skip
+async def enqueue_communication(
+    redis: ArqRedis, payload: CommunicationPayload | dict[str, Any], **kw: Any
+) -> str:
     return await enqueue(redis, _typed(payload, "communication"), **kw)
 
 
-async def enqueue_transcript(redis: ArqRedis, payload: TranscriptPayload | dict[str, Any],
-                             **kw: Any) -> str:  # fmt: skip
+async def enqueue_transcript(
+    redis: ArqRedis, payload: TranscriptPayload | dict[str, Any], **kw: Any
+) -> str:
     return await enqueue(redis, _typed(payload, "transcript"), **kw)
 
 

@@ -36,8 +36,9 @@ def server_settings(settings: Settings) -> dict[str, str]:
     return values
 
 
-def _prepare_on_connect(statements: Sequence[str]) -> Callable[[asyncpg.Connection],
-                                                                 Awaitable[None]]:  # fmt: skip
+def _prepare_on_connect(
+    statements: Sequence[str],
+) -> Callable[[asyncpg.Connection], Awaitable[None]]:
     """A connection init that also prepares ``statements`` once, so the connection learns
     the types they use (jsonb, arrays, enums, vectors) when it opens.
 

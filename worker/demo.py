@@ -54,8 +54,10 @@ WHERE workspace_id = $1 AND event_type = 'content.embedded'
 
 async def _drain(settings: Settings, services: Services, redis_url: str) -> None:
     """Run in-process arq workers until the queue is empty."""
-    await run_bursts(settings.model_copy(update={"redis_url": redis_url}),
-                     {"settings": settings, "services": services})  # fmt: skip
+    await run_bursts(
+        settings.model_copy(update={"redis_url": redis_url}),
+        {"settings": settings, "services": services},
+    )
 
 
 def load_corpus() -> list[dict[str, Any]]:
@@ -83,8 +85,9 @@ async def run_demo(settings: Settings, console: Console | None = None) -> dict[s
                 "INSERT INTO intel.insights (workspace_id, insight_type, title, body) "
                 "SELECT $1, 'decision', $2, $3 WHERE NOT EXISTS "
                 "(SELECT 1 FROM intel.insights WHERE workspace_id = $1 AND title = $2)",
-                DEMO_WORKSPACE, *DEMO_INSIGHT,
-            )  # fmt: skip
+                DEMO_WORKSPACE,
+                *DEMO_INSIGHT,
+            )
             tokens_before = await conn.fetchval(EMBEDDED_TOKENS, DEMO_WORKSPACE)
         finally:
             await conn.close()
@@ -117,8 +120,9 @@ async def run_demo(settings: Settings, console: Console | None = None) -> dict[s
         await pool.close()
         console.print(f"[bold]search[/] {DEMO_QUESTION!r}")
         for hit in hits:
-            console.print(f"  {hit['distance']:.3f}  ({hit['kind']}) {hit['content'][:160]!r}",
-                          markup=False)  # fmt: skip
+            console.print(
+                f"  {hit['distance']:.3f}  ({hit['kind']}) {hit['content'][:160]!r}", markup=False
+            )
         total_s = time.perf_counter() - started
         console.print(f"ingest {ingest_s:.2f}s, total {total_s:.2f}s")
         return {"counts": counts, "hits": hits, "ingest_s": ingest_s, "total_s": total_s}

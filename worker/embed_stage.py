@@ -37,9 +37,12 @@ class ItemEmbedder:
         # The items of a page job look their vectors up in the same loop turn: one
         # statement for them all instead of a round trip each.
         self._lookups: GroupWriter[tuple[UUID, str], np.ndarray | None] = GroupWriter(
-            self._lookup_many, self._lookup_one, lambda key: key,
-            writers=self.lookup_connections, max_items=self.lookup_max_items,
-        )  # fmt: skip
+            self._lookup_many,
+            self._lookup_one,
+            lambda key: key,
+            writers=self.lookup_connections,
+            max_items=self.lookup_max_items,
+        )
 
     async def _lookup_one(self, key: tuple[UUID, str]) -> np.ndarray | None:
         async with self.pool.acquire() as conn:
@@ -54,9 +57,15 @@ class ItemEmbedder:
     async def aclose(self) -> None:
         await self._lookups.aclose()
 
-    async def communication(self, payload: CommunicationPayload, chunks: list[Chunk],
-                            embedded_hash: str, arrived: Any = None, *, together: bool = False,
-                            ) -> tuple[np.ndarray | None, list[Chunk]]:  # fmt: skip
+    async def communication(
+        self,
+        payload: CommunicationPayload,
+        chunks: list[Chunk],
+        embedded_hash: str,
+        arrived: Any = None,
+        *,
+        together: bool = False,
+    ) -> tuple[np.ndarray | None, list[Chunk]]:
         """One vector per communication: its chunks' token-weighted mean, renormalized.
         ``together``: an item of a page job, whose lookup joins its neighbours'."""
         if not chunks:
@@ -72,22 +81,26 @@ class ItemEmbedder:
             return vectors[0], chunks
         return weighted_mean(vectors, [c.token_count for c in chunks]), chunks
 
-    async def chunks(self, payload: TranscriptPayload | MediaPayload, chunks: list[Chunk],
-                     arrived: Any = None) -> tuple[np.ndarray, list[Chunk]]:  # fmt: skip
+    async def chunks(
+        self, payload: TranscriptPayload | MediaPayload, chunks: list[Chunk], arrived: Any = None
+    ) -> tuple[np.ndarray, list[Chunk]]:
         """Vectors for every chunk, reusing this workspace's vectors for identical texts."""
         out = np.empty((len(chunks), self.dimensions), dtype=np.float32)
         if not chunks:
             return out, []
         async with self.pool.acquire() as conn:
             known = await store.reusable_chunk_vectors(
-                conn, payload.kind, payload.workspace_id, self.model,
+                conn,
+                payload.kind,
+                payload.workspace_id,
+                self.model,
                 [c.content_hash for c in chunks],
-            )  # fmt: skip
+            )
         fresh = [c for c in chunks if c.content_hash not in known]
         if fresh:
-            vectors = await self.batcher.embed([c.text for c in fresh],
-                                               [c.token_count for c in fresh],
-                                               arrived=arrived)  # fmt: skip
+            vectors = await self.batcher.embed(
+                [c.text for c in fresh], [c.token_count for c in fresh], arrived=arrived
+            )
             for c, v in zip(fresh, vectors, strict=True):
                 known[c.content_hash] = v
         for i, c in enumerate(chunks):

@@ -47,19 +47,28 @@ class GroupStats:
     fallbacks: int = 0  # groups that failed and were written item by item
 
     def as_dict(self) -> dict[str, Any]:
-        return {"groups": self.groups, "items": self.items, "largest": self.largest,
-                "fallbacks": self.fallbacks}  # fmt: skip
+        return {
+            "groups": self.groups,
+            "items": self.items,
+            "largest": self.largest,
+            "fallbacks": self.fallbacks,
+        }
 
 
 class GroupWriter(Generic[W, R]):
     """Writes submitted items in groups; ``submit`` returns the item's own result."""
 
     def __init__(
-        self, write_group: Callable[[Sequence[W]], Awaitable[Sequence[R | BaseException]]],
-        write_one: Callable[[W], Awaitable[R]], key: Callable[[W], Hashable], *,
-        writers: int, max_items: int, size: Callable[[W], int] = lambda _: 0,
+        self,
+        write_group: Callable[[Sequence[W]], Awaitable[Sequence[R | BaseException]]],
+        write_one: Callable[[W], Awaitable[R]],
+        key: Callable[[W], Hashable],
+        *,
+        writers: int,
+        max_items: int,
+        size: Callable[[W], int] = lambda _: 0,
         max_size: int | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         if writers < 1 or max_items < 1:
             raise ValueError("writers and max_items must be at least 1")
         self._size = size
@@ -117,8 +126,11 @@ class GroupWriter(Generic[W, R]):
             except Exception as exc:  # noqa: BLE001 - each item is retried alone below
                 if len(group) > 1:
                     self.stats.fallbacks += 1
-                    log.warning("store.group_failed", items=len(group),
-                                error=f"{type(exc).__name__}: {exc}"[:300])  # fmt: skip
+                    log.warning(
+                        "store.group_failed",
+                        items=len(group),
+                        error=f"{type(exc).__name__}: {exc}"[:300],
+                    )
                     await asyncio.gather(*(self._one(p) for p in group))
                 else:
                     _settle(group[0].future, exc=exc)
@@ -141,8 +153,9 @@ class GroupWriter(Generic[W, R]):
             await asyncio.gather(*self._flushers, return_exceptions=True)
 
 
-def _settle(future: asyncio.Future[Any], *, result: Any = None,
-            exc: BaseException | None = None) -> None:  # fmt: skip
+def _settle(
+    future: asyncio.Future[Any], *, result: Any = None, exc: BaseException | None = None
+) -> None:
     if future.done():  # the caller was cancelled meanwhile: nobody to tell
         return
     if exc is not None:

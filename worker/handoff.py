@@ -96,8 +96,14 @@ class Handoffs:
     def __len__(self) -> int:
         return len(self._runs)
 
-    def adopt(self, run: asyncio.Task[Any], rows: int, *, timeout_s: float,
-              after: Callable[[asyncio.Task[Any]], Awaitable[None]]) -> None:  # fmt: skip
+    def adopt(
+        self,
+        run: asyncio.Task[Any],
+        rows: int,
+        *,
+        timeout_s: float,
+        after: Callable[[asyncio.Task[Any]], Awaitable[None]],
+    ) -> None:
         """Track ``run`` (its ``rows``, reserved by ``Offer.wait``, count against the
         budget until it ends); cancel it after ``timeout_s`` as the queue's job timeout
         would; then ``after(run)`` deals with its outcome (``run`` is done: result,

@@ -65,8 +65,11 @@ async def ingest(ctx: dict[str, Any], payload: Any) -> dict[str, Any]:
         on_rows_queued(offer.rows_queued)  # seen by the run's task (it copies this context)
     run = asyncio.create_task(_run(pipeline, payload, delivery))
     try:
-        if (redis is not None and await offer.wait(run)
-                and await _hand_off(redis, rt, run, offer.rows, payload, delivery)):  # fmt: skip
+        if (
+            redis is not None
+            and await offer.wait(run)
+            and await _hand_off(redis, rt, run, offer.rows, payload, delivery)
+        ):
             return {"status": "handed_off", "rows": offer.rows}
         return await run
     except RetryLater as exc:
@@ -101,8 +104,9 @@ async def ingest_page(ctx: dict[str, Any], page: Any) -> dict[str, Any]:
     )
     if not isinstance(items, list) or not items:
         # Only a hand-made job looks like this: recorded as one invalid payload.
-        return await rt.pipeline.reject(page, delivery, "items",
-                                        "a page job needs a non-empty list of items")  # fmt: skip
+        return await rt.pipeline.reject(
+            page, delivery, "items", "a page job needs a non-empty list of items"
+        )
     delivery = replace(delivery, in_page=True)
     structlog.contextvars.bind_contextvars(arq_job_id=delivery.arq_job_id)
     rt.batcher.note_bulk()  # the items are on their way; the queue may look empty already
@@ -131,8 +135,9 @@ async def ingest_page(ctx: dict[str, Any], page: Any) -> dict[str, Any]:
         structlog.contextvars.unbind_contextvars("arq_job_id")
 
 
-def _start_item(rt: Runtime, payload: Any, delivery: Delivery,
-                offer: Offer) -> asyncio.Task[dict[str, Any]]:  # fmt: skip
+def _start_item(
+    rt: Runtime, payload: Any, delivery: Delivery, offer: Offer
+) -> asyncio.Task[dict[str, Any]]:
     """One item's run, in a context of its own: its announcement to the batcher and its
     rows-queued hook (what ``ingest`` binds for a whole job) belong to it alone."""
     context = contextvars.copy_context()
@@ -147,9 +152,14 @@ def _start_item(rt: Runtime, payload: Any, delivery: Delivery,
     return run
 
 
-async def _settle_page(redis: ArqRedis, rt: Runtime, runs: list[asyncio.Task[dict[str, Any]]],
-                       payloads: list[Any], reserved: dict[int, int],
-                       delivery: Delivery) -> None:  # fmt: skip
+async def _settle_page(
+    redis: ArqRedis,
+    rt: Runtime,
+    runs: list[asyncio.Task[dict[str, Any]]],
+    payloads: list[Any],
+    reserved: dict[int, int],
+    delivery: Delivery,
+) -> None:
     """Settle the finished items now; adopt the reserved ones (their rows are queued),
     and take the page's hand-off marker down when the last of them ends."""
     left = len(reserved)
@@ -166,8 +176,12 @@ async def _settle_page(redis: ArqRedis, rt: Runtime, runs: list[asyncio.Task[dic
 
     for i, (run, payload) in enumerate(zip(runs, payloads, strict=True)):
         if i in reserved:
-            rt.handoffs.adopt(run, reserved[i], timeout_s=rt.settings.job_timeout_s,
-                              after=functools.partial(after, payload=payload))  # fmt: skip
+            rt.handoffs.adopt(
+                run,
+                reserved[i],
+                timeout_s=rt.settings.job_timeout_s,
+                after=functools.partial(after, payload=payload),
+            )
         else:
             await _settle(redis, rt, run, payload, delivery)
 
@@ -177,10 +191,15 @@ def _page_result(runs: list[asyncio.Task[dict[str, Any]]], handed_off: int) -> d
     for run in runs:
         if not run.done():
             continue
-        status = ("cancelled" if run.cancelled()
-                  else "retrying" if isinstance(run.exception(), RetryLater)
-                  else "error" if run.exception() is not None
-                  else str(run.result().get("status")))  # fmt: skip
+        status = (
+            "cancelled"
+            if run.cancelled()
+            else "retrying"
+            if isinstance(run.exception(), RetryLater)
+            else "error"
+            if run.exception() is not None
+            else str(run.result().get("status"))
+        )
         counts[status] = counts.get(status, 0) + 1
     return {"status": "page", "items": len(runs), "handed_off": handed_off, **counts}
 
@@ -198,8 +217,9 @@ async def _run(pipeline: Pipeline, payload: Any, delivery: Delivery) -> dict[str
         if not is_transient(exc):
             raise
         delay = pipeline.backoff(delivery.job_try)
-        log.warning("job.transient_error", error=type(exc).__name__, delay_s=delay,
-                    job_try=delivery.job_try)  # fmt: skip
+        log.warning(
+            "job.transient_error", error=type(exc).__name__, delay_s=delay, job_try=delivery.job_try
+        )
         raise RetryLater(delay, type(exc).__name__) from exc
 
 
@@ -228,8 +248,14 @@ async def _unmark_handed_off(redis: ArqRedis, rt: Runtime, job: str) -> None:
         await pipe.execute()
 
 
-async def _hand_off(redis: ArqRedis, rt: Runtime, run: asyncio.Task[dict[str, Any]], rows: int,
-                    payload: Any, delivery: Delivery) -> bool:  # fmt: skip
+async def _hand_off(
+    redis: ArqRedis,
+    rt: Runtime,
+    run: asyncio.Task[dict[str, Any]],
+    rows: int,
+    payload: Any,
+    delivery: Delivery,
+) -> bool:
     """Adopt ``run`` (its rows are reserved) once the reconciler can see it is alive;
     False (rows given back, the job keeps its slot) if Redis cannot be told."""
     assert delivery.arq_job_id is not None
@@ -248,8 +274,15 @@ async def _hand_off(redis: ArqRedis, rt: Runtime, run: asyncio.Task[dict[str, An
     return True
 
 
-async def _settle(redis: ArqRedis, rt: Runtime, run: asyncio.Task[dict[str, Any]],
-                  payload: Any, delivery: Delivery, *, retry_base: str | None = None) -> None:  # fmt: skip
+async def _settle(
+    redis: ArqRedis,
+    rt: Runtime,
+    run: asyncio.Task[dict[str, Any]],
+    payload: Any,
+    delivery: Delivery,
+    *,
+    retry_base: str | None = None,
+) -> None:
     """What arq would have done with the outcome of a run it does not watch (handed off,
     or an item of a page job): log a failure; enqueue a retry as a job of its own, under
     ``<retry_base>~<try>`` (arq keeps a finished job's id for keep_result; the base is
@@ -268,9 +301,14 @@ async def _settle(redis: ArqRedis, rt: Runtime, run: asyncio.Task[dict[str, Any]
         return
     ledger_id = pipeline_ledger_id(payload, delivery)
     retry_id = f"{retry_base or ledger_id}~{delivery.job_try + 1}"
-    await redis.enqueue_job(keys.INGEST, payload, _job_id=retry_id, _defer_by=exc.delay_s,
-                            _job_try=delivery.job_try + 1,
-                            _queue_name=rt.settings.queue_name)  # fmt: skip
+    await redis.enqueue_job(
+        keys.INGEST,
+        payload,
+        _job_id=retry_id,
+        _defer_by=exc.delay_s,
+        _job_try=delivery.job_try + 1,
+        _queue_name=rt.settings.queue_name,
+    )
     # The ledger row names the job it is waiting for, so the reconciler finds it alive.
     async with rt.pool.acquire() as conn:
         await conn.execute(Q.ledger_set_arq_job_id, ledger_id, retry_id)
@@ -334,8 +372,9 @@ class QueueBacklog:
     poll interval).
     """
 
-    def __init__(self, redis: Redis, queue_name: str, max_jobs: int,
-                 blocked: Callable[[], int] = lambda: 0) -> None:  # fmt: skip
+    def __init__(
+        self, redis: Redis, queue_name: str, max_jobs: int, blocked: Callable[[], int] = lambda: 0
+    ) -> None:
         self._script = redis.register_script(_QUEUED_NOT_STARTED)
         self._queue = queue_name
         self._max_jobs = max_jobs
@@ -345,8 +384,12 @@ class QueueBacklog:
         room = self._max_jobs - self._blocked()
         if room <= 0:
             return 0
-        args: list[str | int] = [timestamp_ms(), keys.IN_PROGRESS_KEY_PREFIX, room,
-                                 BACKLOG_SCAN_LIMIT]  # fmt: skip
+        args: list[str | int] = [
+            timestamp_ms(),
+            keys.IN_PROGRESS_KEY_PREFIX,
+            room,
+            BACKLOG_SCAN_LIMIT,
+        ]
         return int(await self._script(keys=[self._queue], args=args))
 
 

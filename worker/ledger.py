@@ -83,19 +83,38 @@ FROM ops.ingestion_jobs WHERE id = $1 FOR UPDATE
 
 
 async def _insert(
-    conn: asyncpg.Connection, ref: JobRef, status: str, *, source: str, external_id: str,
-    content_hash: str, payload: Mapping[str, Any],
-) -> asyncpg.Record | None:  # fmt: skip
+    conn: asyncpg.Connection,
+    ref: JobRef,
+    status: str,
+    *,
+    source: str,
+    external_id: str,
+    content_hash: str,
+    payload: Mapping[str, Any],
+) -> asyncpg.Record | None:
     return await conn.fetchrow(
-        Q.ledger_insert, ref.job_id, ref.workspace_id, ref.kind, source, external_id,
-        content_hash, status, 1 if status == "running" else 0, jsonb_text(payload),
+        Q.ledger_insert,
+        ref.job_id,
+        ref.workspace_id,
+        ref.kind,
+        source,
+        external_id,
+        content_hash,
+        status,
+        1 if status == "running" else 0,
+        jsonb_text(payload),
         ref.arq_job_id,
-    )  # fmt: skip
+    )
 
 
 def _received(ref: JobRef, *, source: str, external_id: str, content_hash: str) -> NewEvent:
-    event = ref.event(JOB_RECEIVED, kind=ref.kind, source=source, external_id=external_id,
-                      content_hash=content_hash)  # fmt: skip
+    event = ref.event(
+        JOB_RECEIVED,
+        kind=ref.kind,
+        source=source,
+        external_id=external_id,
+        content_hash=content_hash,
+    )
     return replace(event, idempotency_key=f"{ref.job_id}:received")
 
 
@@ -115,9 +134,13 @@ class Receipt:
 
 
 async def receive_many(
-    conn: asyncpg.Connection, receipts: Sequence[Receipt], *, via: str = "client",
-    created: set[UUID] | None = None, holders: dict[UUID, str | None] | None = None,
-) -> dict[UUID, str | None]:  # fmt: skip
+    conn: asyncpg.Connection,
+    receipts: Sequence[Receipt],
+    *,
+    via: str = "client",
+    created: set[UUID] | None = None,
+    holders: dict[UUID, str | None] | None = None,
+) -> dict[UUID, str | None]:
     """Record a page of jobs in one transaction and return each job's status.
 
     A new job gets its row (queued) and ``job.received``; a job already finished
@@ -149,26 +172,43 @@ async def receive_many(
             new = [by_id[i] for i in todo if i not in statuses]
             if not new:
                 break
-            known = {w["id"] for w in await conn.fetch(
-                Q.existing_workspaces, list({r.ref.workspace_id for r in new}))}  # fmt: skip
+            known = {
+                w["id"]
+                for w in await conn.fetch(
+                    Q.existing_workspaces, list({r.ref.workspace_id for r in new})
+                )
+            }
             for r in new:
                 if r.ref.workspace_id not in known:
                     statuses[r.ref.job_id] = None
             new = [r for r in new if r.ref.workspace_id in known]
-            inserted = {row["id"] for row in await conn.fetch(
-                Q.ledger_insert_page, [r.ref.job_id for r in new],
-                [r.ref.workspace_id for r in new], [r.ref.kind for r in new],
-                [r.source for r in new], [r.external_id for r in new],
-                [r.content_hash for r in new],
-                [r.payload_json or jsonb_text(r.payload) for r in new],
-                [r.ref.arq_job_id for r in new])}  # fmt: skip
+            inserted = {
+                row["id"]
+                for row in await conn.fetch(
+                    Q.ledger_insert_page,
+                    [r.ref.job_id for r in new],
+                    [r.ref.workspace_id for r in new],
+                    [r.ref.kind for r in new],
+                    [r.source for r in new],
+                    [r.external_id for r in new],
+                    [r.content_hash for r in new],
+                    [r.payload_json or jsonb_text(r.payload) for r in new],
+                    [r.ref.arq_job_id for r in new],
+                )
+            }
             if created is not None:
                 created.update(inserted)
             for r in new:
                 if r.ref.job_id in inserted:
                     statuses[r.ref.job_id] = "queued"
-                    events.append(_received(r.ref, source=r.source, external_id=r.external_id,
-                                            content_hash=r.content_hash))  # fmt: skip
+                    events.append(
+                        _received(
+                            r.ref,
+                            source=r.source,
+                            external_id=r.external_id,
+                            content_hash=r.content_hash,
+                        )
+                    )
             # Rows a concurrent transaction inserted since our lookup: lock and read them.
             todo = [r.ref.job_id for r in new if r.ref.job_id not in inserted]
         # ledger_lock_page / ledger_insert_page took the event-stream lock of each of them.
@@ -191,9 +231,15 @@ class Pickup:
 
 
 async def receive_and_start(
-    conn: asyncpg.Connection, ref: JobRef, *, source: str, external_id: str,
-    content_hash: str, payload: Mapping[str, Any], noop_key: str,
-) -> Pickup:  # fmt: skip
+    conn: asyncpg.Connection,
+    ref: JobRef,
+    *,
+    source: str,
+    external_id: str,
+    content_hash: str,
+    payload: Mapping[str, Any],
+    noop_key: str,
+) -> Pickup:
     """Start the job (recording it first if the ledger has no row yet) in one transaction,
     or record a no-op if it is already finished; the worker's first round trips for every
     delivery, so kept to one ledger statement (no payload: the client's row has it) and
@@ -209,16 +255,24 @@ async def receive_and_start(
             if row is not None:
                 break
             # A job sent straight to Redis: the first pickup records it, running.
-            row = await _insert(conn, ref, "running", source=source, external_id=external_id,
-                                content_hash=content_hash, payload=payload)  # fmt: skip
+            row = await _insert(
+                conn,
+                ref,
+                "running",
+                source=source,
+                external_id=external_id,
+                content_hash=content_hash,
+                payload=payload,
+            )
             if row is not None:
                 created = True
                 break
         pickup = Pickup(row["status"], int(row["attempts"]), row["queued_at"], created)
         events: list[NewEvent] = []
         if pickup.created:
-            events.append(_received(ref, source=source, external_id=external_id,
-                                    content_hash=content_hash))  # fmt: skip
+            events.append(
+                _received(ref, source=source, external_id=external_id, content_hash=content_hash)
+            )
         if pickup.finished:
             events.append(ref.event(JOB_NOOP, noop_key, reason="already " + pickup.status))
         else:
@@ -249,9 +303,14 @@ async def start_many(conn: asyncpg.Connection, starts: Sequence[Start]) -> list[
     records it with ``receive_and_start``. Deliveries must have distinct job ids.
     """
     async with conn.transaction():
-        rows = {r["id"]: r for r in await conn.fetch(
-            Q.ledger_start_page, [s.ref.job_id for s in starts],
-            [s.ref.arq_job_id for s in starts])}  # fmt: skip
+        rows = {
+            r["id"]: r
+            for r in await conn.fetch(
+                Q.ledger_start_page,
+                [s.ref.job_id for s in starts],
+                [s.ref.arq_job_id for s in starts],
+            )
+        }
         pickups: list[Pickup | None] = []
         events: list[NewEvent] = []
         for s in starts:
@@ -289,10 +348,16 @@ async def lock_unfinished(
 
 
 async def finish(
-    conn: asyncpg.Connection, ref: JobRef, event_type: str, *, result: Mapping[str, Any] | None = None,
-    error: str | None = None, error_field: str | None = None,
-    extra_events: Iterable[NewEvent] = (), locked: bool = False,
-) -> bool:  # fmt: skip
+    conn: asyncpg.Connection,
+    ref: JobRef,
+    event_type: str,
+    *,
+    result: Mapping[str, Any] | None = None,
+    error: str | None = None,
+    error_field: str | None = None,
+    extra_events: Iterable[NewEvent] = (),
+    locked: bool = False,
+) -> bool:
     """Move the ledger row to the status ``event_type`` implies, with its event(s).
 
     Call inside the transaction that wrote the item's rows, so rows, events and ledger
@@ -316,31 +381,53 @@ async def finish(
 
 
 async def reject(
-    conn: asyncpg.Connection, ref: JobRef, *, field: str, reason: str,
-    raw: Mapping[str, Any] | None, source: str | None = None, external_id: str | None = None,
-) -> None:  # fmt: skip
+    conn: asyncpg.Connection,
+    ref: JobRef,
+    *,
+    field: str,
+    reason: str,
+    raw: Mapping[str, Any] | None,
+    source: str | None = None,
+    external_id: str | None = None,
+) -> None:
     """Record an invalid payload as a failed job: ledger row plus events, one transaction."""
     # Straight from an invalid payload: text columns cannot hold what jsonb cannot either.
-    source, external_id = (clean_text(v)[:1000] if isinstance(v, str) else None
-                           for v in (source, external_id))  # fmt: skip
+    source, external_id = (
+        clean_text(v)[:1000] if isinstance(v, str) else None for v in (source, external_id)
+    )
     field, reason = clean_text(field)[:1000], clean_text(reason)[:2000]
     async with conn.transaction():
         await conn.execute(
-            Q.ledger_reject, ref.job_id, ref.workspace_id, ref.kind, source, external_id,
-            reason, field, jsonb_text(raw, max_bytes=MAX_REJECTED_BYTES) if raw is not None
-            else None, ref.arq_job_id,
+            Q.ledger_reject,
+            ref.job_id,
+            ref.workspace_id,
+            ref.kind,
+            source,
+            external_id,
+            reason,
+            field,
+            jsonb_text(raw, max_bytes=MAX_REJECTED_BYTES) if raw is not None else None,
+            ref.arq_job_id,
             ref.attempt,
-        )  # fmt: skip
+        )
         received = replace(
-            ref.event(JOB_RECEIVED, kind=ref.kind, source=source, external_id=external_id,
-                      content_hash=None),
+            ref.event(
+                JOB_RECEIVED,
+                kind=ref.kind,
+                source=source,
+                external_id=external_id,
+                content_hash=None,
+            ),
             idempotency_key=f"{ref.job_id}:received",
-        )  # fmt: skip
+        )
         await append_events(
             conn,
-            [received, ref.event(JOB_STARTED, attempt=ref.attempt),
-             ref.event(JOB_FAILED, error=reason, field=field, result={})],
-        )  # fmt: skip
+            [
+                received,
+                ref.event(JOB_STARTED, attempt=ref.attempt),
+                ref.event(JOB_FAILED, error=reason, field=field, result={}),
+            ],
+        )
 
 
 @dataclass

@@ -23,9 +23,12 @@ class Pickups:
         self.pool = pool
         self.grouped = settings.group_write_max_items > 1
         self.writer: GroupWriter[ledger.Start, ledger.Pickup] = GroupWriter(
-            self._page, self._one, lambda s: s.ref.job_id,
-            writers=settings.group_write_connections, max_items=settings.group_write_max_items,
-        )  # fmt: skip
+            self._page,
+            self._one,
+            lambda s: s.ref.job_id,
+            writers=settings.group_write_connections,
+            max_items=settings.group_write_max_items,
+        )
 
     async def start(self, start: ledger.Start, *, together: bool = True) -> ledger.Pickup:
         """Start the job (or find it finished); ``asyncpg.ForeignKeyViolationError``: its
@@ -38,9 +41,14 @@ class Pickups:
     async def _one(self, s: ledger.Start) -> ledger.Pickup:
         async with self.pool.acquire() as conn:
             return await ledger.receive_and_start(
-                conn, s.ref, source=s.source, external_id=s.external_id,
-                content_hash=s.content_hash, payload=s.payload, noop_key=s.noop_key,
-            )  # fmt: skip
+                conn,
+                s.ref,
+                source=s.source,
+                external_id=s.external_id,
+                content_hash=s.content_hash,
+                payload=s.payload,
+                noop_key=s.noop_key,
+            )
 
     async def _page(self, starts: Sequence[ledger.Start]) -> list[ledger.Pickup | Exception]:
         if not self.grouped or len(starts) == 1:
@@ -57,10 +65,17 @@ class Pickups:
                 # No ledger row yet (sent straight to Redis): recorded on its own, so an
                 # unknown workspace fails that job alone; the page has committed.
                 try:
-                    out.append(await ledger.receive_and_start(
-                        conn, s.ref, source=s.source, external_id=s.external_id,
-                        content_hash=s.content_hash, payload=s.payload, noop_key=s.noop_key,
-                    ))  # fmt: skip
+                    out.append(
+                        await ledger.receive_and_start(
+                            conn,
+                            s.ref,
+                            source=s.source,
+                            external_id=s.external_id,
+                            content_hash=s.content_hash,
+                            payload=s.payload,
+                            noop_key=s.noop_key,
+                        )
+                    )
                 except Exception as exc:  # noqa: BLE001 - that job's own failure
                     out.append(exc)
         return out

@@ -75,9 +75,13 @@ async def job_alive(redis: ArqRedis, arq_ids: list[str]) -> bool:
 
 
 async def reconcile(
-    settings: Settings, pool: asyncpg.Pool, redis: ArqRedis, *, grace_s: float | None = None,
+    settings: Settings,
+    pool: asyncpg.Pool,
+    redis: ArqRedis,
+    *,
+    grace_s: float | None = None,
     limit: int = 1000,
-) -> dict[str, int]:  # fmt: skip
+) -> dict[str, int]:
     """One pass; returns counts (checked, alive, requeued, refused, dead_lettered, ...)."""
     started = time.perf_counter()
     grace = settings.reconcile_grace_s if grace_s is None else grace_s
@@ -106,15 +110,21 @@ async def _reconcile_one(
     if keys.is_page_job(arq_id):
         # An item of a page job: alive while the page is; if lost, it goes back alone.
         arq_id = str(row["id"])
-    ref = ledger.JobRef(row["id"], row["workspace_id"], row["kind"], attempt=row["attempts"],
-                        arq_job_id=arq_id)  # fmt: skip
+    ref = ledger.JobRef(
+        row["id"], row["workspace_id"], row["kind"], attempt=row["attempts"], arq_job_id=arq_id
+    )
     step = f"requeued:{row['updated_at'].isoformat()}"
     async with pool.acquire() as conn, conn.transaction():
         raw = await conn.fetchrow(LOCK_UNCHANGED, row["id"], row["updated_at"])
         if raw is None:
             return "changed"  # a worker moved it (or another reconciler holds it)
-        bound = log.bind(job_id=str(row["id"]), workspace_id=str(row["workspace_id"]),
-                         kind=row["kind"], status=row["status"], attempts=row["attempts"])  # fmt: skip
+        bound = log.bind(
+            job_id=str(row["id"]),
+            workspace_id=str(row["workspace_id"]),
+            kind=row["kind"],
+            status=row["status"],
+            attempts=row["attempts"],
+        )
         if await job_alive(redis, arq_ids):
             if not _run_is_over(settings, row):
                 return "alive"
@@ -123,8 +133,13 @@ async def _reconcile_one(
             # OOM, lost host) would wait that long. No run outlives job_timeout_s (arq
             # cancels it), so a row untouched for longer lost its worker: release the
             # job; arq re-runs it if it is still queued, else it is enqueued below.
-            await redis.delete(*[p + i for i in arq_ids
-                                 for p in (keys.IN_PROGRESS_KEY_PREFIX, keys.HANDED_OFF_KEY_PREFIX)])  # fmt: skip
+            await redis.delete(
+                *[
+                    p + i
+                    for i in arq_ids
+                    for p in (keys.IN_PROGRESS_KEY_PREFIX, keys.HANDED_OFF_KEY_PREFIX)
+                ]
+            )
             if await job_alive(redis, arq_ids):
                 await _record_requeue(conn, ref, step, row, arq_id, "worker lost; job released")
                 bound.info("reconcile.job_released", arq_job_id=arq_id)
@@ -146,8 +161,9 @@ async def _reconcile_one(
         # arq give up on it at once ("max retries exceeded"). The ledger counts attempts.
         stale = [p + i for i in arq_ids for p in (keys.RESULT_KEY_PREFIX, keys.RETRY_KEY_PREFIX)]
         await redis.delete(*stale)
-        job = await redis.enqueue_job(keys.INGEST, payload, _job_id=arq_id,
-                                      _queue_name=settings.queue_name)  # fmt: skip
+        job = await redis.enqueue_job(
+            keys.INGEST, payload, _job_id=arq_id, _queue_name=settings.queue_name
+        )
         if job is None:
             # arq still holds a job or a result with this id: nothing to recover now.
             return "refused"
@@ -165,10 +181,17 @@ def _run_is_over(settings: Settings, row: asyncpg.Record) -> bool:
     return (row["idle_s"] or 0.0) > limit
 
 
-async def _record_requeue(conn: asyncpg.Connection, ref: ledger.JobRef, step: str,
-                          row: asyncpg.Record, arq_id: str, reason: str) -> None:  # fmt: skip
+async def _record_requeue(
+    conn: asyncpg.Connection,
+    ref: ledger.JobRef,
+    step: str,
+    row: asyncpg.Record,
+    arq_id: str,
+    reason: str,
+) -> None:
     """Touch the row (the grace period starts over) and append ``job.requeued``."""
     await conn.execute(TOUCH, row["id"], arq_id)
-    event = ref.event(ledger.JOB_REQUEUED, step, reason=reason, status=row["status"],
-                      arq_job_id=arq_id)  # fmt: skip
+    event = ref.event(
+        ledger.JOB_REQUEUED, step, reason=reason, status=row["status"], arq_job_id=arq_id
+    )
     await ledger.append_events(conn, [event])

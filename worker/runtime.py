@@ -52,8 +52,12 @@ class Runtime:
         await batcher.start()
         model = settings.effective_model
         pipeline = Pipeline(settings, pool, batcher, model)
-        log.info("worker.started", model=model, provider=settings.provider,
-                 concurrency=settings.worker_concurrency)  # fmt: skip
+        log.info(
+            "worker.started",
+            model=model,
+            provider=settings.provider,
+            concurrency=settings.worker_concurrency,
+        )
         handoffs = Handoffs(settings.handoff_max_rows)
         return cls(settings, services, database_url, pool, batcher, pipeline, model, handoffs)
 
@@ -63,6 +67,9 @@ class Runtime:
         await self.pipeline.aclose()
         await self.batcher.aclose()
         await self.pool.close()
-        log.info("worker.stopped", **self.batcher.stats.as_dict(),
-                 pickup_groups=self.pipeline.pickups.writer.stats.as_dict(),
-                 store_groups=self.pipeline.comm_writer.stats.as_dict())  # fmt: skip
+        log.info(
+            "worker.stopped",
+            **self.batcher.stats.as_dict(),
+            pickup_groups=self.pipeline.pickups.writer.stats.as_dict(),
+            store_groups=self.pipeline.comm_writer.stats.as_dict(),
+        )

@@ -43,11 +43,12 @@ class Settings(BaseSettings):
         description="Role every worker connection switches to (SET ROLE); empty = login role",
     )
     db_pool_min: int | None = Field(
-        default=None, ge=1,
+        default=None,
+        ge=1,
         description="Connections opened at startup and kept open (default: DB_POOL_MAX). "
         "Opened on demand, they are opened when a burst arrives: connect, role, codecs and "
         "type lookups on the event loop the burst's first jobs are waiting for",
-    )  # fmt: skip
+    )
     db_pool_max: int = Field(default=8, ge=1)
     migrations_dir: Path = Field(default=REPO_ROOT / "migrations")
 
@@ -63,16 +64,18 @@ class Settings(BaseSettings):
     embed_batch_max_inputs: int = Field(default=2048, ge=1, le=2048)
     embed_batch_max_tokens: int = Field(default=300_000, ge=MAX_INPUT_TOKENS)
     embed_batch_linger_ms: int = Field(
-        default=50, ge=0,
+        default=50,
+        ge=0,
         description="Light load: how long a partial request waits for jobs already started "
         "(nobody on the way: it goes at once)",
-    )  # fmt: skip
+    )
     embed_batch_max_linger_ms: int = Field(
-        default=30_000, ge=0,
+        default=30_000,
+        ge=0,
         description="Bulk load (jobs seen waiting in the queue, until a request finds nobody "
         "on the way): how long a partial request waits for more rows. Long: under bulk "
         "load the database is the bottleneck and rows arrive as it frees handoff budget",
-    )  # fmt: skip
+    )
     embed_max_concurrent_requests: int = Field(default=4, ge=1)
     embed_requests_per_minute: int = Field(default=3_000, ge=1)
     embed_tokens_per_minute: int = Field(default=1_000_000, ge=1)
@@ -84,18 +87,20 @@ class Settings(BaseSettings):
     chunk_tokens: int = Field(default=512, ge=16, le=MAX_INPUT_TOKENS)
     chunk_overlap_tokens: int = Field(default=64, ge=0)
     stream_threshold_chunks: int = Field(
-        default=1024, ge=1,
+        default=1024,
+        ge=1,
         description="Transcripts/media with more chunks than this are streamed: embedded and "
         "written window by window inside the item's one transaction (bounded memory)",
-    )  # fmt: skip
+    )
     stream_window_chunks: int = Field(
         default=512, ge=1, description="Chunks per window when an item is streamed"
     )
     large_items_max: int = Field(
-        default=2, ge=1,
+        default=2,
+        ge=1,
         description="Large items processed at once per worker: those fetched by content_url "
         "(bodies up to FETCH_MAX_BYTES) and streamed ones (a pool connection for minutes)",
-    )  # fmt: skip
+    )
 
     # --- content_url fetching ----------------------------------------------------
     fetch_max_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
@@ -107,67 +112,79 @@ class Settings(BaseSettings):
     # --- jobs --------------------------------------------------------------------
     queue_name: str = "cos:queue"
     worker_concurrency: int = Field(
-        default=256, ge=1,
+        default=256,
+        ge=1,
         description="arq max_jobs: jobs receiving, fetching or chunking at once (a job gives "
         "its slot back once its rows are queued for embedding: HANDOFF_MAX_ROWS)",
-    )  # fmt: skip
+    )
     worker_poll_delay_s: float = Field(
-        default=0.02, gt=0,
+        default=0.02,
+        gt=0,
         description="How often arq polls Redis for new jobs (arq's default 0.5 s adds up to "
         "0.5 s of latency to every job and idles free job slots between polls)",
-    )  # fmt: skip
+    )
     handoff_max_rows: int = Field(
-        default=8192, ge=0,
+        default=8192,
+        ge=0,
         description="A job whose rows are queued for embedding gives its queue slot back "
         "while the handed-off jobs hold at most this many rows (0: jobs keep their slots)",
-    )  # fmt: skip
+    )
     handoff_drain_s: float = Field(
-        default=30.0, ge=0,
+        default=30.0,
+        ge=0,
         description="At shutdown, how long handed-off jobs may take to finish before they "
         "are cancelled (the reconciler re-enqueues them)",
-    )  # fmt: skip
+    )
     enqueue_page_items: int = Field(
-        default=500, ge=1,
+        default=500,
+        ge=1,
         description="client.enqueue_many: jobs per ledger transaction and Redis call",
-    )  # fmt: skip
+    )
     enqueue_page_bytes: int = Field(
-        default=16 * 1024 * 1024, ge=1,
+        default=16 * 1024 * 1024,
+        ge=1,
         description="client.enqueue_many: a page also ends at this many bytes of payload JSON",
-    )  # fmt: skip
+    )
     enqueue_job_items: int = Field(
-        default=100, ge=1,
+        default=100,
+        ge=1,
         description="client.enqueue_many: new items of a page travel as one arq job of at "
         "most this many (1: one job per item); pickups and queue round trips are then paid "
         "once per job",
-    )  # fmt: skip
+    )
     enqueue_job_bytes: int = Field(
-        default=256 * 1024, ge=1,
+        default=256 * 1024,
+        ge=1,
         description="client.enqueue_many: a page job also ends at this many bytes of payload "
         "JSON (a bigger item travels alone): bounds what a worker's job slots hold",
-    )  # fmt: skip
+    )
     group_write_connections: int = Field(
-        default=2, ge=1,
+        default=2,
+        ge=1,
         description="Communications whose vectors are ready together are written in groups, "
         "one transaction each: at most this many groups at once (each holds a pool connection)",
-    )  # fmt: skip
+    )
     group_write_max_items: int = Field(
-        default=100, ge=1,
+        default=100,
+        ge=1,
         description="Most communications in one group write (1: one transaction per item)",
-    )  # fmt: skip
+    )
     group_write_max_bytes: int = Field(
-        default=8 * 1024 * 1024, ge=1,
+        default=8 * 1024 * 1024,
+        ge=1,
         description="A group write also ends at this many characters of message bodies (one "
         "statement carries them all); a larger message is written on its own",
-    )  # fmt: skip
+    )
     job_timeout_s: int = Field(default=1800, ge=1)
     job_max_tries: int = Field(default=5, ge=1)
     retry_base_delay_s: float = Field(default=2.0, ge=0)
     embed_pending_batch: int = Field(default=512, ge=1)
     reconcile_grace_s: float = Field(
-        default=300.0, ge=0,
+        default=300.0,
+        ge=0,
         description="A queued/running ledger row untouched this long with no live arq job "
         "is re-enqueued by the reconciler",
-    )  # fmt: skip
+    )
     reconcile_every_minutes: int = Field(default=5, ge=1, le=60, description="reconciler cron")
 
     # --- maintenance -------------------------------------------------------------

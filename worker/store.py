@@ -26,15 +26,33 @@ from worker.queries import CHUNK_TABLES, SOURCE_TABLES, Q
 
 CHUNK_COLUMNS = {
     "transcript": (
-        "workspace_id", "transcript_id", "meeting_id", "chunk_index", "speaker", "speakers",
-        "start_ms", "end_ms", "content", "content_hash", "token_count", "embedding",
+        "workspace_id",
+        "transcript_id",
+        "meeting_id",
+        "chunk_index",
+        "speaker",
+        "speakers",
+        "start_ms",
+        "end_ms",
+        "content",
+        "content_hash",
+        "token_count",
+        "embedding",
         "embedding_model",
     ),
     "media": (
-        "workspace_id", "asset_id", "chunk_index", "start_ms", "end_ms", "content",
-        "content_hash", "token_count", "embedding", "embedding_model",
+        "workspace_id",
+        "asset_id",
+        "chunk_index",
+        "start_ms",
+        "end_ms",
+        "content",
+        "content_hash",
+        "token_count",
+        "embedding",
+        "embedding_model",
     ),
-}  # fmt: skip
+}
 
 
 @dataclass(frozen=True)
@@ -67,9 +85,13 @@ def item_lock_key(kind: str, workspace_id: UUID, source: str, external_id: str) 
 
 
 async def newer_version_stored(
-    conn: asyncpg.Connection, kind: str, workspace_id: UUID, source: str, external_id: str,
+    conn: asyncpg.Connection,
+    kind: str,
+    workspace_id: UUID,
+    source: str,
+    external_id: str,
     queued_at: datetime,
-) -> bool:  # fmt: skip
+) -> bool:
     """True when the stored row came from a job queued after this one (we are stale).
 
     The caller holds the item's lock (``item_lock_key``), taken by an earlier statement,
@@ -103,8 +125,9 @@ async def reusable_comm_vectors(
     conn: asyncpg.Connection, keys: Sequence[tuple[UUID, str]], model: str
 ) -> list[np.ndarray | None]:
     """``reusable_comm_vector`` for many (workspace, content hash) pairs, one statement."""
-    rows = await conn.fetch(Q.reuse_comm_embeddings, [k[0] for k in keys],
-                            [k[1] for k in keys], model)  # fmt: skip
+    rows = await conn.fetch(
+        Q.reuse_comm_embeddings, [k[0] for k in keys], [k[1] for k in keys], model
+    )
     found = {r["i"]: r["embedding"] for r in rows}
     return [None if found.get(i + 1) is None else found[i + 1].to_numpy() for i in range(len(keys))]
 
@@ -132,9 +155,13 @@ async def upsert_contacts(
     addresses = sorted(names)
     at = seen_at or datetime.now(UTC)  # an undated sighting is seen now
     rows = await conn.fetch(
-        Q.upsert_contacts, [workspace_id] * len(addresses), addresses,
-        [names[a] for a in addresses], [at] * len(addresses), [at] * len(addresses),
-    )  # fmt: skip
+        Q.upsert_contacts,
+        [workspace_id] * len(addresses),
+        addresses,
+        [names[a] for a in addresses],
+        [at] * len(addresses),
+        [at] * len(addresses),
+    )
     return {r["primary_address"]: r["id"] for r in rows}
 
 
@@ -159,11 +186,13 @@ def comm_people(payload: CommunicationPayload) -> list[Person]:
     return people
 
 
-def comm_result(comm_id: UUID, payload: CommunicationPayload,
-                chunks: Sequence[Chunk]) -> StoreResult:  # fmt: skip
+def comm_result(
+    comm_id: UUID, payload: CommunicationPayload, chunks: Sequence[Chunk]
+) -> StoreResult:
     """What a stored communication reports: its row, chunks, contacts and participants."""
-    return StoreResult(comm_id, len(chunks), len(_names(comm_people(payload))),
-                       len(comm_parts(payload)))  # fmt: skip
+    return StoreResult(
+        comm_id, len(chunks), len(_names(comm_people(payload))), len(comm_parts(payload))
+    )
 
 
 def comm_parts(payload: CommunicationPayload) -> list[tuple[str | None, str, str | None]]:
@@ -174,22 +203,30 @@ def comm_parts(payload: CommunicationPayload) -> list[tuple[str | None, str, str
     return parts + [(r.address, r.role, r.name) for r in payload.recipients]
 
 
-async def refresh_threads(conn: asyncpg.Connection,
-                          threads: dict[tuple[UUID, UUID], str | None]) -> None:  # fmt: skip
+async def refresh_threads(
+    conn: asyncpg.Connection, threads: dict[tuple[UUID, UUID], str | None]
+) -> None:
     """Recount ``{(workspace, thread): subject}``, locked in id order first (lock_threads)."""
     if not threads:
         return
     keys = sorted(threads, key=lambda k: k[1])
     await conn.execute(Q.lock_threads, [k[1] for k in keys])
-    await conn.execute(Q.refresh_threads, [k[0] for k in keys], [k[1] for k in keys],
-                       [threads[k] for k in keys])  # fmt: skip
+    await conn.execute(
+        Q.refresh_threads, [k[0] for k in keys], [k[1] for k in keys], [threads[k] for k in keys]
+    )
 
 
 async def store_communication(
-    conn: asyncpg.Connection, job_id: UUID, payload: CommunicationPayload, body: str,
-    content_hash: str, vector: np.ndarray | None, model: str | None, chunks: Sequence[Chunk],
+    conn: asyncpg.Connection,
+    job_id: UUID,
+    payload: CommunicationPayload,
+    body: str,
+    content_hash: str,
+    vector: np.ndarray | None,
+    model: str | None,
+    chunks: Sequence[Chunk],
     record: Record,
-) -> StoreResult:  # fmt: skip
+) -> StoreResult:
     """Upsert a communication (one vector: None when it has no text), its thread,
     participants and contacts.
 
@@ -203,17 +240,33 @@ async def store_communication(
     thread_id = None
     if payload.thread_key:
         thread_id = await conn.fetchval(
-            Q.ensure_thread, ws, payload.source, payload.thread_key, payload.subject,
+            Q.ensure_thread,
+            ws,
+            payload.source,
+            payload.thread_key,
+            payload.subject,
             payload.channel,
-        ) or await conn.fetchval(Q.find_thread, ws, payload.source, payload.thread_key)  # fmt: skip
+        ) or await conn.fetchval(Q.find_thread, ws, payload.source, payload.thread_key)
     row = await conn.fetchrow(
-        Q.upsert_communications, [ws], [thread_id], [payload.source], [payload.external_id],
-        [payload.channel], [payload.subject],
+        Q.upsert_communications,
+        [ws],
+        [thread_id],
+        [payload.source],
+        [payload.external_id],
+        [payload.channel],
+        [payload.subject],
         [payload.sender.name if payload.sender else None],
-        [payload.sender.address if payload.sender else None], [body], [content_hash],
-        [payload.sent_at], [json.dumps(payload.metadata)], [sum(c.token_count for c in chunks)],
-        [len(chunks)], [Vector(vector) if vector is not None else None], [model], [job_id],
-    )  # fmt: skip
+        [payload.sender.address if payload.sender else None],
+        [body],
+        [content_hash],
+        [payload.sent_at],
+        [json.dumps(payload.metadata)],
+        [sum(c.token_count for c in chunks)],
+        [len(chunks)],
+        [Vector(vector) if vector is not None else None],
+        [model],
+        [job_id],
+    )
     comm_id = row["id"]
     parts = comm_parts(payload)
     written = comm_result(comm_id, payload, chunks)
@@ -224,10 +277,14 @@ async def store_communication(
         await conn.execute(Q.delete_comm_participants, [ws], [comm_id])
     if parts:
         await conn.execute(
-            Q.insert_comm_participants, [ws] * len(parts), [comm_id] * len(parts),
-            [contacts.get(a) if a else None for a, _, _ in parts], [r for _, r, _ in parts],
-            [n for _, _, n in parts], [a for a, _, _ in parts],
-        )  # fmt: skip
+            Q.insert_comm_participants,
+            [ws] * len(parts),
+            [comm_id] * len(parts),
+            [contacts.get(a) if a else None for a, _, _ in parts],
+            [r for _, r, _ in parts],
+            [n for _, _, n in parts],
+            [a for a, _, _ in parts],
+        )
     # The thread's counters; a message moved from another thread leaves that one's too.
     threads: dict[tuple[UUID, UUID], str | None] = {}
     if row["old_thread_id"] is not None:
@@ -239,46 +296,88 @@ async def store_communication(
 
 
 async def replace_meeting_participants(
-    conn: asyncpg.Connection, ws: UUID, meeting_id: UUID, people: Sequence[Person],
+    conn: asyncpg.Connection,
+    ws: UUID,
+    meeting_id: UUID,
+    people: Sequence[Person],
     contacts: dict[str, UUID],
-) -> int:  # fmt: skip
+) -> int:
     await conn.execute(Q.delete_meeting_participants, ws, meeting_id)
     if not people:
         return 0
     await conn.execute(
-        Q.insert_meeting_participants, ws, meeting_id,
-        [contacts.get(p.address) for p in people], [p.name for p in people],
+        Q.insert_meeting_participants,
+        ws,
+        meeting_id,
+        [contacts.get(p.address) for p in people],
+        [p.name for p in people],
         [p.address for p in people],
-    )  # fmt: skip
+    )
     return len(people)
 
 
 async def store_transcript(
-    conn: asyncpg.Connection, job_id: UUID, payload: TranscriptPayload, content_hash: str,
-    fmt: str, chunks: Sequence[Chunk], vectors: np.ndarray, model: str, record: Record,
-) -> StoreResult:  # fmt: skip
+    conn: asyncpg.Connection,
+    job_id: UUID,
+    payload: TranscriptPayload,
+    content_hash: str,
+    fmt: str,
+    chunks: Sequence[Chunk],
+    vectors: np.ndarray,
+    model: str,
+    record: Record,
+) -> StoreResult:
     """Upsert the meeting and transcript, replace its chunks, then ``record``, then the
     shared rows (contacts, participants), as in ``store_communication``."""
     ws = payload.workspace_id
     m = payload.meeting
     meeting_id = await conn.fetchval(
-        Q.upsert_meeting, ws, payload.source, payload.external_id, m.title, m.starts_at,
-        m.ends_at, json.dumps(payload.metadata),
-    )  # fmt: skip
+        Q.upsert_meeting,
+        ws,
+        payload.source,
+        payload.external_id,
+        m.title,
+        m.starts_at,
+        m.ends_at,
+        json.dumps(payload.metadata),
+    )
     ends = [c.end_ms for c in chunks if c.end_ms is not None]
     transcript_id = await conn.fetchval(
-        Q.upsert_transcript, ws, meeting_id, payload.source, payload.external_id,
-        payload.language, fmt, content_hash, len(chunks), max(ends) if ends else None, job_id,
-    )  # fmt: skip
+        Q.upsert_transcript,
+        ws,
+        meeting_id,
+        payload.source,
+        payload.external_id,
+        payload.language,
+        fmt,
+        content_hash,
+        len(chunks),
+        max(ends) if ends else None,
+        job_id,
+    )
     await conn.execute(Q.delete_transcript_chunks, ws, transcript_id)
     records = [
-        (ws, transcript_id, meeting_id, c.index, c.speaker, list(c.speakers), c.start_ms,
-         c.end_ms, c.text, c.content_hash, c.token_count, vectors[i], model)
+        (
+            ws,
+            transcript_id,
+            meeting_id,
+            c.index,
+            c.speaker,
+            list(c.speakers),
+            c.start_ms,
+            c.end_ms,
+            c.text,
+            c.content_hash,
+            c.token_count,
+            vectors[i],
+            model,
+        )
         for i, c in enumerate(chunks)
-    ]  # fmt: skip
+    ]
     await copy_chunks(conn, "transcript", records)
-    written = StoreResult(transcript_id, len(chunks), len(_names(payload.participants)),
-                          len(payload.participants))  # fmt: skip
+    written = StoreResult(
+        transcript_id, len(chunks), len(_names(payload.participants)), len(payload.participants)
+    )
     await record(written)
     # Shared contact rows are locked last (after the long COPY), as in store_communication.
     contacts = await upsert_contacts(conn, ws, payload.participants, m.starts_at)
@@ -287,21 +386,47 @@ async def store_transcript(
 
 
 async def store_media(
-    conn: asyncpg.Connection, job_id: UUID, payload: MediaPayload, content_hash: str,
-    chunks: Sequence[Chunk], vectors: np.ndarray, model: str, record: Record,
-) -> StoreResult:  # fmt: skip
+    conn: asyncpg.Connection,
+    job_id: UUID,
+    payload: MediaPayload,
+    content_hash: str,
+    chunks: Sequence[Chunk],
+    vectors: np.ndarray,
+    model: str,
+    record: Record,
+) -> StoreResult:
     ws = payload.workspace_id
     a = payload.asset
     asset_id = await conn.fetchval(
-        Q.upsert_asset, ws, payload.source, payload.external_id, a.kind, a.title, a.mime_type,
-        a.duration_ms, a.uri, content_hash, json.dumps(payload.metadata), job_id,
-    )  # fmt: skip
+        Q.upsert_asset,
+        ws,
+        payload.source,
+        payload.external_id,
+        a.kind,
+        a.title,
+        a.mime_type,
+        a.duration_ms,
+        a.uri,
+        content_hash,
+        json.dumps(payload.metadata),
+        job_id,
+    )
     await conn.execute(Q.delete_media_chunks, ws, asset_id)
     records = [
-        (ws, asset_id, c.index, c.start_ms, c.end_ms, c.text, c.content_hash, c.token_count,
-         vectors[i], model)
+        (
+            ws,
+            asset_id,
+            c.index,
+            c.start_ms,
+            c.end_ms,
+            c.text,
+            c.content_hash,
+            c.token_count,
+            vectors[i],
+            model,
+        )
         for i, c in enumerate(chunks)
-    ]  # fmt: skip
+    ]
     await copy_chunks(conn, "media", records)
     written = StoreResult(asset_id, len(chunks), 0, 0)
     await record(written)

@@ -84,8 +84,10 @@ async def store_communications(
         if status.get(w.ref.job_id) in ledger.FINISHED:
             # A concurrent delivery of this same job stored it first: its write stands.
             reason = f"already {status[w.ref.job_id]}"
-            noop_events += [*w.progress, w.ref.event(ledger.JOB_NOOP, "noop:concurrent",
-                                                     reason=reason)]  # fmt: skip
+            noop_events += [
+                *w.progress,
+                w.ref.event(ledger.JOB_NOOP, "noop:concurrent", reason=reason),
+            ]
             results[i] = outcome("noop", chunks=0, reason=f"{reason} (concurrent delivery)")
     await append_events(conn, noop_events)
     todo = [i for i, r in enumerate(results) if r is None]
@@ -121,9 +123,11 @@ async def _stored_job_times(
     if not writes:
         return []
     rows = await conn.fetch(
-        Q.current_comm_jobs_page, [w.payload.workspace_id for w in writes],
-        [w.payload.source for w in writes], [w.payload.external_id for w in writes],
-    )  # fmt: skip
+        Q.current_comm_jobs_page,
+        [w.payload.workspace_id for w in writes],
+        [w.payload.source for w in writes],
+        [w.payload.external_id for w in writes],
+    )
     found = {r["i"]: r["queued_at"] for r in rows}
     return [found.get(i + 1) for i in range(len(writes))]
 
@@ -155,19 +159,26 @@ async def ensure_threads(conn: asyncpg.Connection, writes: Sequence[CommWrite]) 
     await _create_threads(conn, _thread_keys(writes))
 
 
-async def _create_threads(conn: asyncpg.Connection,
-                          keys: dict[_ThreadKey, tuple[str | None, str]]) -> None:  # fmt: skip
+async def _create_threads(
+    conn: asyncpg.Connection, keys: dict[_ThreadKey, tuple[str | None, str]]
+) -> None:
     if keys:
         await conn.execute(
-            Q.ensure_threads_page, [k[0] for k in keys], [k[1] for k in keys],
-            [k[2] for k in keys], [v[0] for v in keys.values()], [v[1] for v in keys.values()],
-        )  # fmt: skip
+            Q.ensure_threads_page,
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+            [k[2] for k in keys],
+            [v[0] for v in keys.values()],
+            [v[1] for v in keys.values()],
+        )
 
 
-async def _find_threads(conn: asyncpg.Connection,
-                        keys: Sequence[_ThreadKey]) -> dict[_ThreadKey, UUID]:  # fmt: skip
-    rows = await conn.fetch(Q.find_threads_page, [k[0] for k in keys], [k[1] for k in keys],
-                            [k[2] for k in keys])  # fmt: skip
+async def _find_threads(
+    conn: asyncpg.Connection, keys: Sequence[_ThreadKey]
+) -> dict[_ThreadKey, UUID]:
+    rows = await conn.fetch(
+        Q.find_threads_page, [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys]
+    )
     return {keys[r["i"] - 1]: r["id"] for r in rows}
 
 
@@ -182,9 +193,10 @@ async def _threads(conn: asyncpg.Connection, writes: Sequence[CommWrite]) -> lis
         ids = await _find_threads(conn, keys)
     return [
         ids[(w.payload.workspace_id, w.payload.source, w.payload.thread_key)]
-        if w.payload.thread_key else None
+        if w.payload.thread_key
+        else None
         for w in writes
-    ]  # fmt: skip
+    ]
 
 
 @dataclass(frozen=True)
@@ -205,17 +217,25 @@ async def _write_rows(conn: asyncpg.Connection, writes: Sequence[CommWrite]) -> 
     threads = await _threads(conn, writes)
     ps = [w.payload for w in writes]
     rows = await conn.fetch(
-        Q.upsert_communications, [p.workspace_id for p in ps], threads,
-        [p.source for p in ps], [p.external_id for p in ps], [p.channel for p in ps],
-        [p.subject for p in ps], [p.sender.name if p.sender else None for p in ps],
-        [p.sender.address if p.sender else None for p in ps], [w.body for w in writes],
-        [w.content_hash for w in writes], [p.sent_at for p in ps],
+        Q.upsert_communications,
+        [p.workspace_id for p in ps],
+        threads,
+        [p.source for p in ps],
+        [p.external_id for p in ps],
+        [p.channel for p in ps],
+        [p.subject for p in ps],
+        [p.sender.name if p.sender else None for p in ps],
+        [p.sender.address if p.sender else None for p in ps],
+        [w.body for w in writes],
+        [w.content_hash for w in writes],
+        [p.sent_at for p in ps],
         [json.dumps(p.metadata) for p in ps],
-        [sum(c.token_count for c in w.chunks) for w in writes], [len(w.chunks) for w in writes],
+        [sum(c.token_count for c in w.chunks) for w in writes],
+        [len(w.chunks) for w in writes],
         [Vector(w.vector) if w.vector is not None else None for w in writes],
         [w.model if w.vector is not None else None for w in writes],
         [w.ref.job_id for w in writes],
-    )  # fmt: skip
+    )
     by_job = {r["job_id"]: r for r in rows}
     out = []
     for w, thread_id in zip(writes, threads, strict=True):
@@ -233,10 +253,11 @@ async def _finish(
     if not finishes:
         return
     await conn.execute(
-        Q.ledger_finish_page, [ref.job_id for ref, _, _, _ in finishes],
+        Q.ledger_finish_page,
+        [ref.job_id for ref, _, _, _ in finishes],
         [ledger.STATUS_BY_EVENT[ev] for _, ev, _, _ in finishes],
         [json.dumps(res) for _, _, res, _ in finishes],
-    )  # fmt: skip
+    )
     events = [e for ref, ev, res, extra in finishes for e in (*extra, ref.event(ev, result=res))]
     # ledger_finish_page took every job's event-stream lock.
     await append_events(conn, events, locked=True)
@@ -265,24 +286,38 @@ async def _shared_rows(
     contacts: dict[tuple[UUID, str], UUID] = {}
     if order:
         rows = await conn.fetch(
-            Q.upsert_contacts, [k[0] for k in order], [k[1] for k in order],
-            [seen[k][0] for k in order], [seen[k][1] for k in order], [seen[k][2] for k in order],
-        )  # fmt: skip
+            Q.upsert_contacts,
+            [k[0] for k in order],
+            [k[1] for k in order],
+            [seen[k][0] for k in order],
+            [seen[k][1] for k in order],
+            [seen[k][2] for k in order],
+        )
         contacts = {(r["workspace_id"], r["primary_address"]): r["id"] for r in rows}
-    replaced = [(w.payload.workspace_id, x.result.source_id)
-                for w, x in zip(writes, written, strict=True) if not x.created]  # fmt: skip
+    replaced = [
+        (w.payload.workspace_id, x.result.source_id)
+        for w, x in zip(writes, written, strict=True)
+        if not x.created
+    ]
     if replaced:
-        await conn.execute(Q.delete_comm_participants, [r[0] for r in replaced],
-                           [r[1] for r in replaced])  # fmt: skip
-    parts = [(w.payload.workspace_id, x.result.source_id, address, role, name)
-             for w, x in zip(writes, written, strict=True)
-             for address, role, name in comm_parts(w.payload)]  # fmt: skip
+        await conn.execute(
+            Q.delete_comm_participants, [r[0] for r in replaced], [r[1] for r in replaced]
+        )
+    parts = [
+        (w.payload.workspace_id, x.result.source_id, address, role, name)
+        for w, x in zip(writes, written, strict=True)
+        for address, role, name in comm_parts(w.payload)
+    ]
     if parts:
         await conn.execute(
-            Q.insert_comm_participants, [p[0] for p in parts], [p[1] for p in parts],
+            Q.insert_comm_participants,
+            [p[0] for p in parts],
+            [p[1] for p in parts],
             [contacts.get((p[0], p[2])) if p[2] else None for p in parts],
-            [p[3] for p in parts], [p[4] for p in parts], [p[2] for p in parts],
-        )  # fmt: skip
+            [p[3] for p in parts],
+            [p[4] for p in parts],
+            [p[2] for p in parts],
+        )
     threads: dict[tuple[UUID, UUID], str | None] = {}
     for w, x in zip(writes, written, strict=True):
         if x.old_thread_id is not None:  # a moved message leaves a count behind

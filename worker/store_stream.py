@@ -45,8 +45,12 @@ async def _stage_and_delete(conn: asyncpg.Connection, target: ChunkTarget, model
     table = CHUNK_TABLES[target.kind]
     parent = _PARENT_COLUMN[target.kind]
     await conn.execute(Q.stage_item_vectors.format(table=table))
-    status = await conn.execute(Q.fill_item_vectors.format(table=table, parent=parent),
-                                target.workspace_id, target.source_id, model)  # fmt: skip
+    status = await conn.execute(
+        Q.fill_item_vectors.format(table=table, parent=parent),
+        target.workspace_id,
+        target.source_id,
+        model,
+    )
     target.staged = not status.endswith(" 0")
     if target.staged:
         await conn.execute(Q.index_item_vectors)
@@ -55,21 +59,41 @@ async def _stage_and_delete(conn: asyncpg.Connection, target: ChunkTarget, model
 
 
 async def open_transcript(
-    conn: asyncpg.Connection, job_id: UUID, payload: TranscriptPayload, content_hash: str,
-    fmt: str, model: str,
-) -> ChunkTarget:  # fmt: skip
+    conn: asyncpg.Connection,
+    job_id: UUID,
+    payload: TranscriptPayload,
+    content_hash: str,
+    fmt: str,
+    model: str,
+) -> ChunkTarget:
     ws, m = payload.workspace_id, payload.meeting
     meeting_id = await conn.fetchval(
-        Q.upsert_meeting, ws, payload.source, payload.external_id, m.title, m.starts_at,
-        m.ends_at, json.dumps(payload.metadata),
-    )  # fmt: skip
+        Q.upsert_meeting,
+        ws,
+        payload.source,
+        payload.external_id,
+        m.title,
+        m.starts_at,
+        m.ends_at,
+        json.dumps(payload.metadata),
+    )
     # Counts are not known yet: close_transcript sets them (same row, same transaction).
     transcript_id = await conn.fetchval(
-        Q.upsert_transcript, ws, meeting_id, payload.source, payload.external_id,
-        payload.language, fmt, content_hash, 0, None, job_id,
-    )  # fmt: skip
-    target = ChunkTarget("transcript", ws, transcript_id, (ws, transcript_id, meeting_id),
-                         meeting_id=meeting_id)  # fmt: skip
+        Q.upsert_transcript,
+        ws,
+        meeting_id,
+        payload.source,
+        payload.external_id,
+        payload.language,
+        fmt,
+        content_hash,
+        0,
+        None,
+        job_id,
+    )
+    target = ChunkTarget(
+        "transcript", ws, transcript_id, (ws, transcript_id, meeting_id), meeting_id=meeting_id
+    )
     await _stage_and_delete(conn, target, model)
     return target
 
@@ -79,9 +103,19 @@ async def open_media(
 ) -> ChunkTarget:
     ws, a = payload.workspace_id, payload.asset
     asset_id = await conn.fetchval(
-        Q.upsert_asset, ws, payload.source, payload.external_id, a.kind, a.title, a.mime_type,
-        a.duration_ms, a.uri, content_hash, json.dumps(payload.metadata), job_id,
-    )  # fmt: skip
+        Q.upsert_asset,
+        ws,
+        payload.source,
+        payload.external_id,
+        a.kind,
+        a.title,
+        a.mime_type,
+        a.duration_ms,
+        a.uri,
+        content_hash,
+        json.dumps(payload.metadata),
+        job_id,
+    )
     target = ChunkTarget("media", ws, asset_id, (ws, asset_id))
     await _stage_and_delete(conn, target, model)
     return target
@@ -102,23 +136,46 @@ async def window_vectors(
 
 
 async def copy_window(
-    conn: asyncpg.Connection, target: ChunkTarget, chunks: Sequence[Chunk], vectors: np.ndarray,
+    conn: asyncpg.Connection,
+    target: ChunkTarget,
+    chunks: Sequence[Chunk],
+    vectors: np.ndarray,
     model: str,
-) -> None:  # fmt: skip
+) -> None:
     """COPY one window of chunk rows (row i of ``vectors`` for ``chunks[i]``, no copies)."""
     lead = target.lead
     if target.kind == "transcript":
         records = [
-            (*lead, c.index, c.speaker, list(c.speakers), c.start_ms, c.end_ms, c.text,
-             c.content_hash, c.token_count, vectors[i], model)
+            (
+                *lead,
+                c.index,
+                c.speaker,
+                list(c.speakers),
+                c.start_ms,
+                c.end_ms,
+                c.text,
+                c.content_hash,
+                c.token_count,
+                vectors[i],
+                model,
+            )
             for i, c in enumerate(chunks)
-        ]  # fmt: skip
+        ]
     else:
         records = [
-            (*lead, c.index, c.start_ms, c.end_ms, c.text, c.content_hash, c.token_count,
-             vectors[i], model)
+            (
+                *lead,
+                c.index,
+                c.start_ms,
+                c.end_ms,
+                c.text,
+                c.content_hash,
+                c.token_count,
+                vectors[i],
+                model,
+            )
             for i, c in enumerate(chunks)
-        ]  # fmt: skip
+        ]
     await store.copy_chunks(conn, target.kind, records)
     target.chunks += len(chunks)
     target.windows += 1
@@ -129,18 +186,32 @@ async def copy_window(
 
 
 async def close_transcript(
-    conn: asyncpg.Connection, job_id: UUID, payload: TranscriptPayload, content_hash: str,
-    fmt: str, target: ChunkTarget,
-) -> store.StoreResult:  # fmt: skip
+    conn: asyncpg.Connection,
+    job_id: UUID,
+    payload: TranscriptPayload,
+    content_hash: str,
+    fmt: str,
+    target: ChunkTarget,
+) -> store.StoreResult:
     ws, m = payload.workspace_id, payload.meeting
     await conn.fetchval(
-        Q.upsert_transcript, ws, target.meeting_id, payload.source, payload.external_id,
-        payload.language, fmt, content_hash, target.chunks, target.max_end_ms, job_id,
-    )  # fmt: skip
+        Q.upsert_transcript,
+        ws,
+        target.meeting_id,
+        payload.source,
+        payload.external_id,
+        payload.language,
+        fmt,
+        content_hash,
+        target.chunks,
+        target.max_end_ms,
+        job_id,
+    )
     contacts = await store.upsert_contacts(conn, ws, payload.participants, m.starts_at)
     assert target.meeting_id is not None
-    n_parts = await store.replace_meeting_participants(conn, ws, target.meeting_id,
-                                                       payload.participants, contacts)  # fmt: skip
+    n_parts = await store.replace_meeting_participants(
+        conn, ws, target.meeting_id, payload.participants, contacts
+    )
     return store.StoreResult(target.source_id, target.chunks, len(contacts), n_parts)
 
 

@@ -59,15 +59,17 @@ class WindowWriter:
         self.batcher = batcher
         self.model = model
 
-    async def write(self, conn: asyncpg.Connection, target: ChunkTarget,
-                    chunks: Iterable[Chunk], arrived: Any) -> StreamCounts:  # fmt: skip
+    async def write(
+        self, conn: asyncpg.Connection, target: ChunkTarget, chunks: Iterable[Chunk], arrived: Any
+    ) -> StreamCounts:
         counts = StreamCounts()
         inflight: set[asyncio.Task[np.ndarray]] = set()
         try:
             pending: _Window | None = None
             for window in _batched(chunks, self.settings.stream_window_chunks):
-                prepared = await self._prepare_window(conn, target, window, counts, arrived,
-                                                      inflight)  # fmt: skip
+                prepared = await self._prepare_window(
+                    conn, target, window, counts, arrived, inflight
+                )
                 if arrived is not None:
                     arrived()  # first window queued (or all reused): stop being waited for
                 if pending is not None:
@@ -81,9 +83,15 @@ class WindowWriter:
             await asyncio.gather(*inflight, return_exceptions=True)
         return counts
 
-    async def _prepare_window(self, conn: asyncpg.Connection, target: ChunkTarget,
-                              window: list[Chunk], counts: StreamCounts, arrived: Any,
-                              inflight: set[asyncio.Task[np.ndarray]]) -> _Window:  # fmt: skip
+    async def _prepare_window(
+        self,
+        conn: asyncpg.Connection,
+        target: ChunkTarget,
+        window: list[Chunk],
+        counts: StreamCounts,
+        arrived: Any,
+        inflight: set[asyncio.Task[np.ndarray]],
+    ) -> _Window:
         """Reusable vectors for a window, and a task embedding the rest."""
         known = await window_vectors(conn, target, self.model, [c.content_hash for c in window])
         out = None
@@ -108,8 +116,13 @@ class WindowWriter:
             inflight.add(task)
         return _Window(window, out, fresh, task)
 
-    async def _write_window(self, conn: asyncpg.Connection, target: ChunkTarget,
-                            w: _Window, inflight: set[asyncio.Task[np.ndarray]]) -> None:  # fmt: skip
+    async def _write_window(
+        self,
+        conn: asyncpg.Connection,
+        target: ChunkTarget,
+        w: _Window,
+        inflight: set[asyncio.Task[np.ndarray]],
+    ) -> None:
         out = w.vectors
         if w.task is not None:
             vectors = await w.task

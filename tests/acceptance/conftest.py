@@ -112,9 +112,13 @@ class Workers:
         for _ in range(n):
             log = open(self.log_dir / f"worker-{len(self.procs)}.log", "w")  # noqa: SIM115
             proc = subprocess.Popen(
-                [sys.executable, "-m", "tests.support.worker_proc"], cwd=REPO, env=self.env,
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
+                [sys.executable, "-m", "tests.support.worker_proc"],
+                cwd=REPO,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
             self.procs.append(proc)
             started.append(proc)
         return started
@@ -189,9 +193,14 @@ async def ledger_counts(dsn: str) -> dict[str, int]:
     return {r[0]: r[1] for r in rows}
 
 
-async def wait_until_settled(dsn: str, expected_jobs: int, within: float, *,
-                             on_tick: Any = None, workers: Workers | None = None,
-                             ) -> dict[str, int]:  # fmt: skip
+async def wait_until_settled(
+    dsn: str,
+    expected_jobs: int,
+    within: float,
+    *,
+    on_tick: Any = None,
+    workers: Workers | None = None,
+) -> dict[str, int]:
     """Poll the ledger until ``expected_jobs`` rows are done/skipped/failed."""
     deadline = time.monotonic() + within
     counts: dict[str, int] = {}
@@ -218,7 +227,7 @@ async def stuck(dsn: str) -> str:
             "ORDER BY e.version) AS events FROM ops.ingestion_jobs j "
             "LEFT JOIN ops.events e ON e.aggregate_id = j.id "
             "WHERE j.status IN ('queued', 'running') GROUP BY j.id LIMIT 5"
-        )  # fmt: skip
+        )
     finally:
         await conn.close()
     return "\n".join(str(dict(r)) for r in rows)
@@ -233,8 +242,9 @@ def expected_chunks(payload: Any, settings: Settings) -> list[Chunk]:
     return chunk(Pulled(payload.text, None, "text"), settings)
 
 
-async def assert_exactly_once(dsn: str, ws: uuid.UUID, final: list[dict[str, Any]],
-                              superseded: list[dict[str, Any]] = ()) -> None:  # fmt: skip
+async def assert_exactly_once(
+    dsn: str, ws: uuid.UUID, final: list[dict[str, Any]], superseded: list[dict[str, Any]] = ()
+) -> None:
     """The state the inputs imply, and nothing else.
 
     ``final``: the payload that must be stored for each item; ``superseded``: older
@@ -249,9 +259,14 @@ async def assert_exactly_once(dsn: str, ws: uuid.UUID, final: list[dict[str, Any
         models = [parse_payload(p) for p in final]
         final_ids = {uuid.UUID(job_id(m)) for m in models}
         old_ids = {uuid.UUID(job_id(parse_payload(p))) for p in superseded}
-        ledger = {r["id"]: r for r in await conn.fetch(
-            "SELECT id, kind::text, source, external_id, content_hash, status::text, attempts, "
-            "last_error, error_field FROM ops.ingestion_jobs WHERE workspace_id = $1", ws)}  # fmt: skip
+        ledger = {
+            r["id"]: r
+            for r in await conn.fetch(
+                "SELECT id, kind::text, source, external_id, content_hash, status::text, attempts, "
+                "last_error, error_field FROM ops.ingestion_jobs WHERE workspace_id = $1",
+                ws,
+            )
+        }
         assert set(ledger) == final_ids | old_ids, "ledger rows differ from the jobs enqueued"
         for jid in final_ids:
             assert ledger[jid]["status"] == "done", dict(ledger[jid])
@@ -264,8 +279,10 @@ async def assert_exactly_once(dsn: str, ws: uuid.UUID, final: list[dict[str, Any
                 rows = await conn.fetch(
                     "SELECT body, chunk_count, embedding, ingestion_job_id FROM "
                     "comms.communications WHERE workspace_id=$1 AND source=$2 AND external_id=$3",
-                    ws, m.source, m.external_id,
-                )  # fmt: skip
+                    ws,
+                    m.source,
+                    m.external_id,
+                )
                 assert len(rows) == 1, (m.external_id, len(rows))
                 assert rows[0]["body"] == m.body and rows[0]["chunk_count"] == len(want)
                 assert rows[0]["ingestion_job_id"] == uuid.UUID(job_id(m))
@@ -275,16 +292,24 @@ async def assert_exactly_once(dsn: str, ws: uuid.UUID, final: list[dict[str, Any
                 continue
             src, chunks_table, fk = (
                 ("meetings.transcripts", "meetings.transcript_chunks", "transcript_id")
-                if m.kind == "transcript" else ("media.assets", "media.media_chunks", "asset_id")
-            )  # fmt: skip
+                if m.kind == "transcript"
+                else ("media.assets", "media.media_chunks", "asset_id")
+            )
             sources = await conn.fetch(
                 f"SELECT id, ingestion_job_id FROM {src} WHERE workspace_id=$1 AND source=$2 "
-                "AND external_id=$3", ws, m.source, m.external_id)  # fmt: skip
+                "AND external_id=$3",
+                ws,
+                m.source,
+                m.external_id,
+            )
             assert len(sources) == 1, (m.external_id, len(sources))
             assert sources[0]["ingestion_job_id"] == uuid.UUID(job_id(m))
             rows = await conn.fetch(
                 f"SELECT chunk_index, content, embedding FROM {chunks_table} "
-                f"WHERE workspace_id=$1 AND {fk}=$2 ORDER BY chunk_index", ws, sources[0]["id"])  # fmt: skip
+                f"WHERE workspace_id=$1 AND {fk}=$2 ORDER BY chunk_index",
+                ws,
+                sources[0]["id"],
+            )
             assert [r["chunk_index"] for r in rows] == [c.index for c in want], m.external_id
             assert [r["content"] for r in rows] == [c.text for c in want]
             got = np.stack([r["embedding"].to_numpy() for r in rows])
@@ -292,15 +317,18 @@ async def assert_exactly_once(dsn: str, ws: uuid.UUID, final: list[dict[str, Any
         # no rows for items nobody enqueued
         for table in ("comms.communications", "meetings.transcripts", "media.assets"):
             n = await conn.fetchval(f"SELECT count(*) FROM {table} WHERE workspace_id=$1", ws)
-            kind = {"comms.communications": "communication", "meetings.transcripts":
-                    "transcript", "media.assets": "media"}[table]  # fmt: skip
+            kind = {
+                "comms.communications": "communication",
+                "meetings.transcripts": "transcript",
+                "media.assets": "media",
+            }[table]
             assert n == len({(m.source, m.external_id) for m in models if m.kind == kind}), table
 
         events = await conn.fetch(
             "SELECT aggregate_id, version, event_type, payload FROM ops.events "
             "WHERE aggregate_id = ANY($1::uuid[]) ORDER BY aggregate_id, version",
             list(ledger),
-        )  # fmt: skip
+        )
         by_job: dict[uuid.UUID, list[Any]] = {}
         for e in events:
             by_job.setdefault(e["aggregate_id"], []).append(e)
@@ -315,7 +343,15 @@ async def assert_exactly_once(dsn: str, ws: uuid.UUID, final: list[dict[str, Any
         projected = project([dict(e) for e in events])
         for jid, row in ledger.items():
             p = projected[jid]
-            assert (p.kind, p.source, p.external_id, p.content_hash, p.status, p.attempts,
-                    p.last_error, p.error_field) == tuple(row)[1:], dict(row)  # fmt: skip
+            assert (
+                p.kind,
+                p.source,
+                p.external_id,
+                p.content_hash,
+                p.status,
+                p.attempts,
+                p.last_error,
+                p.error_field,
+            ) == tuple(row)[1:], dict(row)
     finally:
         await conn.close()

@@ -22,8 +22,14 @@ def cli(
     *args: str, env: dict[str, str] | None = None, timeout: float = 240
 ) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if k not in CLEAN_ENV_KEYS}
-    return subprocess.run([sys.executable, "-m", "worker.cli", *args], cwd=REPO_ROOT, text=True,
-                          capture_output=True, env={**base, **(env or {})}, timeout=timeout)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "worker.cli", *args],
+        cwd=REPO_ROOT,
+        text=True,
+        capture_output=True,
+        env={**base, **(env or {})},
+        timeout=timeout,
+    )
 
 
 @pytest.mark.slow
@@ -57,8 +63,12 @@ async def test_enqueue_status_and_search(
 ) -> None:
     ws = await new_workspace(migrated_dsn)
     queue = f"cli:{uuid.uuid4().hex[:8]}"
-    env = {"DATABASE_URL": migrated_dsn, "REDIS_URL": redis_server.url, "QUEUE_NAME": queue,
-           "EMBEDDING_PROVIDER": "local"}  # fmt: skip
+    env = {
+        "DATABASE_URL": migrated_dsn,
+        "REDIS_URL": redis_server.url,
+        "QUEUE_NAME": queue,
+        "EMBEDDING_PROVIDER": "local",
+    }
     lines = [
         json.dumps(communication(ws, "cli-1", "The quarterly board deck is due on Monday.")),
         "{not json",
@@ -80,8 +90,12 @@ async def test_enqueue_status_and_search(
     assert report["queue_depth"] == 1 and report["in_flight"] == 0
     assert report["queued"] >= 2 and report["oldest_queued_age_s"] is not None
 
-    settings = Settings(database_url=migrated_dsn, redis_url=redis_server.url, queue_name=queue,
-                        embedding_provider="local")  # fmt: skip
+    settings = Settings(
+        database_url=migrated_dsn,
+        redis_url=redis_server.url,
+        queue_name=queue,
+        embedding_provider="local",
+    )
     await run_worker_burst(settings)
     after = json.loads(cli("status", "--json", env=env).stdout)
     assert after["queue_depth"] == 0
@@ -100,7 +114,9 @@ def test_migrate_on_embedded_defaults_starts_and_stops_the_server(tmp_path: Path
     status = cli("migrate", "status", env={"DATA_DIR": str(data_dir)})
     assert status.returncode == 0, status.stderr
     assert [line.split()[2] for line in status.stdout.splitlines() if line[:3].isdigit()] == [
-        "applied", "applied"]  # fmt: skip
+        "applied",
+        "applied",
+    ]
     assert (data_dir / "postgres" / "pgdata" / "PG_VERSION").exists()  # data kept
     assert not (data_dir / "postgres" / "pgdata" / "postmaster.pid").exists()  # server stopped
 

@@ -40,9 +40,24 @@ from worker.settings import Settings
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 WORDS = [
-    "budget", "roadmap", "billing", "tax", "legal", "hiring", "launch", "churn", "pricing",
-    "invoice", "vendor", "audit", "renewal", "security", "onboarding", "forecast", "quota",
-]  # fmt: skip
+    "budget",
+    "roadmap",
+    "billing",
+    "tax",
+    "legal",
+    "hiring",
+    "launch",
+    "churn",
+    "pricing",
+    "invoice",
+    "vendor",
+    "audit",
+    "renewal",
+    "security",
+    "onboarding",
+    "forecast",
+    "quota",
+]
 
 
 def sentence(rng: random.Random, n: int) -> str:
@@ -56,8 +71,10 @@ def make_items(ws: uuid.UUID, n: int, tag: str, seed: int = 0) -> list[dict[str,
     for i in range(n):
         ext = f"{tag}-{i}"
         if i % 3 == 0:
-            turns = [(rng.choice(["Ann", "Bo", "Cy"]), k * 3000, k * 3000 + 2500,
-                      sentence(rng, 12)) for k in range(rng.randint(2, 6))]  # fmt: skip
+            turns = [
+                (rng.choice(["Ann", "Bo", "Cy"]), k * 3000, k * 3000 + 2500, sentence(rng, 12))
+                for k in range(rng.randint(2, 6))
+            ]
             out.append(transcript(ws, ext, turns))
         elif i % 3 == 1:
             segs = [(k * 4000, k * 4000 + 3500, sentence(rng, 10)) for k in range(3)]
@@ -65,8 +82,11 @@ def make_items(ws: uuid.UUID, n: int, tag: str, seed: int = 0) -> list[dict[str,
                 segs.append((12000, 20000, sentence(rng, 700)))  # ~2 chunks more
             out.append(media(ws, ext, segs))
         else:
-            out.append(communication(ws, ext, sentence(rng, rng.choice([8, 30])),
-                                     thread_key=f"{tag}-t{i % 4}"))  # fmt: skip
+            out.append(
+                communication(
+                    ws, ext, sentence(rng, rng.choice([8, 30])), thread_key=f"{tag}-t{i % 4}"
+                )
+            )
     return out
 
 
@@ -94,8 +114,9 @@ class Driver:
         """What a careful connector does: retry while PostgreSQL or Redis is away."""
         for attempt in range(tries):
             try:
-                return await client.enqueue(self.redis, payload, db=self.pool,
-                                            settings=self.settings)  # fmt: skip
+                return await client.enqueue(
+                    self.redis, payload, db=self.pool, settings=self.settings
+                )
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
                 if attempt == tries - 1:
                     raise
@@ -104,8 +125,9 @@ class Driver:
 
     async def enqueue_raw(self, payload: dict[str, Any], arq_id: str) -> bool:
         """Straight to Redis (a connector in another language), under ``arq_id``."""
-        job = await self.redis.enqueue_job(keys.INGEST, payload, _job_id=arq_id,
-                                           _queue_name=self.settings.queue_name)  # fmt: skip
+        job = await self.redis.enqueue_job(
+            keys.INGEST, payload, _job_id=arq_id, _queue_name=self.settings.queue_name
+        )
         return job is not None
 
     async def trigger_reconcile(self) -> None:
@@ -120,8 +142,9 @@ def _queue() -> str:
     return f"faults:{uuid.uuid4().hex[:8]}"
 
 
-async def _wait_for(predicate: Any, within: float, what: str,
-                    supervised: Workers | None = None) -> None:  # fmt: skip
+async def _wait_for(
+    predicate: Any, within: float, what: str, supervised: Workers | None = None
+) -> None:
     """Poll ``predicate``; with ``supervised``, restart exited workers meanwhile, as a
     process manager would, and put their log tail in the failure."""
     deadline = time.monotonic() + within
@@ -132,8 +155,11 @@ async def _wait_for(predicate: Any, within: float, what: str,
         if supervised is not None:
             restarted += supervised.supervise()
         await asyncio.sleep(0.05)
-    logs = "" if supervised is None else (
-        f" ({restarted} worker restarts); worker logs:\n{supervised.logs()[-4000:]}")  # fmt: skip
+    logs = (
+        ""
+        if supervised is None
+        else (f" ({restarted} worker restarts); worker logs:\n{supervised.logs()[-4000:]}")
+    )
     raise AssertionError(f"timed out waiting for {what}{logs}")
 
 
@@ -157,8 +183,12 @@ async def test_sigkill_mid_batch_and_four_workers_with_duplicates(
 
         await _wait_for(running, 30, "the first worker to be mid-batch")
         workers.sigkill(victim)
-        orphans = {r[0] for r in await d.pool.fetch(
-            "SELECT id FROM ops.ingestion_jobs WHERE status = 'running'")}  # fmt: skip
+        orphans = {
+            r[0]
+            for r in await d.pool.fetch(
+                "SELECT id FROM ops.ingestion_jobs WHERE status = 'running'"
+            )
+        }
         assert orphans, "the kill hit no in-flight job"
 
         workers.start(4)
@@ -182,7 +212,7 @@ async def test_sigkill_mid_batch_and_four_workers_with_duplicates(
         rows = await d.pool.fetch(
             "SELECT id, attempts FROM ops.ingestion_jobs WHERE id = ANY($1::uuid[])",
             list(orphans),
-        )  # fmt: skip
+        )
         assert all(r["attempts"] >= 2 for r in rows), "killed jobs were not run again"
     workers.stop_all()
     await assert_exactly_once(fresh_db, ws, items)
@@ -200,8 +230,9 @@ async def test_redis_restart_and_flush_are_recovered_from_the_ledger(
     items = make_items(ws, 60, "redis")
     # Few jobs in flight (3 slots, at most 2 handed-off rows per worker), so that most
     # are still in Redis when it is flushed; handed-off jobs lose their markers too.
-    workers = workers_factory(worker_env(fresh_db, own_redis.url, api, queue,
-                                         worker_concurrency=3, handoff_max_rows=2))  # fmt: skip
+    workers = workers_factory(
+        worker_env(fresh_db, own_redis.url, api, queue, worker_concurrency=3, handoff_max_rows=2)
+    )
     async with Driver(fresh_db, own_redis.url, queue) as d:
         for p in items:
             await d.enqueue(p)
@@ -238,8 +269,7 @@ async def test_redis_restart_and_flush_are_recovered_from_the_ledger(
     await assert_exactly_once(fresh_db, ws, items)
 
 
-async def test_postgres_restart_mid_run(fresh_db, own_pg, own_redis, api,
-                                        workers_factory) -> None:  # fmt: skip
+async def test_postgres_restart_mid_run(fresh_db, own_pg, own_redis, api, workers_factory) -> None:
     """(3) PostgreSQL restarted mid-run: in-flight items retry, nothing half-written, the
     workers' pools reconnect (new work after the restart is processed too)."""
     api.reset()
@@ -247,8 +277,7 @@ async def test_postgres_restart_mid_run(fresh_db, own_pg, own_redis, api,
     queue = _queue()
     ws = await new_workspace(fresh_db)
     items = make_items(ws, 45, "pg")
-    workers = workers_factory(worker_env(fresh_db, own_redis.url, api, queue,
-                                         worker_concurrency=4))  # fmt: skip
+    workers = workers_factory(worker_env(fresh_db, own_redis.url, api, queue, worker_concurrency=4))
     async with Driver(fresh_db, own_redis.url, queue) as d:
         for p in items:
             await d.enqueue(p)
@@ -285,10 +314,16 @@ async def test_embedding_api_faults(fresh_db, own_redis, api, workers_factory) -
     ws = await new_workspace(fresh_db)
     items = make_items(ws, 24, "api")
     api.push_faults(
-        *[{"status": 429, "retry_after": 0.3}] * 4, {"status": 500}, {"status": 503},
-        {"timeout": True}, {"malformed": True}, {"status": 429, "retry_after": 0.2},
-        {"timeout": True}, {"malformed": True}, {"status": 502},
-    )  # fmt: skip
+        *[{"status": 429, "retry_after": 0.3}] * 4,
+        {"status": 500},
+        {"status": 503},
+        {"timeout": True},
+        {"malformed": True},
+        {"status": 429, "retry_after": 0.2},
+        {"timeout": True},
+        {"malformed": True},
+        {"status": 502},
+    )
     # Retry-After waits, timeouts and backoff add up: give a job more time than elsewhere
     # (a job arq times out stays "running" in the ledger until the reconciler runs).
     workers = workers_factory(worker_env(fresh_db, own_redis.url, api, queue, job_timeout_s=20))
@@ -313,8 +348,9 @@ async def test_embedding_api_faults(fresh_db, own_redis, api, workers_factory) -
         api.push_faults(*[{fault: True}] * 60)
         queue = _queue()
         bad = make_items(ws, 3, f"bad-{fault}")
-        strict = workers_factory(worker_env(fresh_db, own_redis.url, api, queue,
-                                            job_max_tries=2, embed_max_retries=1))  # fmt: skip
+        strict = workers_factory(
+            worker_env(fresh_db, own_redis.url, api, queue, job_max_tries=2, embed_max_retries=1)
+        )
         async with Driver(fresh_db, own_redis.url, queue) as d:
             for p in bad:
                 await d.enqueue(p)
@@ -322,25 +358,38 @@ async def test_embedding_api_faults(fresh_db, own_redis, api, workers_factory) -
             ids = [uuid.UUID(job_id(parse_payload(p))) for p in bad]
 
             async def dead(ids: list[uuid.UUID] = ids) -> bool:
-                n = await d.pool.fetchval("SELECT count(*) FROM ops.ingestion_jobs WHERE "
-                                          "id = ANY($1::uuid[]) AND status = 'failed'", ids)  # fmt: skip
+                n = await d.pool.fetchval(
+                    "SELECT count(*) FROM ops.ingestion_jobs WHERE "
+                    "id = ANY($1::uuid[]) AND status = 'failed'",
+                    ids,
+                )
                 return n == len(ids)
 
             await _wait_for(dead, 60, f"{fault} jobs to dead-letter")
-            rows = await d.pool.fetch("SELECT last_error, attempts FROM ops.ingestion_jobs "
-                                      "WHERE id = ANY($1::uuid[])", ids)  # fmt: skip
+            rows = await d.pool.fetch(
+                "SELECT last_error, attempts FROM ops.ingestion_jobs WHERE id = ANY($1::uuid[])",
+                ids,
+            )
             assert all(word in r["last_error"].lower() and r["attempts"] == 2 for r in rows), [
                 dict(r) for r in rows
             ]
             failed_events = await d.pool.fetchval(
                 "SELECT count(*) FROM ops.events WHERE aggregate_id = ANY($1::uuid[]) "
-                "AND event_type = 'job.failed'", ids)  # fmt: skip
+                "AND event_type = 'job.failed'",
+                ids,
+            )
             assert failed_events == len(ids)
             for p in bad:
-                table = {"communication": "comms.communications", "transcript":
-                         "meetings.transcripts", "media": "media.assets"}[p["kind"]]  # fmt: skip
-                n = await d.pool.fetchval(f"SELECT count(*) FROM {table} WHERE workspace_id=$1 "
-                                          "AND external_id=$2", ws, p["external_id"])  # fmt: skip
+                table = {
+                    "communication": "comms.communications",
+                    "transcript": "meetings.transcripts",
+                    "media": "media.assets",
+                }[p["kind"]]
+                n = await d.pool.fetchval(
+                    f"SELECT count(*) FROM {table} WHERE workspace_id=$1 AND external_id=$2",
+                    ws,
+                    p["external_id"],
+                )
                 assert n == 0, "a wrong response was stored"
         strict.stop_all()
     api.reset()
@@ -356,8 +405,7 @@ async def test_soak_with_mixed_faults(fresh_db, own_pg, own_redis, api, workers_
     queue = _queue()
     ws = await new_workspace(fresh_db)
     rng = random.Random(6)
-    workers = workers_factory(worker_env(fresh_db, own_redis.url, api, queue,
-                                         worker_concurrency=6))  # fmt: skip
+    workers = workers_factory(worker_env(fresh_db, own_redis.url, api, queue, worker_concurrency=6))
     latest: dict[tuple[str, str], dict[str, Any]] = {}
     superseded: list[dict[str, Any]] = []
     chaos = itertools.cycle(["kill", "api", "redis_restart", "flush", "pg_restart", "kill"])
@@ -399,9 +447,13 @@ async def test_soak_with_mixed_faults(fresh_db, own_pg, own_redis, api, workers_
                     victim._seen = 1  # type: ignore[attr-defined]
                     workers.start(1)
                 elif action == "api":
-                    api.push_faults({"status": 429, "retry_after": 0.3}, {"status": 500},
-                                    {"timeout": True}, {"malformed": True},
-                                    {"status": 429, "retry_after": 0.1})  # fmt: skip
+                    api.push_faults(
+                        {"status": 429, "retry_after": 0.3},
+                        {"status": 500},
+                        {"timeout": True},
+                        {"malformed": True},
+                        {"status": 429, "retry_after": 0.1},
+                    )
                 elif action == "redis_restart":
                     own_redis.stop()
                     await asyncio.sleep(0.5)

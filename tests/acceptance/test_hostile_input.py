@@ -131,8 +131,13 @@ class Env:
     def __init__(self, dsn: str, **overrides: Any) -> None:
         self.dsn = dsn
         self.loop = LoopThread()
-        base = {"embedding_provider": "local", "fetch_timeout_s": 2.0, "fetch_max_bytes": 200_000,
-                "job_max_tries": 1, **overrides}  # fmt: skip
+        base = {
+            "embedding_provider": "local",
+            "fetch_timeout_s": 2.0,
+            "fetch_max_bytes": 200_000,
+            "job_max_tries": 1,
+            **overrides,
+        }
         self.settings = make_settings(dsn, "redis://127.0.0.1:1/0", "http://127.0.0.1:1", **base)
         self.rt: Runtime = self.loop.run(Runtime.open(self.settings))
         self.ws: uuid.UUID = self.loop.run(self._workspace())
@@ -175,13 +180,18 @@ def assert_recorded(env: Env, result: dict[str, Any]) -> None:
     """Every outcome is in the ledger; a rejection has a field, a reason and an event."""
     assert result["status"] in ("done", "failed", "noop", "skipped"), result
     jid = uuid.UUID(result["job_id"])
-    [row] = env.fetch("SELECT status::text, last_error, error_field FROM ops.ingestion_jobs "
-                      "WHERE id = $1", jid)  # fmt: skip
+    [row] = env.fetch(
+        "SELECT status::text, last_error, error_field FROM ops.ingestion_jobs WHERE id = $1", jid
+    )
     if result["status"] == "failed":
         assert row["status"] == "failed" and row["last_error"] and row["error_field"], dict(row)
         assert result.get("field") and result.get("reason")
-        events = [r[0] for r in env.fetch("SELECT event_type FROM ops.events WHERE "
-                                          "aggregate_id = $1 ORDER BY version", jid)]  # fmt: skip
+        events = [
+            r[0]
+            for r in env.fetch(
+                "SELECT event_type FROM ops.events WHERE aggregate_id = $1 ORDER BY version", jid
+            )
+        ]
         assert events[-1] == "job.failed", events
     else:
         assert row["status"] in ("done", "skipped"), dict(row)
@@ -192,27 +202,48 @@ def assert_round_trip(env: Env, raw: Any) -> None:
     model = parse_payload(raw)
     want: list[Chunk] = expected_chunks(model, env.settings)
     if model.kind == "communication":
-        [row] = env.fetch("SELECT body, subject FROM comms.communications WHERE workspace_id=$1 "
-                          "AND source=$2 AND external_id=$3", model.workspace_id, model.source,
-                          model.external_id)  # fmt: skip
+        [row] = env.fetch(
+            "SELECT body, subject FROM comms.communications WHERE workspace_id=$1 "
+            "AND source=$2 AND external_id=$3",
+            model.workspace_id,
+            model.source,
+            model.external_id,
+        )
         assert row["body"] == model.body and row["subject"] == model.subject
         return
     src, chunks, fk = (
         ("meetings.transcripts", "meetings.transcript_chunks", "transcript_id")
-        if model.kind == "transcript" else ("media.assets", "media.media_chunks", "asset_id")
-    )  # fmt: skip
+        if model.kind == "transcript"
+        else ("media.assets", "media.media_chunks", "asset_id")
+    )
     rows = env.fetch(
         f"SELECT c.content FROM {chunks} c JOIN {src} s ON s.id = c.{fk} WHERE s.workspace_id=$1 "
         "AND s.source=$2 AND s.external_id=$3 ORDER BY c.chunk_index",
-        model.workspace_id, model.source, model.external_id,
-    )  # fmt: skip
+        model.workspace_id,
+        model.source,
+        model.external_id,
+    )
     assert [r[0] for r in rows] == [c.text for c in want]
 
 
 # --- strategies ----------------------------------------------------------------------
 
-NASTY = st.sampled_from(["\x00", "\ud800", "\udfff", "\ufeff", "\u202e", "é", "\n", "\x1b[31m",
-                         "😀", "\\u0000", "<script>", "'; DROP TABLE x; --"])  # fmt: skip
+NASTY = st.sampled_from(
+    [
+        "\x00",
+        "\ud800",
+        "\udfff",
+        "\ufeff",
+        "\u202e",
+        "é",
+        "\n",
+        "\x1b[31m",
+        "😀",
+        "\\u0000",
+        "<script>",
+        "'; DROP TABLE x; --",
+    ]
+)
 TEXT = st.lists(st.one_of(st.text(max_size=40), NASTY), max_size=8).map("".join)
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | TEXT,
@@ -241,8 +272,21 @@ def hostile_payloads(draw: st.DrawFn, ws: str) -> Any:
         base = transcript(wsid, ext, [("Ann", a, b, text or "x"), ("Bo", 0, 10, draw(TEXT))])
     else:
         base = media(wsid, ext, [(a, b, text or "x")])
-    mutation = draw(st.sampled_from(["none", "drop", "retype", "extra", "meta", "deepmeta",
-                                     "huge", "inverted_meeting", "raw"]))  # fmt: skip
+    mutation = draw(
+        st.sampled_from(
+            [
+                "none",
+                "drop",
+                "retype",
+                "extra",
+                "meta",
+                "deepmeta",
+                "huge",
+                "inverted_meeting",
+                "raw",
+            ]
+        )
+    )
     if mutation == "drop":
         base.pop(draw(st.sampled_from(sorted(base))), None)
     elif mutation == "retype":
@@ -265,16 +309,34 @@ def hostile_payloads(draw: st.DrawFn, ws: str) -> Any:
         if draw(st.booleans()):
             data = data.replace(b"x", b"\xff\xfe", 1)
         if mutation == "raw":
-            data = draw(st.sampled_from([data, data[: len(data) // 2], b"[]", b"null", b"\xff",
-                                         b'{"kind": "media"}', b"{" * 5000]))  # fmt: skip
+            data = draw(
+                st.sampled_from(
+                    [
+                        data,
+                        data[: len(data) // 2],
+                        b"[]",
+                        b"null",
+                        b"\xff",
+                        b'{"kind": "media"}',
+                        b"{" * 5000,
+                    ]
+                )
+            )
         return data
     return base
 
 
 @given(data=st.data())
-@settings(max_examples=60, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                 HealthCheck.too_slow, HealthCheck.data_too_large])  # fmt: skip
+@settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+    ],
+)
 def test_hostile_payloads_never_crash_and_are_recorded(env: Env, data: st.DataObject) -> None:
     raw = data.draw(hostile_payloads(str(env.ws)))
     result = env.run(raw)
@@ -286,14 +348,22 @@ def test_hostile_payloads_never_crash_and_are_recorded(env: Env, data: st.DataOb
 def test_invalid_payload_with_nul_and_surrogates_is_recorded(env: Env) -> None:
     """A rejected payload is stored for diagnosis even when it holds what PostgreSQL
     text/jsonb cannot: NUL, lone surrogates, NaN, absurd nesting."""
-    raw = {"kind": "communication", "workspace_id": str(env.ws), "source": "g\x00\ud800",
-           "external_id": "e\x00", "channel": "pigeon\x00", "body": "b\x00",
-           "metadata": deep(300), "score": float("nan")}  # fmt: skip
+    raw = {
+        "kind": "communication",
+        "workspace_id": str(env.ws),
+        "source": "g\x00\ud800",
+        "external_id": "e\x00",
+        "channel": "pigeon\x00",
+        "body": "b\x00",
+        "metadata": deep(300),
+        "score": float("nan"),
+    }
     result = env.run(raw)
     assert result["status"] == "failed"
     assert_recorded(env, result)
-    [row] = env.fetch("SELECT source, payload FROM ops.ingestion_jobs WHERE id = $1",
-                      uuid.UUID(result["job_id"]))  # fmt: skip
+    [row] = env.fetch(
+        "SELECT source, payload FROM ops.ingestion_jobs WHERE id = $1", uuid.UUID(result["job_id"])
+    )
     assert row["source"] == "g\ufffd" and "\\u0000" not in row["payload"]
 
 
@@ -304,8 +374,11 @@ def test_cleaning_is_what_is_stored(env: Env) -> None:
     raw = raw.replace(b"a\\u0000b", b"a\\u0000b\xff")  # plus an invalid UTF-8 byte
     result = env.run(raw)
     assert result["status"] == "done", result
-    [row] = env.fetch("SELECT body, subject FROM comms.communications WHERE workspace_id=$1 "
-                      "AND external_id='clean-1'", env.ws)  # fmt: skip
+    [row] = env.fetch(
+        "SELECT body, subject FROM comms.communications WHERE workspace_id=$1 "
+        "AND external_id='clean-1'",
+        env.ws,
+    )
     assert row["body"] == "ab\ufffd \ufffd c" and row["subject"] == "s\ufffd"
     assert row["body"] == clean_text(parse_payload(raw).body or "")
 
@@ -316,8 +389,11 @@ def test_ten_megabyte_body(env: Env) -> None:
     started = time.monotonic()
     result = env.run(payload)
     assert result["status"] == "done", result
-    [row] = env.fetch("SELECT length(body), chunk_count, embedding IS NOT NULL FROM "
-                      "comms.communications WHERE workspace_id=$1 AND external_id='big-1'", env.ws)  # fmt: skip
+    [row] = env.fetch(
+        "SELECT length(body), chunk_count, embedding IS NOT NULL FROM "
+        "comms.communications WHERE workspace_id=$1 AND external_id='big-1'",
+        env.ws,
+    )
     assert row[0] == len(body) and row[1] > 1000 and row[2]
     assert time.monotonic() - started < 120
     # over the inline cap: refused with the field, not stored
@@ -336,9 +412,13 @@ def test_content_url_transcripts(env: Env, content_server: str, path: str) -> No
     assert_recorded(env, result)
     if path == "/ok.vtt":
         assert result["status"] == "done"
-        rows = env.fetch("SELECT c.content, c.speaker FROM meetings.transcript_chunks c JOIN "
-                         "meetings.transcripts t ON t.id = c.transcript_id WHERE t.workspace_id=$1 "
-                         "AND t.external_id=$2", env.ws, f"url{path}")  # fmt: skip
+        rows = env.fetch(
+            "SELECT c.content, c.speaker FROM meetings.transcript_chunks c JOIN "
+            "meetings.transcripts t ON t.id = c.transcript_id WHERE t.workspace_id=$1 "
+            "AND t.external_id=$2",
+            env.ws,
+            f"url{path}",
+        )
         assert rows and "hello there" in rows[0]["content"]
     elif path in ("/huge", "/slow", "/gone"):
         assert result["status"] == "failed" and result["field"] == "content_url", result
@@ -367,8 +447,11 @@ def fake_dns(monkeypatch: pytest.MonkeyPatch, content_server: str) -> None:
     real_resolve = fetch_module.resolve
 
     async def resolve(host: str, p: int) -> list[str]:
-        return {"public.test": [PUBLIC_IP], "internal.test": ["10.9.8.7"],
-                "mixed.test": [PUBLIC_IP, "127.0.0.1"]}.get(host) or await real_resolve(host, p)  # fmt: skip
+        return {
+            "public.test": [PUBLIC_IP],
+            "internal.test": ["10.9.8.7"],
+            "mixed.test": [PUBLIC_IP, "127.0.0.1"],
+        }.get(host) or await real_resolve(host, p)
 
     class ToLoopback(httpx.AsyncHTTPTransport):
         async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -403,8 +486,9 @@ def fake_dns(monkeypatch: pytest.MonkeyPatch, content_server: str) -> None:
         ("http://public.test/to-metadata", "metadata"),
     ],
 )
-def test_content_url_ssrf_refused(strict_env: Env, fake_dns: None, content_server: str,
-                                  url: str, why: str) -> None:  # fmt: skip
+def test_content_url_ssrf_refused(
+    strict_env: Env, fake_dns: None, content_server: str, url: str, why: str
+) -> None:
     port = content_server.rsplit(":", 1)[1]
     payload = media(strict_env.ws, f"ssrf-{uuid.uuid4().hex[:8]}", [(0, 1, "x")])
     payload.pop("segments")
@@ -423,16 +507,23 @@ def test_content_url_public_host_is_fetched(strict_env: Env, fake_dns: None) -> 
     assert strict_env.run(payload)["status"] == "done"
 
 
-def test_no_secrets_in_logs(migrated_dsn: str, capfd: pytest.CaptureFixture[str],
-                            caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+def test_no_secrets_in_logs(
+    migrated_dsn: str, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
     """A known API key and message body, a failing API, a retried job and an invalid
     one: neither string appears in any log output (structlog, stdlib, arq)."""
     key = "sk-SECRETKEY-" + uuid.uuid4().hex
     body = "BODY-SECRET-" + uuid.uuid4().hex
     with OpenAIServer() as api:
-        s = make_settings(migrated_dsn, "redis://127.0.0.1:1/0", api.base_url,
-                          openai_api_key=key, embed_max_retries=1, job_max_tries=2,
-                          log_level="DEBUG")  # fmt: skip
+        s = make_settings(
+            migrated_dsn,
+            "redis://127.0.0.1:1/0",
+            api.base_url,
+            openai_api_key=key,
+            embed_max_retries=1,
+            job_max_tries=2,
+            log_level="DEBUG",
+        )
         root = logging.getLogger()
         saved = (root.handlers[:], root.level)
         configure_logging(s)
@@ -441,8 +532,14 @@ def test_no_secrets_in_logs(migrated_dsn: str, capfd: pytest.CaptureFixture[str]
         rt: Runtime = loop.run(Runtime.open(s))
         try:
             ws = loop.run(_workspace(migrated_dsn))
-            api.push_faults({"status": 500}, {"status": 401}, {"malformed": True},
-                            {"status": 400}, {"status": 500}, {"status": 500})  # fmt: skip
+            api.push_faults(
+                {"status": 500},
+                {"status": 401},
+                {"malformed": True},
+                {"status": 400},
+                {"status": 500},
+                {"status": 500},
+            )
             runs = [
                 communication(ws, "s1", body),  # API faults: retried, then failed
                 {"body": body, **communication(ws, "s2", body, channel="pigeon")},  # invalid
@@ -469,8 +566,15 @@ def test_no_secrets_in_logs(migrated_dsn: str, capfd: pytest.CaptureFixture[str]
     assert key not in text and key[3:] not in text, "API key in the logs"
     assert body not in text, "message body in the logs"
     # arq's job-start line: the filter keeps the payload out
-    record = logging.LogRecord("arq.worker", logging.INFO, __file__, 1, "%6.2fs → %s(%s)%s",
-                               (0.1, "id:ingest", f"{{'body': '{body}'}}", ""), None)  # fmt: skip
+    record = logging.LogRecord(
+        "arq.worker",
+        logging.INFO,
+        __file__,
+        1,
+        "%6.2fs → %s(%s)%s",
+        (0.1, "id:ingest", f"{{'body': '{body}'}}", ""),
+        None,
+    )
     for f in logging.getLogger("arq.worker").filters:
         f.filter(record)
     assert body not in record.getMessage()
@@ -479,8 +583,9 @@ def test_no_secrets_in_logs(migrated_dsn: str, capfd: pytest.CaptureFixture[str]
 async def _workspace(dsn: str, name: str = "t") -> uuid.UUID:
     conn = await asyncpg.connect(dsn)
     try:
-        return await conn.fetchval("INSERT INTO core.workspaces (name) VALUES ($1) RETURNING id",
-                                   name)  # fmt: skip
+        return await conn.fetchval(
+            "INSERT INTO core.workspaces (name) VALUES ($1) RETURNING id", name
+        )
     finally:
         await conn.close()
 
@@ -492,28 +597,61 @@ def test_tenancy(env: Env) -> None:
     b = env.loop.run(_workspace(env.dsn, "B"))
     turns = [("Ann", 0, 1000, "shared people, separate tenants")]
     assert env.run(transcript(b, "tb", turns))["status"] == "done"
-    b_contacts = {r[0]: r[1] for r in env.fetch(
-        "SELECT primary_address, id FROM core.contacts WHERE workspace_id=$1", b)}  # fmt: skip
+    b_contacts = {
+        r[0]: r[1]
+        for r in env.fetch("SELECT primary_address, id FROM core.contacts WHERE workspace_id=$1", b)
+    }
     assert env.run(transcript(a, "ta", turns))["status"] == "done"
-    a_contacts = {r[0]: r[1] for r in env.fetch(
-        "SELECT primary_address, id FROM core.contacts WHERE workspace_id=$1", a)}  # fmt: skip
+    a_contacts = {
+        r[0]: r[1]
+        for r in env.fetch("SELECT primary_address, id FROM core.contacts WHERE workspace_id=$1", a)
+    }
     assert set(a_contacts) == set(b_contacts) == {"ann@example.com"}
     assert not set(a_contacts.values()) & set(b_contacts.values())
-    refs = env.fetch("SELECT p.contact_id FROM meetings.participants p JOIN meetings.meetings m "
-                     "ON m.id = p.meeting_id WHERE m.workspace_id=$1", a)  # fmt: skip
+    refs = env.fetch(
+        "SELECT p.contact_id FROM meetings.participants p JOIN meetings.meetings m "
+        "ON m.id = p.meeting_id WHERE m.workspace_id=$1",
+        a,
+    )
     assert {r[0] for r in refs} == set(a_contacts.values())
 
     [tb] = env.fetch("SELECT id, meeting_id FROM meetings.transcripts WHERE workspace_id=$1", b)
-    chunk = Chunk(index=99, text="intruder", token_count=1, content_hash="h", start_ms=0,
-                  end_ms=1, speaker=None, speakers=())  # fmt: skip
+    chunk = Chunk(
+        index=99,
+        text="intruder",
+        token_count=1,
+        content_hash="h",
+        start_ms=0,
+        end_ms=1,
+        speaker=None,
+        speakers=(),
+    )
     vec = np.zeros(env.settings.embedding_dimensions, dtype=np.float32)
     vec[0] = 1
 
     async def attach() -> None:
         async with env.rt.pool.acquire() as conn:
-            await store.copy_chunks(conn, "transcript", [
-                (a, tb["id"], tb["meeting_id"], chunk.index, None, [], 0, 1, chunk.text, "h", 1,
-                 vec, "m")])  # fmt: skip
+            await store.copy_chunks(
+                conn,
+                "transcript",
+                [
+                    (
+                        a,
+                        tb["id"],
+                        tb["meeting_id"],
+                        chunk.index,
+                        None,
+                        [],
+                        0,
+                        1,
+                        chunk.text,
+                        "h",
+                        1,
+                        vec,
+                        "m",
+                    )
+                ],
+            )
 
     with pytest.raises(asyncpg.ForeignKeyViolationError):
         env.loop.run(attach())

@@ -26,12 +26,14 @@ def fake_openai(openai_server: OpenAIServer) -> Iterator[OpenAIServer]:
 
 
 @pytest.fixture
-def settings_factory(migrated_dsn: str, redis_server: Any,
-                     fake_openai: OpenAIServer) -> Callable[..., Settings]:  # fmt: skip
+def settings_factory(
+    migrated_dsn: str, redis_server: Any, fake_openai: OpenAIServer
+) -> Callable[..., Settings]:
     """Settings for this test's servers (a queue of its own); keyword overrides win."""
 
     def make(database_url: str | None = None, **overrides: Any) -> Settings:
-        return make_settings(database_url or migrated_dsn, redis_server.url,
-                             fake_openai.base_url, **overrides)  # fmt: skip
+        return make_settings(
+            database_url or migrated_dsn, redis_server.url, fake_openai.base_url, **overrides
+        )
 
     return make

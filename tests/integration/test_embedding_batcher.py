@@ -173,8 +173,9 @@ async def test_backlog_holds_a_partial_request_for_jobs_still_queued(
     jobs in the queue they wait for theirs: one request for all."""
     first, second, third = texts_for("first", 3), texts_for("second", 4), texts_for("third", 5)
     backlog = Backlog(queued=2)
-    async with batcher(fake_openai, embed_batch_linger_ms=60_000,
-                       embed_batch_max_linger_ms=60_000) as b:  # fmt: skip
+    async with batcher(
+        fake_openai, embed_batch_linger_ms=60_000, embed_batch_max_linger_ms=60_000
+    ) as b:
         b.set_backlog(backlog, recheck_s=0.005)
         first_task = asyncio.create_task(embed(b, first))
         await asyncio.wait_for(backlog.asked_again.wait(), 10)  # lingering, asking again
@@ -203,8 +204,9 @@ async def test_lone_caller_without_backlog_is_sent_at_once(
 ) -> None:
     """Linger caps of a minute, an empty queue: the request still goes out at once."""
     backlog = Backlog(queued=0)
-    async with batcher(fake_openai, embed_batch_linger_ms=60_000,
-                       embed_batch_max_linger_ms=60_000) as b:  # fmt: skip
+    async with batcher(
+        fake_openai, embed_batch_linger_ms=60_000, embed_batch_max_linger_ms=60_000
+    ) as b:
         b.set_backlog(backlog)
         texts = texts_for("lone", 2)
         arrived = b.expect() if announced else None
@@ -235,8 +237,9 @@ async def test_a_probe_failing_from_the_start_holds_nothing_up(
     fake_openai: OpenAIServer, fault: str
 ) -> None:
     with structlog.testing.capture_logs() as logs:
-        async with batcher(fake_openai, embed_batch_linger_ms=60_000,
-                           embed_batch_max_linger_ms=60_000) as b:  # fmt: skip
+        async with batcher(
+            fake_openai, embed_batch_linger_ms=60_000, embed_batch_max_linger_ms=60_000
+        ) as b:
             b.set_backlog(FailingProbe(fault))
             vectors = await asyncio.wait_for(embed(b, ["probe fails"]), 10)
     np.testing.assert_array_equal(vectors, local_embed(["probe fails"]))
@@ -252,8 +255,9 @@ async def test_a_probe_that_stops_answering_keeps_its_last_answer(
     instead of going out as if the queue were empty."""
     probe = FailingProbe(fault, answers=(3,))
     with structlog.testing.capture_logs() as logs:
-        async with batcher(fake_openai, embed_batch_linger_ms=0,
-                           embed_batch_max_linger_ms=1500) as b:  # fmt: skip
+        async with batcher(
+            fake_openai, embed_batch_linger_ms=0, embed_batch_max_linger_ms=1500
+        ) as b:
             b.set_backlog(probe, recheck_s=0.01)
             started = time.monotonic()
             vectors = await asyncio.wait_for(embed(b, ["still lingering"]), 10)
@@ -525,9 +529,17 @@ def test_warm_up_moves_the_sdks_lazy_imports_out_of_the_first_request(
     ``warm_up`` the first request imports the SDK's embeddings resource and anyio's
     backend on the event loop; with it, none of those."""
     out = subprocess.run(
-        [sys.executable, "-c", _FIRST_REQUEST_IMPORTS, fake_openai.base_url + "/v1",
-         "warm" if warm else "cold"],
-        capture_output=True, text=True, check=True, timeout=60,
-    ).stdout.split()  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            _FIRST_REQUEST_IMPORTS,
+            fake_openai.base_url + "/v1",
+            "warm" if warm else "cold",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout.split()
     lazy = [m for m in out if m.startswith(("openai.resources", "anyio._backends"))]
     assert bool(lazy) is not warm, out

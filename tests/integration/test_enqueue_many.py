@@ -22,8 +22,10 @@ from worker.db import create_pool
 from worker.ledger import project
 from worker.payloads import PayloadError, job_id, parse_payload
 
-TURNS = [("Ann", 0, 4000, "Budget review for the quarter."),
-         ("Bob", 4000, 9000, "Hiring plan is on track.")]  # fmt: skip
+TURNS = [
+    ("Ann", 0, 4000, "Budget review for the quarter."),
+    ("Bob", 4000, 9000, "Hiring plan is on track."),
+]
 
 
 async def queued_items(redis: Any, queue: str) -> dict[str, list[str]]:
@@ -39,8 +41,12 @@ async def queued_items(redis: Any, queue: str) -> dict[str, list[str]]:
 
 
 async def _events(dsn: str, ws: uuid.UUID) -> list[Any]:
-    return await db_fetch(dsn, "SELECT aggregate_id, version, event_type, payload FROM ops.events "
-                          "WHERE workspace_id = $1 ORDER BY aggregate_id, version", ws)  # fmt: skip
+    return await db_fetch(
+        dsn,
+        "SELECT aggregate_id, version, event_type, payload FROM ops.events "
+        "WHERE workspace_id = $1 ORDER BY aggregate_id, version",
+        ws,
+    )
 
 
 async def test_a_page_with_bad_items_enqueues_the_rest_and_a_resend_is_noops(
@@ -64,8 +70,12 @@ async def test_a_page_with_bad_items_enqueues_the_rest_and_a_resend_is_noops(
         assert (results[8].field, results[8].reason) == ("workspace_id", "no such workspace")
         # one queued ledger row and one job.received per distinct good item; the new items
         # of each ledger page travel as one page job, which their rows name
-        rows = await db_fetch(migrated_dsn, "SELECT id::text, status::text, arq_job_id FROM "
-                              "ops.ingestion_jobs WHERE workspace_id = $1", ws)  # fmt: skip
+        rows = await db_fetch(
+            migrated_dsn,
+            "SELECT id::text, status::text, arq_job_id FROM "
+            "ops.ingestion_jobs WHERE workspace_id = $1",
+            ws,
+        )
         assert sorted((r[0], r[1]) for r in rows) == sorted((i, "queued") for i in ids)
         assert [e["event_type"] for e in await _events(migrated_dsn, ws)] == ["job.received"] * 6
         jobs = await queued_items(redis, settings.queue_name)
@@ -74,8 +84,15 @@ async def test_a_page_with_bad_items_enqueues_the_rest_and_a_resend_is_noops(
         assert all(r["id"] in jobs[r["arq_job_id"]] for r in rows)
 
         await run_worker_burst(settings)
-        assert await db_val(migrated_dsn, "SELECT count(*) FROM ops.ingestion_jobs WHERE "
-                            "workspace_id = $1 AND status = 'done'", ws) == 6  # fmt: skip
+        assert (
+            await db_val(
+                migrated_dsn,
+                "SELECT count(*) FROM ops.ingestion_jobs WHERE "
+                "workspace_id = $1 AND status = 'done'",
+                ws,
+            )
+            == 6
+        )
         requests = fake_openai.stats()["count"]
         assert requests >= 1
 
@@ -100,8 +117,9 @@ async def test_a_page_with_bad_items_enqueues_the_rest_and_a_resend_is_noops(
         by_job.setdefault(e["aggregate_id"], []).append(e["version"])
     assert all(v == list(range(1, len(v) + 1)) for v in by_job.values())
     projected = project(events)
-    for row in await db_fetch(migrated_dsn, "SELECT id, status::text FROM ops.ingestion_jobs "
-                              "WHERE workspace_id = $1", ws):  # fmt: skip
+    for row in await db_fetch(
+        migrated_dsn, "SELECT id, status::text FROM ops.ingestion_jobs WHERE workspace_id = $1", ws
+    ):
         assert projected[row["id"]].status == row["status"] == "done"
 
 
@@ -132,12 +150,17 @@ async def test_overlapping_pages_from_concurrent_connectors_record_each_job_once
     assert set(a) & set(b) == {job_id(parse_payload(p)) for p in shared}
     items = [i for carried in queued.values() for i in carried]
     assert len(items) == len(set(items)) == 70  # each in exactly one job
-    rows = await db_val(migrated_dsn, "SELECT count(*) FROM ops.ingestion_jobs "
-                        "WHERE workspace_id = $1", ws)  # fmt: skip
+    rows = await db_val(
+        migrated_dsn, "SELECT count(*) FROM ops.ingestion_jobs WHERE workspace_id = $1", ws
+    )
     assert rows == 70
-    received = await db_fetch(migrated_dsn, "SELECT aggregate_id, count(*) AS n FROM ops.events "
-                              "WHERE workspace_id = $1 AND event_type = 'job.received' "
-                              "GROUP BY aggregate_id", ws)  # fmt: skip
+    received = await db_fetch(
+        migrated_dsn,
+        "SELECT aggregate_id, count(*) AS n FROM ops.events "
+        "WHERE workspace_id = $1 AND event_type = 'job.received' "
+        "GROUP BY aggregate_id",
+        ws,
+    )
     assert len(received) == 70 and {r["n"] for r in received} == {1}
 
 
@@ -155,8 +178,9 @@ async def test_without_ledger_a_job_arq_still_holds_is_not_enqueued_twice(
         job_key = f"arq:job:{ids[0]}"
         before = await redis.get(job_key)
         await asyncio.sleep(0.01)  # a second write would carry a later enqueue time
-        again = await client.enqueue_many(redis, [*first, communication(ws, "x-3", "Third.")],
-                                          settings=settings)  # fmt: skip
+        again = await client.enqueue_many(
+            redis, [*first, communication(ws, "x-3", "Third.")], settings=settings
+        )
         assert again[:2] == ids
         assert await redis.get(job_key) == before
         assert await redis.zcard(settings.queue_name) == 3
@@ -166,6 +190,9 @@ async def test_without_ledger_a_job_arq_still_holds_is_not_enqueued_twice(
         assert await redis.zcard(settings.queue_name) == 0
     finally:
         await redis.aclose()
-    done = await db_val(migrated_dsn, "SELECT count(*) FROM ops.ingestion_jobs WHERE "
-                        "workspace_id = $1 AND status = 'done'", ws)  # fmt: skip
+    done = await db_val(
+        migrated_dsn,
+        "SELECT count(*) FROM ops.ingestion_jobs WHERE workspace_id = $1 AND status = 'done'",
+        ws,
+    )
     assert done == 3

@@ -29,8 +29,13 @@ async def _enqueue(settings: Any, payloads: list[dict[str, Any]]) -> list[str | 
 
 
 async def _done(dsn: str, ws: Any) -> int:
-    return int(await db_val(dsn, "SELECT count(*) FROM ops.ingestion_jobs WHERE "
-                            "workspace_id = $1 AND status = 'done'", ws))  # fmt: skip
+    return int(
+        await db_val(
+            dsn,
+            "SELECT count(*) FROM ops.ingestion_jobs WHERE workspace_id = $1 AND status = 'done'",
+            ws,
+        )
+    )
 
 
 @pytest.mark.parametrize("handoff_rows", [0, 8192])
@@ -40,12 +45,20 @@ async def test_handed_off_jobs_let_few_slots_fill_one_request(
     """4 slots, 40 queued emails, requests may linger for the queue: jobs that keep their
     slots can only put 4 emails in a request; handed-off ones free their slots and the
     request takes (nearly) all 40."""
-    settings = settings_factory(worker_concurrency=4, embed_batch_linger_ms=0,
-                                embed_batch_max_linger_ms=30_000,
-                                handoff_max_rows=handoff_rows)  # fmt: skip
+    settings = settings_factory(
+        worker_concurrency=4,
+        embed_batch_linger_ms=0,
+        embed_batch_max_linger_ms=30_000,
+        handoff_max_rows=handoff_rows,
+    )
     ws = await new_workspace(migrated_dsn)
-    await _enqueue(settings, [communication(ws, f"h{i}", f"handoff note {i}: ship item {i * 7}",
-                                            thread_key=f"h{i}") for i in range(40)])  # fmt: skip
+    await _enqueue(
+        settings,
+        [
+            communication(ws, f"h{i}", f"handoff note {i}: ship item {i * 7}", thread_key=f"h{i}")
+            for i in range(40)
+        ],
+    )
     await run_worker_burst(settings)
     assert await _done(migrated_dsn, ws) == 40
     stats = fake_openai.stats()
@@ -56,16 +69,23 @@ async def test_handed_off_jobs_let_few_slots_fill_one_request(
         assert stats["count"] >= 10, stats["count"]  # 4 slots: at most 4 emails each
 
 
-async def test_row_budget_bounds_handed_off_jobs(settings_factory, migrated_dsn, redis_server,
-                                                 fake_openai) -> None:  # fmt: skip
+async def test_row_budget_bounds_handed_off_jobs(
+    settings_factory, migrated_dsn, redis_server, fake_openai
+) -> None:
     """With a budget of 3 rows (one email is one row) never more than 3 jobs are handed
     off at once: the others keep their slots until handed-off jobs finish."""
     fake_openai.configure(latency_ms=150)
-    settings = settings_factory(worker_concurrency=8, handoff_max_rows=3, embed_batch_linger_ms=0,
-                                embed_batch_max_linger_ms=0)  # fmt: skip
+    settings = settings_factory(
+        worker_concurrency=8,
+        handoff_max_rows=3,
+        embed_batch_linger_ms=0,
+        embed_batch_max_linger_ms=0,
+    )
     ws = await new_workspace(migrated_dsn)
-    ids = await _enqueue(settings, [communication(ws, f"b{i}", f"budget note {i}",
-                                                  thread_key=f"b{i}") for i in range(24)])  # fmt: skip
+    ids = await _enqueue(
+        settings,
+        [communication(ws, f"b{i}", f"budget note {i}", thread_key=f"b{i}") for i in range(24)],
+    )
     markers = {keys.HANDED_OFF_KEY_PREFIX + str(i) for i in ids}
     peak, stop = 0, asyncio.Event()
     reported: list[int] = []  # what `cos-worker status` would have said meanwhile
@@ -107,8 +127,9 @@ async def test_status_does_not_count_handed_off_entries_past_their_deadline(redi
     redis = await client.connect(redis_server.url)
     try:
         now_ms = int(time.time() * 1000)
-        await redis.zadd(keys.HANDED_OFF_SET_PREFIX + queue,
-                         {"crashed": now_ms - 1000, "alive": now_ms + 60_000})  # fmt: skip
+        await redis.zadd(
+            keys.HANDED_OFF_SET_PREFIX + queue, {"crashed": now_ms - 1000, "alive": now_ms + 60_000}
+        )
         status = await client.queue_status(redis, queue)
         assert (status.depth, status.running, status.handed_off) == (0, 0, 1)
     finally:
@@ -126,11 +147,20 @@ async def test_a_handed_off_job_that_fails_transiently_is_retried_under_a_new_ar
     fake_openai.push_faults({"status": 500})
     [jid] = await _enqueue(settings, [communication(ws, "r1", "Retry me after a 500.")])
     await run_worker_burst(settings)
-    [row] = await db_fetch(migrated_dsn, "SELECT status::text, attempts, arq_job_id FROM "
-                           "ops.ingestion_jobs WHERE id = $1", jid)  # fmt: skip
+    [row] = await db_fetch(
+        migrated_dsn,
+        "SELECT status::text, attempts, arq_job_id FROM ops.ingestion_jobs WHERE id = $1",
+        jid,
+    )
     assert (row["status"], row["attempts"], row["arq_job_id"]) == ("done", 2, f"{jid}~2")
-    events = [r[0] for r in await db_fetch(migrated_dsn, "SELECT event_type FROM ops.events "
-                                           "WHERE aggregate_id = $1 ORDER BY version", jid)]  # fmt: skip
+    events = [
+        r[0]
+        for r in await db_fetch(
+            migrated_dsn,
+            "SELECT event_type FROM ops.events WHERE aggregate_id = $1 ORDER BY version",
+            jid,
+        )
+    ]
     assert events.count("job.retrying") == 1 and events[-1] == "job.completed"
     assert fake_openai.stats()["statuses"] == {"500": 1, "200": 1}
 

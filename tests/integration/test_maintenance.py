@@ -51,9 +51,16 @@ BEGIN
 END $$;
 """
 CHUNK_COLUMNS = [
-    "workspace_id", "transcript_id", "meeting_id", "chunk_index", "content", "content_hash",
-    "token_count", "embedding", "embedding_model",
-]  # fmt: skip
+    "workspace_id",
+    "transcript_id",
+    "meeting_id",
+    "chunk_index",
+    "content",
+    "content_hash",
+    "token_count",
+    "embedding",
+    "embedding_model",
+]
 INSERT_CHUNK = """
 INSERT INTO meetings.transcript_chunks
   (workspace_id, transcript_id, meeting_id, chunk_index, content, content_hash, token_count,
@@ -75,8 +82,11 @@ async def _build_template(dsn: str) -> None:
     try:
         await conn.execute("SET client_min_messages = warning")
         await conn.execute(NO_AUTOVACUUM)
-        await conn.execute(SEED_PARENTS.replace("$1", f"'{WS}'").replace("$2", f"'{MEETING}'")
-                           .replace("$3", f"'{TRANSCRIPT}'"))  # fmt: skip
+        await conn.execute(
+            SEED_PARENTS.replace("$1", f"'{WS}'")
+            .replace("$2", f"'{MEETING}'")
+            .replace("$3", f"'{TRANSCRIPT}'")
+        )
         # Load without the index, then build it once: as a fresh index would be.
         indexdef = await conn.fetchval("SELECT pg_get_indexdef($1::regclass)", CHUNKS_INDEX)
         await conn.execute(f"DROP INDEX {CHUNKS_INDEX}")
@@ -270,8 +280,9 @@ async def test_reindex_follows_growth_policy_and_cap(
         rebuilt = bloated.actions_of("reindex", "done")
         assert [(a.target, a.reason) for a in rebuilt] == [(CHUNKS_INDEX, "bloat")]
         assert rebuilt[0].details["bloat"] >= 0.4
-        after = next(i for i in (await run_maintenance(settings, db)).indexes
-                     if i["index"] == CHUNKS_INDEX)  # fmt: skip
+        after = next(
+            i for i in (await run_maintenance(settings, db)).indexes if i["index"] == CHUNKS_INDEX
+        )
         assert after["bloat"] < 0.05 and after["decision"] == "none"
 
         # Cap: two indexes due, one rebuild allowed: the larger overshoot goes first.

@@ -33,8 +33,12 @@ async def _enqueue(settings: Any, dsn: str, payloads: list[dict[str, Any]]) -> d
 
 
 async def _rows(dsn: str, ws: Any) -> dict[str, Any]:
-    rows = await db_fetch(dsn, "SELECT id::text, status::text, attempts, arq_job_id FROM "
-                          "ops.ingestion_jobs WHERE workspace_id = $1", ws)  # fmt: skip
+    rows = await db_fetch(
+        dsn,
+        "SELECT id::text, status::text, attempts, arq_job_id FROM "
+        "ops.ingestion_jobs WHERE workspace_id = $1",
+        ws,
+    )
     return {r["id"]: (r["status"], r["attempts"], r["arq_job_id"]) for r in rows}
 
 
@@ -63,8 +67,9 @@ async def test_a_page_item_that_fails_transiently_is_retried_as_a_job_of_its_own
 ) -> None:
     """arq never sees an item fail: each retry is a new job ``<item job id>~2``, which the
     item's ledger row names (the reconciler looks for that one), handed off or not."""
-    settings = settings_factory(embed_max_retries=0, job_max_tries=3, retry_base_delay_s=0.05,
-                                handoff_max_rows=handoff_rows)  # fmt: skip
+    settings = settings_factory(
+        embed_max_retries=0, job_max_tries=3, retry_base_delay_s=0.05, handoff_max_rows=handoff_rows
+    )
     ws = await new_workspace(migrated_dsn)
     mails = [communication(ws, f"r-{i}", f"Retry message {i} after a 500.") for i in range(3)]
     jobs = await _enqueue(settings, migrated_dsn, mails)
@@ -132,16 +137,25 @@ async def test_invalid_items_of_a_hand_made_page_are_recorded_each_under_its_own
     bad = [{**communication(ws, f"bad-{i}", "x"), "channel": "pigeon"} for i in range(2)]
     redis = await client.connect(settings.redis_url)
     try:
-        await redis.enqueue_job("ingest_page", {"items": [*bad, good]}, _job_id="page:hand",
-                                _queue_name=settings.queue_name)  # fmt: skip
-        await redis.enqueue_job("ingest_page", {"items": []}, _job_id="page:empty",
-                                _queue_name=settings.queue_name)  # fmt: skip
+        await redis.enqueue_job(
+            "ingest_page",
+            {"items": [*bad, good]},
+            _job_id="page:hand",
+            _queue_name=settings.queue_name,
+        )
+        await redis.enqueue_job(
+            "ingest_page", {"items": []}, _job_id="page:empty", _queue_name=settings.queue_name
+        )
     finally:
         await redis.aclose()
     await run_worker_burst(settings)
-    rows = await db_fetch(migrated_dsn, "SELECT external_id, status::text AS status, "
-                          "error_field FROM ops.ingestion_jobs WHERE workspace_id = $1 "
-                          "OR (workspace_id IS NULL AND error_field = 'items')", ws)  # fmt: skip
+    rows = await db_fetch(
+        migrated_dsn,
+        "SELECT external_id, status::text AS status, "
+        "error_field FROM ops.ingestion_jobs WHERE workspace_id = $1 "
+        "OR (workspace_id IS NULL AND error_field = 'items')",
+        ws,
+    )
     got = sorted((r["external_id"] or "", r["status"], r["error_field"] or "") for r in rows)
     assert got == [
         ("", "failed", "items"),
@@ -170,8 +184,11 @@ async def test_a_pages_items_look_up_reusable_vectors_in_one_statement(
     lookups = worker.ctx["runtime"].pipeline.embedder._lookups.stats
     assert lookups.groups == 1 and lookups.largest == 7
     assert fake_openai.stats()["inputs"] == inputs_before + 1  # only the fresh message
-    vectors = await db_fetch(migrated_dsn, "SELECT external_id, embedding FROM "
-                             "comms.communications WHERE workspace_id = $1", ws)  # fmt: skip
+    vectors = await db_fetch(
+        migrated_dsn,
+        "SELECT external_id, embedding FROM comms.communications WHERE workspace_id = $1",
+        ws,
+    )
     by_id = {r["external_id"]: r["embedding"].to_numpy() for r in vectors}
     for i in range(6):
         assert (by_id[f"copy-{i}"] == by_id[f"orig-{i}"]).all()

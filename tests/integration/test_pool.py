@@ -20,8 +20,9 @@ pytestmark = pytest.mark.asyncio
 async def test_released_connection_keeps_role_and_drops_transaction_state(
     migrated_dsn: str,
 ) -> None:
-    pool = await create_pool(Settings(database_url=migrated_dsn), migrated_dsn, min_size=1,
-                             max_size=1)  # fmt: skip
+    pool = await create_pool(
+        Settings(database_url=migrated_dsn), migrated_dsn, min_size=1, max_size=1
+    )
     try:
         async with pool.acquire() as conn:
             pid = await conn.fetchval("SELECT pg_backend_pid()")
@@ -49,8 +50,9 @@ async def test_released_connection_keeps_role_and_drops_transaction_state(
 
 
 async def test_pool_connections_cannot_leave_the_service_role(migrated_dsn: str) -> None:
-    pool = await create_pool(Settings(database_url=migrated_dsn), migrated_dsn, min_size=1,
-                             max_size=1)  # fmt: skip
+    pool = await create_pool(
+        Settings(database_url=migrated_dsn), migrated_dsn, min_size=1, max_size=1
+    )
     try:
         async with pool.acquire() as conn:
             await conn.execute("RESET ALL")  # what the default reset would have run
@@ -70,9 +72,12 @@ async def test_all_connections_are_opened_at_startup_unless_db_pool_min_says_few
     async def backends() -> int:
         conn = await asyncpg.connect(migrated_dsn)
         try:
-            return int(await conn.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'cos-worker' "
-                "AND datname = current_database()"))  # fmt: skip
+            return int(
+                await conn.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'cos-worker' "
+                    "AND datname = current_database()"
+                )
+            )
         finally:
             await conn.close()
 
@@ -102,10 +107,13 @@ async def test_connections_learn_the_statements_types_when_they_open(
     async def introspections() -> int:
         conn = await asyncpg.connect(dsn)
         try:
-            return int(await conn.fetchval(
-                "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements "
-                "WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) "
-                "AND query LIKE '%range_subtype%'"))  # fmt: skip
+            return int(
+                await conn.fetchval(
+                    "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements "
+                    "WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+                    "AND query LIKE '%range_subtype%'"
+                )
+            )
         finally:
             await conn.close()
 
@@ -125,8 +133,11 @@ async def test_connections_learn_the_statements_types_when_they_open(
 
     # A cold pool; a preparing pool with every connection opened at startup; and one whose
     # connections open on demand (DB_POOL_MIN=1): those prepare when they open.
-    for prepare, min_size, expect_introspection in (((), 3, True), (Q.plain(), 3, False),
-                                                    (Q.plain(), 1, False)):  # fmt: skip
+    for prepare, min_size, expect_introspection in (
+        ((), 3, True),
+        (Q.plain(), 3, False),
+        (Q.plain(), 1, False),
+    ):
         pool = await create_pool(settings, dsn, min_size=min_size, prepare=prepare)
         try:
             assert pool.get_size() == min_size

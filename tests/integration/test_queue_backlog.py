@@ -31,10 +31,12 @@ async def test_counts_due_jobs_that_no_worker_started(redis_server: Any) -> None
         for i in range(4):
             await redis.enqueue_job(keys.INGEST, {"n": i}, _job_id=f"due-{i}", _queue_name=queue)
         # A retry deferred into the future and a job scheduled later are not on their way.
-        await redis.enqueue_job(keys.INGEST, {"n": 9}, _job_id="retry", _queue_name=queue,
-                                _defer_by=60)  # fmt: skip
-        await redis.enqueue_job(keys.INGEST, {"n": 10}, _job_id="later", _queue_name=queue,
-                                _defer_by=3600)  # fmt: skip
+        await redis.enqueue_job(
+            keys.INGEST, {"n": 9}, _job_id="retry", _queue_name=queue, _defer_by=60
+        )
+        await redis.enqueue_job(
+            keys.INGEST, {"n": 10}, _job_id="later", _queue_name=queue, _defer_by=3600
+        )
         # A running job (this worker's or another's) stays in the queue, marked in progress.
         await redis.set(keys.IN_PROGRESS_KEY_PREFIX + "due-0", b"1", px=60_000)
         assert await redis.zcard(queue) == 6
@@ -55,11 +57,14 @@ async def test_worker_merges_queued_jobs_into_one_request(
     """No linger for announced jobs (0 ms): only the queue's backlog keeps the first
     jobs' rows waiting for the others. arq hands jobs over one by one, so without it the
     30 jobs would go out in many requests."""
-    settings = settings_factory(worker_concurrency=40, embed_batch_linger_ms=0,
-                                embed_batch_max_linger_ms=30_000)  # fmt: skip
+    settings = settings_factory(
+        worker_concurrency=40, embed_batch_linger_ms=0, embed_batch_max_linger_ms=30_000
+    )
     ws = await new_workspace(migrated_dsn)
-    payloads = [communication(ws, f"q{i}", f"queued note {i}: item {i * 3} signed off",
-                              thread_key=f"q{i}") for i in range(30)]  # fmt: skip
+    payloads = [
+        communication(ws, f"q{i}", f"queued note {i}: item {i * 3} signed off", thread_key=f"q{i}")
+        for i in range(30)
+    ]
     redis = await client.connect(settings.redis_url or "")
     try:
         for p in payloads:
@@ -74,6 +79,9 @@ async def test_worker_merges_queued_jobs_into_one_request(
     # announced: neither backlog nor on the way) outlasted the batcher's last look at the
     # queue on a busy machine. Without the probe: 6.
     assert stats["count"] <= 2, stats["count"]
-    done = await db_val(migrated_dsn, "SELECT count(*) FROM ops.ingestion_jobs "
-                        "WHERE workspace_id=$1 AND status='done'", ws)  # fmt: skip
+    done = await db_val(
+        migrated_dsn,
+        "SELECT count(*) FROM ops.ingestion_jobs WHERE workspace_id=$1 AND status='done'",
+        ws,
+    )
     assert done == 30

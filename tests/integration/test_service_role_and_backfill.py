@@ -41,12 +41,14 @@ async def test_whole_pipeline_as_login_role_with_only_service_role(
     ws = await new_workspace(migrated_dsn)
     settings = settings_factory(app_dsn)
     redis = await client.connect(settings.redis_url)
-    await client.enqueue(redis, communication(ws, "role-1", "written by the service role"),
-                         settings=settings)  # fmt: skip
+    await client.enqueue(
+        redis, communication(ws, "role-1", "written by the service role"), settings=settings
+    )
     await redis.aclose()
     await run_worker_burst(settings)
-    rows = await db_fetch(migrated_dsn, "SELECT status::text FROM ops.ingestion_jobs "
-                       "WHERE workspace_id = $1", ws)  # fmt: skip
+    rows = await db_fetch(
+        migrated_dsn, "SELECT status::text FROM ops.ingestion_jobs WHERE workspace_id = $1", ws
+    )
     assert [r[0] for r in rows] == ["done"]
     # without the role switch the same login cannot see or write tenant rows (RLS, grants)
     plain = await asyncpg.connect(app_dsn)
@@ -65,8 +67,12 @@ async def test_embed_pending_fills_contacts_and_insights_and_follows_model_chang
     conn = await asyncpg.connect(migrated_dsn)
     try:
         for i in range(3):
-            await conn.execute("INSERT INTO intel.insights (workspace_id, insight_type, title, body)"
-                               " VALUES ($1, 'risk', $2, 'body')", ws, f"insight {i}")  # fmt: skip
+            await conn.execute(
+                "INSERT INTO intel.insights (workspace_id, insight_type, title, body)"
+                " VALUES ($1, 'risk', $2, 'body')",
+                ws,
+                f"insight {i}",
+            )
     finally:
         await conn.close()
     redis = await client.connect(settings.redis_url)
@@ -79,10 +85,14 @@ async def test_embed_pending_fills_contacts_and_insights_and_follows_model_chang
     await client.enqueue_embed_pending(redis, settings)
     await redis.aclose()
     await run_worker_burst(settings)
-    contacts = await db_fetch(migrated_dsn, "SELECT embedding_model, embedding FROM core.contacts "
-                           "WHERE workspace_id = $1", ws)  # fmt: skip
-    insights = await db_fetch(migrated_dsn, "SELECT embedding_model FROM intel.insights "
-                           "WHERE workspace_id = $1", ws)  # fmt: skip
+    contacts = await db_fetch(
+        migrated_dsn,
+        "SELECT embedding_model, embedding FROM core.contacts WHERE workspace_id = $1",
+        ws,
+    )
+    insights = await db_fetch(
+        migrated_dsn, "SELECT embedding_model FROM intel.insights WHERE workspace_id = $1", ws
+    )
     assert len(contacts) == 2 and len(insights) == 3
     assert {c[0] for c in contacts} == {"text-embedding-3-small"}
     assert {i[0] for i in insights} == {"text-embedding-3-small"}
@@ -93,9 +103,13 @@ async def test_embed_pending_fills_contacts_and_insights_and_follows_model_chang
     await client.enqueue_embed_pending(redis, local)
     await redis.aclose()
     await run_worker_burst(local)
-    models = await db_fetch(migrated_dsn, "SELECT embedding_model FROM core.contacts WHERE "
-                         "workspace_id = $1 UNION ALL SELECT embedding_model FROM intel.insights "
-                         "WHERE workspace_id = $1", ws)  # fmt: skip
+    models = await db_fetch(
+        migrated_dsn,
+        "SELECT embedding_model FROM core.contacts WHERE "
+        "workspace_id = $1 UNION ALL SELECT embedding_model FROM intel.insights "
+        "WHERE workspace_id = $1",
+        ws,
+    )
     assert {m[0] for m in models} == {LOCAL_MODEL_NAME}
 
 
@@ -135,15 +149,24 @@ async def test_transcript_from_content_url_keeps_speakers_and_times(
 ) -> None:
     settings = settings_factory(fetch_allow_private=True)
     ws = await new_workspace(migrated_dsn)
-    payload = {"kind": "transcript", "workspace_id": str(ws), "source": "meet",
-               "external_id": "vtt-1", "meeting": {"title": "Planning"},
-               "content_url": vtt_server}  # fmt: skip
+    payload = {
+        "kind": "transcript",
+        "workspace_id": str(ws),
+        "source": "meet",
+        "external_id": "vtt-1",
+        "meeting": {"title": "Planning"},
+        "content_url": vtt_server,
+    }
     redis = await client.connect(settings.redis_url)
     await client.enqueue(redis, payload, settings=settings)
     await redis.aclose()
     await run_worker_burst(settings)
-    rows = await db_fetch(migrated_dsn, "SELECT speakers, start_ms, end_ms, content FROM "
-                       "meetings.transcript_chunks WHERE workspace_id = $1", ws)  # fmt: skip
+    rows = await db_fetch(
+        migrated_dsn,
+        "SELECT speakers, start_ms, end_ms, content FROM "
+        "meetings.transcript_chunks WHERE workspace_id = $1",
+        ws,
+    )
     assert len(rows) == 1
     assert set(rows[0]["speakers"]) == {"Dana", "Eli"}
     assert (rows[0]["start_ms"], rows[0]["end_ms"]) == (0, 9500)
@@ -153,18 +176,28 @@ async def test_transcript_from_content_url_keeps_speakers_and_times(
     assert fmt[0][0] == "vtt"
 
 
-async def test_content_url_to_loopback_is_refused_by_default(settings_factory, migrated_dsn: str,
-                                                             vtt_server: str) -> None:  # fmt: skip
+async def test_content_url_to_loopback_is_refused_by_default(
+    settings_factory, migrated_dsn: str, vtt_server: str
+) -> None:
     settings = settings_factory(fetch_allow_private=False)
     ws = await new_workspace(migrated_dsn)
-    payload = {"kind": "transcript", "workspace_id": str(ws), "source": "meet",
-               "external_id": "vtt-2", "content_url": vtt_server}  # fmt: skip
+    payload = {
+        "kind": "transcript",
+        "workspace_id": str(ws),
+        "source": "meet",
+        "external_id": "vtt-2",
+        "content_url": vtt_server,
+    }
     redis = await client.connect(settings.redis_url)
     await client.enqueue(redis, payload, settings=settings)
     await redis.aclose()
     await run_worker_burst(settings)
-    rows = await db_fetch(migrated_dsn, "SELECT status::text, attempts, error_field, last_error "
-                       "FROM ops.ingestion_jobs WHERE workspace_id = $1", ws)  # fmt: skip
+    rows = await db_fetch(
+        migrated_dsn,
+        "SELECT status::text, attempts, error_field, last_error "
+        "FROM ops.ingestion_jobs WHERE workspace_id = $1",
+        ws,
+    )
     assert rows[0]["status"] == "failed" and rows[0]["attempts"] == 1
     assert rows[0]["error_field"] == "content_url"
     assert "refused" in rows[0]["last_error"]
@@ -172,14 +205,19 @@ async def test_content_url_to_loopback_is_refused_by_default(settings_factory, m
 
 async def test_arq_health_check_is_written(settings_factory) -> None:
     settings = settings_factory()
-    worker = Worker(**worker_options(settings), redis_settings=redis_settings_for(settings.redis_url),
-                    handle_signals=False, ctx={"settings": settings})  # fmt: skip
+    worker = Worker(
+        **worker_options(settings),
+        redis_settings=redis_settings_for(settings.redis_url),
+        handle_signals=False,
+        ctx={"settings": settings},
+    )
     task = asyncio.create_task(worker.main())
     try:
         code = 1
         for _ in range(100):
-            code = await async_check_health(redis_settings_for(settings.redis_url),
-                                            queue_name=settings.queue_name)  # fmt: skip
+            code = await async_check_health(
+                redis_settings_for(settings.redis_url), queue_name=settings.queue_name
+            )
             if code == 0:
                 break
             await asyncio.sleep(0.1)

@@ -32,8 +32,13 @@ async def _contact(conn: asyncpg.Connection, ws: uuid.UUID) -> asyncpg.Record:
     return row
 
 
-async def _sight(conn: asyncpg.Connection, ws: uuid.UUID, when: datetime | None,
-                 name: str | None = None, lock_timeout_ms: int = 300) -> dict[str, uuid.UUID]:  # fmt: skip
+async def _sight(
+    conn: asyncpg.Connection,
+    ws: uuid.UUID,
+    when: datetime | None,
+    name: str | None = None,
+    lock_timeout_ms: int = 300,
+) -> dict[str, uuid.UUID]:
     """One item's sighting, in its own transaction, giving up on a row lock quickly."""
     async with conn.transaction():
         await conn.execute(f"SET LOCAL lock_timeout = '{lock_timeout_ms}ms'")
@@ -68,8 +73,12 @@ async def test_covered_sightings_do_not_wait_for_a_locked_contact(migrated_dsn, 
         assert await _sight(item, ws, FEB, "Owner") == {OWNER: contact_id}
         assert await _sight(item, ws, JAN) == {OWNER: contact_id}
         # Widening the dates or naming the person differently must update: it waits.
-        for when, name in ((APR, None), (datetime(2025, 12, 1, tzinfo=UTC), None),
-                           (FEB, "Owner Renamed"), (None, None)):  # fmt: skip
+        for when, name in (
+            (APR, None),
+            (datetime(2025, 12, 1, tzinfo=UTC), None),
+            (FEB, "Owner Renamed"),
+            (None, None),
+        ):
             with pytest.raises(asyncpg.LockNotAvailableError):
                 await _sight(item, ws, when, name)
     finally:

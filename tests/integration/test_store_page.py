@@ -31,21 +31,32 @@ def mailbox(ws: uuid.UUID, n: int, prefix: str = "m") -> list[dict[str, Any]]:
     for i in range(n):
         sender = PEOPLE[i % 4]
         to = [p for p in PEOPLE if p != sender][: 1 + i % 3]
-        out.append(communication(
-            ws, f"{prefix}{i}", f"Message {i} about topic {i % 5}: the plan for week {i}.",
-            thread_key=f"thread-{i % 3}", subject=None if i % 7 == 3 else f"Topic {i % 3}",
-            sender={"name": sender.split("@")[0].title(), "address": sender},
-            recipients=[{"address": a, "role": "cc" if j else "to",
-                         "name": None if i % 2 else a.split("@")[0].title()}
-                        for j, a in enumerate(to)],
-            sent_at=(start + timedelta(days=(i * 7) % n)).isoformat(),
-        ))  # fmt: skip
+        out.append(
+            communication(
+                ws,
+                f"{prefix}{i}",
+                f"Message {i} about topic {i % 5}: the plan for week {i}.",
+                thread_key=f"thread-{i % 3}",
+                subject=None if i % 7 == 3 else f"Topic {i % 3}",
+                sender={"name": sender.split("@")[0].title(), "address": sender},
+                recipients=[
+                    {
+                        "address": a,
+                        "role": "cc" if j else "to",
+                        "name": None if i % 2 else a.split("@")[0].title(),
+                    }
+                    for j, a in enumerate(to)
+                ],
+                sent_at=(start + timedelta(days=(i * 7) % n)).isoformat(),
+            )
+        )
     return out
 
 
 @pytest.fixture
-async def runtime_factory(migrated_dsn: str, redis_server: Any, fake_openai: Any
-                          ) -> AsyncIterator[Callable[..., Any]]:  # fmt: skip
+async def runtime_factory(
+    migrated_dsn: str, redis_server: Any, fake_openai: Any
+) -> AsyncIterator[Callable[..., Any]]:
     opened: list[Runtime] = []
 
     async def make(**overrides: Any) -> Runtime:
@@ -106,8 +117,9 @@ def without_ids(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-async def test_a_page_writes_what_item_by_item_writes(runtime_factory, migrated_dsn,
-                                                     fake_openai) -> None:  # fmt: skip
+async def test_a_page_writes_what_item_by_item_writes(
+    runtime_factory, migrated_dsn, fake_openai
+) -> None:
     grouped_ws, single_ws = await new_workspace(migrated_dsn), await new_workspace(migrated_dsn)
     grouped = await runtime_factory(group_write_connections=2, group_write_max_items=100)
     results = await run_all(grouped, mailbox(grouped_ws, 40))
@@ -140,28 +152,50 @@ async def test_a_page_writes_what_item_by_item_writes(runtime_factory, migrated_
                 payload["result"] = clean(payload["result"])
             return payload
 
-        return [(e["external_id"], e["version"], e["event_type"], clean(e["payload"]))
-                for e in events]  # fmt: skip
+        return [
+            (e["external_id"], e["version"], e["event_type"], clean(e["payload"])) for e in events
+        ]
 
     assert stream(a["events"]) == stream(b["events"])
     assert [e["event_type"] for e in a["events"] if e["external_id"] == "m0"] == [
-        ledger.JOB_RECEIVED, ledger.JOB_STARTED, ledger.CONTENT_PULLED, ledger.CONTENT_CHUNKED,
-        ledger.CONTENT_EMBEDDED, ledger.CONTENT_STORED, ledger.JOB_COMPLETED,
-    ]  # fmt: skip
-    stored = {e["external_id"]: e["payload"] for e in a["events"]
-              if e["event_type"] == ledger.CONTENT_STORED}  # fmt: skip
+        ledger.JOB_RECEIVED,
+        ledger.JOB_STARTED,
+        ledger.CONTENT_PULLED,
+        ledger.CONTENT_CHUNKED,
+        ledger.CONTENT_EMBEDDED,
+        ledger.CONTENT_STORED,
+        ledger.JOB_COMPLETED,
+    ]
+    stored = {
+        e["external_id"]: e["payload"]
+        for e in a["events"]
+        if e["event_type"] == ledger.CONTENT_STORED
+    }
     assert stored["m1"]["participants"] == 3 and stored["m1"]["chunks"] == 1
-    projected = ledger.project(await db_fetch(
-        migrated_dsn, "SELECT e.* FROM ops.events e WHERE e.workspace_id = $1 "
-        "ORDER BY aggregate_id, version", grouped_ws))  # fmt: skip
+    projected = ledger.project(
+        await db_fetch(
+            migrated_dsn,
+            "SELECT e.* FROM ops.events e WHERE e.workspace_id = $1 ORDER BY aggregate_id, version",
+            grouped_ws,
+        )
+    )
     assert {p.status for p in projected.values()} == {"done"}
 
     # A re-ingest of changed content replaces rows (participants, thread counters) the same
     # way, the old thread's count included when a message moves to another thread.
     for rt, ws in ((grouped, grouped_ws), (single, single_ws)):
-        [res] = await run_all(rt, [communication(
-            ws, "m1", "Rewritten body", thread_key="thread-9",
-            recipients=[{"address": "new@example.com", "role": "to"}])])  # fmt: skip
+        [res] = await run_all(
+            rt,
+            [
+                communication(
+                    ws,
+                    "m1",
+                    "Rewritten body",
+                    thread_key="thread-9",
+                    recipients=[{"address": "new@example.com", "role": "to"}],
+                )
+            ],
+        )
         assert res["status"] == "done"
     after = await snapshot(migrated_dsn, grouped_ws)
     m1 = [p for p in after["participants"] if p["external_id"] == "m1"]
@@ -199,32 +233,39 @@ async def test_a_bad_item_fails_alone_and_its_page_neighbours_are_written(
     assert sum(r["status"] == "done" for r in results) == 11
     # Whether the poison item shared a group depends on when each job's vector arrived
     # (alone, it takes the per-item path); test_a_failed_group_... pins the group case.
-    rows = await db_fetch(migrated_dsn, "SELECT external_id FROM comms.communications "
-                          "WHERE workspace_id = $1", ws)  # fmt: skip
+    rows = await db_fetch(
+        migrated_dsn, "SELECT external_id FROM comms.communications WHERE workspace_id = $1", ws
+    )
     assert len(rows) == 11 and "poison-1" not in {r["external_id"] for r in rows}
     snap = await snapshot(migrated_dsn, ws)
     [poison] = [r for r in snap["ledger"] if r["external_id"] == "poison-1"]
     assert poison["status"] == "failed" and "refused by test trigger" in poison["last_error"]
     assert [e["event_type"] for e in snap["events"] if e["external_id"] == "poison-1"][-1] == (
-        ledger.JOB_FAILED)  # fmt: skip
+        ledger.JOB_FAILED
+    )
     # The poison item's people were not recorded by its failed page.
     assert sum(t["message_count"] for t in snap["threads"]) == 11
 
 
-async def _started(rt: Runtime, payload: dict[str, Any], arq_id: str | None = None
-                   ) -> CommWrite:  # fmt: skip
+async def _started(rt: Runtime, payload: dict[str, Any], arq_id: str | None = None) -> CommWrite:
     """A delivery picked up (ledger running) whose vector is ready: a page's input."""
     p = parse_payload(payload)
     ref = ledger.JobRef(uuid.UUID(job_id(p)), p.workspace_id, p.kind, arq_job_id=arq_id)
     async with rt.pool.acquire() as conn:
         pickup = await ledger.receive_and_start(
-            conn, ref, source=p.source, external_id=p.external_id, content_hash=content_hash(p),
-            payload=payload, noop_key=f"noop:{uuid.uuid4().hex}",
-        )  # fmt: skip
+            conn,
+            ref,
+            source=p.source,
+            external_id=p.external_id,
+            content_hash=content_hash(p),
+            payload=payload,
+            noop_key=f"noop:{uuid.uuid4().hex}",
+        )
     vector = np.zeros(1536, np.float32)
     vector[0] = 1.0
-    return CommWrite(ref, p, pickup.queued_at, p.body or "", content_hash(p), vector,
-                     "test-model", [], [])  # fmt: skip
+    return CommWrite(
+        ref, p, pickup.queued_at, p.body or "", content_hash(p), vector, "test-model", [], []
+    )
 
 
 async def test_a_failed_group_is_written_again_item_by_item_and_only_the_bad_one_fails(
@@ -239,16 +280,18 @@ async def test_a_failed_group_is_written_again_item_by_item_and_only_the_bad_one
     payloads[5] = communication(ws, "poison-2", "The database refuses this one.")
     writes = [await _started(rt, p) for p in payloads]
     trigger = f"refuse_{uuid.uuid4().hex[:8]}"
-    await db_fetch(migrated_dsn, f"""DO $do$ BEGIN EXECUTE $q$
+    await db_fetch(
+        migrated_dsn,
+        f"""DO $do$ BEGIN EXECUTE $q$
         CREATE FUNCTION {trigger}() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN RAISE EXCEPTION 'refused by test trigger'; END $$;
         CREATE TRIGGER {trigger} BEFORE INSERT ON comms.communications FOR EACH ROW
         WHEN (NEW.workspace_id = '{ws}' AND NEW.external_id = 'poison-2')
-        EXECUTE FUNCTION {trigger}();$q$; END $do$""")  # fmt: skip
+        EXECUTE FUNCTION {trigger}();$q$; END $do$""",
+    )
     try:
         writer = rt.pipeline.comm_writer
-        results = await asyncio.gather(*(writer.submit(w) for w in writes),
-                                       return_exceptions=True)  # fmt: skip
+        results = await asyncio.gather(*(writer.submit(w) for w in writes), return_exceptions=True)
     finally:
         await db_fetch(migrated_dsn, f"DROP TRIGGER {trigger} ON comms.communications")
         await db_fetch(migrated_dsn, f"DROP FUNCTION {trigger}()")
@@ -258,12 +301,14 @@ async def test_a_failed_group_is_written_again_item_by_item_and_only_the_bad_one
     assert [r["status"] for r in results] == ["done"] * 11  # type: ignore[index]
     snap = await snapshot(migrated_dsn, ws)
     assert sorted(c["external_id"] for c in snap["comms"]) == sorted(
-        p["external_id"] for i, p in enumerate(payloads) if i != 5)  # fmt: skip
+        p["external_id"] for i, p in enumerate(payloads) if i != 5
+    )
     assert sum(t["message_count"] for t in snap["threads"]) == 11
 
 
-async def test_a_page_skips_an_older_version_and_noops_a_finished_job(runtime_factory,
-                                                                      migrated_dsn) -> None:  # fmt: skip
+async def test_a_page_skips_an_older_version_and_noops_a_finished_job(
+    runtime_factory, migrated_dsn
+) -> None:
     ws = await new_workspace(migrated_dsn)
     rt = await runtime_factory()
     old = await _started(rt, communication(ws, "x", "first version"))
@@ -283,19 +328,25 @@ async def test_a_page_skips_an_older_version_and_noops_a_finished_job(runtime_fa
     assert noop["status"] == "noop"
     snap = await snapshot(migrated_dsn, ws)
     assert {c["external_id"]: c["body"] for c in snap["comms"]} == {
-        "x": "second version", "y": "unrelated"}  # fmt: skip
+        "x": "second version",
+        "y": "unrelated",
+    }
     statuses = {(r["external_id"], r["status"]) for r in snap["ledger"]}
     assert statuses == {("x", "done"), ("x", "skipped"), ("y", "done")}
-    types = await db_fetch(migrated_dsn, "SELECT event_type FROM ops.events WHERE aggregate_id "
-                           "= $1 ORDER BY version", new.ref.job_id)  # fmt: skip
+    types = await db_fetch(
+        migrated_dsn,
+        "SELECT event_type FROM ops.events WHERE aggregate_id = $1 ORDER BY version",
+        new.ref.job_id,
+    )
     assert [t["event_type"] for t in types][-1] == ledger.JOB_NOOP
     with pytest.raises(ValueError, match="one job per item"):
         async with rt.pool.acquire() as conn, conn.transaction():
             await store_communications(conn, [old, new])
 
 
-async def test_a_thread_takes_a_subject_from_any_page_item_that_has_one(runtime_factory,
-                                                                        migrated_dsn) -> None:  # fmt: skip
+async def test_a_thread_takes_a_subject_from_any_page_item_that_has_one(
+    runtime_factory, migrated_dsn
+) -> None:
     """Item by item, any message with a subject fills its thread's missing one; a page must
     not lose it to a neighbour without a subject, whatever their order (CI once caught this)."""
     ws = await new_workspace(migrated_dsn)
@@ -307,9 +358,16 @@ async def test_a_thread_takes_a_subject_from_any_page_item_that_has_one(runtime_
     # t-new: created by a page whose first item has no subject, a later one has.
     # t-old: exists without a subject; a page's subject comes before one without.
     first = [await _started(rt, mail(0, "t-old", None))]
-    page = [await _started(rt, m) for m in (
-        mail(1, "t-new", None), mail(2, "t-new", "Budget"), mail(3, "t-new", None),
-        mail(4, "t-old", "Hiring"), mail(5, "t-old", None))]  # fmt: skip
+    page = [
+        await _started(rt, m)
+        for m in (
+            mail(1, "t-new", None),
+            mail(2, "t-new", "Budget"),
+            mail(3, "t-new", None),
+            mail(4, "t-old", "Hiring"),
+            mail(5, "t-old", None),
+        )
+    ]
     for writes in (first, page):
         async with rt.pool.acquire() as conn, conn.transaction():
             results = await store_communications(conn, writes)
@@ -328,24 +386,36 @@ async def test_a_page_does_not_wait_for_another_page_that_created_the_same_threa
     rt = await runtime_factory(group_write_connections=2, group_write_max_items=100)
 
     def mail(name: str, person: str) -> dict[str, Any]:
-        return communication(ws, name, f"body of {name}", thread_key="t-shared",
-                             sender={"address": f"{person}@example.com"}, recipients=[])  # fmt: skip
+        return communication(
+            ws,
+            name,
+            f"body of {name}",
+            thread_key="t-shared",
+            sender={"address": f"{person}@example.com"},
+            recipients=[],
+        )
 
     first = [await _started(rt, mail(n, f"a{n}")) for n in ("slow", "a1", "a2")]
     second = [await _started(rt, mail(n, f"b{n}")) for n in ("b1", "b2")]
     trigger = f"slow_{uuid.uuid4().hex[:8]}"
-    await db_fetch(migrated_dsn, f"""DO $do$ BEGIN EXECUTE $q$
+    await db_fetch(
+        migrated_dsn,
+        f"""DO $do$ BEGIN EXECUTE $q$
         CREATE FUNCTION {trigger}() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN PERFORM pg_sleep(2.5); RETURN NEW; END $$;
         CREATE TRIGGER {trigger} BEFORE INSERT ON comms.communications FOR EACH ROW
         WHEN (NEW.workspace_id = '{ws}' AND NEW.external_id = 'slow')
-        EXECUTE FUNCTION {trigger}();$q$; END $do$""")  # fmt: skip
+        EXECUTE FUNCTION {trigger}();$q$; END $do$""",
+    )
     writer = rt.pipeline.comm_writer
     try:
         slow = asyncio.gather(*(writer.submit(w) for w in first))
         for _ in range(200):  # the first page is inside its transaction, asleep
-            rows = await db_fetch(migrated_dsn, "SELECT 1 FROM pg_stat_activity WHERE "
-                                  "wait_event = 'PgSleep' AND datname = current_database()")  # fmt: skip
+            rows = await db_fetch(
+                migrated_dsn,
+                "SELECT 1 FROM pg_stat_activity WHERE "
+                "wait_event = 'PgSleep' AND datname = current_database()",
+            )
             if rows:
                 break
             await asyncio.sleep(0.01)

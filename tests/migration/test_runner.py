@@ -134,8 +134,13 @@ def test_cli_exits_nonzero_on_drift(pg: EmbeddedPostgres, new_database, tmp_path
     import sys
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "worker.cli", "migrate", *args],
-                              env=env, capture_output=True, text=True, cwd=REPO_ROOT)  # fmt: skip
+        return subprocess.run(
+            [sys.executable, "-m", "worker.cli", "migrate", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            cwd=REPO_ROOT,
+        )
 
     up = run("up")
     assert up.returncode == 0, up.stderr

@@ -29,11 +29,17 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-def make_settings(database_url: str, redis_url: str, openai_base_url: str,
-                  **overrides: Any) -> Settings:  # fmt: skip
-    values = {**DEFAULTS, "database_url": database_url, "redis_url": redis_url,
-              "openai_base_url": openai_base_url + "/v1",
-              "queue_name": f"test:{uuid.uuid4().hex[:8]}", **overrides}  # fmt: skip
+def make_settings(
+    database_url: str, redis_url: str, openai_base_url: str, **overrides: Any
+) -> Settings:
+    values = {
+        **DEFAULTS,
+        "database_url": database_url,
+        "redis_url": redis_url,
+        "openai_base_url": openai_base_url + "/v1",
+        "queue_name": f"test:{uuid.uuid4().hex[:8]}",
+        **overrides,
+    }
     return Settings(**values)
 
 
@@ -70,37 +76,60 @@ async def new_workspace(dsn: str, name: str = "test") -> uuid.UUID:
 
 def communication(ws: uuid.UUID, external_id: str, body: str, **kw: Any) -> dict[str, Any]:
     return {
-        "kind": "communication", "workspace_id": str(ws), "source": "gmail",
-        "external_id": external_id, "channel": "email", "thread_key": kw.pop("thread_key", "t1"),
+        "kind": "communication",
+        "workspace_id": str(ws),
+        "source": "gmail",
+        "external_id": external_id,
+        "channel": "email",
+        "thread_key": kw.pop("thread_key", "t1"),
         "subject": kw.pop("subject", f"subject {external_id}"),
         "sender": {"name": "Ann Example", "address": "ann@example.com"},
         "recipients": [{"name": "Bob Example", "address": "bob@example.com", "role": "to"}],
-        "sent_at": "2026-11-01T10:00:00Z", "body": body, **kw,
-    }  # fmt: skip
+        "sent_at": "2026-11-01T10:00:00Z",
+        "body": body,
+        **kw,
+    }
 
 
-def transcript(ws: uuid.UUID, external_id: str, turns: list[tuple[str, int, int, str]],
-               **kw: Any) -> dict[str, Any]:  # fmt: skip
+def transcript(
+    ws: uuid.UUID, external_id: str, turns: list[tuple[str, int, int, str]], **kw: Any
+) -> dict[str, Any]:
     return {
-        "kind": "transcript", "workspace_id": str(ws), "source": "zoom",
+        "kind": "transcript",
+        "workspace_id": str(ws),
+        "source": "zoom",
         "external_id": external_id,
-        "meeting": {"title": "Sync", "starts_at": "2026-11-01T10:00:00Z",
-                    "ends_at": "2026-11-01T11:00:00Z"},
-        "participants": [{"name": s, "address": f"{s.lower()}@example.com"}
-                         for s in sorted({t[0] for t in turns})],
-        "segments": [{"speaker": s, "start_ms": a, "end_ms": b, "text": t}
-                     for s, a, b, t in turns], **kw,
-    }  # fmt: skip
+        "meeting": {
+            "title": "Sync",
+            "starts_at": "2026-11-01T10:00:00Z",
+            "ends_at": "2026-11-01T11:00:00Z",
+        },
+        "participants": [
+            {"name": s, "address": f"{s.lower()}@example.com"}
+            for s in sorted({t[0] for t in turns})
+        ],
+        "segments": [{"speaker": s, "start_ms": a, "end_ms": b, "text": t} for s, a, b, t in turns],
+        **kw,
+    }
 
 
-def media(ws: uuid.UUID, external_id: str, segments: list[tuple[int, int, str]],
-          **kw: Any) -> dict[str, Any]:  # fmt: skip
+def media(
+    ws: uuid.UUID, external_id: str, segments: list[tuple[int, int, str]], **kw: Any
+) -> dict[str, Any]:
     return {
-        "kind": "media", "workspace_id": str(ws), "source": "loom", "external_id": external_id,
-        "asset": {"kind": "video", "title": "Demo", "mime_type": "video/mp4",
-                  "duration_ms": segments[-1][1] if segments else 0},
-        "segments": [{"start_ms": a, "end_ms": b, "text": t} for a, b, t in segments], **kw,
-    }  # fmt: skip
+        "kind": "media",
+        "workspace_id": str(ws),
+        "source": "loom",
+        "external_id": external_id,
+        "asset": {
+            "kind": "video",
+            "title": "Demo",
+            "mime_type": "video/mp4",
+            "duration_ms": segments[-1][1] if segments else 0,
+        },
+        "segments": [{"start_ms": a, "end_ms": b, "text": t} for a, b, t in segments],
+        **kw,
+    }
 
 
 def mutate(payload: dict[str, Any], **changes: Any) -> dict[str, Any]:

@@ -85,8 +85,9 @@ def test_speaker_turns_start_new_chunks() -> None:
     rng = random.Random(3)
     long_a = " ".join(sentence(rng) for _ in range(8))
     long_b = " ".join(sentence(rng) for _ in range(8))
-    chunks = list(chunk_segments(segs([("Ann", 0, 1000, long_a), ("Bob", 1000, 2000, long_b)]),
-                                 200, 20))  # fmt: skip
+    chunks = list(
+        chunk_segments(segs([("Ann", 0, 1000, long_a), ("Bob", 1000, 2000, long_b)]), 200, 20)
+    )
     assert [c.speakers for c in chunks] == [("Ann",), ("Bob",)]
     assert chunks[0].text.startswith("Ann: ") and chunks[1].text.startswith("Bob: ")
     assert (chunks[0].start_ms, chunks[0].end_ms, chunks[1].start_ms) == (0, 1000, 1000)
@@ -94,8 +95,11 @@ def test_speaker_turns_start_new_chunks() -> None:
 
 def test_tiny_turns_merge_and_record_speakers() -> None:
     rng = random.Random(4)
-    spec = [("Ann", 0, 500, "Hi."), ("Bob", 500, 900, "Hello."),
-            ("Cy", 900, 5000, " ".join(sentence(rng) for _ in range(6)))]  # fmt: skip
+    spec = [
+        ("Ann", 0, 500, "Hi."),
+        ("Bob", 500, 900, "Hello."),
+        ("Cy", 900, 5000, " ".join(sentence(rng) for _ in range(6))),
+    ]
     first = next(chunk_segments(segs(spec), 200, 20))
     assert first.speakers == ("Ann", "Bob", "Cy")
     assert first.speaker == "Cy"  # dominant by tokens
@@ -140,8 +144,12 @@ def synthetic(total_chars: int) -> Iterator[Segment]:
     while size < total_chars:
         text = " ".join(sentence(rng) for _ in range(rng.randint(1, 4)))
         size += len(text)
-        yield Segment(speaker=f"S{i % 4}" if i % 3 == 0 else "Main", start_ms=i * 1000,
-                      end_ms=i * 1000 + 900, text=text)  # fmt: skip
+        yield Segment(
+            speaker=f"S{i % 4}" if i % 3 == 0 else "Main",
+            start_ms=i * 1000,
+            end_ms=i * 1000 + 900,
+            text=text,
+        )
         i += 1
 
 
@@ -221,8 +229,10 @@ def test_chunks_cover_all_words(text: str, target: int, overlap: int) -> None:
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(["Ann", "Bob", None]), text_strategy), max_size=12),
-       st.integers(min_value=8, max_value=80))  # fmt: skip
+@given(
+    st.lists(st.tuples(st.sampled_from(["Ann", "Bob", None]), text_strategy), max_size=12),
+    st.integers(min_value=8, max_value=80),
+)
 def test_segment_chunks_cover_all_words(spec: list[tuple[str | None, str]], target: int) -> None:
     segments = [
         Segment(speaker=s, start_ms=i, end_ms=i + 1, text=t) for i, (s, t) in enumerate(spec)
@@ -236,8 +246,29 @@ def test_segment_chunks_cover_all_words(spec: list[tuple[str | None, str]], targ
 
 # Text where cl100k's pretokens are tricky: contractions, punctuation runs that swallow
 # newlines, digits in threes, whitespace runs, no-space scripts, combining marks, emoji.
-TRICKY = [*"abcXYZ019 .,;:!?'\"()-_/@#", " ", " ", " ", "\n", "\t", "\r", "\u00a0", "\u3000",
-          "é", "ß", "世", "界", "\u0301", "😀", "👍🏽", "'s", "'ll", "n't", "...", "—"]  # fmt: skip
+TRICKY = [
+    *"abcXYZ019 .,;:!?'\"()-_/@#",
+    " ",
+    " ",
+    " ",
+    "\n",
+    "\t",
+    "\r",
+    "\u00a0",
+    "\u3000",
+    "é",
+    "ß",
+    "世",
+    "界",
+    "\u0301",
+    "😀",
+    "👍🏽",
+    "'s",
+    "'ll",
+    "n't",
+    "...",
+    "—",
+]
 hostile_text = st.lists(st.sampled_from(TRICKY), max_size=60).map("".join)
 
 
@@ -253,10 +284,17 @@ def test_counts_add_up_at_every_cut(text: str) -> None:
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(["Ann", "Bob", "Dr. O'Neil", None]),
-                          st.lists(hostile_text, min_size=1, max_size=6).map(" ".join)),
-                max_size=10),
-       st.integers(min_value=8, max_value=60), st.integers(min_value=0, max_value=30))  # fmt: skip
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["Ann", "Bob", "Dr. O'Neil", None]),
+            st.lists(hostile_text, min_size=1, max_size=6).map(" ".join),
+        ),
+        max_size=10,
+    ),
+    st.integers(min_value=8, max_value=60),
+    st.integers(min_value=0, max_value=30),
+)
 def test_segment_chunk_counts_are_exact_on_hostile_text(
     spec: list[tuple[str | None, str]], target: int, overlap: int
 ) -> None:

@@ -36,8 +36,9 @@ class Recorder:
 
 
 def _writer(rec: Recorder, writers: int = 2, max_items: int = 10) -> GroupWriter[str, str]:
-    return GroupWriter(rec.group, rec.one, lambda i: i.split("#")[0], writers=writers,
-                       max_items=max_items)  # fmt: skip
+    return GroupWriter(
+        rec.group, rec.one, lambda i: i.split("#")[0], writers=writers, max_items=max_items
+    )
 
 
 async def test_a_burst_is_written_in_few_groups_and_each_caller_gets_its_own_result() -> None:
@@ -71,8 +72,9 @@ async def test_two_jobs_of_one_item_never_share_a_group_and_keep_their_order() -
 async def test_a_failing_group_is_written_item_by_item_so_only_the_bad_item_fails() -> None:
     rec = Recorder()
     writer = _writer(rec, writers=1)
-    outcomes = await asyncio.gather(*(writer.submit(i) for i in ("a", "bad1", "b")),
-                                    return_exceptions=True)  # fmt: skip
+    outcomes = await asyncio.gather(
+        *(writer.submit(i) for i in ("a", "bad1", "b")), return_exceptions=True
+    )
     assert outcomes[0] == "alone a" and outcomes[2] == "alone b"
     assert isinstance(outcomes[1], ValueError) and "bad1 is bad" in str(outcomes[1])
     assert rec.groups == [["a", "bad1", "b"]]
@@ -115,8 +117,15 @@ async def test_a_group_being_written_finishes_even_if_its_caller_is_cancelled() 
 
 async def test_a_group_ends_at_its_size_budget_and_a_big_item_goes_alone() -> None:
     rec = Recorder()
-    writer = GroupWriter(rec.group, rec.one, lambda i: i, writers=1, max_items=10,
-                         size=lambda i: int(i.split(":")[1]), max_size=100)  # fmt: skip
+    writer = GroupWriter(
+        rec.group,
+        rec.one,
+        lambda i: i,
+        writers=1,
+        max_items=10,
+        size=lambda i: int(i.split(":")[1]),
+        max_size=100,
+    )
     items = ["a:40", "b:40", "c:40", "d:500", "e:10", "f:10"]
     results = await asyncio.gather(*(writer.submit(i) for i in items))
     assert results == [f"ok {i}" for i in items]

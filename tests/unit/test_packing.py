@@ -10,11 +10,17 @@ import pytest
 from worker.embedding.packing import ROUND_ROBIN_QUANTUM, Caller, PendingRows
 
 
-def _caller(loop: asyncio.AbstractEventLoop, texts: list[str], tokens: list[int] | None = None
-            ) -> Caller:  # fmt: skip
+def _caller(
+    loop: asyncio.AbstractEventLoop, texts: list[str], tokens: list[int] | None = None
+) -> Caller:
     counts = tokens if tokens is not None else [1] * len(texts)
-    return Caller(texts, counts, np.zeros((len(texts), 2), np.float32), loop.create_future(),
-                  remaining=len(texts))  # fmt: skip
+    return Caller(
+        texts,
+        counts,
+        np.zeros((len(texts), 2), np.float32),
+        loop.create_future(),
+        remaining=len(texts),
+    )
 
 
 @pytest.fixture

@@ -56,7 +56,7 @@ def transcript(**over: Any) -> dict[str, Any]:
             "title": "Standup",
             "starts_at": "2024-05-01T09:00:00Z",
             "ends_at": "2024-05-01T09:15:00Z",
-        },  # fmt: skip
+        },
         "participants": [{"address": "ann@example.com"}],
         "segments": [
             {"speaker": "Ann", "start_ms": i * 1000, "end_ms": i * 1000 + 900, "text": f"s{i}"}
@@ -121,14 +121,14 @@ def test_normalisation() -> None:
                 meeting={"starts_at": "2024-05-01T10:00:00Z", "ends_at": "2024-05-01T09:00:00Z"}
             ),
             "meeting.ends_at",
-        ),  # fmt: skip
+        ),
         (transcript(segments=[{"start_ms": -5, "end_ms": 0, "text": "x"}]), "segments.0.start_ms"),
         (
             transcript(
                 segments=[*transcript()["segments"][:3], {"start_ms": 9, "end_ms": 3, "text": "x"}]
             ),
             "segments.3.end_ms",
-        ),  # fmt: skip
+        ),
         (communication(content_url="https://example.com/x"), "content_url"),
         (communication(body=None), "body"),
         (media(text="both"), "content_url"),
@@ -240,7 +240,7 @@ paths = st.sampled_from(
         ["schema_version"],
         ["channel"],
         ["text"],
-    ]  # fmt: skip
+    ]
 )
 
 

@@ -103,8 +103,11 @@ class EmbeddingBatcher:
         self._slots = asyncio.Semaphore(settings.embed_max_concurrent_requests)
         self._pending = PendingRows(self.max_inputs, self.max_tokens)
         self._wakeup = asyncio.Event()
-        self._linger = Linger(settings.embed_batch_linger_ms / 1000.0,
-                              settings.embed_batch_max_linger_ms / 1000.0, self._wakeup)  # fmt: skip
+        self._linger = Linger(
+            settings.embed_batch_linger_ms / 1000.0,
+            settings.embed_batch_max_linger_ms / 1000.0,
+            self._wakeup,
+        )
         self._dispatcher: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
         self._closed = False
@@ -143,8 +146,9 @@ class EmbeddingBatcher:
 
     # ------------------------------------------------------------------ public API
 
-    async def embed(self, texts: list[str], token_counts: list[int],
-                    arrived: Callable[[], None] | None = None) -> np.ndarray:  # fmt: skip
+    async def embed(
+        self, texts: list[str], token_counts: list[int], arrived: Callable[[], None] | None = None
+    ) -> np.ndarray:
         """Vectors (len(texts), dims) float32, row i for texts[i].
 
         ``token_counts`` are the callers' cl100k counts; they drive packing and rate

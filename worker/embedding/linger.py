@@ -154,8 +154,11 @@ class Linger:
                 # Keep the last answer: no answer is not "no backlog" (see above).
                 if now - self._probe_warned_at >= BACKLOG_PROBE_WARN_EVERY_S:
                     self._probe_warned_at = now
-                    log.warning("embedding.backlog_probe_failed", error_type=type(exc).__name__,
-                                error=str(exc)[:200])  # fmt: skip
+                    log.warning(
+                        "embedding.backlog_probe_failed",
+                        error_type=type(exc).__name__,
+                        error=str(exc)[:200],
+                    )
             self._backlog_at = now
             if self._backlog > 0:
                 self.busy = True

@@ -55,8 +55,9 @@ class RetryAfterWait:
         return max(backoff, min(float(retry_after), self._max))
 
 
-def request_retrying(settings: Settings, initial_wait_s: float,
-                     before_sleep: Callable[[RetryCallState], None]) -> AsyncRetrying:  # fmt: skip
+def request_retrying(
+    settings: Settings, initial_wait_s: float, before_sleep: Callable[[RetryCallState], None]
+) -> AsyncRetrying:
     """The retry loop of one request: ``EMBED_MAX_RETRIES`` retries, waits capped at
     ``EMBED_RETRY_MAX_WAIT_S``; ``before_sleep`` counts and logs each retry."""
     return AsyncRetrying(
