@@ -9,7 +9,7 @@ It starts its own servers in a temp dir: embedded PostgreSQL 18 + pgvector (fsyn
 synchronous_commit ON: the shipped defaults), redis-server, and the OpenAI-compatible
 embeddings server from tests/support as a subprocess (counting tokens with cl100k, as
 OpenAI does). Workers are separate processes running the real arq Worker built from
-``worker.app.worker_options``. Each figure is the median over ``--runs`` runs; every run
+``worker.queue.app.worker_options``. Each figure is the median over ``--runs`` runs; every run
 gets a fresh database cloned from a migrated template. Results: bench/results/latest.json,
 bench/results/throughput.png and bench/RESULTS.md.
 """
@@ -42,9 +42,9 @@ import asyncpg
 
 from bench import corpus as corpus_mod
 from worker import client
-from worker.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
-from worker.migrate import Migrator
-from worker.settings import REPO_ROOT
+from worker.core.settings import REPO_ROOT
+from worker.db.migrate import Migrator
+from worker.servers.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -273,8 +273,8 @@ class Producer:
 
     @classmethod
     async def open(cls, env: Env, queue: str, dsn: str | None = None) -> Producer:
-        from worker.db import create_pool
-        from worker.settings import Settings
+        from worker.core.settings import Settings
+        from worker.db.pool import create_pool
 
         settings = Settings(redis_url=env.redis.url, queue_name=queue, database_url=dsn)
         redis = await client.connect(env.redis.url)
@@ -515,7 +515,7 @@ async def ceiling(env: Env, src_dsn: str) -> dict[str, Any]:
 
 
 def corpus_tokens(payloads: list[dict[str, Any]]) -> int:
-    from worker.tokens import count_tokens
+    from worker.text.tokens import count_tokens
 
     texts = [p.get("body") or "" for p in payloads]
     texts += [s["text"] for p in payloads for s in p.get("segments") or ()]
@@ -733,8 +733,8 @@ async def bench_latency(env: Env, n: int, latency_ms: float, gap_s: float = 0.1)
     conn = await asyncpg.connect(dsn)
     redis = await client.connect(env.redis.url)
     try:
-        from worker.payloads import job_id, parse_payload
-        from worker.settings import Settings
+        from worker.core.payloads import job_id, parse_payload
+        from worker.core.settings import Settings
 
         settings = Settings(redis_url=env.redis.url, queue_name=queue)
         for i, m in enumerate(msgs):

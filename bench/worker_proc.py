@@ -23,9 +23,9 @@ from typing import Any
 
 from arq.worker import Worker
 
-from worker import app
 from worker.client import redis_settings_for
-from worker.settings import Settings
+from worker.core.settings import Settings
+from worker.queue import app
 
 
 def vm_hwm_kb() -> int:

@@ -16,7 +16,7 @@ import asyncpg
 import pytest
 
 from tests.support.servers import running_postgres, running_redis
-from worker.embedded import EmbeddedPostgres, EmbeddedRedis
+from worker.servers.embedded import EmbeddedPostgres, EmbeddedRedis
 
 
 def run_sql(dsn: str, sql: str) -> None:
@@ -65,7 +65,7 @@ def new_database(pg: EmbeddedPostgres) -> Iterator[Callable[[], str]]:
 @pytest.fixture(scope="session")
 def migrated_dsn(pg: EmbeddedPostgres) -> str:
     """A database with every migration applied by the runner, shared by the session."""
-    from worker.migrate import Migrator
+    from worker.db.migrate import Migrator
 
     run_sql(pg.dsn(), 'CREATE DATABASE "cos_test"')
     dsn = pg.dsn("cos_test")

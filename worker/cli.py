@@ -22,11 +22,11 @@ from uuid import UUID
 from rich.console import Console
 from rich.progress import Progress
 
-from worker.log import configure_logging
-from worker.migrate import MigrationError, Migrator
-from worker.payloads import PayloadError
-from worker.services import Services
-from worker.settings import Settings, get_settings
+from worker.core.log import configure_logging
+from worker.core.payloads import PayloadError
+from worker.core.settings import Settings, get_settings
+from worker.db.migrate import MigrationError, Migrator
+from worker.servers.services import Services
 
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
@@ -58,8 +58,8 @@ async def _demo(settings: Settings, services: Services, args: argparse.Namespace
 
 
 async def _enqueue(settings: Settings, services: Services, args: argparse.Namespace) -> int:
-    from worker import client
-    from worker.db import create_pool
+    from worker.db.pool import create_pool
+    from worker.queue import client
 
     path = Path(args.file)
     text = await asyncio.to_thread(path.read_text, encoding="utf-8", errors="replace")
@@ -106,9 +106,9 @@ async def _enqueue(settings: Settings, services: Services, args: argparse.Namesp
 
 
 async def _status(settings: Settings, services: Services, args: argparse.Namespace) -> int:
-    from worker import client
-    from worker.db import connect
-    from worker.queries import Q
+    from worker.db.pool import connect
+    from worker.db.queries import Q
+    from worker.queue import client
 
     redis = await client.connect(await services.ensure_redis())
     conn = await connect(settings, await services.ensure_database())
@@ -136,8 +136,8 @@ async def _status(settings: Settings, services: Services, args: argparse.Namespa
 
 
 async def _search(settings: Settings, services: Services, args: argparse.Namespace) -> int:
-    from worker.db import create_pool
-    from worker.search import search
+    from worker.db.pool import create_pool
+    from worker.db.search import search
 
     pool = await create_pool(settings, await services.ensure_database(), min_size=1, max_size=1)
     try:

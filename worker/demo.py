@@ -17,13 +17,13 @@ from uuid import UUID
 from rich.console import Console
 from rich.table import Table
 
-from worker import client, keys
-from worker.app import run_bursts
-from worker.db import connect
-from worker.migrate import Migrator
-from worker.search import search
-from worker.services import Services
-from worker.settings import Settings
+from worker.core.settings import Settings
+from worker.db.migrate import Migrator
+from worker.db.pool import connect
+from worker.db.search import search
+from worker.queue import client, keys
+from worker.queue.app import run_bursts
+from worker.servers.services import Services
 
 SAMPLE = Path(__file__).parent / "sample" / "corpus.jsonl"
 DEMO_WORKSPACE = UUID("5a3f0000-0000-4000-8000-000000000001")
@@ -91,7 +91,7 @@ async def run_demo(settings: Settings, console: Console | None = None) -> dict[s
             tokens_before = await conn.fetchval(EMBEDDED_TOKENS, DEMO_WORKSPACE)
         finally:
             await conn.close()
-        from worker.db import create_pool
+        from worker.db.pool import create_pool
 
         pool = await create_pool(settings, dsn, min_size=1, max_size=2)
         redis = await client.connect(redis_url)

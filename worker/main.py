@@ -1,37 +1,7 @@
-"""``arq worker.main.WorkerSettings``: the deployable worker (see ``worker.app``).
+"""``arq worker.main.WorkerSettings``: the deployable worker, where deployments name it
+(built in ``worker.queue.main``; importing this starts the embedded redis-server when
+``REDIS_URL`` is unset)."""
 
-arq reads ``redis_settings`` from this class before any hook runs, so with
-``REDIS_URL`` unset the embedded redis-server is started when this module is imported.
-"""
+from worker.queue.main import WorkerSettings
 
-from __future__ import annotations
-
-import asyncio
-from typing import ClassVar
-
-from arq.connections import RedisSettings
-
-from worker.app import worker_options
-from worker.client import redis_settings_for
-from worker.services import Services
-from worker.settings import Settings, get_settings
-
-
-def _resolve_redis(settings: Settings) -> RedisSettings:
-    if settings.redis_url:
-        return redis_settings_for(settings.redis_url)
-    url = asyncio.run(Services(settings).ensure_redis())
-    return redis_settings_for(url)
-
-
-_settings = get_settings()
-
-
-class WorkerSettings:
-    """Read by ``arq worker.main.WorkerSettings``; attributes come from ``worker_options``."""
-
-    redis_settings: ClassVar[RedisSettings] = _resolve_redis(_settings)
-
-
-for _name, _value in worker_options(_settings).items():
-    setattr(WorkerSettings, _name, _value)
+__all__ = ["WorkerSettings"]

@@ -23,14 +23,14 @@ from pgvector.asyncpg import register_vector
 
 from tests.support.openai_server import OpenAIServer
 from tests.support.servers import running_postgres, running_redis
-from worker.chunking import Chunk
-from worker.embedded import EmbeddedPostgres, EmbeddedRedis
+from worker.core.payloads import CommunicationPayload, job_id, parse_payload
+from worker.core.settings import Settings
+from worker.db.ledger import project
+from worker.db.migrate import Migrator
 from worker.embedding.local import local_embed
-from worker.ledger import project
-from worker.migrate import Migrator
-from worker.normalize import Pulled, chunk
-from worker.payloads import CommunicationPayload, job_id, parse_payload
-from worker.settings import Settings
+from worker.ingest.normalize import Pulled, chunk
+from worker.servers.embedded import EmbeddedPostgres, EmbeddedRedis
+from worker.text.chunking import Chunk
 
 REPO = Path(__file__).resolve().parents[2]
 API_KEY = "sk-acceptance-not-a-real-key-0123456789"

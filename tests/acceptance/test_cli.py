@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.support.harness import communication, new_workspace, run_worker_burst
-from worker.settings import REPO_ROOT, Settings
+from worker.core.settings import REPO_ROOT, Settings
 
 CLEAN_ENV_KEYS = ("DATABASE_URL", "REDIS_URL", "OPENAI_API_KEY", "OPENAI_BASE_URL", "QUEUE_NAME")
 

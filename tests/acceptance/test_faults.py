@@ -33,9 +33,10 @@ from tests.acceptance.conftest import (
     worker_env,
 )
 from tests.support.harness import communication, media, new_workspace, transcript
-from worker import client, keys
-from worker.payloads import job_id, parse_payload
-from worker.settings import Settings
+from worker import client
+from worker.core.payloads import job_id, parse_payload
+from worker.core.settings import Settings
+from worker.queue import keys
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 

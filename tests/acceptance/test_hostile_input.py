@@ -40,14 +40,14 @@ from hypothesis import strategies as st
 from tests.acceptance.conftest import expected_chunks
 from tests.support.harness import communication, make_settings, media, transcript
 from tests.support.openai_server import OpenAIServer
-from worker import fetch as fetch_module
-from worker import store
-from worker.chunking import Chunk
-from worker.delivery import Delivery
-from worker.field_checks import clean_text
-from worker.log import configure_logging
-from worker.payloads import PayloadError, parse_payload
-from worker.runtime import Runtime
+from worker.core.field_checks import clean_text
+from worker.core.log import configure_logging
+from worker.core.payloads import PayloadError, parse_payload
+from worker.db import store
+from worker.ingest import fetch as fetch_module
+from worker.ingest.delivery import Delivery
+from worker.queue.runtime import Runtime
+from worker.text.chunking import Chunk
 
 pytestmark = pytest.mark.slow
 

@@ -7,7 +7,7 @@ import pytest
 
 from tests.support.harness import make_settings
 from tests.support.openai_server import OpenAIServer
-from worker.settings import Settings
+from worker.core.settings import Settings
 
 
 @pytest.fixture(scope="session")

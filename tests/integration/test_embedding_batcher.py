@@ -19,6 +19,7 @@ import pytest
 import structlog
 
 from tests.support.openai_server import OpenAIServer, count_tokens
+from worker.core.settings import MAX_INPUT_TOKENS, Settings
 from worker.embedding import (
     EmbeddingBatcher,
     EmbeddingHTTPError,
@@ -27,8 +28,7 @@ from worker.embedding import (
     RateLimiter,
     local_embed,
 )
-from worker.settings import MAX_INPUT_TOKENS, Settings
-from worker.tokens import get_encoding
+from worker.text.tokens import get_encoding
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -483,7 +483,7 @@ async def test_operator_logs_have_no_per_request_lines_from_the_sdk(
     import io
     import logging
 
-    from worker.log import QUIET_LIBRARY_LOGGERS, configure_logging
+    from worker.core.log import QUIET_LIBRARY_LOGGERS, configure_logging
 
     stream = io.StringIO()
     root = logging.getLogger()
@@ -506,7 +506,7 @@ async def test_operator_logs_have_no_per_request_lines_from_the_sdk(
 _FIRST_REQUEST_IMPORTS = """
 import asyncio, sys
 from worker.embedding.providers import OpenAIProvider
-from worker.settings import Settings
+from worker.core.settings import Settings
 
 async def main(warm: bool) -> None:
     p = OpenAIProvider(Settings(openai_api_key="sk-x", openai_base_url=sys.argv[1]))

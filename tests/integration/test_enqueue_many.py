@@ -17,10 +17,11 @@ from tests.support.harness import (
     run_worker_burst,
     transcript,
 )
-from worker import client, serialization
-from worker.db import create_pool
-from worker.ledger import project
-from worker.payloads import PayloadError, job_id, parse_payload
+from worker import client
+from worker.core.payloads import PayloadError, job_id, parse_payload
+from worker.db.ledger import project
+from worker.db.pool import create_pool
+from worker.queue import serialization
 
 TURNS = [
     ("Ann", 0, 4000, "Budget review for the quarter."),

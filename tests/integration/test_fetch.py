@@ -14,8 +14,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
-from worker.fetch import FetchError, address_refusal, fetch_text
-from worker.settings import Settings
+from worker.core.settings import Settings
+from worker.ingest.fetch import FetchError, address_refusal, fetch_text
 
 
 class _Handler(BaseHTTPRequestHandler):

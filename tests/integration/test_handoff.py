@@ -1,4 +1,4 @@
-"""Handing a job's arq slot back once its rows are queued for embedding (worker.handoff),
+"""Handing a job's arq slot back once its rows are queued for embedding (worker.queue.handoff),
 with the real arq Worker, Redis, PostgreSQL and the OpenAI-compatible server."""
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from tests.support.harness import (
     new_workspace,
     run_worker_burst,
 )
-from worker import client, keys
-from worker.reconcile import job_alive
+from worker import client
+from worker.queue import keys
+from worker.queue.reconcile import job_alive
 
 
 async def _enqueue(settings: Any, payloads: list[dict[str, Any]]) -> list[str | Any]:

@@ -22,11 +22,11 @@ import pytest
 from structlog.testing import capture_logs
 
 from tests.conftest import run_sql
-from worker.db import connect
-from worker.embedded import EmbeddedPostgres
+from worker.core.settings import Settings
+from worker.db.pool import connect
 from worker.maintenance import MaintenanceReport, run_maintenance
 from worker.maintenance import reindex as reindex_mod
-from worker.settings import Settings
+from worker.servers.embedded import EmbeddedPostgres
 
 CHUNK_ROWS = 1500
 CONTACT_ROWS = 40
@@ -75,7 +75,7 @@ def _vectors(n: int, seed: int) -> np.ndarray:
 
 
 async def _build_template(dsn: str) -> None:
-    from worker.migrate import Migrator
+    from worker.db.migrate import Migrator
 
     await Migrator(dsn).up()
     conn = await connect(Settings(), dsn, as_role=False)

@@ -15,9 +15,10 @@ from tests.support.harness import (
     new_workspace,
     run_worker_burst,
 )
-from worker import client, reconcile
-from worker.db import create_pool
-from worker.payloads import job_id, parse_payload
+from worker import client
+from worker.core.payloads import job_id, parse_payload
+from worker.db.pool import create_pool
+from worker.queue import reconcile
 
 
 async def _enqueue(settings: Any, dsn: str, payloads: list[dict[str, Any]]) -> dict[str, list[str]]:

@@ -1,4 +1,4 @@
-"""Ledger pickups in groups (``worker.pickup``): the items of a page job start in one
+"""Ledger pickups in groups (``worker.ingest.pickup``): the items of a page job start in one
 transaction, with the same rows and events as one pickup per item."""
 
 from __future__ import annotations
@@ -8,10 +8,11 @@ import uuid
 from typing import Any
 
 from tests.support.harness import communication, db_fetch, make_settings, new_workspace
-from worker import client, ledger
-from worker.db import create_pool
-from worker.payloads import content_hash, job_id, parse_payload
-from worker.pickup import Pickups
+from worker import client
+from worker.core.payloads import content_hash, job_id, parse_payload
+from worker.db import ledger
+from worker.db.pool import create_pool
+from worker.ingest.pickup import Pickups
 
 
 def _start(payload: dict[str, Any], arq_id: str = "page:t") -> ledger.Start:

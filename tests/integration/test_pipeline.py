@@ -24,11 +24,11 @@ from tests.support.harness import (
     transcript,
 )
 from worker import client
-from worker.chunking import chunk_communication
-from worker.db import create_pool
+from worker.core.payloads import job_id, parse_payload
+from worker.db.ledger import project
+from worker.db.pool import create_pool
 from worker.embedding.local import local_embed
-from worker.ledger import project
-from worker.payloads import job_id, parse_payload
+from worker.text.chunking import chunk_communication
 
 TURNS = [
     ("Alice", 0, 4000, "Welcome everyone, today we review the quarterly roadmap."),
@@ -409,8 +409,8 @@ def _long_turns(
 async def test_large_item_is_streamed_in_windows(
     settings_factory, migrated_dsn, fake_openai
 ) -> None:
-    from worker.chunking import chunk_segments
-    from worker.payloads import Segment
+    from worker.core.payloads import Segment
+    from worker.text.chunking import chunk_segments
 
     settings = settings_factory(
         chunk_tokens=16,

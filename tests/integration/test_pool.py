@@ -9,10 +9,10 @@ from collections.abc import Callable
 import asyncpg
 import pytest
 
-from worker.db import create_pool
-from worker.migrate import Migrator
-from worker.queries import Q
-from worker.settings import Settings
+from worker.core.settings import Settings
+from worker.db.migrate import Migrator
+from worker.db.pool import create_pool
+from worker.db.queries import Q
 
 pytestmark = pytest.mark.asyncio
 

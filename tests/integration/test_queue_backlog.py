@@ -18,8 +18,9 @@ from tests.support.harness import (
     new_workspace,
     run_worker_burst,
 )
-from worker import client, keys
-from worker.jobs import QueueBacklog
+from worker import client
+from worker.queue import keys
+from worker.queue.jobs import QueueBacklog
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -20,9 +20,9 @@ from tests.support.harness import (
     run_worker_burst,
 )
 from worker import client
-from worker.app import worker_options
 from worker.client import redis_settings_for
-from worker.settings import LOCAL_MODEL_NAME
+from worker.core.settings import LOCAL_MODEL_NAME
+from worker.queue.app import worker_options
 
 
 async def test_whole_pipeline_as_login_role_with_only_service_role(

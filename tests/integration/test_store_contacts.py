@@ -15,8 +15,8 @@ import asyncpg
 import pytest
 
 from tests.support.harness import new_workspace
-from worker.payloads import Person
-from worker.store import upsert_contacts
+from worker.core.payloads import Person
+from worker.db.store import upsert_contacts
 
 JAN, FEB, MAR, APR = (datetime(2026, m, 1, tzinfo=UTC) for m in (1, 2, 3, 4))
 OWNER = "owner@example.com"

@@ -1,4 +1,4 @@
-"""Communications written in groups (worker.store_page via worker.grouping) against the
+"""Communications written in groups (worker.db.store_group via worker.ingest.grouping) against the
 real PostgreSQL and embeddings server: the same rows, events and ledger as item by item,
 one bad item failing alone, and a concurrent delivery / an older version in a page."""
 
@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 
 from tests.support.harness import communication, db_fetch, make_settings, new_workspace
-from worker import ledger
-from worker.payloads import content_hash, job_id, parse_payload
-from worker.runtime import Runtime
-from worker.store_page import CommWrite, store_communications
+from worker.core.payloads import content_hash, job_id, parse_payload
+from worker.db import ledger
+from worker.db.store_group import CommWrite, store_communications
+from worker.queue.runtime import Runtime
 
 PEOPLE = ["owner@example.com", "a@example.com", "b@example.com", "c@example.com"]
 

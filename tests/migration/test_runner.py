@@ -10,9 +10,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from worker.embedded import EmbeddedPostgres
-from worker.migrate import MigrationError, Migrator, discover
-from worker.settings import REPO_ROOT
+from worker.core.settings import REPO_ROOT
+from worker.db.migrate import MigrationError, Migrator, discover
+from worker.servers.embedded import EmbeddedPostgres
 
 MIGRATIONS = REPO_ROOT / "migrations"
 CATALOG = """

@@ -10,8 +10,8 @@ import asyncpg
 from arq.worker import Worker
 from pgvector.asyncpg import register_vector
 
-from worker.app import run_bursts
-from worker.settings import Settings
+from worker.core.settings import Settings
+from worker.queue.app import run_bursts
 
 DEFAULTS: dict[str, Any] = {
     "openai_api_key": "sk-test-not-a-real-key-1234567890",

@@ -138,7 +138,7 @@ def _embed_part(
     ``first``). Serialized here so that helper processes share that work too; a top-level
     function, so a helper process can run it."""
     if tokenizer == "cl100k":
-        from worker.tokens import count_tokens as cl100k
+        from worker.text.tokens import count_tokens as cl100k
 
         tokens = sum(cl100k(t) for t in inputs)
     else:
@@ -455,7 +455,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.tokenizer == "cl100k":
         # Load the BPE ranks now: a cold tokenizer (~0.5 s) would slow the first requests,
         # which the real API never does.
-        from worker.tokens import count_tokens
+        from worker.text.tokens import count_tokens
 
         count_tokens("warm up")
     srv = OpenAIServer(

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from worker.embedded import EmbeddedPostgres, EmbeddedRedis
+from worker.servers.embedded import EmbeddedPostgres, EmbeddedRedis
 
 # Tests trade durability for speed; the benchmark keeps fsync on.
 FAST_PG = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}

@@ -12,9 +12,9 @@ import os
 
 from arq.worker import Worker
 
-from worker.app import worker_options
 from worker.client import redis_settings_for
-from worker.settings import Settings
+from worker.core.settings import Settings
+from worker.queue.app import worker_options
 
 
 def main() -> None:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from worker import serialization
-from worker.app import worker_options
-from worker.settings import Settings
+from worker.core.settings import Settings
+from worker.queue import serialization
+from worker.queue.app import worker_options
 
 
 def test_cron_schedules_follow_settings() -> None:

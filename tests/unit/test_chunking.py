@@ -12,16 +12,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from worker import chunking
-from worker.chunking import (
+from worker.core.payloads import Segment
+from worker.text import chunking
+from worker.text.chunking import (
     _cut,
     chunk_communication,
     chunk_segments,
     chunk_text,
     weighted_mean,
 )
-from worker.payloads import Segment
-from worker.tokens import count_tokens
+from worker.text.tokens import count_tokens
 
 WORDS = [
     "alpha",

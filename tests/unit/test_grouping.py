@@ -1,4 +1,4 @@
-"""Group writes (worker.grouping.GroupWriter): grouping, isolation and cancellation, with
+"""Group writes (worker.ingest.grouping.GroupWriter): grouping, isolation and cancellation, with
 plain coroutines standing in for the database write (the SQL is tested in
 tests/integration/test_store_page.py)."""
 
@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from worker.grouping import GroupWriter
+from worker.ingest.grouping import GroupWriter
 
 
 class Recorder:

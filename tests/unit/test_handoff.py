@@ -1,11 +1,11 @@
-"""worker.handoff without servers: the row budget, waiting jobs, and shutdown."""
+"""worker.queue.handoff without servers: the row budget, waiting jobs, and shutdown."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
-from worker.handoff import Handoffs
+from worker.queue.handoff import Handoffs
 
 
 async def _job(rows: int, queued_after: asyncio.Event, finish: asyncio.Event, offer: Any) -> str:

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import structlog
 
+from worker.core.settings import EMBEDDING_DIMENSIONS, LOCAL_MODEL_NAME, Settings
 from worker.embedding import LocalProvider, local_embed, make_provider
 from worker.embedding import providers as providers_mod
-from worker.settings import EMBEDDING_DIMENSIONS, LOCAL_MODEL_NAME, Settings
 
 
 def cos(a: np.ndarray, b: np.ndarray) -> float:

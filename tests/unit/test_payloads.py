@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from worker.payloads import (
+from worker.core.payloads import (
     CommunicationPayload,
     MediaPayload,
     PayloadError,

@@ -6,7 +6,7 @@ import re
 
 import yaml
 
-from worker.settings import REPO_ROOT, Settings
+from worker.core.settings import REPO_ROOT, Settings
 
 README = (REPO_ROOT / "README.md").read_text()
 

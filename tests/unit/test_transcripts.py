@@ -6,7 +6,7 @@ import inspect
 
 import pytest
 
-from worker.transcripts import ParseStats, TranscriptParseError, parse_transcript
+from worker.text.transcripts import ParseStats, TranscriptParseError, parse_transcript
 
 VTT = """\ufeffWEBVTT - meeting
 Kind: captions

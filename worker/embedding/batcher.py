@@ -28,6 +28,7 @@ import numpy as np
 import structlog
 from tenacity import RetryCallState
 
+from worker.core.settings import MAX_INPUT_TOKENS, Settings
 from worker.embedding.base import (
     EmbeddingHTTPError,
     EmbeddingProvider,
@@ -37,14 +38,13 @@ from worker.embedding.linger import BacklogProbe, Linger, bound_arrival
 from worker.embedding.packing import Batch, Caller, PendingRows
 from worker.embedding.ratelimit import RateLimiter
 from worker.embedding.retry import request_retrying
-from worker.settings import MAX_INPUT_TOKENS, Settings
 
 __all__ = ["BatcherStats", "EmbeddingBatcher", "bound_arrival", "on_rows_queued"]
 
 log = structlog.get_logger(__name__)
 
 # Told how many rows an ``embed`` call of this task (or its children) just queued: the
-# job layer gives its queue slot back while they wait (worker.handoff).
+# job layer gives its queue slot back while they wait (worker.queue.handoff).
 _ON_QUEUED: contextvars.ContextVar[Callable[[int], None] | None] = contextvars.ContextVar(
     "embedding_on_queued", default=None
 )

@@ -15,8 +15,8 @@ import threading
 
 import numpy as np
 
+from worker.core.settings import EMBEDDING_DIMENSIONS, LOCAL_MODEL_NAME
 from worker.embedding.base import EmbeddingResult
-from worker.settings import EMBEDDING_DIMENSIONS, LOCAL_MODEL_NAME
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 _WORD_CACHE_MAX = 500_000

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import structlog
 
+from worker.core.settings import LOCAL_MODEL_NAME, Settings
 from worker.embedding.base import (
     EmbeddingHTTPError,
     EmbeddingProvider,
@@ -26,7 +27,6 @@ from worker.embedding.base import (
 )
 from worker.embedding.local import LocalProvider
 from worker.embedding.ratelimit import RateLimitInfo
-from worker.settings import LOCAL_MODEL_NAME, Settings
 
 log = structlog.get_logger(__name__)
 

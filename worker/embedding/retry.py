@@ -14,8 +14,8 @@ from collections.abc import Callable
 from tenacity import AsyncRetrying, RetryCallState, stop_after_attempt, wait_exponential_jitter
 from tenacity.retry import retry_base
 
+from worker.core.settings import Settings
 from worker.embedding.base import EmbeddingError, EmbeddingResponseError
-from worker.settings import Settings
 
 # Malformed/misaligned bodies are usually a proxy glitch: retry, but not for long.
 RESPONSE_ERROR_MAX_ATTEMPTS = 3

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from worker.settings import Settings
+from worker.core.settings import Settings
 
 PROJECT_SCHEMAS: tuple[str, ...] = ("core", "ops", "comms", "meetings", "media", "work", "intel")
 

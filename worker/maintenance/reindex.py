@@ -45,8 +45,8 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from worker.core.settings import Settings
 from worker.maintenance.analyze import PROJECT_SCHEMAS
-from worker.settings import Settings
 
 MIN_ROWS_FOR_REBUILD = 1_000
 PAGE_USABLE_BYTES = 8192 - 24 - 8  # page header, HNSW special space

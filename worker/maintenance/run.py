@@ -40,10 +40,10 @@ from typing import Any
 import asyncpg
 import structlog
 
-from worker.db import connect
+from worker.core.settings import Settings
+from worker.db.pool import connect
 from worker.maintenance import analyze, reindex, slow_queries
 from worker.maintenance.report import ActionRecord, MaintenanceReport, Recorder
-from worker.settings import Settings
 
 log = structlog.get_logger(__name__)
 

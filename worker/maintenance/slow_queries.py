@@ -31,7 +31,7 @@ from uuid import UUID
 import asyncpg
 import structlog
 
-from worker.settings import Settings
+from worker.core.settings import Settings
 
 log = structlog.get_logger(__name__)
 

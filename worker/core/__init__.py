@@ -1,0 +1,1 @@
+"""The worker's vocabulary: payload models, settings, text hygiene, logging. No I/O."""

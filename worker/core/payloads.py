@@ -1,0 +1,358 @@
+"""Versioned job payloads that connectors enqueue, and their validation.
+
+Every payload is a pydantic model with ``schema_version: Literal[1]`` and a ``kind``
+discriminator (``communication`` | ``transcript`` | ``media``). Payloads arrive from Redis
+written by other services, so nothing about them is trusted:
+
+* :func:`parse_payload` turns *any* input into a model or a :class:`PayloadError` naming the
+  first offending field (``meeting.ends_at``, ``segments.3.end_ms``, ``kind``) - it never
+  raises anything else, so a poison message fails its job cleanly instead of the worker.
+* Text hygiene (``worker.core.field_checks``) runs on every string, including metadata keys
+  and values: NUL bytes are **stripped** because PostgreSQL ``text``/``jsonb`` cannot
+  store U+0000 (the insert would fail far from the cause), and lone UTF-16 surrogates
+  (legal in JSON ``\\ud800`` escapes, illegal in UTF-8) become U+FFFD. Invalid UTF-8 can
+  only arrive as bytes; use :func:`decode_json_payload`, which decodes with
+  ``errors="replace"``.
+* Sizes are capped so one message cannot exhaust a worker: ids <= 512 characters, metadata
+  nesting <= 16 and <= 64 KiB as compact JSON, inline text <= :data:`MAX_TEXT_CHARS`.
+
+:func:`content_hash` and :func:`job_id` give deterministic identities: re-sending unchanged
+content yields the same job id (arq de-duplicates it), any change yields a new one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import uuid
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from worker.core.field_checks import (
+    MAX_METADATA_DEPTH,
+    MAX_TEXT_CHARS,
+    ContentFormat,
+    HttpUrl,
+    Identifier,
+    LongText,
+    ShortText,
+    Text,
+    UtcDatetime,
+    clean_json,
+    json_depth,
+    one_of,
+)
+
+SCHEMA_VERSION = 1
+MAX_METADATA_BYTES = 64 * 1024
+MAX_LIST_ITEMS = 100_000
+#: Namespace of :func:`job_id` (fixed forever: changing it changes every job id).
+JOB_NAMESPACE = uuid.UUID("6f1c9a52-3d4e-5b8a-9c71-2e0d4b6a8f13")
+
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+class PayloadError(ValueError):
+    """An invalid payload: ``field`` is the dotted path of the first error, ``reason`` why.
+
+    ``errors`` holds every ``(field, reason)`` found. Not retryable: the same input fails
+    the same way.
+    """
+
+    def __init__(self, field: str, reason: str, errors: list[tuple[str, str]] | None = None):
+        self.field = field
+        self.reason = reason
+        self.errors = errors if errors is not None else [(field, reason)]
+        super().__init__(f"{field}: {reason}")
+
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable across arq/process boundaries
+        return (type(self), (self.field, self.reason, self.errors))
+
+
+# --- models -----------------------------------------------------------------------------
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_max_length=MAX_TEXT_CHARS)
+
+
+class Person(_Model):
+    """A participant: e-mail address or chat handle. Addresses are stripped; e-mail
+    addresses are lower-cased so the same person always hashes and matches the same."""
+
+    name: ShortText | None = None
+    address: Identifier
+
+    @field_validator("address")
+    @classmethod
+    def _normalise_address(cls, value: str) -> str:
+        value = value.strip()
+        return value.lower() if _EMAIL.match(value) else value
+
+
+class Recipient(Person):
+    role: Literal["to", "cc", "bcc", "mention"] = "to"
+
+
+class Segment(_Model):
+    """One timed (or untimed) stretch of speech.
+
+    Times are optional but paired: plain-text transcripts have no clock, and inventing
+    ``0..0`` would make every such chunk claim to start at the beginning of the meeting.
+    """
+
+    speaker: ShortText | None = None
+    start_ms: int | None = Field(default=None, ge=0)
+    end_ms: int | None = Field(default=None, ge=0)
+    text: LongText
+
+    @model_validator(mode="after")
+    def _times(self) -> Segment:
+        if (self.start_ms is None) != (self.end_ms is None):
+            field = "end_ms" if self.end_ms is None else "start_ms"
+            raise PydanticCustomError(
+                "paired_times",
+                "start_ms and end_ms must both be set or both be null",
+                {"field": field},
+            )
+        if self.start_ms is not None and self.end_ms is not None and self.end_ms < self.start_ms:
+            raise PydanticCustomError(
+                "time_range", "must not be before start_ms", {"field": "end_ms"}
+            )
+        return self
+
+
+class MeetingInfo(_Model):
+    title: ShortText | None = None
+    starts_at: UtcDatetime | None = None
+    ends_at: UtcDatetime | None = None
+
+    @model_validator(mode="after")
+    def _range(self) -> MeetingInfo:
+        if self.starts_at and self.ends_at and self.ends_at < self.starts_at:
+            raise PydanticCustomError(
+                "time_range", "must not be before starts_at", {"field": "ends_at"}
+            )
+        return self
+
+
+class AssetInfo(_Model):
+    kind: Literal["audio", "video", "image", "document"]
+    title: ShortText | None = None
+    mime_type: ShortText | None = None
+    duration_ms: int | None = Field(default=None, ge=0)
+    uri: ShortText | None = None
+
+
+class _Payload(_Model):
+    schema_version: Literal[1] = 1
+    workspace_id: uuid.UUID
+    source: Identifier
+    external_id: Identifier
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("metadata", mode="before")
+    @classmethod
+    def _metadata(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value  # pydantic reports the type error
+        if json_depth(value) > MAX_METADATA_DEPTH:
+            raise ValueError(f"is nested deeper than {MAX_METADATA_DEPTH} levels")
+        cleaned = clean_json(value)
+        size = len(json.dumps(cleaned, ensure_ascii=False, separators=(",", ":")).encode())
+        if size > MAX_METADATA_BYTES:
+            raise ValueError(f"is {size} bytes as JSON; the limit is {MAX_METADATA_BYTES}")
+        return cleaned
+
+
+def _segments_size(segments: list[Segment] | None) -> None:
+    if segments and sum(len(s.text) for s in segments) > MAX_TEXT_CHARS:
+        raise PydanticCustomError(
+            "too_long",
+            "together hold more than {limit} characters; send them by content_url",
+            {"field": "segments", "limit": MAX_TEXT_CHARS},
+        )
+
+
+class CommunicationPayload(_Payload):
+    """An e-mail, chat message, SMS, call note... Exactly one of ``body``/``content_url``."""
+
+    kind: Literal["communication"] = "communication"
+    channel: Literal["email", "chat", "sms", "voice", "social", "other"]
+    thread_key: ShortText | None = None
+    subject: Annotated[Text, Field(max_length=16 * 1024)] | None = None
+    sender: Person | None = None
+    recipients: list[Recipient] = Field(default_factory=list, max_length=MAX_LIST_ITEMS)
+    sent_at: UtcDatetime | None = None
+    body: LongText | None = None
+    content_url: HttpUrl | None = None
+
+    @model_validator(mode="after")
+    def _content(self) -> CommunicationPayload:
+        one_of(self, ("body", "content_url"))
+        return self
+
+
+class TranscriptPayload(_Payload):
+    """A meeting transcript, inline as segments or by URL (vtt/srt/plain)."""
+
+    kind: Literal["transcript"] = "transcript"
+    meeting: MeetingInfo = Field(default_factory=MeetingInfo)
+    participants: list[Person] = Field(default_factory=list, max_length=MAX_LIST_ITEMS)
+    segments: list[Segment] | None = Field(default=None, max_length=10 * MAX_LIST_ITEMS)
+    content_url: HttpUrl | None = None
+    content_format: ContentFormat | None = None
+    language: ShortText | None = None
+
+    @model_validator(mode="after")
+    def _content(self) -> TranscriptPayload:
+        one_of(self, ("segments", "content_url"))
+        _segments_size(self.segments)
+        return self
+
+
+class MediaPayload(_Payload):
+    """Audio/video/image/document: already-transcribed segments, text, or a URL."""
+
+    kind: Literal["media"] = "media"
+    asset: AssetInfo
+    segments: list[Segment] | None = Field(default=None, max_length=10 * MAX_LIST_ITEMS)
+    text: LongText | None = None
+    content_url: HttpUrl | None = None
+    content_format: ContentFormat | None = None
+
+    @model_validator(mode="after")
+    def _content(self) -> MediaPayload:
+        one_of(self, ("segments", "text", "content_url"))
+        _segments_size(self.segments)
+        return self
+
+
+Payload = Annotated[
+    CommunicationPayload | TranscriptPayload | MediaPayload, Field(discriminator="kind")
+]
+AnyPayload = CommunicationPayload | TranscriptPayload | MediaPayload
+_ADAPTER: TypeAdapter[AnyPayload] = TypeAdapter(Payload)
+_KINDS = ("communication", "transcript", "media")
+
+
+# --- parsing ----------------------------------------------------------------------------
+
+
+def decode_json_payload(
+    raw: bytes | bytearray | memoryview | str | dict[str, Any],
+) -> dict[str, Any]:
+    """Decode a payload as read from Redis. Invalid UTF-8 is replaced (U+FFFD), not fatal:
+    one bad byte in a long e-mail should not lose the e-mail."""
+    try:
+        if isinstance(raw, dict):
+            return raw
+        if isinstance(raw, bytes | bytearray | memoryview):
+            raw = bytes(raw).decode("utf-8", errors="replace")
+        if not isinstance(raw, str):
+            raise PayloadError(
+                "payload", f"must be JSON text or an object, not {type(raw).__name__}"
+            )
+        data = json.loads(raw)
+    except PayloadError:
+        raise
+    except (ValueError, RecursionError) as exc:
+        raise PayloadError("payload", f"is not valid JSON ({type(exc).__name__})") from None
+    if not isinstance(data, dict):
+        raise PayloadError("payload", f"must be a JSON object, not {type(data).__name__}")
+    return data
+
+
+def _error_field(error: Any) -> str:
+    loc = [str(part) for part in error.get("loc", ())]
+    if loc and loc[0] in _KINDS:
+        loc = loc[1:]  # the discriminator's branch name is not a field
+    extra = (error.get("ctx") or {}).get("field")
+    if extra:
+        loc.append(str(extra))
+    return ".".join(loc)
+
+
+def _error_reason(error: Any) -> str:
+    kind, msg = error.get("type"), str(error.get("msg", "is invalid"))
+    if kind == "missing":
+        return "is required"
+    if kind == "extra_forbidden":
+        return "is not a known field"
+    if kind == "union_tag_not_found":
+        return "is required (one of " + ", ".join(_KINDS) + ")"
+    if kind == "union_tag_invalid":
+        tag = (error.get("ctx") or {}).get("tag", "")
+        return f"must be one of {', '.join(_KINDS)} (got {tag[:64]!r})"
+    if kind == "model_attributes_type":
+        return "must be a JSON object"
+    msg = msg.removeprefix("Value error, ")
+    return msg if len(msg) <= 300 else msg[:297] + "..."
+
+
+def parse_payload(data: Any) -> AnyPayload:
+    """Validate ``data`` (dict, JSON text or bytes) into a payload model.
+
+    Raises :class:`PayloadError` - and only that - for every invalid input.
+    """
+    try:
+        if isinstance(data, bytes | bytearray | memoryview | str):
+            data = decode_json_payload(data)
+        return _ADAPTER.validate_python(data)
+    except PayloadError:
+        raise
+    except ValidationError as exc:
+        errors = [(_error_field(e) or "payload", _error_reason(e)) for e in exc.errors()]
+        if not errors:
+            errors = [("payload", "is invalid")]
+        field, reason = errors[0]
+        if field in ("", "payload") and reason.startswith(("is required (one", "must be one")):
+            field = "kind"
+        errors[0] = (field, reason)
+        raise PayloadError(field, reason, errors) from None
+    except Exception as exc:  # RecursionError, MemoryError-adjacent oddities: never escape
+        raise PayloadError("payload", f"could not be validated ({type(exc).__name__})") from None
+
+
+# --- identities -------------------------------------------------------------------------
+
+
+def _canonical(payload: BaseModel) -> bytes:
+    data = payload.model_dump(mode="json", exclude={"schema_version"})
+    return json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def content_hash(payload: BaseModel) -> str:
+    """sha256 hex over canonical JSON of every field but ``schema_version``."""
+    return hashlib.sha256(_canonical(payload)).hexdigest()
+
+
+def job_id_for(
+    workspace_id: uuid.UUID | str, kind: str, source: str, external_id: str, content_hash: str
+) -> str:
+    """Deterministic job id: same content from the same source = same id (arq dedupes)."""
+    name = f"{workspace_id}|{kind}|{source}|{external_id}|{content_hash}"
+    return str(uuid.uuid5(JOB_NAMESPACE, name))
+
+
+def job_id(payload: AnyPayload, chash: str | None = None) -> str:
+    """:func:`job_id_for` of a validated payload; ``chash``: its :func:`content_hash`, if
+    the caller has it already (hashing walks the whole payload)."""
+    return job_id_for(
+        payload.workspace_id,
+        payload.kind,
+        payload.source,
+        payload.external_id,
+        chash if chash is not None else content_hash(payload),
+    )

@@ -1,0 +1,234 @@
+"""All configuration in one place.
+
+Every knob has a default and an environment variable of the same name (upper case).
+With nothing set, the worker runs against embedded PostgreSQL and Redis servers it
+starts itself, and embeds with the offline ``local`` provider, so a fresh checkout can
+run end to end.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent.parent
+EMBEDDING_DIMENSIONS = 1536
+# OpenAI's hard limit for a single input of the text-embedding-3 family.
+MAX_INPUT_TOKENS = 8191
+LOCAL_MODEL_NAME = "local-hash-1536-v1"
+
+
+class Settings(BaseSettings):
+    """Worker configuration, read from the environment (and ``.env`` if present)."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+
+    # --- connections -------------------------------------------------------------
+    database_url: str | None = Field(
+        default=None, description="PostgreSQL DSN; unset = embedded server under data_dir"
+    )
+    redis_url: str | None = Field(
+        default=None, description="Redis URL; unset = embedded redis-server under data_dir"
+    )
+    data_dir: Path = Field(
+        default_factory=lambda: Path.home() / ".local" / "share" / "cos-worker",
+        description="Where embedded servers keep their data",
+    )
+    database_role: str | None = Field(
+        default="service_role",
+        description="Role every worker connection switches to (SET ROLE); empty = login role",
+    )
+    db_pool_min: int | None = Field(
+        default=None,
+        ge=1,
+        description="Connections opened at startup and kept open (default: DB_POOL_MAX). "
+        "Opened on demand, they are opened when a burst arrives: connect, role, codecs and "
+        "type lookups on the event loop the burst's first jobs are waiting for",
+    )
+    db_pool_max: int = Field(default=8, ge=1)
+    migrations_dir: Path = Field(default=REPO_ROOT / "migrations")
+
+    # --- embeddings --------------------------------------------------------------
+    openai_api_key: SecretStr | None = None
+    openai_base_url: str | None = None
+    embedding_provider: Literal["auto", "openai", "local"] = Field(
+        default="auto", description="auto = openai when OPENAI_API_KEY is set, else local"
+    )
+    embedding_model: str = "text-embedding-3-small"
+    embedding_dimensions: int = EMBEDDING_DIMENSIONS
+    embedding_encoding_format: Literal["float", "base64"] = "base64"
+    embed_batch_max_inputs: int = Field(default=2048, ge=1, le=2048)
+    embed_batch_max_tokens: int = Field(default=300_000, ge=MAX_INPUT_TOKENS)
+    embed_batch_linger_ms: int = Field(
+        default=50,
+        ge=0,
+        description="Light load: how long a partial request waits for jobs already started "
+        "(nobody on the way: it goes at once)",
+    )
+    embed_batch_max_linger_ms: int = Field(
+        default=30_000,
+        ge=0,
+        description="Bulk load (jobs seen waiting in the queue, until a request finds nobody "
+        "on the way): how long a partial request waits for more rows. Long: under bulk "
+        "load the database is the bottleneck and rows arrive as it frees handoff budget",
+    )
+    embed_max_concurrent_requests: int = Field(default=4, ge=1)
+    embed_requests_per_minute: int = Field(default=3_000, ge=1)
+    embed_tokens_per_minute: int = Field(default=1_000_000, ge=1)
+    embed_request_timeout_s: float = Field(default=60.0, gt=0)
+    embed_max_retries: int = Field(default=6, ge=0)
+    embed_retry_max_wait_s: float = Field(default=60.0, gt=0)
+
+    # --- chunking ----------------------------------------------------------------
+    chunk_tokens: int = Field(default=512, ge=16, le=MAX_INPUT_TOKENS)
+    chunk_overlap_tokens: int = Field(default=64, ge=0)
+    stream_threshold_chunks: int = Field(
+        default=1024,
+        ge=1,
+        description="Transcripts/media with more chunks than this are streamed: embedded and "
+        "written window by window inside the item's one transaction (bounded memory)",
+    )
+    stream_window_chunks: int = Field(
+        default=512, ge=1, description="Chunks per window when an item is streamed"
+    )
+    large_items_max: int = Field(
+        default=2,
+        ge=1,
+        description="Large items processed at once per worker: those fetched by content_url "
+        "(bodies up to FETCH_MAX_BYTES) and streamed ones (a pool connection for minutes)",
+    )
+
+    # --- content_url fetching ----------------------------------------------------
+    fetch_max_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
+    fetch_timeout_s: float = Field(default=30.0, gt=0)
+    fetch_allow_private: bool = Field(
+        default=False, description="Allow content_url to reach loopback/private/link-local hosts"
+    )
+
+    # --- jobs --------------------------------------------------------------------
+    queue_name: str = "cos:queue"
+    worker_concurrency: int = Field(
+        default=256,
+        ge=1,
+        description="arq max_jobs: jobs receiving, fetching or chunking at once (a job gives "
+        "its slot back once its rows are queued for embedding: HANDOFF_MAX_ROWS)",
+    )
+    worker_poll_delay_s: float = Field(
+        default=0.02,
+        gt=0,
+        description="How often arq polls Redis for new jobs (arq's default 0.5 s adds up to "
+        "0.5 s of latency to every job and idles free job slots between polls)",
+    )
+    handoff_max_rows: int = Field(
+        default=8192,
+        ge=0,
+        description="A job whose rows are queued for embedding gives its queue slot back "
+        "while the handed-off jobs hold at most this many rows (0: jobs keep their slots)",
+    )
+    handoff_drain_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="At shutdown, how long handed-off jobs may take to finish before they "
+        "are cancelled (the reconciler re-enqueues them)",
+    )
+    enqueue_page_items: int = Field(
+        default=500,
+        ge=1,
+        description="client.enqueue_many: jobs per ledger transaction and Redis call",
+    )
+    enqueue_page_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        ge=1,
+        description="client.enqueue_many: a page also ends at this many bytes of payload JSON",
+    )
+    enqueue_job_items: int = Field(
+        default=100,
+        ge=1,
+        description="client.enqueue_many: new items of a page travel as one arq job of at "
+        "most this many (1: one job per item); pickups and queue round trips are then paid "
+        "once per job",
+    )
+    enqueue_job_bytes: int = Field(
+        default=256 * 1024,
+        ge=1,
+        description="client.enqueue_many: a page job also ends at this many bytes of payload "
+        "JSON (a bigger item travels alone): bounds what a worker's job slots hold",
+    )
+    group_write_connections: int = Field(
+        default=2,
+        ge=1,
+        description="Communications whose vectors are ready together are written in groups, "
+        "one transaction each: at most this many groups at once (each holds a pool connection)",
+    )
+    group_write_max_items: int = Field(
+        default=100,
+        ge=1,
+        description="Most communications in one group write (1: one transaction per item)",
+    )
+    group_write_max_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        ge=1,
+        description="A group write also ends at this many characters of message bodies (one "
+        "statement carries them all); a larger message is written on its own",
+    )
+    job_timeout_s: int = Field(default=1800, ge=1)
+    job_max_tries: int = Field(default=5, ge=1)
+    retry_base_delay_s: float = Field(default=2.0, ge=0)
+    embed_pending_batch: int = Field(default=512, ge=1)
+    reconcile_grace_s: float = Field(
+        default=300.0,
+        ge=0,
+        description="A queued/running ledger row untouched this long with no live arq job "
+        "is re-enqueued by the reconciler",
+    )
+    reconcile_every_minutes: int = Field(default=5, ge=1, le=60, description="reconciler cron")
+
+    # --- maintenance -------------------------------------------------------------
+    maintenance_hour: int = Field(default=3, ge=0, le=23, description="nightly run, UTC hour")
+    maintenance_minute: int = Field(default=17, ge=0, le=59)
+    analyze_min_changed_rows: int = Field(default=1000, ge=0)
+    analyze_min_changed_fraction: float = Field(default=0.10, ge=0)
+    reindex_growth_factor: float = Field(default=2.0, gt=1)
+    reindex_bloat_ratio: float = Field(default=0.30, gt=0)
+    reindex_max_per_run: int = Field(default=2, ge=0)
+    maintenance_work_mem: str = "1GB"
+    maintenance_parallel_workers: int = Field(default=2, ge=0)
+    maintenance_lock_timeout: str = "5s"
+    maintenance_statement_timeout: str = "2h"
+    slow_query_min_mean_ms: float = Field(default=100.0, ge=0)
+    slow_query_top_n: int = Field(default=20, ge=1)
+    slow_query_regression_factor: float = Field(default=1.5, gt=1)
+
+    # --- logging -----------------------------------------------------------------
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _overlap_below_target(self) -> Settings:
+        if self.chunk_overlap_tokens >= self.chunk_tokens:
+            raise ValueError("CHUNK_OVERLAP_TOKENS must be smaller than CHUNK_TOKENS")
+        if self.db_pool_min is not None and self.db_pool_min > self.db_pool_max:
+            raise ValueError("DB_POOL_MIN must not be greater than DB_POOL_MAX")
+        return self
+
+    @property
+    def provider(self) -> Literal["openai", "local"]:
+        """The provider actually used: ``auto`` resolves on the presence of an API key."""
+        if self.embedding_provider == "auto":
+            return "openai" if self.openai_api_key else "local"
+        return self.embedding_provider
+
+    @property
+    def effective_model(self) -> str:
+        """Model name recorded on every vector row (the local provider has its own)."""
+        return LOCAL_MODEL_NAME if self.provider == "local" else self.embedding_model
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Process-wide settings, read once."""
+    return Settings()

@@ -1,0 +1,216 @@
+"""The migration runner behind ``cos-worker migrate``.
+
+Migration files are plain SQL that also work with ``psql -f``: each wraps itself in
+BEGIN/COMMIT and records its own row in ``public.schema_migrations``. The runner adds
+what psql cannot:
+
+* a session advisory lock, so migrators racing at deploy time apply each file once
+  (the loser waits, then finds nothing left to do);
+* checksums: an applied file whose content changed is refused with a clear error
+  (a row recorded by psql has no checksum yet; the runner adopts the current one);
+* ``down --to VERSION`` using ``migrations/rollback/NNN_name.down.sql``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import structlog
+
+from worker.core.settings import REPO_ROOT
+
+log = structlog.get_logger(__name__)
+
+# Arbitrary but fixed: every cos-worker migrator contends for the same lock.
+MIGRATION_LOCK_KEY = 0x0C05_0001
+FILE_PATTERN = re.compile(r"^(?P<version>\d{3,})_(?P<name>[a-z0-9_]+)\.sql$")
+
+ENSURE_TABLE = """
+CREATE TABLE IF NOT EXISTS public.schema_migrations (
+    version      text PRIMARY KEY,
+    name         text NOT NULL,
+    checksum     text,
+    applied_at   timestamptz NOT NULL DEFAULT now(),
+    applied_by   text DEFAULT current_user,
+    execution_ms integer
+)
+"""
+APPLIED_ROWS = "SELECT version, name, checksum, applied_at FROM public.schema_migrations"
+ADOPT_CHECKSUM = """
+UPDATE public.schema_migrations
+SET checksum = $2, execution_ms = coalesce($3, execution_ms)
+WHERE version = $1 AND checksum IS NULL
+"""
+TABLE_EXISTS = "SELECT to_regclass('public.schema_migrations') IS NOT NULL"
+
+
+class MigrationError(RuntimeError):
+    """A migration cannot be applied or rolled back; the message says why."""
+
+
+@dataclass(frozen=True)
+class MigrationFile:
+    version: str
+    name: str
+    path: Path
+    checksum: str
+    down_path: Path | None
+
+    @property
+    def sql(self) -> str:
+        return self.path.read_text(encoding="utf-8")
+
+
+@dataclass(frozen=True)
+class MigrationState:
+    version: str
+    name: str
+    state: str  # "applied" | "pending" | "drifted" | "missing-file"
+    applied_at: str | None = None
+
+
+def file_checksum(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def discover(directory: Path) -> list[MigrationFile]:
+    """The migration files in version order, each with its rollback script if present."""
+    found: list[MigrationFile] = []
+    for path in sorted(directory.glob("*.sql")):
+        match = FILE_PATTERN.match(path.name)
+        if not match:
+            continue
+        down = directory / "rollback" / f"{path.stem}.down.sql"
+        found.append(
+            MigrationFile(
+                version=match["version"],
+                name=path.stem,
+                path=path,
+                checksum=file_checksum(path),
+                down_path=down if down.exists() else None,
+            )
+        )
+    versions = [m.version for m in found]
+    if len(versions) != len(set(versions)):
+        raise MigrationError(f"duplicate migration versions in {directory}")
+    return found
+
+
+class Migrator:
+    """Applies and rolls back the SQL files in ``directory`` against ``dsn``."""
+
+    def __init__(self, dsn: str, directory: Path | None = None) -> None:
+        self.dsn = dsn
+        self.directory = directory or REPO_ROOT / "migrations"
+
+    async def _connect(self) -> asyncpg.Connection:
+        conn = await asyncpg.connect(self.dsn, server_settings={"application_name": "cos-migrate"})
+        return conn
+
+    async def _applied(self, conn: asyncpg.Connection) -> dict[str, asyncpg.Record]:
+        if not await conn.fetchval(TABLE_EXISTS):
+            return {}
+        return {r["version"]: r for r in await conn.fetch(APPLIED_ROWS)}
+
+    async def status(self) -> list[MigrationState]:
+        files = discover(self.directory)
+        conn = await self._connect()
+        try:
+            applied = await self._applied(conn)
+        finally:
+            await conn.close()
+        states: list[MigrationState] = []
+        for mf in files:
+            row = applied.pop(mf.version, None)
+            if row is None:
+                states.append(MigrationState(mf.version, mf.name, "pending"))
+                continue
+            drifted = row["checksum"] is not None and row["checksum"] != mf.checksum
+            states.append(
+                MigrationState(
+                    mf.version,
+                    mf.name,
+                    "drifted" if drifted else "applied",
+                    row["applied_at"].isoformat(),
+                )
+            )
+        for version, row in sorted(applied.items()):
+            states.append(
+                MigrationState(version, row["name"], "missing-file", row["applied_at"].isoformat())
+            )
+        return states
+
+    @staticmethod
+    def _check_drift(mf: MigrationFile, row: asyncpg.Record) -> None:
+        if row["checksum"] is not None and row["checksum"] != mf.checksum:
+            raise MigrationError(
+                f"migration {mf.name} was applied with checksum {row['checksum'][:12]}… but the "
+                f"file now has {mf.checksum[:12]}…: applied migrations must not change; "
+                "add a new migration instead"
+            )
+
+    async def up(self, target: str | None = None) -> list[str]:
+        """Apply pending migrations (up to ``target``); returns the versions applied."""
+        files = discover(self.directory)
+        conn = await self._connect()
+        applied_now: list[str] = []
+        try:
+            await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
+            await conn.execute(ENSURE_TABLE)
+            applied = await self._applied(conn)
+            for mf in files:
+                if target is not None and mf.version > target:
+                    break
+                row = applied.get(mf.version)
+                if row is not None:
+                    self._check_drift(mf, row)
+                    await conn.execute(ADOPT_CHECKSUM, mf.version, mf.checksum, None)
+                    continue
+                started = time.perf_counter()
+                try:
+                    # The file carries its own BEGIN/COMMIT: one transaction per file.
+                    await conn.execute(mf.sql)
+                except asyncpg.PostgresError as exc:
+                    if not conn.is_closed():
+                        await conn.execute("ROLLBACK")
+                    raise MigrationError(f"{mf.name} failed: {exc}") from exc
+                elapsed = int((time.perf_counter() - started) * 1000)
+                await conn.execute(ADOPT_CHECKSUM, mf.version, mf.checksum, elapsed)
+                applied_now.append(mf.version)
+                log.info("migrate.applied", version=mf.version, name=mf.name, ms=elapsed)
+        finally:
+            if not conn.is_closed():
+                await conn.close()  # releases the session advisory lock
+        return applied_now
+
+    async def down(self, to: str) -> list[str]:
+        """Roll back applied migrations newer than ``to`` (``"0"`` rolls back all)."""
+        files = {m.version: m for m in discover(self.directory)}
+        conn = await self._connect()
+        rolled_back: list[str] = []
+        try:
+            await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
+            applied = await self._applied(conn)
+            for version in sorted(applied, reverse=True):
+                if version <= to:
+                    break
+                mf = files.get(version)
+                if mf is None or mf.down_path is None:
+                    raise MigrationError(f"no rollback script for applied migration {version}")
+                try:
+                    await conn.execute(mf.down_path.read_text(encoding="utf-8"))
+                except asyncpg.PostgresError as exc:
+                    if not conn.is_closed():
+                        await conn.execute("ROLLBACK")
+                    raise MigrationError(f"rollback of {mf.name} failed: {exc}") from exc
+                rolled_back.append(version)
+                log.info("migrate.rolled_back", version=version, name=mf.name)
+        finally:
+            if not conn.is_closed():
+                await conn.close()
+        return rolled_back

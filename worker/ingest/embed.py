@@ -1,0 +1,108 @@
+"""The embed stage of the short path: vectors for an item's chunks, reusing what the
+workspace already has.
+
+A vector is only requested for text this workspace has not embedded with this model
+before (by content hash): a re-sent or lightly edited item costs no tokens for what did
+not change. What is left goes to the shared ``EmbeddingBatcher``. (Streamed items do the
+same window by window in ``worker.ingest.stream``.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+import numpy as np
+
+from worker.core.payloads import CommunicationPayload, MediaPayload, TranscriptPayload
+from worker.db import store
+from worker.embedding import EmbeddingBatcher
+from worker.ingest.grouping import GroupWriter
+from worker.text.chunking import Chunk, weighted_mean
+
+
+@dataclass
+class ItemEmbedder:
+    pool: asyncpg.Pool
+    batcher: EmbeddingBatcher
+    model: str
+    dimensions: int
+    lookup_connections: int = 2
+    lookup_max_items: int = 100
+
+    def __post_init__(self) -> None:
+        # The items of a page job look their vectors up in the same loop turn: one
+        # statement for them all instead of a round trip each.
+        self._lookups: GroupWriter[tuple[UUID, str], np.ndarray | None] = GroupWriter(
+            self._lookup_many,
+            self._lookup_one,
+            lambda key: key,
+            writers=self.lookup_connections,
+            max_items=self.lookup_max_items,
+        )
+
+    async def _lookup_one(self, key: tuple[UUID, str]) -> np.ndarray | None:
+        async with self.pool.acquire() as conn:
+            return await store.reusable_comm_vector(conn, key[0], self.model, key[1])
+
+    async def _lookup_many(self, keys: Sequence[tuple[UUID, str]]) -> list[np.ndarray | None]:
+        if len(keys) == 1:
+            return [await self._lookup_one(keys[0])]
+        async with self.pool.acquire() as conn:
+            return await store.reusable_comm_vectors(conn, keys, self.model)
+
+    async def aclose(self) -> None:
+        await self._lookups.aclose()
+
+    async def communication(
+        self,
+        payload: CommunicationPayload,
+        chunks: list[Chunk],
+        embedded_hash: str,
+        arrived: Any = None,
+        *,
+        together: bool = False,
+    ) -> tuple[np.ndarray | None, list[Chunk]]:
+        """One vector per communication: its chunks' token-weighted mean, renormalized.
+        ``together``: an item of a page job, whose lookup joins its neighbours'."""
+        if not chunks:
+            return None, []
+        key = (payload.workspace_id, embedded_hash)
+        reused = await (self._lookups.submit(key) if together else self._lookup_one(key))
+        if reused is not None:
+            return reused, []
+        vectors = await self.batcher.embed(
+            [c.text for c in chunks], [c.token_count for c in chunks], arrived=arrived
+        )
+        if len(chunks) == 1:
+            return vectors[0], chunks
+        return weighted_mean(vectors, [c.token_count for c in chunks]), chunks
+
+    async def chunks(
+        self, payload: TranscriptPayload | MediaPayload, chunks: list[Chunk], arrived: Any = None
+    ) -> tuple[np.ndarray, list[Chunk]]:
+        """Vectors for every chunk, reusing this workspace's vectors for identical texts."""
+        out = np.empty((len(chunks), self.dimensions), dtype=np.float32)
+        if not chunks:
+            return out, []
+        async with self.pool.acquire() as conn:
+            known = await store.reusable_chunk_vectors(
+                conn,
+                payload.kind,
+                payload.workspace_id,
+                self.model,
+                [c.content_hash for c in chunks],
+            )
+        fresh = [c for c in chunks if c.content_hash not in known]
+        if fresh:
+            vectors = await self.batcher.embed(
+                [c.text for c in fresh], [c.token_count for c in fresh], arrived=arrived
+            )
+            for c, v in zip(fresh, vectors, strict=True):
+                known[c.content_hash] = v
+        for i, c in enumerate(chunks):
+            out[i] = known[c.content_hash]
+        return out, fresh

@@ -1,0 +1,108 @@
+"""The arq worker's configuration: job functions, cron, hooks, serializers.
+
+Startup opens the ``Runtime`` (asyncpg pool with the pgvector codec, embedding
+provider and the shared batcher); shutdown closes it. ``worker.main`` turns these
+options into the ``WorkerSettings`` class arq loads; the demo and tests build an
+``arq.worker.Worker`` from the same options.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from arq import cron
+from arq.worker import Worker
+
+from worker.core.log import configure_logging
+from worker.core.settings import Settings, get_settings
+from worker.queue import jobs, keys, serialization
+from worker.queue.runtime import Runtime
+from worker.servers.services import Services
+
+
+async def startup(ctx: dict[str, Any]) -> None:
+    settings: Settings = ctx.get("settings") or get_settings()
+    configure_logging(settings)
+    services = ctx.get("services") or Services(settings)
+    ctx["runtime"] = await Runtime.open(settings, services)
+    # Jobs still waiting in the queue are on their way to the batcher too.
+    jobs.watch_queue(ctx)
+
+
+async def shutdown(ctx: dict[str, Any]) -> None:
+    runtime: Runtime | None = ctx.get("runtime")
+    if runtime is not None:
+        await runtime.close()
+
+
+def worker_options(settings: Settings) -> dict[str, Any]:
+    """Everything arq needs except redis settings; shared by WorkerSettings and tests."""
+    return {
+        "functions": [jobs.ingest, jobs.ingest_page, jobs.embed_pending],
+        "cron_jobs": [
+            cron(
+                jobs.maintenance,
+                hour={settings.maintenance_hour},
+                minute={settings.maintenance_minute},
+                run_at_startup=False,
+                unique=True,
+                timeout=24 * 3600,
+            ),
+            # Redis is the transport, the ledger the record: re-enqueue what Redis lost.
+            cron(
+                jobs.reconcile,
+                name=keys.RECONCILE,
+                minute=set(range(0, 60, settings.reconcile_every_minutes)),
+                run_at_startup=False,
+                unique=True,
+                timeout=600,
+            ),
+        ],
+        "on_startup": startup,
+        "on_shutdown": shutdown,
+        "queue_name": settings.queue_name,
+        "max_jobs": settings.worker_concurrency,
+        "poll_delay": settings.worker_poll_delay_s,
+        "job_timeout": settings.job_timeout_s,
+        # Our pipeline decides retries itself and dead-letters at job_max_tries; arq's
+        # cap only guards against a job that crashes the process over and over.
+        "max_tries": settings.job_max_tries + 2,
+        "keep_result": 3600,
+        "health_check_interval": 30,
+        "job_serializer": serialization.dumps,
+        "job_deserializer": serialization.loads,
+    }
+
+
+async def run_bursts(
+    settings: Settings, ctx: dict[str, Any], *, max_bursts: int = 20, **worker_kw: Any
+) -> Worker:
+    """Run in-process arq workers in burst mode until the queue stays empty (the demo and
+    the tests). More than one burst when a handed-off job failed transiently: its retry
+    is enqueued while the first burst shuts down (``worker.queue.handoff``). Returns the first
+    worker (its counters cover everything but such retries)."""
+    from worker.queue.client import connect, redis_settings_for
+
+    first: Worker | None = None
+    for _ in range(max_bursts):
+        worker = Worker(
+            **worker_options(settings),
+            redis_settings=redis_settings_for(settings.redis_url or ""),
+            burst=True,
+            handle_signals=False,
+            ctx=dict(ctx),
+            **worker_kw,
+        )
+        try:
+            await worker.main()
+        finally:
+            await worker.close()  # shutdown drains handed-off jobs: retries are queued now
+        first = first or worker
+        redis = await connect(settings.redis_url or "")
+        try:
+            if not await redis.zcard(settings.queue_name):
+                break
+        finally:
+            await redis.aclose()
+    assert first is not None
+    return first

@@ -1,0 +1,328 @@
+"""Enqueueing for connectors: ``enqueue_many`` for a page of items (the fast path),
+``enqueue`` / ``enqueue_communication`` / ``_transcript`` / ``_media`` for one.
+
+The job id is deterministic from (workspace, kind, source, external id, content hash),
+so a connector that sends the same thing twice makes one job: arq refuses a second
+job with an id it still knows, and the worker's ledger turns any later re-delivery
+into a recorded no-op. Payloads are validated here first, so a connector learns about
+a bad field at once instead of from the dead-letter log.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID, uuid4
+
+import asyncpg
+from arq.connections import ArqRedis, RedisSettings, create_pool
+from arq.constants import expires_extra_ms
+from arq.jobs import serialize_job
+from arq.utils import timestamp_ms
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import BusyLoadingError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from worker.core.payloads import (
+    CommunicationPayload,
+    MediaPayload,
+    PayloadError,
+    TranscriptPayload,
+    content_hash,
+    job_id,
+    parse_payload,
+)
+from worker.core.settings import Settings, get_settings
+from worker.db import ledger
+from worker.queue import keys, serialization
+
+AnyPayload = CommunicationPayload | TranscriptPayload | MediaPayload
+#: Retries of one Redis command on connection errors (backoff 0.1 s doubling, capped at 2 s).
+REDIS_RETRIES = 20
+
+
+def redis_settings_for(url: str) -> RedisSettings:
+    """Settings that ride out a Redis restart: commands retry on connection errors with
+    capped exponential backoff (~30 s in all) instead of killing the worker's poll loop."""
+    settings = RedisSettings.from_dsn(url)
+    settings.retry = Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=REDIS_RETRIES)
+    # OSError: a refused connect surfaces raw (ConnectionRefusedError) inside the retry.
+    settings.retry_on_error = [RedisConnectionError, RedisTimeoutError, BusyLoadingError, OSError]
+    return settings
+
+
+async def connect(redis_url: str) -> ArqRedis:
+    """An arq Redis pool that speaks our JSON job format."""
+    return await create_pool(
+        redis_settings_for(redis_url),
+        job_serializer=serialization.dumps,
+        job_deserializer=serialization.loads,
+    )
+
+
+def _as_model(payload: AnyPayload | dict[str, Any]) -> AnyPayload:
+    if isinstance(payload, (CommunicationPayload, TranscriptPayload, MediaPayload)):
+        return payload
+    return parse_payload(payload)  # raises PayloadError(field, reason)
+
+
+# arq's enqueue (a WATCH/MULTI transaction per job: three round trips) for a whole page in
+# one call: a job whose key or kept result still exists is refused, as arq refuses it.
+# KEYS: the queue, then (job key, result key) per job; ARGV: expiry ms, score, then
+# (job id, serialized job) per job.
+_ENQUEUE_PAGE = """
+local n = 0
+for j = 1, (#KEYS - 1) / 2 do
+  local job_key, result_key = KEYS[2 * j], KEYS[2 * j + 1]
+  if redis.call('EXISTS', job_key, result_key) == 0 then
+    redis.call('PSETEX', job_key, ARGV[1], ARGV[2 * j + 2])
+    redis.call('ZADD', KEYS[1], ARGV[2], ARGV[2 * j + 1])
+    n = n + 1
+  end
+end
+return n
+"""
+
+
+@dataclass(frozen=True)
+class _Job:
+    model: AnyPayload
+    job_id: str
+    content_hash: str
+    data: dict[str, Any]
+    text: str  # ``data`` as the model dumped it (jsonb-safe: the model cleaned every string)
+
+    @property
+    def size(self) -> int:  # payload JSON characters, for paging
+        return len(self.text)
+
+
+def _pages(jobs: list[_Job], items: int, size: int) -> Iterator[list[_Job]]:
+    page: list[_Job] = []
+    used = 0
+    for job in jobs:
+        if page and (len(page) >= items or used + job.size > size):
+            yield page
+            page, used = [], 0
+        page.append(job)
+        used += job.size
+    if page:
+        yield page
+
+
+async def enqueue_many(
+    redis: ArqRedis,
+    payloads: Sequence[AnyPayload | dict[str, Any]],
+    *,
+    db: asyncpg.Pool | None = None,
+    settings: Settings | None = None,
+) -> list[str | PayloadError]:
+    """Validate and enqueue a connector's page of items; returns, in order, each item's
+    (deterministic) job id or the ``PayloadError`` that names its bad field.
+
+    An invalid item harms nothing else: the others are enqueued. With ``db`` the valid
+    ones are recorded in the ledger first, a page (``enqueue_page_items`` /
+    ``enqueue_page_bytes``) per transaction, so they survive a Redis that loses its data;
+    items the ledger already holds as finished (done/skipped) become ``job.noop`` events
+    right there and never reach Redis, and an unknown workspace is reported as an error
+    on ``workspace_id``. Each page then costs one Redis call. A page is the unit of
+    work: it costs a few round trips where one-by-one enqueueing costs about nine per
+    item, which is what a re-sent, unchanged mailbox is made of.
+
+    The items a ledger page *creates* travel together, ``enqueue_job_items`` (and
+    ``enqueue_job_bytes``) to an ``ingest_page`` job, whose id their ledger rows name.
+    An item the ledger already held unfinished is re-sent alone, under its own job id
+    (which arq refuses while that job is still queued), unless its row names a page
+    job: that page carries it, and if Redis lost the page the reconciler re-sends the
+    item (re-sending it here could run it twice). Without ``db`` every item is a job of
+    its own (nothing could tell a new item from a re-sent one).
+    """
+    settings = settings or get_settings()
+    results: list[str | PayloadError] = []
+    jobs: list[_Job] = []
+    seen: set[str] = set()
+    for payload in payloads:
+        try:
+            model = _as_model(payload)
+        except PayloadError as exc:
+            results.append(exc)
+            continue
+        chash = content_hash(model)
+        jid = job_id(model, chash)
+        results.append(jid)
+        if jid in seen:  # the same item twice in one call: one job
+            continue
+        seen.add(jid)
+        text = model.model_dump_json()
+        jobs.append(_Job(model, jid, chash, json.loads(text), text))
+    for page in _pages(jobs, settings.enqueue_page_items, settings.enqueue_page_bytes):
+        if db is None:
+            await _send(redis, [_single(j) for j in page], settings.queue_name)
+            continue
+        groups = list(_pages(page, settings.enqueue_job_items, settings.enqueue_job_bytes))
+        arq_ids: dict[str, str] = {}
+        for group in groups:
+            page_id = keys.PAGE_JOB_PREFIX + uuid4().hex
+            arq_ids.update((j.job_id, page_id if len(group) > 1 else j.job_id) for j in group)
+        created: set[UUID] = set()
+        holders: dict[UUID, str | None] = {}
+        todo = {
+            j.job_id
+            for j in await _record(db, page, results, arq_ids, created, holders)
+            if not keys.is_page_job(holders.get(UUID(j.job_id)))
+        }
+        sends: list[_Send] = []
+        for group in groups:
+            new = [j for j in group if UUID(j.job_id) in created]
+            if len(group) > 1 and new:
+                items = {"items": [j.data for j in new]}
+                sends.append(_Send(arq_ids[new[0].job_id], keys.INGEST_PAGE, items))
+            else:
+                sends += [_single(j) for j in new]
+            sends += [
+                _single(j) for j in group if j.job_id in todo and UUID(j.job_id) not in created
+            ]
+        await _send(redis, sends, settings.queue_name)
+    return results
+
+
+@dataclass(frozen=True)
+class _Send:
+    """One arq job to enqueue: an item (``ingest``) or a page of new items (``ingest_page``)."""
+
+    arq_id: str
+    function: str
+    arg: Any
+
+
+def _single(job: _Job) -> _Send:
+    return _Send(job.job_id, keys.INGEST, job.data)
+
+
+async def _record(
+    db: asyncpg.Pool,
+    page: list[_Job],
+    results: list[str | PayloadError],
+    arq_ids: dict[str, str],
+    created: set[UUID],
+    holders: dict[UUID, str | None],
+) -> list[_Job]:
+    """Ledger first; returns the jobs that still have to reach Redis (``created``: the
+    ones whose rows this call inserted, each naming the arq job in ``arq_ids``;
+    ``holders``: the job each row already held names)."""
+    receipts = [
+        ledger.Receipt(
+            ledger.JobRef(
+                UUID(j.job_id), j.model.workspace_id, j.model.kind, arq_job_id=arq_ids[j.job_id]
+            ),
+            source=j.model.source,
+            external_id=j.model.external_id,
+            content_hash=j.content_hash,
+            payload=j.data,
+            payload_json=j.text,
+        )
+        for j in page
+    ]
+    async with db.acquire() as conn:
+        statuses = await ledger.receive_many(conn, receipts, created=created, holders=holders)
+    unknown = PayloadError("workspace_id", "no such workspace")
+    for j in page:
+        if statuses[UUID(j.job_id)] is None:
+            for k, r in enumerate(results):  # every position that carried this item
+                if r == j.job_id:
+                    results[k] = unknown
+    return [j for j in page if statuses[UUID(j.job_id)] not in (None, *ledger.FINISHED)]
+
+
+async def _send(redis: ArqRedis, jobs: list[_Send], queue: str) -> None:
+    if not jobs:
+        return
+    now = timestamp_ms()
+    keys_: list[str] = [queue]
+    args: list[Any] = [expires_extra_ms, now]
+    for j in jobs:
+        keys_ += [keys.JOB_KEY_PREFIX + j.arq_id, keys.RESULT_KEY_PREFIX + j.arq_id]
+        args += [
+            j.arq_id,
+            serialize_job(j.function, (j.arg,), {}, None, now, serializer=serialization.dumps),
+        ]
+    await redis.register_script(_ENQUEUE_PAGE)(keys=keys_, args=args)  # EVALSHA
+
+
+async def enqueue(
+    redis: ArqRedis,
+    payload: AnyPayload | dict[str, Any],
+    *,
+    db: asyncpg.Pool | None = None,
+    settings: Settings | None = None,
+) -> str:
+    """Validate and enqueue one payload; returns its (deterministic) job id. Raises
+    ``PayloadError`` for an invalid one. ``enqueue_many`` of one item: see there."""
+    result = (await enqueue_many(redis, [payload], db=db, settings=settings))[0]
+    if isinstance(result, PayloadError):
+        raise result
+    return result
+
+
+# arq keeps a running job in its queue with an in-progress key: depth and running, for
+# this queue only (other queues on the same Redis are not counted).
+_QUEUE_STATUS = """
+local ids = redis.call('ZRANGE', KEYS[1], 0, -1)
+local running = 0
+for _, id in ipairs(ids) do
+  running = running + redis.call('EXISTS', ARGV[1] .. id)
+end
+return {#ids, running, redis.call('ZCOUNT', KEYS[2], ARGV[2], '+inf')}
+"""
+
+
+@dataclass(frozen=True)
+class QueueStatus:
+    """What Redis knows of a queue: its jobs, and how many of them are being worked on."""
+
+    depth: int  # jobs in the queue (waiting, deferred or started by arq)
+    running: int  # of those, started and holding an arq slot
+    handed_off: int  # jobs that gave their slot back and still run in a worker (handoff)
+
+
+async def queue_status(redis: ArqRedis, queue_name: str) -> QueueStatus:
+    """The queue's depth, running and handed-off jobs: one round trip."""
+    depth, running, handed_off = await redis.register_script(_QUEUE_STATUS)(
+        keys=[queue_name, keys.HANDED_OFF_SET_PREFIX + queue_name],
+        args=[keys.IN_PROGRESS_KEY_PREFIX, int(time.time() * 1000)],
+    )
+    return QueueStatus(int(depth), int(running), int(handed_off))
+
+
+async def enqueue_communication(
+    redis: ArqRedis, payload: CommunicationPayload | dict[str, Any], **kw: Any
+) -> str:
+    return await enqueue(redis, _typed(payload, "communication"), **kw)
+
+
+async def enqueue_transcript(
+    redis: ArqRedis, payload: TranscriptPayload | dict[str, Any], **kw: Any
+) -> str:
+    return await enqueue(redis, _typed(payload, "transcript"), **kw)
+
+
+async def enqueue_media(redis: ArqRedis, payload: MediaPayload | dict[str, Any], **kw: Any) -> str:
+    return await enqueue(redis, _typed(payload, "media"), **kw)
+
+
+def _typed(payload: Any, kind: str) -> Any:
+    if isinstance(payload, dict):
+        return {**payload, "kind": kind}
+    if payload.kind != kind:
+        raise ValueError(f"expected a {kind} payload, got {payload.kind}")
+    return payload
+
+
+async def enqueue_embed_pending(redis: ArqRedis, settings: Settings | None = None) -> None:
+    settings = settings or get_settings()
+    await redis.enqueue_job(keys.EMBED_PENDING, _queue_name=settings.queue_name)

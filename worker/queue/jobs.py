@@ -1,0 +1,416 @@
+"""arq job functions: the thin adapter between arq and the pipeline.
+
+arq only receives security fixes now, so nothing below this module knows about it:
+the pipeline gets a plain ``Delivery`` and signals retries with ``RetryLater``, which
+is translated to ``arq.Retry`` here. Swapping the queue means rewriting this file and
+``main.py`` only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import structlog
+from arq import Retry
+from arq.connections import ArqRedis
+from arq.utils import timestamp_ms
+from redis.asyncio import Redis
+
+from worker.db import backfill
+from worker.db.queries import Q
+from worker.embedding.batcher import on_rows_queued
+from worker.ingest.delivery import Delivery, RetryLater, is_transient, pipeline_ledger_id
+from worker.ingest.pipeline import Pipeline
+from worker.queue import keys
+from worker.queue import reconcile as reconciler
+from worker.queue.handoff import Offer
+from worker.queue.runtime import Runtime
+from worker.queue.serialization import QuietPayload
+
+log = structlog.get_logger("worker.queue.jobs")
+
+
+def _runtime(ctx: dict[str, Any]) -> Runtime:
+    runtime: Runtime = ctx["runtime"]
+    return runtime
+
+
+async def ingest(ctx: dict[str, Any], payload: Any) -> dict[str, Any]:
+    """Ingest one communication, transcript or media payload.
+
+    The run goes on in its own task; once its rows are queued for embedding (and the row
+    budget admits them) the job is handed off: arq gets its slot back and sees the job
+    as finished, while the run completes here (``worker.queue.handoff``). A ``cos:handed-off``
+    key tells the reconciler the job is alive meanwhile.
+    """
+    rt = _runtime(ctx)
+    pipeline = rt.pipeline
+    enqueue_time = ctx.get("enqueue_time")
+    delivery = Delivery(
+        arq_job_id=ctx.get("job_id"),
+        job_try=int(ctx.get("job_try", 1)),
+        enqueue_time_ms=int(enqueue_time.timestamp() * 1000) if enqueue_time else 0,
+    )
+    structlog.contextvars.bind_contextvars(arq_job_id=delivery.arq_job_id)
+    # From now until its rows reach the embedding batcher, requests may wait for this job.
+    arrived = pipeline.batcher.expect(bind=True)
+    redis: ArqRedis | None = ctx.get("redis")
+    offer = rt.handoffs.offer()
+    if redis is not None and delivery.arq_job_id:  # (not when a test calls this directly)
+        on_rows_queued(offer.rows_queued)  # seen by the run's task (it copies this context)
+    run = asyncio.create_task(_run(pipeline, payload, delivery))
+    try:
+        if (
+            redis is not None
+            and await offer.wait(run)
+            and await _hand_off(redis, rt, run, offer.rows, payload, delivery)
+        ):
+            return {"status": "handed_off", "rows": offer.rows}
+        return await run
+    except RetryLater as exc:
+        raise Retry(defer=exc.delay_s) from exc
+    except asyncio.CancelledError:
+        run.cancel()  # arq's job timeout or abort reaches the run too
+        raise
+    finally:
+        on_rows_queued(None)
+        arrived()
+        structlog.contextvars.unbind_contextvars("arq_job_id")
+
+
+async def ingest_page(ctx: dict[str, Any], page: Any) -> dict[str, Any]:
+    """Ingest the items of one connector page (``client.enqueue_many`` sends the items
+    its ledger transaction created as one job): all at once, each as ``ingest`` runs
+    one job, so their ledger pickups share a transaction (``worker.ingest.pickup``) and arq's
+    per-job round trips are paid once per page.
+
+    An item's outcome is its own: a failure is recorded for that item, a transient one is
+    retried as a job of its own (``<item job id>~<try>``), and the page job succeeds.
+    Once every item has finished or queued its rows (and the row budget admits them),
+    the page is handed off as one job would be.
+    """
+    rt = _runtime(ctx)
+    items = page.get("items") if isinstance(page, dict) else None
+    enqueue_time = ctx.get("enqueue_time")
+    delivery = Delivery(
+        arq_job_id=ctx.get("job_id"),
+        job_try=int(ctx.get("job_try", 1)),
+        enqueue_time_ms=int(enqueue_time.timestamp() * 1000) if enqueue_time else 0,
+    )
+    if not isinstance(items, list) or not items:
+        # Only a hand-made job looks like this: recorded as one invalid payload.
+        return await rt.pipeline.reject(
+            page, delivery, "items", "a page job needs a non-empty list of items"
+        )
+    delivery = replace(delivery, in_page=True)
+    structlog.contextvars.bind_contextvars(arq_job_id=delivery.arq_job_id)
+    rt.batcher.note_bulk()  # the items are on their way; the queue may look empty already
+    payloads = [QuietPayload(i) if isinstance(i, dict) else i for i in items]
+    offers = [rt.handoffs.offer() for _ in payloads]
+    runs = [_start_item(rt, p, delivery, o) for p, o in zip(payloads, offers, strict=True)]
+    redis: ArqRedis | None = ctx.get("redis")
+    try:
+        if redis is None or not delivery.arq_job_id:  # a test calling this directly
+            await asyncio.wait(runs)
+            return _page_result(runs, handed_off=0)
+        reserved = await asyncio.gather(*(o.wait(r) for o, r in zip(offers, runs, strict=True)))
+        rows = {i: o.rows for i, (o, ok) in enumerate(zip(offers, reserved, strict=True)) if ok}
+        adopted = bool(rows) and await _mark_handed_off(redis, rt, delivery.arq_job_id)
+        if rows and not adopted:
+            rt.handoffs.release(sum(rows.values()))
+            rows = {}
+            await asyncio.wait(runs)
+        await _settle_page(redis, rt, runs, payloads, rows, delivery)
+        return _page_result(runs, handed_off=len(rows))
+    except asyncio.CancelledError:
+        for run in runs:
+            run.cancel()  # arq's job timeout or abort reaches the items too
+        raise
+    finally:
+        structlog.contextvars.unbind_contextvars("arq_job_id")
+
+
+def _start_item(
+    rt: Runtime, payload: Any, delivery: Delivery, offer: Offer
+) -> asyncio.Task[dict[str, Any]]:
+    """One item's run, in a context of its own: its announcement to the batcher and its
+    rows-queued hook (what ``ingest`` binds for a whole job) belong to it alone."""
+    context = contextvars.copy_context()
+
+    def announce() -> Callable[[], None]:
+        on_rows_queued(offer.rows_queued)
+        return rt.pipeline.batcher.expect(bind=True)
+
+    arrived = context.run(announce)
+    run = asyncio.create_task(_run(rt.pipeline, payload, delivery), context=context)
+    run.add_done_callback(lambda _: arrived())
+    return run
+
+
+async def _settle_page(
+    redis: ArqRedis,
+    rt: Runtime,
+    runs: list[asyncio.Task[dict[str, Any]]],
+    payloads: list[Any],
+    reserved: dict[int, int],
+    delivery: Delivery,
+) -> None:
+    """Settle the finished items now; adopt the reserved ones (their rows are queued),
+    and take the page's hand-off marker down when the last of them ends."""
+    left = len(reserved)
+
+    async def after(done: asyncio.Task[dict[str, Any]], payload: Any) -> None:
+        nonlocal left
+        try:
+            await _settle(redis, rt, done, payload, delivery)
+        finally:
+            left -= 1
+            if left == 0:
+                assert delivery.arq_job_id is not None
+                await _unmark_handed_off(redis, rt, delivery.arq_job_id)
+
+    for i, (run, payload) in enumerate(zip(runs, payloads, strict=True)):
+        if i in reserved:
+            rt.handoffs.adopt(
+                run,
+                reserved[i],
+                timeout_s=rt.settings.job_timeout_s,
+                after=functools.partial(after, payload=payload),
+            )
+        else:
+            await _settle(redis, rt, run, payload, delivery)
+
+
+def _page_result(runs: list[asyncio.Task[dict[str, Any]]], handed_off: int) -> dict[str, Any]:
+    counts: dict[str, int] = {}
+    for run in runs:
+        if not run.done():
+            continue
+        status = (
+            "cancelled"
+            if run.cancelled()
+            else "retrying"
+            if isinstance(run.exception(), RetryLater)
+            else "error"
+            if run.exception() is not None
+            else str(run.result().get("status"))
+        )
+        counts[status] = counts.get(status, 0) + 1
+    return {"status": "page", "items": len(runs), "handed_off": handed_off, **counts}
+
+
+async def _run(pipeline: Pipeline, payload: Any, delivery: Delivery) -> dict[str, Any]:
+    try:
+        return await pipeline.run(payload, delivery)
+    except RetryLater:
+        raise
+    except Exception as exc:
+        # The pipeline records every outcome it can; a transient error escaping it means
+        # PostgreSQL (or the network) failed before anything could be recorded, e.g. while
+        # the job was being received. Retry the delivery: arq would otherwise drop it as
+        # failed and leave its ledger row queued until the reconciler's grace period ends.
+        if not is_transient(exc):
+            raise
+        delay = pipeline.backoff(delivery.job_try)
+        log.warning(
+            "job.transient_error", error=type(exc).__name__, delay_s=delay, job_try=delivery.job_try
+        )
+        raise RetryLater(delay, type(exc).__name__) from exc
+
+
+async def _mark_handed_off(redis: ArqRedis, rt: Runtime, job: str) -> bool:
+    """Tell the reconciler (and ``cos-worker status``) that ``job`` runs on without its arq
+    slot; False if Redis cannot be told (the job then keeps its slot)."""
+    timeout_ms = int(rt.settings.job_timeout_s * 1000)
+    running = keys.HANDED_OFF_SET_PREFIX + rt.settings.queue_name
+    try:
+        now_ms = int(time.time() * 1000)
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.set(keys.HANDED_OFF_KEY_PREFIX + job, b"1", px=timeout_ms)
+            pipe.zadd(running, {job: now_ms + timeout_ms})
+            pipe.zremrangebyscore(running, "-inf", now_ms)  # entries of crashed workers
+            await pipe.execute()
+    except Exception as exc:  # noqa: BLE001 - the job just keeps its slot
+        log.warning("job.hand_off_skipped", error=type(exc).__name__)
+        return False
+    return True
+
+
+async def _unmark_handed_off(redis: ArqRedis, rt: Runtime, job: str) -> None:
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.delete(keys.HANDED_OFF_KEY_PREFIX + job)
+        pipe.zrem(keys.HANDED_OFF_SET_PREFIX + rt.settings.queue_name, job)
+        await pipe.execute()
+
+
+async def _hand_off(
+    redis: ArqRedis,
+    rt: Runtime,
+    run: asyncio.Task[dict[str, Any]],
+    rows: int,
+    payload: Any,
+    delivery: Delivery,
+) -> bool:
+    """Adopt ``run`` (its rows are reserved) once the reconciler can see it is alive;
+    False (rows given back, the job keeps its slot) if Redis cannot be told."""
+    assert delivery.arq_job_id is not None
+    job = delivery.arq_job_id
+    if not await _mark_handed_off(redis, rt, job):
+        rt.handoffs.release(rows)
+        return False
+
+    async def after(done: asyncio.Task[dict[str, Any]]) -> None:
+        try:
+            await _settle(redis, rt, done, payload, delivery, retry_base=job.split("~")[0])
+        finally:
+            await _unmark_handed_off(redis, rt, job)
+
+    rt.handoffs.adopt(run, rows, timeout_s=rt.settings.job_timeout_s, after=after)
+    return True
+
+
+async def _settle(
+    redis: ArqRedis,
+    rt: Runtime,
+    run: asyncio.Task[dict[str, Any]],
+    payload: Any,
+    delivery: Delivery,
+    *,
+    retry_base: str | None = None,
+) -> None:
+    """What arq would have done with the outcome of a run it does not watch (handed off,
+    or an item of a page job): log a failure; enqueue a retry as a job of its own, under
+    ``<retry_base>~<try>`` (arq keeps a finished job's id for keep_result; the base is
+    the item's ledger id unless given)."""
+    bound = log.bind(arq_job_id=delivery.arq_job_id, job_try=delivery.job_try)
+    if run.cancelled():
+        # Timed out or stopped at shutdown: the ledger row stays running; the reconciler
+        # re-enqueues it once the marker is gone and the grace period has passed.
+        bound.warning("job.handed_off_cancelled")
+        return
+    exc = run.exception()
+    if exc is None:
+        return
+    if not isinstance(exc, RetryLater):
+        bound.error("job.handed_off_failed", error=type(exc).__name__)
+        return
+    ledger_id = pipeline_ledger_id(payload, delivery)
+    retry_id = f"{retry_base or ledger_id}~{delivery.job_try + 1}"
+    await redis.enqueue_job(
+        keys.INGEST,
+        payload,
+        _job_id=retry_id,
+        _defer_by=exc.delay_s,
+        _job_try=delivery.job_try + 1,
+        _queue_name=rt.settings.queue_name,
+    )
+    # The ledger row names the job it is waiting for, so the reconciler finds it alive.
+    async with rt.pool.acquire() as conn:
+        await conn.execute(Q.ledger_set_arq_job_id, ledger_id, retry_id)
+    bound.info("job.handed_off_retry", retry_arq_job_id=retry_id, delay_s=exc.delay_s)
+
+
+async def embed_pending(ctx: dict[str, Any]) -> dict[str, int]:
+    """Embed contact profiles and insights that lack a current-model embedding."""
+    rt = _runtime(ctx)
+    started = time.perf_counter()
+    done = await backfill.embed_pending(
+        rt.pool, rt.batcher, rt.model, rt.settings.embed_pending_batch
+    )
+    log.info("embed_pending.done", seconds=round(time.perf_counter() - started, 3), **done)
+    return done
+
+
+async def maintenance(ctx: dict[str, Any]) -> dict[str, Any]:
+    """Nightly ANALYZE / REINDEX / slow-query report (same code as the CLI)."""
+    from worker.maintenance import run_maintenance
+
+    rt = _runtime(ctx)
+    report = await run_maintenance(rt.settings, rt.database_url, trigger="cron")
+    return dict(report.to_dict())
+
+
+async def reconcile(ctx: dict[str, Any]) -> dict[str, int]:
+    """Re-enqueue ledger jobs that Redis lost (see ``worker.queue.reconcile``)."""
+    rt = _runtime(ctx)
+    return await reconciler.reconcile(rt.settings, rt.pool, ctx["redis"])
+
+
+# arq's queue is a sorted set of job ids scored by when each may run (ms); a job stays in
+# it while it runs, marked by an in-progress key. Due (score <= ARGV[1]) and unmarked =
+# waiting to start. Counts up to ARGV[3], looking at the first ARGV[4] due ids at most
+# (running jobs are the oldest, so they come first). Retries deferred into the future
+# have a future score and do not count.
+_QUEUED_NOT_STARTED = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[4])
+local want, n = tonumber(ARGV[3]), 0
+for _, id in ipairs(ids) do
+  if redis.call('EXISTS', ARGV[2] .. id) == 0 then
+    n = n + 1
+    if n >= want then break end
+  end
+end
+return n
+"""
+BACKLOG_SCAN_LIMIT = 4096
+
+
+class QueueBacklog:
+    """The batcher's backlog probe: jobs due in the queue that no worker has started.
+
+    Counted up to the jobs this worker could still start soon: ``max_jobs`` minus
+    ``blocked()``, the jobs whose rows wait in the batcher for a request. A running job
+    that is chunking, writing or awaiting a request in flight frees its slot by itself;
+    one whose rows are unsent does not, so when every slot is blocked that way, lingering
+    for the queue would only stall (the probe then says 0 without asking Redis). One
+    round trip, asked only while the batcher holds a partial request (at most once per
+    poll interval).
+    """
+
+    def __init__(
+        self, redis: Redis, queue_name: str, max_jobs: int, blocked: Callable[[], int] = lambda: 0
+    ) -> None:
+        self._script = redis.register_script(_QUEUED_NOT_STARTED)
+        self._queue = queue_name
+        self._max_jobs = max_jobs
+        self._blocked = blocked
+
+    async def __call__(self) -> int:
+        room = self._max_jobs - self._blocked()
+        if room <= 0:
+            return 0
+        args: list[str | int] = [
+            timestamp_ms(),
+            keys.IN_PROGRESS_KEY_PREFIX,
+            room,
+            BACKLOG_SCAN_LIMIT,
+        ]
+        return int(await self._script(keys=[self._queue], args=args))
+
+
+def watch_queue(ctx: dict[str, Any]) -> None:
+    """Let the runtime's batcher see this worker's queue backlog (arq's Redis pool)."""
+    rt = _runtime(ctx)
+    redis: Redis | None = ctx.get("redis")
+    if redis is None:  # not under arq (a test calling the hooks directly)
+        return
+    s, batcher = rt.settings, rt.batcher
+    handoffs = rt.handoffs
+
+    def blocked() -> int:
+        # Slots that cannot start another job until a request goes out. With handoffs,
+        # only jobs kept for want of row budget hold one, and even they are not blocked
+        # while handed-off rows are in flight or being stored (more rows than are unsent
+        # here): those free budget by themselves, then the kept jobs are handed off.
+        if not handoffs.enabled:
+            return batcher.unsent_callers
+        return 0 if handoffs.rows > batcher.unsent_rows else handoffs.waiting
+
+    probe = QueueBacklog(redis, s.queue_name, s.worker_concurrency, blocked)
+    batcher.set_backlog(probe, recheck_s=s.worker_poll_delay_s)

@@ -1,0 +1,1 @@
+"""Embedded PostgreSQL and Redis from wheels, for the demo and the tests."""
