@@ -18,33 +18,7 @@ from uuid import UUID
 
 import asyncpg
 
-# The ledger statements in sql/queries.sql take this same lock (key = the job id, salt 7).
-# Several aggregates are locked in one statement, in a fixed order (no lock cycles).
-LOCK_AGGREGATES = """
-SELECT count(pg_advisory_xact_lock(hashtextextended(a::text, 7)))
-FROM (SELECT a FROM unnest($1::uuid[]) AS a ORDER BY a::text OFFSET 0) AS s
-"""
-# After the locks (a separate statement: a READ COMMITTED snapshot is taken per statement,
-# so reading in the locking statement could miss a version committed while we waited),
-# one statement numbers the events whose idempotency key is new (gap-free, in order per
-# aggregate) and inserts them, for any number of aggregates: the versions, the key check
-# and the insert cost one round trip together.
-INSERT_EVENTS = """
-INSERT INTO ops.events (workspace_id, aggregate_type, aggregate_id, version, event_type,
-                        payload, metadata, idempotency_key, occurred_at)
-SELECT e.workspace_id, e.aggregate_type, e.aggregate_id,
-       v.version + row_number() OVER (PARTITION BY e.aggregate_id ORDER BY e.ord),
-       e.event_type, e.payload::jsonb, e.metadata::jsonb, e.idempotency_key,
-       coalesce(e.occurred_at, now())
-FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
-            $7::text[], $8::timestamptz[])
-       WITH ORDINALITY AS e(aggregate_id, workspace_id, aggregate_type, event_type, payload,
-                            metadata, idempotency_key, occurred_at, ord)
-CROSS JOIN LATERAL (SELECT coalesce(max(x.version), 0) AS version
-                    FROM ops.events x WHERE x.aggregate_id = e.aggregate_id) AS v
-WHERE NOT EXISTS (SELECT 1 FROM ops.events x WHERE x.idempotency_key = e.idempotency_key)
-ON CONFLICT (idempotency_key) DO NOTHING
-"""
+from worker.db.queries import Q
 
 
 @dataclass(frozen=True)
@@ -73,9 +47,9 @@ async def append_events(
     if not events:
         return 0
     if not locked:
-        await conn.execute(LOCK_AGGREGATES, list({e.aggregate_id for e in events}))
+        await conn.execute(Q.events_lock_aggregates, list({e.aggregate_id for e in events}))
     status = await conn.execute(
-        INSERT_EVENTS,
+        Q.events_insert,
         [e.aggregate_id for e in events],
         [e.workspace_id for e in events],
         [e.aggregate_type for e in events],

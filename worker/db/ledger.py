@@ -73,13 +73,6 @@ class JobRef:
 
 
 FINISHED = ("done", "skipped")
-LOCK_ROW = "SELECT status::text, attempts FROM ops.ingestion_jobs WHERE id = $1 FOR UPDATE"
-# The item's lock (store.item_lock_key, salt 11) taken while the row is fetched, then
-# the row lock.
-LOCK_ITEM_AND_ROW = """
-SELECT status::text, attempts, pg_advisory_xact_lock(hashtextextended($2::text, 11)) AS item
-FROM ops.ingestion_jobs WHERE id = $1 FOR UPDATE
-"""
 
 
 async def _insert(
@@ -341,9 +334,9 @@ async def lock_unfinished(
     advisory lock (``store.item_lock_key``) in the same round trip, before the row lock.
     """
     if item_lock is not None:
-        row = await conn.fetchrow(LOCK_ITEM_AND_ROW, ref.job_id, item_lock)
+        row = await conn.fetchrow(Q.ledger_lock_item_and_row, ref.job_id, item_lock)
     else:
-        row = await conn.fetchrow(LOCK_ROW, ref.job_id)
+        row = await conn.fetchrow(Q.ledger_lock_row, ref.job_id)
     return row["status"] if row is not None and row["status"] in FINISHED else None
 
 

@@ -1,7 +1,13 @@
-"""Named SQL queries, loaded once from ``worker/db/sql/queries.sql``.
+"""Named SQL queries, loaded once from the ``.sql`` files in ``worker/db/sql/``.
 
-Keeping every statement in one .sql file (the procrastinate way) lets reviewers read
-the database surface in one place; Python refers to them by name: ``Q.ledger_start``.
+Every statement lives in a ``.sql`` file (the procrastinate way), so reviewers read the
+database surface in one place; Python refers to them by name: ``Q.ledger_start``.
+
+A name is checked before it can run: ``Queries`` declares every name, mypy rejects a
+misspelled attribute, and loading fails at import when the declarations and the files
+disagree (``tests/unit/test_structure.py`` also checks every ``Q.<name>`` in the code).
+``@NAME@`` in a file is a constant shared with Python (``worker.db.locks``), substituted
+on load; ``{table}`` marks a template whose table name the caller formats in.
 """
 
 from __future__ import annotations
@@ -9,7 +15,15 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from worker.db.locks import SQL_CONSTANTS
+
+SQL_DIR = Path(__file__).parent / "sql"
 _NAME = re.compile(r"^--\s*name:\s*(\w+)\s*$")
+_CONSTANT = re.compile(r"@([A-Z_]+)@")
+
+
+class QueryError(RuntimeError):
+    """The ``.sql`` files and the declared names disagree (raised at import)."""
 
 
 def load(path: Path) -> dict[str, str]:
@@ -19,22 +33,101 @@ def load(path: Path) -> dict[str, str]:
     for line in path.read_text(encoding="utf-8").splitlines():
         match = _NAME.match(line)
         if match:
+            if match[1] in queries:
+                raise QueryError(f"{path.name}: query {match[1]!r} is defined twice")
             current = queries.setdefault(match[1], [])
             continue
         if current is not None and not line.lstrip().startswith("--"):
             current.append(line)
-    return {name: "\n".join(lines).strip().rstrip(";") for name, lines in queries.items()}
+    return {
+        name: _constants("\n".join(lines).strip().rstrip(";"), name)
+        for name, lines in queries.items()
+    }
 
 
-class _Queries:
+def _constants(sql: str, name: str) -> str:
+    def value(match: re.Match[str]) -> str:
+        if match[1] not in SQL_CONSTANTS:
+            raise QueryError(f"query {name!r} names an unknown constant @{match[1]}@")
+        return str(SQL_CONSTANTS[match[1]])
+
+    return _CONSTANT.sub(value, sql)
+
+
+def load_dir(directory: Path) -> dict[str, str]:
+    """Every named query of every ``.sql`` file in ``directory``; names are unique."""
+    queries: dict[str, str] = {}
+    for path in sorted(directory.glob("*.sql")):
+        for name, sql in load(path).items():
+            if name in queries:
+                raise QueryError(f"{path.name}: query {name!r} is defined in two files")
+            queries[name] = sql
+    return queries
+
+
+class Queries:
+    """The named queries, one attribute each (declared here so a typo is caught early)."""
+
+    current_comm_jobs_page: str
+    current_source_job: str
+    delete_comm_participants: str
+    delete_media_chunks: str
+    delete_meeting_participants: str
+    delete_transcript_chunks: str
+    ensure_thread: str
+    ensure_threads_page: str
+    events_insert: str
+    events_lock_aggregates: str
+    existing_workspaces: str
+    fill_item_vectors: str
+    find_thread: str
+    find_threads_page: str
+    index_item_vectors: str
+    insert_comm_participants: str
+    insert_meeting_participants: str
+    ledger_counts: str
+    ledger_finish: str
+    ledger_finish_page: str
+    ledger_insert: str
+    ledger_insert_page: str
+    ledger_lock_item_and_row: str
+    ledger_lock_page: str
+    ledger_lock_row: str
+    ledger_lock_rows: str
+    ledger_reject: str
+    ledger_set_arq_job_id: str
+    ledger_start: str
+    ledger_start_page: str
+    lock_items_page: str
+    lock_threads: str
+    oldest_queued: str
+    pending_contacts: str
+    pending_insights: str
+    refresh_threads: str
+    reuse_chunk_embeddings: str
+    reuse_chunk_embeddings_staged: str
+    reuse_comm_embedding: str
+    reuse_comm_embeddings: str
+    search_chunks: str
+    set_contact_embedding: str
+    set_insight_embedding: str
+    stage_item_vectors: str
+    upsert_asset: str
+    upsert_communications: str
+    upsert_contacts: str
+    upsert_meeting: str
+    upsert_transcript: str
+    workspace_exists: str
+
     def __init__(self, queries: dict[str, str]) -> None:
-        self._queries = queries
-
-    def __getattr__(self, name: str) -> str:
-        try:
-            return self._queries[name]
-        except KeyError:
-            raise AttributeError(f"no query named {name!r} in queries.sql") from None
+        declared = set(type(self).__annotations__)
+        if missing := sorted(declared - set(queries)):
+            raise QueryError(f"declared but in no .sql file: {', '.join(missing)}")
+        if undeclared := sorted(set(queries) - declared):
+            raise QueryError(f"in a .sql file but not declared in Queries: {', '.join(undeclared)}")
+        self._queries = dict(queries)
+        for name, sql in queries.items():
+            setattr(self, name, sql)
 
     def names(self) -> list[str]:
         return sorted(self._queries)
@@ -45,7 +138,7 @@ class _Queries:
         return [sql for _, sql in sorted(self._queries.items()) if "{" not in sql]
 
 
-Q = _Queries(load(Path(__file__).parent / "sql" / "queries.sql"))
+Q = Queries(load_dir(SQL_DIR))
 
 # Tables with per-chunk vectors; the only values ever formatted into {table}.
 CHUNK_TABLES = {"transcript": "meetings.transcript_chunks", "media": "media.media_chunks"}

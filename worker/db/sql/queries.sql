@@ -5,14 +5,14 @@
 -- A job seen for the first time (the client's enqueue, or a worker's pickup of a job sent
 -- straight to Redis: status 'running', attempts 1). NULL when a concurrent transaction
 -- inserted it first: the caller then locks that row. aggregate_locked: the job's
--- event-stream lock (events.LOCK_AGGREGATES' key), taken after the row: one round trip less.
+-- event-stream lock (events_lock_aggregates' key), taken after the row: one round trip less.
 INSERT INTO ops.ingestion_jobs AS j (id, workspace_id, kind, source, external_id, content_hash,
                                      status, attempts, payload, arq_job_id, started_at)
 VALUES ($1, $2, $3::ops.ingestion_kind, $4, $5, $6, $7::ops.job_status, $8, $9::jsonb, $10,
         CASE WHEN $7 = 'running' THEN now() END)
 ON CONFLICT (id) DO NOTHING
 RETURNING status::text AS status, attempts, queued_at,
-          pg_advisory_xact_lock(hashtextextended(j.id::text, 7)) AS aggregate_locked;
+          pg_advisory_xact_lock(hashtextextended(j.id::text, @AGGREGATE_LOCK_SALT@)) AS aggregate_locked;
 
 -- name: ledger_lock_page
 -- A connector's page of jobs (client.enqueue_many): lock the rows the ledger already holds,
@@ -24,7 +24,7 @@ WITH locked AS MATERIALIZED (
 )
 SELECT id, status::text AS status, arq_job_id,
        CASE WHEN status IN ('done', 'skipped')
-            THEN pg_advisory_xact_lock(hashtextextended(id::text, 7)) END AS aggregate_locked
+            THEN pg_advisory_xact_lock(hashtextextended(id::text, @AGGREGATE_LOCK_SALT@)) END AS aggregate_locked
 FROM locked;
 
 -- name: ledger_insert_page
@@ -39,7 +39,7 @@ FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text
        AS n(id, workspace_id, kind, source, external_id, content_hash, payload, arq_job_id)
 ORDER BY n.id
 ON CONFLICT (id) DO NOTHING
-RETURNING j.id, pg_advisory_xact_lock(hashtextextended(j.id::text, 7)) AS aggregate_locked;
+RETURNING j.id, pg_advisory_xact_lock(hashtextextended(j.id::text, @AGGREGATE_LOCK_SALT@)) AS aggregate_locked;
 
 -- name: existing_workspaces
 SELECT id FROM core.workspaces WHERE id = ANY($1::uuid[]);
@@ -56,15 +56,15 @@ SET status = CASE WHEN j.status IN ('done', 'skipped') THEN j.status ELSE 'runni
     arq_job_id = CASE WHEN j.status IN ('done', 'skipped') THEN j.arq_job_id ELSE $2 END
 WHERE j.id = $1
 RETURNING status::text AS status, attempts, queued_at,
-          pg_advisory_xact_lock(hashtextextended(j.id::text, 7)) AS aggregate_locked;
+          pg_advisory_xact_lock(hashtextextended(j.id::text, @AGGREGATE_LOCK_SALT@)) AS aggregate_locked;
 
 -- name: ledger_finish
--- Also takes the job's event-stream lock (events.LOCK_AGGREGATES' key), as ledger_receive.
+-- Also takes the job's event-stream lock (events_lock_aggregates' key), as ledger_receive.
 UPDATE ops.ingestion_jobs j
 SET status = $2::ops.job_status, result = $3::jsonb, last_error = $4, error_field = $5,
     finished_at = CASE WHEN $2 IN ('done', 'failed', 'skipped') THEN now() END
 WHERE id = $1
-RETURNING pg_advisory_xact_lock(hashtextextended(j.id::text, 7)) AS aggregate_locked;
+RETURNING pg_advisory_xact_lock(hashtextextended(j.id::text, @AGGREGATE_LOCK_SALT@)) AS aggregate_locked;
 
 -- name: ledger_start_page
 -- ledger_start for a page of deliveries (worker/pickup.py): rows locked in id order first
@@ -84,7 +84,7 @@ SET status = CASE WHEN j.status IN ('done', 'skipped') THEN j.status ELSE 'runni
 FROM locked JOIN k ON k.id = locked.id
 WHERE j.id = locked.id
 RETURNING j.id, j.status::text AS status, j.attempts, j.queued_at,
-          pg_advisory_xact_lock(hashtextextended(j.id::text, 7)) AS aggregate_locked;
+          pg_advisory_xact_lock(hashtextextended(j.id::text, @AGGREGATE_LOCK_SALT@)) AS aggregate_locked;
 
 -- name: ledger_set_arq_job_id
 -- A handed-off job's retry was enqueued under a new arq id (jobs.py): the reconciler
@@ -281,7 +281,7 @@ SELECT min(queued_at) FROM ops.ingestion_jobs WHERE status = 'queued';
 -- The items' advisory locks (store.item_lock_key, salt 11, as LOCK_ITEM_AND_ROW), in hash
 -- order, before any row lock.
 SELECT count(pg_advisory_xact_lock(s.h))
-FROM (SELECT DISTINCT hashtextextended(k, 11) AS h FROM unnest($1::text[]) AS k ORDER BY 1) s;
+FROM (SELECT DISTINCT hashtextextended(k, @ITEM_LOCK_SALT@) AS h FROM unnest($1::text[]) AS k ORDER BY 1) s;
 
 -- name: ledger_lock_rows
 SELECT id, status::text AS status
@@ -355,7 +355,7 @@ SET status = f.status::ops.job_status, result = f.result::jsonb, last_error = NU
     error_field = NULL, finished_at = now()
 FROM unnest($1::uuid[], $2::text[], $3::text[]) AS f(id, status, result)
 WHERE j.id = f.id
-RETURNING j.id, pg_advisory_xact_lock(hashtextextended(j.id::text, 7)) AS aggregate_locked;
+RETURNING j.id, pg_advisory_xact_lock(hashtextextended(j.id::text, @AGGREGATE_LOCK_SALT@)) AS aggregate_locked;
 
 -- name: upsert_contacts
 -- Senders, recipients and participants become contacts, matched by address: one row per
@@ -426,3 +426,40 @@ CROSS JOIN LATERAL (
   SELECT count(*) AS n, min(c.sent_at) AS first_at, max(c.sent_at) AS last_at
   FROM comms.communications c WHERE c.workspace_id = k.ws AND c.thread_id = k.id) s
 WHERE t.workspace_id = k.ws AND t.id = k.id;
+
+-- name: ledger_lock_row
+-- Lock one job's ledger row until the transaction ends (ledger.lock_unfinished).
+SELECT status::text, attempts FROM ops.ingestion_jobs WHERE id = $1 FOR UPDATE;
+
+-- name: ledger_lock_item_and_row
+-- The item's lock (store.item_lock_key) taken while the row is fetched, then the row lock.
+SELECT status::text, attempts,
+       pg_advisory_xact_lock(hashtextextended($2::text, @ITEM_LOCK_SALT@)) AS item
+FROM ops.ingestion_jobs WHERE id = $1 FOR UPDATE;
+
+-- name: events_lock_aggregates
+-- The event-stream lock of several aggregates (key = the aggregate id, the salt the ledger
+-- statements use too), in one statement, in a fixed order (no lock cycles).
+SELECT count(pg_advisory_xact_lock(hashtextextended(a::text, @AGGREGATE_LOCK_SALT@)))
+FROM (SELECT a FROM unnest($1::uuid[]) AS a ORDER BY a::text OFFSET 0) AS s;
+
+-- name: events_insert
+-- After the locks (a separate statement: a READ COMMITTED snapshot is taken per statement,
+-- so reading in the locking statement could miss a version committed while we waited),
+-- one statement numbers the events whose idempotency key is new (gap-free, in order per
+-- aggregate) and inserts them, for any number of aggregates: the versions, the key check
+-- and the insert cost one round trip together.
+INSERT INTO ops.events (workspace_id, aggregate_type, aggregate_id, version, event_type,
+                        payload, metadata, idempotency_key, occurred_at)
+SELECT e.workspace_id, e.aggregate_type, e.aggregate_id,
+       v.version + row_number() OVER (PARTITION BY e.aggregate_id ORDER BY e.ord),
+       e.event_type, e.payload::jsonb, e.metadata::jsonb, e.idempotency_key,
+       coalesce(e.occurred_at, now())
+FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
+            $7::text[], $8::timestamptz[])
+       WITH ORDINALITY AS e(aggregate_id, workspace_id, aggregate_type, event_type, payload,
+                            metadata, idempotency_key, occurred_at, ord)
+CROSS JOIN LATERAL (SELECT coalesce(max(x.version), 0) AS version
+                    FROM ops.events x WHERE x.aggregate_id = e.aggregate_id) AS v
+WHERE NOT EXISTS (SELECT 1 FROM ops.events x WHERE x.idempotency_key = e.idempotency_key)
+ON CONFLICT (idempotency_key) DO NOTHING;

@@ -1,0 +1,19 @@
+"""Advisory-lock keys, defined once for Python and SQL.
+
+The ``.sql`` files name these as ``@NAME@``; ``worker.db.queries`` substitutes the values
+when it loads them, so a salt cannot drift between a query and the code that relies on it.
+"""
+
+from __future__ import annotations
+
+#: ``hashtextextended(job_id::text, AGGREGATE_LOCK_SALT)``: serializes appends to one
+#: aggregate's event stream (gap-free versions); the ledger statements take it too.
+AGGREGATE_LOCK_SALT = 7
+#: ``hashtextextended(item_key, ITEM_LOCK_SALT)``: serializes the final transactions of one
+#: item (``store.item_lock_key``), so two versions cannot both pass the staleness check.
+ITEM_LOCK_SALT = 11
+
+SQL_CONSTANTS: dict[str, int] = {
+    "AGGREGATE_LOCK_SALT": AGGREGATE_LOCK_SALT,
+    "ITEM_LOCK_SALT": ITEM_LOCK_SALT,
+}
