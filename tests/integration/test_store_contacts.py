@@ -16,7 +16,7 @@ import pytest
 
 from tests.support.harness import new_workspace
 from worker.core.payloads import Person
-from worker.db.store import upsert_contacts
+from worker.db.people import upsert_contacts
 
 JAN, FEB, MAR, APR = (datetime(2026, m, 1, tzinfo=UTC) for m in (1, 2, 3, 4))
 OWNER = "owner@example.com"

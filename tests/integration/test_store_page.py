@@ -18,7 +18,8 @@ import pytest
 from tests.support.harness import communication, db_fetch, make_settings, new_workspace
 from worker.core.payloads import content_hash, job_id, parse_payload
 from worker.db import ledger
-from worker.db.store_group import CommWrite, store_communications
+from worker.db.store_group import CommWrite
+from worker.ingest.write import store_communications
 from worker.queue.runtime import Runtime
 
 PEOPLE = ["owner@example.com", "a@example.com", "b@example.com", "c@example.com"]

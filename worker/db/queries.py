@@ -103,6 +103,9 @@ class Queries:
     oldest_queued: str
     pending_contacts: str
     pending_insights: str
+    reconcile_candidates: str
+    reconcile_lock_unchanged: str
+    reconcile_touch: str
     refresh_threads: str
     reuse_chunk_embeddings: str
     reuse_chunk_embeddings_staged: str

@@ -1,18 +1,20 @@
-"""The store stage: writes one item's rows inside the caller's transaction.
+"""The store stage: one item's rows, inside the caller's transaction.
 
-Source rows are upserted on their natural key (workspace, source, external_id);
-chunk rows are replaced wholesale (delete + binary COPY), so a re-ingest never leaves
-a mix of old and new chunks. Contacts are upserted by address in sorted order, so
-concurrent jobs touching the same people take row locks in the same order and cannot
-deadlock. Nothing here commits: the pipeline owns the transaction.
+Each kind is written in two steps, so its caller (``worker.ingest.write``) can record the
+ledger between them: ``write_*`` the item's own rows (its source row upserted on the
+natural key (workspace, source, external_id); its chunks replaced wholesale by delete +
+binary COPY, so a re-ingest never leaves a mix of old and new), then ``share_*`` the rows
+other items share (contacts, participants, thread counters; ``worker.db.people``), last,
+so their locks are held for the few statements before the commit. Nothing here commits
+and nothing here writes the ledger.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -20,7 +22,15 @@ import asyncpg
 import numpy as np
 from pgvector import Vector
 
-from worker.core.payloads import CommunicationPayload, MediaPayload, Person, TranscriptPayload
+from worker.core.payloads import CommunicationPayload, MediaPayload, TranscriptPayload
+from worker.db.people import (
+    comm_parts,
+    comm_people,
+    named_addresses,
+    refresh_threads,
+    replace_meeting_participants,
+    upsert_contacts,
+)
 from worker.db.queries import CHUNK_TABLES, SOURCE_TABLES, Q
 from worker.text.chunking import Chunk
 
@@ -73,14 +83,23 @@ class StoreResult:
         }
 
 
-def _split(table: str) -> tuple[str, str]:
-    schema, name = table.split(".")
-    return schema, name
+@dataclass(frozen=True)
+class Written:
+    """An item's own rows, and what its shared rows need next."""
+
+    result: StoreResult
+    created: bool = True  # the source row is new (no participants to replace)
+    thread_id: UUID | None = None
+    old_thread_id: UUID | None = None  # a moved message leaves a count behind
+    meeting_id: UUID | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.result.as_dict()
 
 
 def item_lock_key(kind: str, workspace_id: UUID, source: str, external_id: str) -> str:
     """Key of the advisory lock that serializes the final transactions of one item
-    (taken with the ledger row lock by ``ledger.lock_unfinished(item_lock=...)``)."""
+    (taken with the ledger row lock by ``ledger.claim``)."""
     return f"{kind}|{workspace_id}|{source}|{external_id}"
 
 
@@ -103,87 +122,52 @@ async def newer_version_stored(
     return stored_at is not None and stored_at > queued_at
 
 
-async def reusable_chunk_vectors(
-    conn: asyncpg.Connection, kind: str, workspace_id: UUID, model: str, hashes: Sequence[str]
-) -> dict[str, np.ndarray]:
-    """Vectors this workspace already has for these chunk texts with this model."""
-    if not hashes:
-        return {}
-    sql = Q.reuse_chunk_embeddings.format(table=CHUNK_TABLES[kind])
-    rows = await conn.fetch(sql, workspace_id, model, list(set(hashes)))
-    return {r["content_hash"]: r["embedding"].to_numpy() for r in rows}
-
-
-async def reusable_comm_vector(
-    conn: asyncpg.Connection, workspace_id: UUID, model: str, content_hash: str
-) -> np.ndarray | None:
-    value = await conn.fetchval(Q.reuse_comm_embedding, workspace_id, model, content_hash)
-    return None if value is None else value.to_numpy()
-
-
-async def reusable_comm_vectors(
-    conn: asyncpg.Connection, keys: Sequence[tuple[UUID, str]], model: str
-) -> list[np.ndarray | None]:
-    """``reusable_comm_vector`` for many (workspace, content hash) pairs, one statement."""
-    rows = await conn.fetch(
-        Q.reuse_comm_embeddings, [k[0] for k in keys], [k[1] for k in keys], model
-    )
-    found = {r["i"]: r["embedding"] for r in rows}
-    return [None if found.get(i + 1) is None else found[i + 1].to_numpy() for i in range(len(keys))]
-
-
-def _names(people: Sequence[Person]) -> dict[str, str | None]:
-    """``{address: display name}`` of the people who have an address (first name wins)."""
-    names: dict[str, str | None] = {}
-    for person in people:
-        if person.address and (person.address not in names or names[person.address] is None):
-            names[person.address] = person.name
-    return names
-
-
-async def upsert_contacts(
-    conn: asyncpg.Connection, workspace_id: UUID, people: Sequence[Person], seen_at: datetime | None
-) -> dict[str, UUID]:
-    """Upsert people as contacts; returns ``{address: contact_id}``.
-
-    Contacts whose row already covers this sighting are read without a lock (see the
-    query): on a mailbox the owner is on every message, and locking that row would
-    queue every item's final transaction behind the one before it."""
-    names = _names(people)
-    if not names:
-        return {}
-    addresses = sorted(names)
-    at = seen_at or datetime.now(UTC)  # an undated sighting is seen now
-    rows = await conn.fetch(
-        Q.upsert_contacts,
-        [workspace_id] * len(addresses),
-        addresses,
-        [names[a] for a in addresses],
-        [at] * len(addresses),
-        [at] * len(addresses),
-    )
-    return {r["primary_address"]: r["id"] for r in rows}
+def chunk_records(
+    kind: str, lead: tuple[Any, ...], chunks: Sequence[Chunk], vectors: np.ndarray, model: str
+) -> list[tuple[Any, ...]]:
+    """Rows for ``copy_chunks``: ``lead`` (the parent ids) then each chunk's columns, row
+    i of ``vectors`` for ``chunks[i]`` (no copies)."""
+    if kind == "transcript":
+        return [
+            (
+                *lead,
+                c.index,
+                c.speaker,
+                list(c.speakers),
+                c.start_ms,
+                c.end_ms,
+                c.text,
+                c.content_hash,
+                c.token_count,
+                vectors[i],
+                model,
+            )
+            for i, c in enumerate(chunks)
+        ]
+    return [
+        (
+            *lead,
+            c.index,
+            c.start_ms,
+            c.end_ms,
+            c.text,
+            c.content_hash,
+            c.token_count,
+            vectors[i],
+            model,
+        )
+        for i, c in enumerate(chunks)
+    ]
 
 
 async def copy_chunks(conn: asyncpg.Connection, kind: str, records: list[tuple[Any, ...]]) -> None:
     """Binary COPY of chunk rows (vectors travel in pgvector's binary format)."""
     if not records:
         return
-    schema, table = _split(CHUNK_TABLES[kind])
+    schema, table = CHUNK_TABLES[kind].split(".")
     await conn.copy_records_to_table(
         table, schema_name=schema, columns=list(CHUNK_COLUMNS[kind]), records=records
     )
-
-
-Record = Callable[[StoreResult], Awaitable[None]]
-
-
-def comm_people(payload: CommunicationPayload) -> list[Person]:
-    """Everyone a communication names: its recipients, then its sender."""
-    people: list[Person] = list(payload.recipients)
-    if payload.sender is not None:
-        people.append(payload.sender)
-    return people
 
 
 def comm_result(
@@ -191,32 +175,11 @@ def comm_result(
 ) -> StoreResult:
     """What a stored communication reports: its row, chunks, contacts and participants."""
     return StoreResult(
-        comm_id, len(chunks), len(_names(comm_people(payload))), len(comm_parts(payload))
+        comm_id, len(chunks), len(named_addresses(comm_people(payload))), len(comm_parts(payload))
     )
 
 
-def comm_parts(payload: CommunicationPayload) -> list[tuple[str | None, str, str | None]]:
-    """A communication's participant rows, (address, role, name), the sender first."""
-    parts: list[tuple[str | None, str, str | None]] = []
-    if payload.sender is not None:
-        parts.append((payload.sender.address, "from", payload.sender.name))
-    return parts + [(r.address, r.role, r.name) for r in payload.recipients]
-
-
-async def refresh_threads(
-    conn: asyncpg.Connection, threads: dict[tuple[UUID, UUID], str | None]
-) -> None:
-    """Recount ``{(workspace, thread): subject}``, locked in id order first (lock_threads)."""
-    if not threads:
-        return
-    keys = sorted(threads, key=lambda k: k[1])
-    await conn.execute(Q.lock_threads, [k[1] for k in keys])
-    await conn.execute(
-        Q.refresh_threads, [k[0] for k in keys], [k[1] for k in keys], [threads[k] for k in keys]
-    )
-
-
-async def store_communication(
+async def write_communication(
     conn: asyncpg.Connection,
     job_id: UUID,
     payload: CommunicationPayload,
@@ -225,18 +188,9 @@ async def store_communication(
     vector: np.ndarray | None,
     model: str | None,
     chunks: Sequence[Chunk],
-    record: Record,
-) -> StoreResult:
-    """Upsert a communication (one vector: None when it has no text), its thread,
-    participants and contacts.
-
-    ``record`` (the ledger and its events) runs after the item's own rows and before the
-    rows other items share: contacts and the thread's counters are locked last, for the
-    few statements before the commit only, so jobs naming the same people or thread wait
-    on each other as briefly as possible.
-    """
+) -> Written:
+    """Upsert a communication (one vector: None when it has no text) in its thread."""
     ws = payload.workspace_id
-    people = comm_people(payload)
     thread_id = None
     if payload.thread_key:
         thread_id = await conn.fetchval(
@@ -247,6 +201,7 @@ async def store_communication(
             payload.subject,
             payload.channel,
         ) or await conn.fetchval(Q.find_thread, ws, payload.source, payload.thread_key)
+    sender = payload.sender
     row = await conn.fetchrow(
         Q.upsert_communications,
         [ws],
@@ -255,8 +210,8 @@ async def store_communication(
         [payload.external_id],
         [payload.channel],
         [payload.subject],
-        [payload.sender.name if payload.sender else None],
-        [payload.sender.address if payload.sender else None],
+        [sender.name if sender else None],
+        [sender.address if sender else None],
         [body],
         [content_hash],
         [payload.sent_at],
@@ -267,15 +222,20 @@ async def store_communication(
         [model],
         [job_id],
     )
-    comm_id = row["id"]
-    parts = comm_parts(payload)
-    written = comm_result(comm_id, payload, chunks)
-    await record(written)
-    # Shared rows last: contacts (sorted: one lock order for all), then the thread.
-    contacts = await upsert_contacts(conn, ws, people, payload.sent_at)
-    if not row["created"]:
+    result = comm_result(row["id"], payload, chunks)
+    return Written(result, bool(row["created"]), thread_id, row["old_thread_id"])
+
+
+async def share_communication(
+    conn: asyncpg.Connection, payload: CommunicationPayload, written: Written
+) -> None:
+    """The communication's contacts (sorted: one lock order for all), participants, and
+    its thread's counters (a message moved from another thread leaves that one's too)."""
+    ws, comm_id = payload.workspace_id, written.result.source_id
+    contacts = await upsert_contacts(conn, ws, comm_people(payload), payload.sent_at)
+    if not written.created:
         await conn.execute(Q.delete_comm_participants, [ws], [comm_id])
-    if parts:
+    if parts := comm_parts(payload):
         await conn.execute(
             Q.insert_comm_participants,
             [ws] * len(parts),
@@ -285,38 +245,30 @@ async def store_communication(
             [n for _, _, n in parts],
             [a for a, _, _ in parts],
         )
-    # The thread's counters; a message moved from another thread leaves that one's too.
     threads: dict[tuple[UUID, UUID], str | None] = {}
-    if row["old_thread_id"] is not None:
-        threads[(ws, row["old_thread_id"])] = None
-    if thread_id is not None:
-        threads[(ws, thread_id)] = payload.subject
+    if written.old_thread_id is not None:
+        threads[(ws, written.old_thread_id)] = None
+    if written.thread_id is not None:
+        threads[(ws, written.thread_id)] = payload.subject
     await refresh_threads(conn, threads)
-    return written
 
 
-async def replace_meeting_participants(
-    conn: asyncpg.Connection,
-    ws: UUID,
-    meeting_id: UUID,
-    people: Sequence[Person],
-    contacts: dict[str, UUID],
-) -> int:
-    await conn.execute(Q.delete_meeting_participants, ws, meeting_id)
-    if not people:
-        return 0
-    await conn.execute(
-        Q.insert_meeting_participants,
-        ws,
-        meeting_id,
-        [contacts.get(p.address) for p in people],
-        [p.name for p in people],
-        [p.address for p in people],
+async def upsert_meeting(conn: asyncpg.Connection, payload: TranscriptPayload) -> UUID:
+    m = payload.meeting
+    meeting_id: UUID = await conn.fetchval(
+        Q.upsert_meeting,
+        payload.workspace_id,
+        payload.source,
+        payload.external_id,
+        m.title,
+        m.starts_at,
+        m.ends_at,
+        json.dumps(payload.metadata),
     )
-    return len(people)
+    return meeting_id
 
 
-async def store_transcript(
+async def write_transcript(
     conn: asyncpg.Connection,
     job_id: UUID,
     payload: TranscriptPayload,
@@ -325,22 +277,10 @@ async def store_transcript(
     chunks: Sequence[Chunk],
     vectors: np.ndarray,
     model: str,
-    record: Record,
-) -> StoreResult:
-    """Upsert the meeting and transcript, replace its chunks, then ``record``, then the
-    shared rows (contacts, participants), as in ``store_communication``."""
+) -> Written:
+    """Upsert the meeting and transcript and replace its chunks."""
     ws = payload.workspace_id
-    m = payload.meeting
-    meeting_id = await conn.fetchval(
-        Q.upsert_meeting,
-        ws,
-        payload.source,
-        payload.external_id,
-        m.title,
-        m.starts_at,
-        m.ends_at,
-        json.dumps(payload.metadata),
-    )
+    meeting_id = await upsert_meeting(conn, payload)
     ends = [c.end_ms for c in chunks if c.end_ms is not None]
     transcript_id = await conn.fetchval(
         Q.upsert_transcript,
@@ -356,50 +296,30 @@ async def store_transcript(
         job_id,
     )
     await conn.execute(Q.delete_transcript_chunks, ws, transcript_id)
-    records = [
-        (
-            ws,
-            transcript_id,
-            meeting_id,
-            c.index,
-            c.speaker,
-            list(c.speakers),
-            c.start_ms,
-            c.end_ms,
-            c.text,
-            c.content_hash,
-            c.token_count,
-            vectors[i],
-            model,
-        )
-        for i, c in enumerate(chunks)
-    ]
-    await copy_chunks(conn, "transcript", records)
-    written = StoreResult(
-        transcript_id, len(chunks), len(_names(payload.participants)), len(payload.participants)
-    )
-    await record(written)
-    # Shared contact rows are locked last (after the long COPY), as in store_communication.
-    contacts = await upsert_contacts(conn, ws, payload.participants, m.starts_at)
-    await replace_meeting_participants(conn, ws, meeting_id, payload.participants, contacts)
-    return written
+    lead = (ws, transcript_id, meeting_id)
+    await copy_chunks(conn, "transcript", chunk_records("transcript", lead, chunks, vectors, model))
+    people = payload.participants
+    result = StoreResult(transcript_id, len(chunks), len(named_addresses(people)), len(people))
+    return Written(result, meeting_id=meeting_id)
 
 
-async def store_media(
-    conn: asyncpg.Connection,
-    job_id: UUID,
-    payload: MediaPayload,
-    content_hash: str,
-    chunks: Sequence[Chunk],
-    vectors: np.ndarray,
-    model: str,
-    record: Record,
-) -> StoreResult:
-    ws = payload.workspace_id
+async def share_transcript(
+    conn: asyncpg.Connection, payload: TranscriptPayload, meeting_id: UUID
+) -> int:
+    """The meeting's contacts and participants (after the long COPY); how many contacts."""
+    ws, people = payload.workspace_id, payload.participants
+    contacts = await upsert_contacts(conn, ws, people, payload.meeting.starts_at)
+    await replace_meeting_participants(conn, ws, meeting_id, people, contacts)
+    return len(contacts)
+
+
+async def upsert_asset(
+    conn: asyncpg.Connection, job_id: UUID, payload: MediaPayload, content_hash: str
+) -> UUID:
     a = payload.asset
-    asset_id = await conn.fetchval(
+    asset_id: UUID = await conn.fetchval(
         Q.upsert_asset,
-        ws,
+        payload.workspace_id,
         payload.source,
         payload.external_id,
         a.kind,
@@ -411,23 +331,21 @@ async def store_media(
         json.dumps(payload.metadata),
         job_id,
     )
+    return asset_id
+
+
+async def write_media(
+    conn: asyncpg.Connection,
+    job_id: UUID,
+    payload: MediaPayload,
+    content_hash: str,
+    chunks: Sequence[Chunk],
+    vectors: np.ndarray,
+    model: str,
+) -> Written:
+    """Upsert the asset and replace its chunks (media shares no rows with other items)."""
+    ws = payload.workspace_id
+    asset_id = await upsert_asset(conn, job_id, payload, content_hash)
     await conn.execute(Q.delete_media_chunks, ws, asset_id)
-    records = [
-        (
-            ws,
-            asset_id,
-            c.index,
-            c.start_ms,
-            c.end_ms,
-            c.text,
-            c.content_hash,
-            c.token_count,
-            vectors[i],
-            model,
-        )
-        for i, c in enumerate(chunks)
-    ]
-    await copy_chunks(conn, "media", records)
-    written = StoreResult(asset_id, len(chunks), 0, 0)
-    await record(written)
-    return written
+    await copy_chunks(conn, "media", chunk_records("media", (ws, asset_id), chunks, vectors, model))
+    return Written(StoreResult(asset_id, len(chunks), 0, 0))

@@ -1,15 +1,12 @@
-"""The store and record stages for a page of communications, in one transaction.
+"""The store stage for a group of communications: their rows in a fixed number of
+set-based statements.
 
 A mailbox backfill is thousands of one-vector items. Written one by one, each costs
 ~15 statements and a commit, and on a small machine that, not the vectors, is what the
-database spends its time on. ``store_communications`` writes a page of ready items with
-a fixed number of set-based statements: the same rows, events and ledger transitions as
-``store.store_communication`` plus ``ledger.finish`` per item, with the same checks (a
-job another delivery finished is a no-op, a job older than the stored row is skipped).
-
-All or nothing: if any statement fails the whole page rolls back and the caller
-(``grouping.GroupWriter``) writes each item alone, so one bad item harms no other.
-A page never holds two jobs of the same item (the caller defers the second).
+database spends its time on. These functions write a group of ready items with the same
+rows as ``store.write_communication`` / ``store.share_communication`` per item; the group
+write path (``worker.ingest.write``) records the ledger between the two, as for one item.
+Nothing here commits. A group never holds two jobs of the same item.
 """
 
 from __future__ import annotations
@@ -26,17 +23,10 @@ import numpy as np
 from pgvector import Vector
 
 from worker.core.payloads import CommunicationPayload
-from worker.db import ledger
-from worker.db.events import NewEvent, append_events
+from worker.db.ledger import JobRef, NewEvent
+from worker.db.people import comm_parts, comm_people, refresh_threads
 from worker.db.queries import Q
-from worker.db.store import (
-    StoreResult,
-    comm_parts,
-    comm_people,
-    comm_result,
-    item_lock_key,
-    refresh_threads,
-)
+from worker.db.store import Written, comm_result, item_lock_key
 from worker.text.chunking import Chunk
 
 
@@ -44,7 +34,7 @@ from worker.text.chunking import Chunk
 class CommWrite:
     """One communication whose vector is ready: everything its final transaction needs."""
 
-    ref: ledger.JobRef
+    ref: JobRef
     payload: CommunicationPayload
     queued_at: datetime
     body: str
@@ -61,62 +51,7 @@ class CommWrite:
         return item_lock_key(p.kind, p.workspace_id, p.source, p.external_id)
 
 
-def outcome(status: str, **result: Any) -> dict[str, Any]:
-    """A job's result as ``Pipeline`` returns it (``status``: done, noop or skipped)."""
-    return {"status": status, **result}
-
-
-async def store_communications(
-    conn: asyncpg.Connection, writes: Sequence[CommWrite]
-) -> list[dict[str, Any]]:
-    """Write a page of communications and record each job; results in input order.
-
-    Must run inside a transaction the caller commits.
-    """
-    if len({w.item_key for w in writes}) != len(writes):
-        raise ValueError("a page holds one job per item")
-    ids = [w.ref.job_id for w in writes]  # distinct: one job per item
-    results: list[dict[str, Any] | None] = [None] * len(writes)
-    await conn.fetchval(Q.lock_items_page, [w.item_key for w in writes])
-    status = {r["id"]: r["status"] for r in await conn.fetch(Q.ledger_lock_rows, ids)}
-    noop_events: list[NewEvent] = []
-    for i, w in enumerate(writes):
-        if status.get(w.ref.job_id) in ledger.FINISHED:
-            # A concurrent delivery of this same job stored it first: its write stands.
-            reason = f"already {status[w.ref.job_id]}"
-            noop_events += [
-                *w.progress,
-                w.ref.event(ledger.JOB_NOOP, "noop:concurrent", reason=reason),
-            ]
-            results[i] = outcome("noop", chunks=0, reason=f"{reason} (concurrent delivery)")
-    await append_events(conn, noop_events)
-    todo = [i for i, r in enumerate(results) if r is None]
-    stored_at = await _stored_job_times(conn, [writes[i] for i in todo])
-    finishes: list[tuple[int, str, dict[str, Any], list[NewEvent]]] = []
-    live: list[int] = []
-    for i, queued in zip(todo, stored_at, strict=True):
-        w = writes[i]
-        if queued is not None and queued > w.queued_at:
-            res = {"reason": "superseded by newer content"}
-            finishes.append((i, ledger.JOB_SKIPPED, res, w.progress))
-            results[i] = outcome("skipped", chunks=0, reason=res["reason"])
-        else:
-            live.append(i)
-    written = await _write_rows(conn, [writes[i] for i in live])
-    for i, row in zip(live, written, strict=True):
-        w = writes[i]
-        res = {**row.as_dict(), **w.extra}
-        stored = w.ref.event(ledger.CONTENT_STORED, **row.as_dict())
-        finishes.append((i, ledger.JOB_COMPLETED, res, [*w.progress, stored]))
-        results[i] = outcome("done", **res)
-    await _finish(conn, [(writes[i].ref, ev, res, extra) for i, ev, res, extra in finishes])
-    await _shared_rows(conn, [writes[i] for i in live], written)
-    done = [r for r in results if r is not None]
-    assert len(done) == len(writes)  # every job ended noop, skipped or done
-    return done
-
-
-async def _stored_job_times(
+async def stored_job_times(
     conn: asyncpg.Connection, writes: Sequence[CommWrite]
 ) -> list[datetime | None]:
     """When the job that wrote each item's stored row was queued (None: not stored)."""
@@ -199,18 +134,7 @@ async def _threads(conn: asyncpg.Connection, writes: Sequence[CommWrite]) -> lis
     ]
 
 
-@dataclass(frozen=True)
-class _Written:
-    result: StoreResult
-    created: bool
-    thread_id: UUID | None
-    old_thread_id: UUID | None  # the thread the stored row was in before (None: new row)
-
-    def as_dict(self) -> dict[str, Any]:
-        return self.result.as_dict()
-
-
-async def _write_rows(conn: asyncpg.Connection, writes: Sequence[CommWrite]) -> list[_Written]:
+async def write_rows(conn: asyncpg.Connection, writes: Sequence[CommWrite]) -> list[Written]:
     """The items' own rows: their threads exist, their communications are upserted."""
     if not writes:
         return []
@@ -241,32 +165,14 @@ async def _write_rows(conn: asyncpg.Connection, writes: Sequence[CommWrite]) -> 
     for w, thread_id in zip(writes, threads, strict=True):
         r = by_job[w.ref.job_id]
         result = comm_result(r["id"], w.payload, w.chunks)
-        out.append(_Written(result, bool(r["created"]), thread_id, r["old_thread_id"]))
+        out.append(Written(result, bool(r["created"]), thread_id, r["old_thread_id"]))
     return out
 
 
-async def _finish(
-    conn: asyncpg.Connection,
-    finishes: Sequence[tuple[ledger.JobRef, str, dict[str, Any], list[NewEvent]]],
+async def share_rows(
+    conn: asyncpg.Connection, writes: Sequence[CommWrite], written: Sequence[Written]
 ) -> None:
-    """``ledger.finish`` for every job of the page: its row, its events, one statement each."""
-    if not finishes:
-        return
-    await conn.execute(
-        Q.ledger_finish_page,
-        [ref.job_id for ref, _, _, _ in finishes],
-        [ledger.STATUS_BY_EVENT[ev] for _, ev, _, _ in finishes],
-        [json.dumps(res) for _, _, res, _ in finishes],
-    )
-    events = [e for ref, ev, res, extra in finishes for e in (*extra, ref.event(ev, result=res))]
-    # ledger_finish_page took every job's event-stream lock.
-    await append_events(conn, events, locked=True)
-
-
-async def _shared_rows(
-    conn: asyncpg.Connection, writes: Sequence[CommWrite], written: Sequence[_Written]
-) -> None:
-    """Rows other items share, locked last (as in store_communication): contacts, then
+    """Rows other items share, locked last (as in share_communication): contacts, then
     the participants that point at them, then the threads' counters."""
     if not writes:
         return

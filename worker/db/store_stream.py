@@ -4,12 +4,11 @@ A large transcript or media item is written inside its one transaction: ``open_*
 upserts the source row, stages the item's current vectors for reuse and deletes its old
 chunks; ``copy_window`` writes one window; ``close_*`` finishes the source row. Nothing
 commits here either: a failure anywhere rolls the item back whole. (Short items are
-written at once by ``store.py``.)
+written at once by ``store.py``; the ledger is recorded by the stream write path, ``worker.ingest.write``.)
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +18,8 @@ import asyncpg
 import numpy as np
 
 from worker.core.payloads import MediaPayload, TranscriptPayload
-from worker.db import store
+from worker.db import reuse, store
+from worker.db.people import named_addresses
 from worker.db.queries import CHUNK_TABLES, Q
 from worker.text.chunking import Chunk
 
@@ -66,17 +66,8 @@ async def open_transcript(
     fmt: str,
     model: str,
 ) -> ChunkTarget:
-    ws, m = payload.workspace_id, payload.meeting
-    meeting_id = await conn.fetchval(
-        Q.upsert_meeting,
-        ws,
-        payload.source,
-        payload.external_id,
-        m.title,
-        m.starts_at,
-        m.ends_at,
-        json.dumps(payload.metadata),
-    )
+    ws = payload.workspace_id
+    meeting_id = await store.upsert_meeting(conn, payload)
     # Counts are not known yet: close_transcript sets them (same row, same transaction).
     transcript_id = await conn.fetchval(
         Q.upsert_transcript,
@@ -101,21 +92,8 @@ async def open_transcript(
 async def open_media(
     conn: asyncpg.Connection, job_id: UUID, payload: MediaPayload, content_hash: str, model: str
 ) -> ChunkTarget:
-    ws, a = payload.workspace_id, payload.asset
-    asset_id = await conn.fetchval(
-        Q.upsert_asset,
-        ws,
-        payload.source,
-        payload.external_id,
-        a.kind,
-        a.title,
-        a.mime_type,
-        a.duration_ms,
-        a.uri,
-        content_hash,
-        json.dumps(payload.metadata),
-        job_id,
-    )
+    ws = payload.workspace_id
+    asset_id = await store.upsert_asset(conn, job_id, payload, content_hash)
     target = ChunkTarget("media", ws, asset_id, (ws, asset_id))
     await _stage_and_delete(conn, target, model)
     return target
@@ -127,7 +105,7 @@ async def window_vectors(
     """Reusable vectors for one window: the workspace's (incl. this item's windows written
     so far) and, on a re-ingest, the item's previous ones staged before the delete."""
     if not target.staged:
-        return await store.reusable_chunk_vectors(
+        return await reuse.reusable_chunk_vectors(
             conn, target.kind, target.workspace_id, model, hashes
         )
     sql = Q.reuse_chunk_embeddings_staged.format(table=CHUNK_TABLES[target.kind])
@@ -143,39 +121,7 @@ async def copy_window(
     model: str,
 ) -> None:
     """COPY one window of chunk rows (row i of ``vectors`` for ``chunks[i]``, no copies)."""
-    lead = target.lead
-    if target.kind == "transcript":
-        records = [
-            (
-                *lead,
-                c.index,
-                c.speaker,
-                list(c.speakers),
-                c.start_ms,
-                c.end_ms,
-                c.text,
-                c.content_hash,
-                c.token_count,
-                vectors[i],
-                model,
-            )
-            for i, c in enumerate(chunks)
-        ]
-    else:
-        records = [
-            (
-                *lead,
-                c.index,
-                c.start_ms,
-                c.end_ms,
-                c.text,
-                c.content_hash,
-                c.token_count,
-                vectors[i],
-                model,
-            )
-            for i, c in enumerate(chunks)
-        ]
+    records = store.chunk_records(target.kind, target.lead, chunks, vectors, model)
     await store.copy_chunks(conn, target.kind, records)
     target.chunks += len(chunks)
     target.windows += 1
@@ -192,8 +138,10 @@ async def close_transcript(
     content_hash: str,
     fmt: str,
     target: ChunkTarget,
-) -> store.StoreResult:
-    ws, m = payload.workspace_id, payload.meeting
+) -> store.Written:
+    """The transcript row's counts, now that every window is written; the meeting's
+    contacts and participants follow (``store.share_transcript``) once the ledger is."""
+    ws = payload.workspace_id
     await conn.fetchval(
         Q.upsert_transcript,
         ws,
@@ -207,13 +155,11 @@ async def close_transcript(
         target.max_end_ms,
         job_id,
     )
-    contacts = await store.upsert_contacts(conn, ws, payload.participants, m.starts_at)
-    assert target.meeting_id is not None
-    n_parts = await store.replace_meeting_participants(
-        conn, ws, target.meeting_id, payload.participants, contacts
-    )
-    return store.StoreResult(target.source_id, target.chunks, len(contacts), n_parts)
+    people = payload.participants
+    contacts = len(named_addresses(people))
+    result = store.StoreResult(target.source_id, target.chunks, contacts, len(people))
+    return store.Written(result, meeting_id=target.meeting_id)
 
 
-def close_media(target: ChunkTarget) -> store.StoreResult:
-    return store.StoreResult(target.source_id, target.chunks, 0, 0)
+def close_media(target: ChunkTarget) -> store.Written:
+    return store.Written(store.StoreResult(target.source_id, target.chunks, 0, 0))

@@ -18,7 +18,6 @@ array. A request that finally fails fails only the callers that had rows in it.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -34,25 +33,14 @@ from worker.embedding.base import (
     EmbeddingProvider,
     EmbeddingResult,
 )
-from worker.embedding.linger import BacklogProbe, Linger, bound_arrival
+from worker.embedding.linger import BacklogProbe, Linger
 from worker.embedding.packing import Batch, Caller, PendingRows
 from worker.embedding.ratelimit import RateLimiter
 from worker.embedding.retry import request_retrying
 
-__all__ = ["BatcherStats", "EmbeddingBatcher", "bound_arrival", "on_rows_queued"]
+__all__ = ["BatcherStats", "EmbeddingBatcher"]
 
 log = structlog.get_logger(__name__)
-
-# Told how many rows an ``embed`` call of this task (or its children) just queued: the
-# job layer gives its queue slot back while they wait (worker.queue.handoff).
-_ON_QUEUED: contextvars.ContextVar[Callable[[int], None] | None] = contextvars.ContextVar(
-    "embedding_on_queued", default=None
-)
-
-
-def on_rows_queued(hook: Callable[[int], None] | None) -> None:
-    """Call ``hook(rows)`` whenever this task's ``embed`` calls queue rows."""
-    _ON_QUEUED.set(hook)
 
 
 @dataclass(slots=True)
@@ -147,9 +135,18 @@ class EmbeddingBatcher:
     # ------------------------------------------------------------------ public API
 
     async def embed(
-        self, texts: list[str], token_counts: list[int], arrived: Callable[[], None] | None = None
+        self,
+        texts: list[str],
+        token_counts: list[int],
+        arrived: Callable[[], None] | None = None,
+        *,
+        on_queued: Callable[[int], None] | None = None,
     ) -> np.ndarray:
         """Vectors (len(texts), dims) float32, row i for texts[i].
+
+        The moment the rows are queued here, ``arrived`` (an ``expect()`` handle) is called
+        and ``on_queued(rows)`` is told how many: the caller's job may then give its queue
+        slot back while it waits (``worker.queue.handoff``).
 
         ``token_counts`` are the callers' cl100k counts; they drive packing and rate
         limiting. Raises ValueError for over-long/empty inputs, and the provider's
@@ -177,11 +174,10 @@ class EmbeddingBatcher:
             remaining=len(texts),
         )
         self._pending.add(caller, time.monotonic())
-        arrived = arrived or bound_arrival()
         if arrived is not None:
             arrived()
-        if (queued := _ON_QUEUED.get()) is not None:
-            queued(len(texts))
+        if on_queued is not None:
+            on_queued(len(texts))
         self._wakeup.set()
         return await caller.future
 
@@ -210,13 +206,12 @@ class EmbeddingBatcher:
         """
         self._linger.set_backlog(probe, recheck_s=recheck_s)
 
-    def expect(self, *, bind: bool = False) -> Callable[[], None]:
+    def expect(self) -> Callable[[], None]:
         """Announce a caller that will probably call ``embed`` soon; while any is pending the
         dispatcher lingers (up to the linger time), otherwise a partial request goes out at
         once. Returns a handle: pass it to ``embed(arrived=...)``, which calls it
-        the moment the rows are queued; call it yourself if you end up not embedding.
-        ``bind=True`` also binds it to the current task, where ``embed`` finds it."""
-        return self._linger.expect(bind=bind)
+        the moment the rows are queued; call it yourself if you end up not embedding."""
+        return self._linger.expect()
 
     def note_bulk(self) -> None:
         """Bulk load has begun without the queue showing it: a page job started, whose

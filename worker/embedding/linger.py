@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import math
 import time
 from collections.abc import Awaitable, Callable
@@ -38,16 +37,6 @@ BACKLOG_PROBE_TIMEOUT_S = 0.5
 BACKLOG_PROBE_WARN_EVERY_S = 60.0
 
 BacklogProbe = Callable[[], Awaitable[int]]
-
-# The announcement (``Linger.expect(bind=True)``) of the job running in this task.
-ARRIVAL: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar(
-    "embedding_arrival", default=None
-)
-
-
-def bound_arrival() -> Callable[[], None] | None:
-    """The announcement handle bound to the current task, if any."""
-    return ARRIVAL.get()
 
 
 class Linger:
@@ -84,7 +73,7 @@ class Linger:
         self.adaptive = True
         self.busy = True
 
-    def expect(self, *, bind: bool = False) -> Callable[[], None]:
+    def expect(self) -> Callable[[], None]:
         """See ``EmbeddingBatcher.expect``."""
         self.adaptive = True
         self.upcoming += 1
@@ -97,8 +86,6 @@ class Linger:
                 self.upcoming -= 1
                 self._wakeup.set()
 
-        if bind:
-            ARRIVAL.set(arrived)
         return arrived
 
     async def wait(self, pending: PendingRows, closed: Callable[[], bool]) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,12 +48,18 @@ class RetryLater(Exception):
 
 @dataclass(frozen=True)
 class Delivery:
-    """What the transport knows about this delivery (arq's job id, try, enqueue time)."""
+    """What the transport knows about this delivery (arq's job id, try, enqueue time), and
+    the two hooks it hands the run (kept by the run's ``Flow``)."""
 
     arq_job_id: str | None = None
     job_try: int = 1
     enqueue_time_ms: int = 0
     in_page: bool = False  # one item of a page job: the arq id is the page's, shared
+    # The announcement the job layer made to the batcher when the job started (``expect()``):
+    # requests may linger for this run until its rows are queued. None: the run announces.
+    arrival: Callable[[], None] | None = None
+    # Told how many rows each embed call queued: the job layer's hand-off (worker.queue).
+    rows_queued: Callable[[int], None] | None = None
 
     @property
     def own_arq_job_id(self) -> str | None:

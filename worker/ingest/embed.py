@@ -4,22 +4,22 @@ workspace already has.
 A vector is only requested for text this workspace has not embedded with this model
 before (by content hash): a re-sent or lightly edited item costs no tokens for what did
 not change. What is left goes to the shared ``EmbeddingBatcher``. (Streamed items do the
-same window by window in ``worker.ingest.stream``.)
+same window by window in ``worker.ingest.stream``, through ``embed``.)
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 from uuid import UUID
 
 import asyncpg
 import numpy as np
 
 from worker.core.payloads import CommunicationPayload, MediaPayload, TranscriptPayload
-from worker.db import store
+from worker.db import reuse
 from worker.embedding import EmbeddingBatcher
+from worker.ingest.flow import Flow
 from worker.ingest.grouping import GroupWriter
 from worker.text.chunking import Chunk, weighted_mean
 
@@ -46,50 +46,47 @@ class ItemEmbedder:
 
     async def _lookup_one(self, key: tuple[UUID, str]) -> np.ndarray | None:
         async with self.pool.acquire() as conn:
-            return await store.reusable_comm_vector(conn, key[0], self.model, key[1])
+            return await reuse.reusable_comm_vector(conn, key[0], self.model, key[1])
 
     async def _lookup_many(self, keys: Sequence[tuple[UUID, str]]) -> list[np.ndarray | None]:
         if len(keys) == 1:
             return [await self._lookup_one(keys[0])]
         async with self.pool.acquire() as conn:
-            return await store.reusable_comm_vectors(conn, keys, self.model)
+            return await reuse.reusable_comm_vectors(conn, keys, self.model)
 
     async def aclose(self) -> None:
         await self._lookups.aclose()
 
+    async def embed(self, texts: list[str], tokens: list[int], flow: Flow) -> np.ndarray:
+        """Vectors for ``texts`` from the shared batcher; the run's ``flow`` hears when its
+        rows are queued (the batcher stops lingering for it, the job layer may hand off)."""
+        return await self.batcher.embed(texts, tokens, on_queued=flow.queued)
+
     async def communication(
-        self,
-        payload: CommunicationPayload,
-        chunks: list[Chunk],
-        embedded_hash: str,
-        arrived: Any = None,
-        *,
-        together: bool = False,
+        self, payload: CommunicationPayload, chunks: list[Chunk], embedded_hash: str, flow: Flow
     ) -> tuple[np.ndarray | None, list[Chunk]]:
         """One vector per communication: its chunks' token-weighted mean, renormalized.
-        ``together``: an item of a page job, whose lookup joins its neighbours'."""
+        An item of a page job (``flow.together``) looks its vector up with its neighbours'."""
         if not chunks:
             return None, []
         key = (payload.workspace_id, embedded_hash)
-        reused = await (self._lookups.submit(key) if together else self._lookup_one(key))
+        reused = await (self._lookups.submit(key) if flow.together else self._lookup_one(key))
         if reused is not None:
             return reused, []
-        vectors = await self.batcher.embed(
-            [c.text for c in chunks], [c.token_count for c in chunks], arrived=arrived
-        )
+        vectors = await self.embed([c.text for c in chunks], [c.token_count for c in chunks], flow)
         if len(chunks) == 1:
             return vectors[0], chunks
         return weighted_mean(vectors, [c.token_count for c in chunks]), chunks
 
     async def chunks(
-        self, payload: TranscriptPayload | MediaPayload, chunks: list[Chunk], arrived: Any = None
+        self, payload: TranscriptPayload | MediaPayload, chunks: list[Chunk], flow: Flow
     ) -> tuple[np.ndarray, list[Chunk]]:
         """Vectors for every chunk, reusing this workspace's vectors for identical texts."""
         out = np.empty((len(chunks), self.dimensions), dtype=np.float32)
         if not chunks:
             return out, []
         async with self.pool.acquire() as conn:
-            known = await store.reusable_chunk_vectors(
+            known = await reuse.reusable_chunk_vectors(
                 conn,
                 payload.kind,
                 payload.workspace_id,
@@ -98,8 +95,8 @@ class ItemEmbedder:
             )
         fresh = [c for c in chunks if c.content_hash not in known]
         if fresh:
-            vectors = await self.batcher.embed(
-                [c.text for c in fresh], [c.token_count for c in fresh], arrived=arrived
+            vectors = await self.embed(
+                [c.text for c in fresh], [c.token_count for c in fresh], flow
             )
             for c, v in zip(fresh, vectors, strict=True):
                 known[c.content_hash] = v

@@ -11,14 +11,14 @@ import asyncio
 import itertools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import asyncpg
 import numpy as np
 
 from worker.core.settings import Settings
 from worker.db.store_stream import ChunkTarget, copy_window, window_vectors
-from worker.embedding import EmbeddingBatcher
+from worker.ingest.embed import ItemEmbedder
+from worker.ingest.flow import Flow
 from worker.text.chunking import Chunk
 
 
@@ -54,24 +54,21 @@ def _batched(items: Iterable[Chunk], size: int) -> Iterator[list[Chunk]]:
 class WindowWriter:
     """Writes one item's chunks window by window; the next window embeds during a COPY."""
 
-    def __init__(self, settings: Settings, batcher: EmbeddingBatcher, model: str) -> None:
+    def __init__(self, settings: Settings, embedder: ItemEmbedder) -> None:
         self.settings = settings
-        self.batcher = batcher
-        self.model = model
+        self.embedder = embedder
+        self.model = embedder.model
 
     async def write(
-        self, conn: asyncpg.Connection, target: ChunkTarget, chunks: Iterable[Chunk], arrived: Any
+        self, conn: asyncpg.Connection, target: ChunkTarget, chunks: Iterable[Chunk], flow: Flow
     ) -> StreamCounts:
         counts = StreamCounts()
         inflight: set[asyncio.Task[np.ndarray]] = set()
         try:
             pending: _Window | None = None
             for window in _batched(chunks, self.settings.stream_window_chunks):
-                prepared = await self._prepare_window(
-                    conn, target, window, counts, arrived, inflight
-                )
-                if arrived is not None:
-                    arrived()  # first window queued (or all reused): stop being waited for
+                prepared = await self._prepare_window(conn, target, window, counts, flow, inflight)
+                flow.arrived()  # first window queued (or all reused): stop being waited for
                 if pending is not None:
                     await self._write_window(conn, target, pending, inflight)
                 pending = prepared
@@ -89,7 +86,7 @@ class WindowWriter:
         target: ChunkTarget,
         window: list[Chunk],
         counts: StreamCounts,
-        arrived: Any,
+        flow: Flow,
         inflight: set[asyncio.Task[np.ndarray]],
     ) -> _Window:
         """Reusable vectors for a window, and a task embedding the rest."""
@@ -112,7 +109,7 @@ class WindowWriter:
             texts, tokens = [window[i].text for i in fresh], [window[i].token_count for i in fresh]
             counts.embedded += len(fresh)
             counts.embedded_tokens += sum(tokens)
-            task = asyncio.create_task(self.batcher.embed(texts, tokens, arrived=arrived))
+            task = asyncio.create_task(self.embedder.embed(texts, tokens, flow))
             inflight.add(task)
         return _Window(window, out, fresh, task)
 

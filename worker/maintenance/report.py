@@ -14,7 +14,7 @@ from typing import Any
 
 import asyncpg
 
-from worker.db.events import NewEvent, append_events
+from worker.db.ledger import NewEvent, append_events
 from worker.maintenance import slow_queries
 
 INSERT_RUN = """

@@ -9,7 +9,6 @@ is translated to ``arq.Retry`` here. Swapping the queue means rewriting this fil
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import functools
 import time
 from collections.abc import Callable
@@ -22,9 +21,7 @@ from arq.connections import ArqRedis
 from arq.utils import timestamp_ms
 from redis.asyncio import Redis
 
-from worker.db import backfill
-from worker.db.queries import Q
-from worker.embedding.batcher import on_rows_queued
+from worker.db import backfill, ledger
 from worker.ingest.delivery import Delivery, RetryLater, is_transient, pipeline_ledger_id
 from worker.ingest.pipeline import Pipeline
 from worker.queue import keys
@@ -51,19 +48,16 @@ async def ingest(ctx: dict[str, Any], payload: Any) -> dict[str, Any]:
     """
     rt = _runtime(ctx)
     pipeline = rt.pipeline
-    enqueue_time = ctx.get("enqueue_time")
-    delivery = Delivery(
-        arq_job_id=ctx.get("job_id"),
-        job_try=int(ctx.get("job_try", 1)),
-        enqueue_time_ms=int(enqueue_time.timestamp() * 1000) if enqueue_time else 0,
-    )
-    structlog.contextvars.bind_contextvars(arq_job_id=delivery.arq_job_id)
-    # From now until its rows reach the embedding batcher, requests may wait for this job.
-    arrived = pipeline.batcher.expect(bind=True)
     redis: ArqRedis | None = ctx.get("redis")
     offer = rt.handoffs.offer()
-    if redis is not None and delivery.arq_job_id:  # (not when a test calls this directly)
-        on_rows_queued(offer.rows_queued)  # seen by the run's task (it copies this context)
+    handing_off = redis is not None and bool(ctx.get("job_id"))  # (not a test's direct call)
+    # From now until its rows reach the embedding batcher, requests may wait for this job.
+    delivery = replace(
+        _delivery(ctx),
+        arrival=rt.batcher.expect(),
+        rows_queued=offer.rows_queued if handing_off else None,
+    )
+    structlog.contextvars.bind_contextvars(arq_job_id=delivery.arq_job_id)
     run = asyncio.create_task(_run(pipeline, payload, delivery))
     try:
         if (
@@ -79,9 +73,18 @@ async def ingest(ctx: dict[str, Any], payload: Any) -> dict[str, Any]:
         run.cancel()  # arq's job timeout or abort reaches the run too
         raise
     finally:
-        on_rows_queued(None)
-        arrived()
+        if delivery.arrival is not None:
+            delivery.arrival()
         structlog.contextvars.unbind_contextvars("arq_job_id")
+
+
+def _delivery(ctx: dict[str, Any]) -> Delivery:
+    enqueue_time = ctx.get("enqueue_time")
+    return Delivery(
+        arq_job_id=ctx.get("job_id"),
+        job_try=int(ctx.get("job_try", 1)),
+        enqueue_time_ms=int(enqueue_time.timestamp() * 1000) if enqueue_time else 0,
+    )
 
 
 async def ingest_page(ctx: dict[str, Any], page: Any) -> dict[str, Any]:
@@ -97,12 +100,7 @@ async def ingest_page(ctx: dict[str, Any], page: Any) -> dict[str, Any]:
     """
     rt = _runtime(ctx)
     items = page.get("items") if isinstance(page, dict) else None
-    enqueue_time = ctx.get("enqueue_time")
-    delivery = Delivery(
-        arq_job_id=ctx.get("job_id"),
-        job_try=int(ctx.get("job_try", 1)),
-        enqueue_time_ms=int(enqueue_time.timestamp() * 1000) if enqueue_time else 0,
-    )
+    delivery = _delivery(ctx)
     if not isinstance(items, list) or not items:
         # Only a hand-made job looks like this: recorded as one invalid payload.
         return await rt.pipeline.reject(
@@ -139,17 +137,12 @@ async def ingest_page(ctx: dict[str, Any], page: Any) -> dict[str, Any]:
 def _start_item(
     rt: Runtime, payload: Any, delivery: Delivery, offer: Offer
 ) -> asyncio.Task[dict[str, Any]]:
-    """One item's run, in a context of its own: its announcement to the batcher and its
-    rows-queued hook (what ``ingest`` binds for a whole job) belong to it alone."""
-    context = contextvars.copy_context()
-
-    def announce() -> Callable[[], None]:
-        on_rows_queued(offer.rows_queued)
-        return rt.pipeline.batcher.expect(bind=True)
-
-    arrived = context.run(announce)
-    run = asyncio.create_task(_run(rt.pipeline, payload, delivery), context=context)
-    run.add_done_callback(lambda _: arrived())
+    """One item's run, with its own announcement to the batcher and its own hand-off hook
+    (what ``ingest`` gives a whole job)."""
+    arrival = rt.batcher.expect()
+    item = replace(delivery, arrival=arrival, rows_queued=offer.rows_queued)
+    run = asyncio.create_task(_run(rt.pipeline, payload, item))
+    run.add_done_callback(lambda _: arrival())
     return run
 
 
@@ -312,7 +305,7 @@ async def _settle(
     )
     # The ledger row names the job it is waiting for, so the reconciler finds it alive.
     async with rt.pool.acquire() as conn:
-        await conn.execute(Q.ledger_set_arq_job_id, ledger_id, retry_id)
+        await ledger.name_retry_job(conn, ledger_id, retry_id)
     bound.info("job.handed_off_retry", retry_arq_job_id=retry_id, delay_s=exc.delay_s)
 
 

@@ -42,23 +42,6 @@ from worker.queue import keys
 
 log = structlog.get_logger("worker.queue.reconcile")
 
-CANDIDATES = """
-SELECT id, workspace_id, kind::text AS kind, status::text AS status, attempts, arq_job_id,
-       updated_at, extract(epoch FROM now() - updated_at)::float8 AS idle_s
-FROM ops.ingestion_jobs
-WHERE status IN ('queued', 'running')
-  AND greatest(queued_at, coalesce(started_at, queued_at), updated_at)
-      < now() - make_interval(secs => $1)
-ORDER BY updated_at
-LIMIT $2
-"""
-LOCK_UNCHANGED = """
-SELECT payload FROM ops.ingestion_jobs
-WHERE id = $1 AND updated_at = $2 AND status IN ('queued', 'running')
-FOR UPDATE SKIP LOCKED
-"""
-TOUCH = "UPDATE ops.ingestion_jobs SET arq_job_id = $2, updated_at = now() WHERE id = $1"
-
 
 def _arq_ids(row: asyncpg.Record) -> list[str]:
     ids = [str(row["id"])]
@@ -91,7 +74,7 @@ async def reconcile(
         0,
     )
     async with pool.acquire() as conn:
-        rows = await conn.fetch(CANDIDATES, float(grace), limit)
+        rows = await ledger.lost_candidates(conn, float(grace), limit)
     for row in rows:
         counts["checked"] += 1
         outcome = await _reconcile_one(settings, pool, redis, row)
@@ -116,7 +99,7 @@ async def _reconcile_one(
     )
     step = f"requeued:{row['updated_at'].isoformat()}"
     async with pool.acquire() as conn, conn.transaction():
-        raw = await conn.fetchrow(LOCK_UNCHANGED, row["id"], row["updated_at"])
+        raw = await ledger.lock_unchanged(conn, row["id"], row["updated_at"])
         if raw is None:
             return "changed"  # a worker moved it (or another reconciler holds it)
         bound = log.bind(
@@ -190,9 +173,4 @@ async def _record_requeue(
     arq_id: str,
     reason: str,
 ) -> None:
-    """Touch the row (the grace period starts over) and append ``job.requeued``."""
-    await conn.execute(TOUCH, row["id"], arq_id)
-    event = ref.event(
-        ledger.JOB_REQUEUED, step, reason=reason, status=row["status"], arq_job_id=arq_id
-    )
-    await ledger.append_events(conn, [event])
+    await ledger.record_requeue(conn, ref, step, row["status"], arq_id, reason)

@@ -278,7 +278,7 @@ SELECT min(queued_at) FROM ops.ingestion_jobs WHERE status = 'queued';
 -- wait in a cycle.
 
 -- name: lock_items_page
--- The items' advisory locks (store.item_lock_key, salt 11, as LOCK_ITEM_AND_ROW), in hash
+-- The items' advisory locks (store.item_lock_key, as ledger_lock_item_and_row), in hash
 -- order, before any row lock.
 SELECT count(pg_advisory_xact_lock(s.h))
 FROM (SELECT DISTINCT hashtextextended(k, @ITEM_LOCK_SALT@) AS h FROM unnest($1::text[]) AS k ORDER BY 1) s;
@@ -463,3 +463,25 @@ CROSS JOIN LATERAL (SELECT coalesce(max(x.version), 0) AS version
                     FROM ops.events x WHERE x.aggregate_id = e.aggregate_id) AS v
 WHERE NOT EXISTS (SELECT 1 FROM ops.events x WHERE x.idempotency_key = e.idempotency_key)
 ON CONFLICT (idempotency_key) DO NOTHING;
+
+-- name: reconcile_candidates
+-- Unfinished ledger rows untouched for the grace period (seconds): the reconciler checks
+-- whether the transport still holds their job.
+SELECT id, workspace_id, kind::text AS kind, status::text AS status, attempts, arq_job_id,
+       updated_at, extract(epoch FROM now() - updated_at)::float8 AS idle_s
+FROM ops.ingestion_jobs
+WHERE status IN ('queued', 'running')
+  AND greatest(queued_at, coalesce(started_at, queued_at), updated_at)
+      < now() - make_interval(secs => $1)
+ORDER BY updated_at
+LIMIT $2;
+
+-- name: reconcile_lock_unchanged
+-- Lock a candidate only if nobody moved it since it was read (same updated_at).
+SELECT payload FROM ops.ingestion_jobs
+WHERE id = $1 AND updated_at = $2 AND status IN ('queued', 'running')
+FOR UPDATE SKIP LOCKED;
+
+-- name: reconcile_touch
+-- A re-enqueued row: the job id it waits for, and the grace period starts over.
+UPDATE ops.ingestion_jobs SET arq_job_id = $2, updated_at = now() WHERE id = $1;
