@@ -1,6 +1,6 @@
 """The batcher's view of the arq queue: real Redis, a real in-process arq Worker.
 
-``jobs.QueueBacklog`` counts jobs that are due and not started (arq keeps a running job
+``backlog.QueueBacklog`` counts jobs that are due and not started (arq keeps a running job
 in its queue, marked by an in-progress key); the worker feeds it to the batcher, which
 keeps a partial request open while jobs are still waiting in the queue.
 """
@@ -20,7 +20,7 @@ from tests.support.harness import (
 )
 from worker import client
 from worker.queue import keys
-from worker.queue.jobs import QueueBacklog
+from worker.queue.backlog import QueueBacklog
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -15,7 +15,7 @@ from arq.worker import Worker
 
 from worker.core.log import configure_logging
 from worker.core.settings import Settings, get_settings
-from worker.queue import jobs, keys, serialization
+from worker.queue import backlog, jobs, keys, serialization
 from worker.queue.runtime import Runtime
 from worker.servers.services import Services
 
@@ -26,7 +26,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     services = ctx.get("services") or Services(settings)
     ctx["runtime"] = await Runtime.open(settings, services)
     # Jobs still waiting in the queue are on their way to the batcher too.
-    jobs.watch_queue(ctx)
+    backlog.watch_queue(ctx)
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
