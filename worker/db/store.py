@@ -12,7 +12,7 @@ and nothing here writes the ledger.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -34,34 +34,12 @@ from worker.db.people import (
 from worker.db.queries import CHUNK_TABLES, SOURCE_TABLES, Q
 from worker.text.chunking import Chunk
 
+# Chunk rows' columns: the parent ids, the kind's own, then what every chunk row has.
+_CHUNK_TAIL = ("content", "content_hash", "token_count", "embedding", "embedding_model")
 CHUNK_COLUMNS = {
-    "transcript": (
-        "workspace_id",
-        "transcript_id",
-        "meeting_id",
-        "chunk_index",
-        "speaker",
-        "speakers",
-        "start_ms",
-        "end_ms",
-        "content",
-        "content_hash",
-        "token_count",
-        "embedding",
-        "embedding_model",
-    ),
-    "media": (
-        "workspace_id",
-        "asset_id",
-        "chunk_index",
-        "start_ms",
-        "end_ms",
-        "content",
-        "content_hash",
-        "token_count",
-        "embedding",
-        "embedding_model",
-    ),
+    "transcript": ("workspace_id", "transcript_id", "meeting_id", "chunk_index", "speaker")
+    + ("speakers", "start_ms", "end_ms", *_CHUNK_TAIL),
+    "media": ("workspace_id", "asset_id", "chunk_index", "start_ms", "end_ms", *_CHUNK_TAIL),
 }
 
 
@@ -122,40 +100,21 @@ async def newer_version_stored(
     return stored_at is not None and stored_at > queued_at
 
 
+# The columns between a chunk row's parent ids and its text, per kind (CHUNK_COLUMNS).
+_CHUNK_FIELDS: dict[str, Callable[[Chunk], tuple[Any, ...]]] = {
+    "transcript": lambda c: (c.index, c.speaker, list(c.speakers), c.start_ms, c.end_ms),
+    "media": lambda c: (c.index, c.start_ms, c.end_ms),
+}
+
+
 def chunk_records(
     kind: str, lead: tuple[Any, ...], chunks: Sequence[Chunk], vectors: np.ndarray, model: str
 ) -> list[tuple[Any, ...]]:
     """Rows for ``copy_chunks``: ``lead`` (the parent ids) then each chunk's columns, row
     i of ``vectors`` for ``chunks[i]`` (no copies)."""
-    if kind == "transcript":
-        return [
-            (
-                *lead,
-                c.index,
-                c.speaker,
-                list(c.speakers),
-                c.start_ms,
-                c.end_ms,
-                c.text,
-                c.content_hash,
-                c.token_count,
-                vectors[i],
-                model,
-            )
-            for i, c in enumerate(chunks)
-        ]
+    fields = _CHUNK_FIELDS[kind]
     return [
-        (
-            *lead,
-            c.index,
-            c.start_ms,
-            c.end_ms,
-            c.text,
-            c.content_hash,
-            c.token_count,
-            vectors[i],
-            model,
-        )
+        (*lead, *fields(c), c.text, c.content_hash, c.token_count, vectors[i], model)
         for i, c in enumerate(chunks)
     ]
 
@@ -268,6 +227,32 @@ async def upsert_meeting(conn: asyncpg.Connection, payload: TranscriptPayload) -
     return meeting_id
 
 
+async def upsert_transcript(
+    conn: asyncpg.Connection,
+    job_id: UUID,
+    payload: TranscriptPayload,
+    meeting_id: UUID | None,
+    content_hash: str,
+    fmt: str,
+    chunks: int,
+    max_end_ms: int | None,
+) -> UUID:
+    transcript_id: UUID = await conn.fetchval(
+        Q.upsert_transcript,
+        payload.workspace_id,
+        meeting_id,
+        payload.source,
+        payload.external_id,
+        payload.language,
+        fmt,
+        content_hash,
+        chunks,
+        max_end_ms,
+        job_id,
+    )
+    return transcript_id
+
+
 async def write_transcript(
     conn: asyncpg.Connection,
     job_id: UUID,
@@ -282,18 +267,9 @@ async def write_transcript(
     ws = payload.workspace_id
     meeting_id = await upsert_meeting(conn, payload)
     ends = [c.end_ms for c in chunks if c.end_ms is not None]
-    transcript_id = await conn.fetchval(
-        Q.upsert_transcript,
-        ws,
-        meeting_id,
-        payload.source,
-        payload.external_id,
-        payload.language,
-        fmt,
-        content_hash,
-        len(chunks),
-        max(ends) if ends else None,
-        job_id,
+    max_end = max(ends) if ends else None
+    transcript_id = await upsert_transcript(
+        conn, job_id, payload, meeting_id, content_hash, fmt, len(chunks), max_end
     )
     await conn.execute(Q.delete_transcript_chunks, ws, transcript_id)
     lead = (ws, transcript_id, meeting_id)

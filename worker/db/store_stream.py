@@ -69,18 +69,8 @@ async def open_transcript(
     ws = payload.workspace_id
     meeting_id = await store.upsert_meeting(conn, payload)
     # Counts are not known yet: close_transcript sets them (same row, same transaction).
-    transcript_id = await conn.fetchval(
-        Q.upsert_transcript,
-        ws,
-        meeting_id,
-        payload.source,
-        payload.external_id,
-        payload.language,
-        fmt,
-        content_hash,
-        0,
-        None,
-        job_id,
+    transcript_id = await store.upsert_transcript(
+        conn, job_id, payload, meeting_id, content_hash, fmt, 0, None
     )
     target = ChunkTarget(
         "transcript", ws, transcript_id, (ws, transcript_id, meeting_id), meeting_id=meeting_id
@@ -141,19 +131,15 @@ async def close_transcript(
 ) -> store.Written:
     """The transcript row's counts, now that every window is written; the meeting's
     contacts and participants follow (``store.share_transcript``) once the ledger is."""
-    ws = payload.workspace_id
-    await conn.fetchval(
-        Q.upsert_transcript,
-        ws,
+    await store.upsert_transcript(
+        conn,
+        job_id,
+        payload,
         target.meeting_id,
-        payload.source,
-        payload.external_id,
-        payload.language,
-        fmt,
         content_hash,
+        fmt,
         target.chunks,
         target.max_end_ms,
-        job_id,
     )
     people = payload.participants
     contacts = len(named_addresses(people))

@@ -40,15 +40,7 @@ class Pickups:
 
     async def _one(self, s: ledger.Start) -> ledger.Pickup:
         async with self.pool.acquire() as conn:
-            return await ledger.receive_and_start(
-                conn,
-                s.ref,
-                source=s.source,
-                external_id=s.external_id,
-                content_hash=s.content_hash,
-                payload=s.payload,
-                noop_key=s.noop_key,
-            )
+            return await ledger.start(conn, s)
 
     async def _page(self, starts: Sequence[ledger.Start]) -> list[ledger.Pickup | Exception]:
         if not self.grouped or len(starts) == 1:
@@ -65,17 +57,7 @@ class Pickups:
                 # No ledger row yet (sent straight to Redis): recorded on its own, so an
                 # unknown workspace fails that job alone; the page has committed.
                 try:
-                    out.append(
-                        await ledger.receive_and_start(
-                            conn,
-                            s.ref,
-                            source=s.source,
-                            external_id=s.external_id,
-                            content_hash=s.content_hash,
-                            payload=s.payload,
-                            noop_key=s.noop_key,
-                        )
-                    )
+                    out.append(await ledger.start(conn, s))
                 except Exception as exc:  # noqa: BLE001 - that job's own failure
                     out.append(exc)
         return out

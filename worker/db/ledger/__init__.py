@@ -22,6 +22,7 @@ from worker.db.ledger.jobs import (
     record_requeue,
     reject,
     skip,
+    start,
     workspace_known,
 )
 from worker.db.ledger.model import (
@@ -87,6 +88,7 @@ __all__ = [
     "record_requeue",
     "reject",
     "skip",
+    "start",
     "start_many",
     "workspace_known",
 ]

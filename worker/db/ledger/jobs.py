@@ -34,6 +34,7 @@ from worker.db.ledger.model import (
     STATUS_BY_EVENT,
     JobRef,
     Pickup,
+    Start,
     received_event,
 )
 from worker.db.queries import Q
@@ -287,3 +288,16 @@ async def record_requeue(
 async def workspace_known(conn: asyncpg.Connection, workspace_id: UUID) -> bool:
     """Whether a job may be recorded under this workspace (the ledger row's foreign key)."""
     return bool(await conn.fetchval(Q.workspace_exists, workspace_id))
+
+
+async def start(conn: asyncpg.Connection, s: Start) -> Pickup:
+    """``receive_and_start`` for one delivery as the receive stage describes it."""
+    return await receive_and_start(
+        conn,
+        s.ref,
+        source=s.source,
+        external_id=s.external_id,
+        content_hash=s.content_hash,
+        payload=s.payload,
+        noop_key=s.noop_key,
+    )
