@@ -1,7 +1,7 @@
 """What the transport tells the pipeline about a delivery, and what the pipeline tells it
 back: retry later, or a failure that is (not) worth retrying.
 
-Apart from the pipeline so the job layer (``jobs.py``, arq) and the pipeline share these
+Apart from the pipeline so the job layer (``worker.queue.jobs``, arq) and the pipeline share these
 without the job layer reaching into the pipeline's stages.
 """
 

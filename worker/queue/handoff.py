@@ -9,7 +9,7 @@ record) goes on as a tracked task here and the queue starts another job.
 
 Memory stays bounded by rows, not jobs: a job is handed off only while the rows of all
 handed-off jobs stay within ``handoff_max_rows`` (a few full requests' worth); past
-that, a job keeps its slot as before. Nothing here knows the queue: ``jobs.py`` decides
+that, a job keeps its slot as before. Nothing here knows the queue: ``worker.queue.jobs`` decides
 what a handed-off job's failure means for the transport.
 """
 

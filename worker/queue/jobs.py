@@ -2,8 +2,8 @@
 
 arq only receives security fixes now, so nothing below this module knows about it:
 the pipeline gets a plain ``Delivery`` and signals retries with ``RetryLater``, which
-is translated to ``arq.Retry`` here. Swapping the queue means rewriting this file and
-``main.py`` only.
+is translated to ``arq.Retry`` here. Swapping the queue means rewriting ``worker/queue/``
+only.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """What a worker process holds while it runs: pool, embedding batcher, pipeline.
 
-Built once at startup and closed at shutdown; the arq hooks in ``main.py``, the demo
+Built once at startup and closed at shutdown; the arq hooks in ``app.py``, the demo
 and the tests all use the same ``Runtime.open``/``close`` pair.
 """
 

@@ -1,5 +1,5 @@
--- All SQL the ingestion pipeline runs, as named queries (loaded by worker/queries.py).
--- Every query is parameterized; bulk vector writes use binary COPY instead (store.py).
+-- All SQL the ingestion pipeline runs, as named queries (loaded by worker/db/queries.py).
+-- Every query is parameterized; bulk vector writes use binary COPY instead (worker/db/store.py).
 
 -- name: ledger_insert
 -- A job seen for the first time (the client's enqueue, or a worker's pickup of a job sent
@@ -67,7 +67,7 @@ WHERE id = $1
 RETURNING pg_advisory_xact_lock(hashtextextended(j.id::text, @AGGREGATE_LOCK_SALT@)) AS aggregate_locked;
 
 -- name: ledger_start_page
--- ledger_start for a page of deliveries (worker/pickup.py): rows locked in id order first
+-- ledger_start for a page of deliveries (worker/ingest/pickup.py): rows locked in id order first
 -- (as ledger_lock_page), then each started unless finished. Ids without a row are absent:
 -- the caller records those one by one (ledger_start, then ledger_insert).
 WITH k AS (
@@ -87,7 +87,7 @@ RETURNING j.id, j.status::text AS status, j.attempts, j.queued_at,
           pg_advisory_xact_lock(hashtextextended(j.id::text, @AGGREGATE_LOCK_SALT@)) AS aggregate_locked;
 
 -- name: ledger_set_arq_job_id
--- A handed-off job's retry was enqueued under a new arq id (jobs.py): the reconciler
+-- A handed-off job's retry was enqueued under a new arq id (worker/queue/jobs.py): the reconciler
 -- looks for the job under the id the row names.
 UPDATE ops.ingestion_jobs SET arq_job_id = $2 WHERE id = $1;
 
@@ -270,8 +270,8 @@ SELECT status::text AS status, count(*) AS n FROM ops.ingestion_jobs GROUP BY st
 SELECT min(queued_at) FROM ops.ingestion_jobs WHERE status = 'queued';
 
 -- == Pages of communications: store + record for many items in one transaction ==========
--- (worker/store_page.py). Same rows, events and ledger as the per-item queries above, in a
--- fixed number of statements per page instead of ~15 per item; the upserts, participants
+-- (worker/db/store_group.py, worker/ingest/write.py). Same rows, events and ledger as the
+-- per-item queries above, in a fixed number of statements per page instead of ~15 per item; the upserts, participants
 -- and thread counters serve single items too (store.py passes arrays of one). Every lock is
 -- taken in one global order: item locks (by hash), ledger rows (by id), contacts (by
 -- workspace and address), threads (by id), so pages, single items and connectors never
