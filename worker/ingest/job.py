@@ -17,6 +17,8 @@ from worker.core.payloads import CommunicationPayload, MediaPayload, TranscriptP
 from worker.db import ledger
 from worker.db.store import item_lock_key
 from worker.ingest.flow import Flow
+from worker.ingest.normalize import Pulled
+from worker.text.chunking import Chunk
 
 if TYPE_CHECKING:
     from worker.ingest.kinds import Kind
@@ -42,6 +44,18 @@ class Job:
     def step(self, event_type: str, **data: Any) -> None:
         event = self.ref.event(event_type, **data)
         self.progress.append(replace(event, occurred_at=datetime.now(UTC)))
+
+    def chunked(self, pulled: Pulled, chunks: list[Chunk]) -> None:
+        """Record the fetch and chunk steps of an item chunked at once."""
+        self.step(
+            ledger.CONTENT_PULLED,
+            format=pulled.fmt,
+            fetched_bytes=pulled.fetched_bytes,
+            chars=pulled.size,
+        )
+        self.step(
+            ledger.CONTENT_CHUNKED, chunks=len(chunks), tokens=sum(c.token_count for c in chunks)
+        )
 
     @property
     def item_key(self) -> str:

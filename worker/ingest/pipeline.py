@@ -98,17 +98,7 @@ class Pipeline:
                     t1 = time.perf_counter()
                     result = await self.streams.write(job, pulled, chain_release(chunks, stream))
                     return {**result, "fetch_chunk_s": round(t1 - t0, 4)}
-            job.step(
-                ledger.CONTENT_PULLED,
-                format=pulled.fmt,
-                fetched_bytes=pulled.fetched_bytes,
-                chars=pulled.size,
-            )
-            job.step(
-                ledger.CONTENT_CHUNKED,
-                chunks=len(chunks),
-                tokens=sum(c.token_count for c in chunks),
-            )
+            job.chunked(pulled, chunks)
             t1 = time.perf_counter()
             ready = await job.kind.embed(self.embedder, job, pulled, chunks)
             job.flow.arrived()  # reused vectors / nothing to embed: stop being waited for
