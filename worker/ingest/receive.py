@@ -9,6 +9,7 @@ the field and the reason and is never retried.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
@@ -46,7 +47,9 @@ class Receiver:
         # Pickups that arrive together (the items of one page job) share a transaction.
         self.pickups = Pickups(pool, settings)
 
-    async def receive(self, raw: Any, delivery: Delivery, backoff: Any) -> Job | dict[str, Any]:
+    async def receive(
+        self, raw: Any, delivery: Delivery, backoff: Callable[[int], float]
+    ) -> Job | dict[str, Any]:
         """The started job, or the recorded outcome of a delivery that will not run."""
         data: Any = raw
         try:
