@@ -13,6 +13,7 @@ on load; ``{table}`` marks a template whose table name the caller formats in.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
 from worker.db.locks import SQL_CONSTANTS
@@ -122,13 +123,14 @@ class Queries:
     upsert_transcript: str
     workspace_exists: str
 
-    def __init__(self, queries: dict[str, str]) -> None:
+    def __init__(self, queries: dict[str, str], prepared: Iterable[str] | None = None) -> None:
         declared = set(type(self).__annotations__)
         if missing := sorted(declared - set(queries)):
             raise QueryError(f"declared but in no .sql file: {', '.join(missing)}")
         if undeclared := sorted(set(queries) - declared):
             raise QueryError(f"in a .sql file but not declared in Queries: {', '.join(undeclared)}")
         self._queries = dict(queries)
+        self._prepared = set(queries if prepared is None else prepared)
         for name, sql in queries.items():
             setattr(self, name, sql)
 
@@ -136,12 +138,26 @@ class Queries:
         return sorted(self._queries)
 
     def plain(self) -> list[str]:
-        """Every statement that is not a template (``{table}``): what can be prepared
-        before a job formats one; the templates use no types beyond these."""
-        return [sql for _, sql in sorted(self._queries.items()) if "{" not in sql]
+        """The statements the worker prepares on every pool connection at startup: those of
+        ``PREPARED`` that are not templates (``{table}``), what can be prepared before a job
+        formats one; the templates use no types beyond these.
+
+        Only ``PREPARED`` (``queries.sql``, the ingestion path): the other files hold what
+        the worker's role cannot prepare as it stands, and a failed prepare would fail every
+        connection: utility statements and DDL (ANALYZE, REINDEX, CREATE, ROLLBACK), views
+        of extensions that may be absent (``pg_stat_statements``), the migration runner's
+        bookkeeping (run before the schema exists), statements meant for the login role.
+        """
+        return [
+            sql
+            for name, sql in sorted(self._queries.items())
+            if name in self._prepared and "{" not in sql
+        ]
 
 
-Q = Queries(load_dir(SQL_DIR))
+# The file whose statements every pool connection prepares (see Queries.plain).
+PREPARED = SQL_DIR / "queries.sql"
+Q = Queries(load_dir(SQL_DIR), prepared=load(PREPARED))
 
 # Tables with per-chunk vectors; the only values ever formatted into {table}.
 CHUNK_TABLES = {"transcript": "meetings.transcript_chunks", "media": "media.media_chunks"}
