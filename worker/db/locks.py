@@ -12,8 +12,12 @@ AGGREGATE_LOCK_SALT = 7
 #: ``hashtextextended(item_key, ITEM_LOCK_SALT)``: serializes the final transactions of one
 #: item (``store.item_lock_key``), so two versions cannot both pass the staleness check.
 ITEM_LOCK_SALT = 11
+#: ``pg_advisory_lock(MIGRATION_LOCK_KEY)``: every cos-worker migrator contends for this
+#: session lock, so migrators racing at deploy time apply each file once (arbitrary, fixed).
+MIGRATION_LOCK_KEY = 0x0C05_0001
 
 SQL_CONSTANTS: dict[str, int] = {
     "AGGREGATE_LOCK_SALT": AGGREGATE_LOCK_SALT,
     "ITEM_LOCK_SALT": ITEM_LOCK_SALT,
+    "MIGRATION_LOCK_KEY": MIGRATION_LOCK_KEY,
 }

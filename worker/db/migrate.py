@@ -9,6 +9,10 @@ what psql cannot:
 * checksums: an applied file whose content changed is refused with a clear error
   (a row recorded by psql has no checksum yet; the runner adopts the current one);
 * ``down --to VERSION`` using ``migrations/rollback/NNN_name.down.sql``.
+
+The runner's own statements (the lock, ``MIGRATION_LOCK_KEY`` in ``worker.db.locks``, and
+the bookkeeping table) are named queries in ``worker/db/sql/migrate.sql``; it needs only
+a DSN (loading the queries touches no database).
 """
 
 from __future__ import annotations
@@ -23,30 +27,11 @@ import asyncpg
 import structlog
 
 from worker.core.settings import REPO_ROOT
+from worker.db.queries import Q
 
 log = structlog.get_logger(__name__)
 
-# Arbitrary but fixed: every cos-worker migrator contends for the same lock.
-MIGRATION_LOCK_KEY = 0x0C05_0001
 FILE_PATTERN = re.compile(r"^(?P<version>\d{3,})_(?P<name>[a-z0-9_]+)\.sql$")
-
-ENSURE_TABLE = """
-CREATE TABLE IF NOT EXISTS public.schema_migrations (
-    version      text PRIMARY KEY,
-    name         text NOT NULL,
-    checksum     text,
-    applied_at   timestamptz NOT NULL DEFAULT now(),
-    applied_by   text DEFAULT current_user,
-    execution_ms integer
-)
-"""
-APPLIED_ROWS = "SELECT version, name, checksum, applied_at FROM public.schema_migrations"
-ADOPT_CHECKSUM = """
-UPDATE public.schema_migrations
-SET checksum = $2, execution_ms = coalesce($3, execution_ms)
-WHERE version = $1 AND checksum IS NULL
-"""
-TABLE_EXISTS = "SELECT to_regclass('public.schema_migrations') IS NOT NULL"
 
 
 class MigrationError(RuntimeError):
@@ -113,9 +98,9 @@ class Migrator:
         return conn
 
     async def _applied(self, conn: asyncpg.Connection) -> dict[str, asyncpg.Record]:
-        if not await conn.fetchval(TABLE_EXISTS):
+        if not await conn.fetchval(Q.migrate_table_exists):
             return {}
-        return {r["version"]: r for r in await conn.fetch(APPLIED_ROWS)}
+        return {r["version"]: r for r in await conn.fetch(Q.migrate_applied)}
 
     async def status(self) -> list[MigrationState]:
         files = discover(self.directory)
@@ -160,8 +145,8 @@ class Migrator:
         conn = await self._connect()
         applied_now: list[str] = []
         try:
-            await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
-            await conn.execute(ENSURE_TABLE)
+            await conn.execute(Q.migrate_lock)
+            await conn.execute(Q.migrate_ensure_table)
             applied = await self._applied(conn)
             for mf in files:
                 if target is not None and mf.version > target:
@@ -169,7 +154,7 @@ class Migrator:
                 row = applied.get(mf.version)
                 if row is not None:
                     self._check_drift(mf, row)
-                    await conn.execute(ADOPT_CHECKSUM, mf.version, mf.checksum, None)
+                    await conn.execute(Q.migrate_adopt_checksum, mf.version, mf.checksum, None)
                     continue
                 started = time.perf_counter()
                 try:
@@ -177,10 +162,10 @@ class Migrator:
                     await conn.execute(mf.sql)
                 except asyncpg.PostgresError as exc:
                     if not conn.is_closed():
-                        await conn.execute("ROLLBACK")
+                        await conn.execute(Q.migrate_rollback)
                     raise MigrationError(f"{mf.name} failed: {exc}") from exc
                 elapsed = int((time.perf_counter() - started) * 1000)
-                await conn.execute(ADOPT_CHECKSUM, mf.version, mf.checksum, elapsed)
+                await conn.execute(Q.migrate_adopt_checksum, mf.version, mf.checksum, elapsed)
                 applied_now.append(mf.version)
                 log.info("migrate.applied", version=mf.version, name=mf.name, ms=elapsed)
         finally:
@@ -194,7 +179,7 @@ class Migrator:
         conn = await self._connect()
         rolled_back: list[str] = []
         try:
-            await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
+            await conn.execute(Q.migrate_lock)
             applied = await self._applied(conn)
             for version in sorted(applied, reverse=True):
                 if version <= to:
@@ -206,7 +191,7 @@ class Migrator:
                     await conn.execute(mf.down_path.read_text(encoding="utf-8"))
                 except asyncpg.PostgresError as exc:
                     if not conn.is_closed():
-                        await conn.execute("ROLLBACK")
+                        await conn.execute(Q.migrate_rollback)
                     raise MigrationError(f"rollback of {mf.name} failed: {exc}") from exc
                 rolled_back.append(version)
                 log.info("migrate.rolled_back", version=version, name=mf.name)

@@ -101,6 +101,12 @@ class Queries:
     ledger_start_page: str
     lock_items_page: str
     lock_threads: str
+    migrate_adopt_checksum: str
+    migrate_applied: str
+    migrate_ensure_table: str
+    migrate_lock: str
+    migrate_rollback: str
+    migrate_table_exists: str
     oldest_queued: str
     pending_contacts: str
     pending_insights: str
