@@ -14,16 +14,11 @@ import asyncpg
 from pgvector.asyncpg import register_vector
 
 from worker.core.settings import Settings
-
-VECTOR_SCHEMA_QUERY = """
-SELECT n.nspname
-FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
-WHERE e.extname = 'vector'
-"""
+from worker.db.queries import Q
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
-    schema = await conn.fetchval(VECTOR_SCHEMA_QUERY)
+    schema = await conn.fetchval(Q.vector_schema)
     if schema is not None:
         await register_vector(conn, schema=schema)
 

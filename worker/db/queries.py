@@ -69,8 +69,10 @@ def load_dir(directory: Path) -> dict[str, str]:
 class Queries:
     """The named queries, one attribute each (declared here so a typo is caught early)."""
 
+    create_database: str
     current_comm_jobs_page: str
     current_source_job: str
+    database_exists: str
     delete_comm_participants: str
     delete_media_chunks: str
     delete_meeting_participants: str
@@ -110,6 +112,7 @@ class Queries:
     oldest_queued: str
     pending_contacts: str
     pending_insights: str
+    quote_ident: str
     reconcile_candidates: str
     reconcile_lock_unchanged: str
     reconcile_touch: str
@@ -127,6 +130,7 @@ class Queries:
     upsert_contacts: str
     upsert_meeting: str
     upsert_transcript: str
+    vector_schema: str
     workspace_exists: str
 
     def __init__(self, queries: dict[str, str], prepared: Iterable[str] | None = None) -> None:

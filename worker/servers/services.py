@@ -12,10 +12,10 @@ import asyncio
 import contextlib
 from dataclasses import dataclass, field
 
-import asyncpg
 import structlog
 
 from worker.core.settings import Settings
+from worker.db.admin import create_database
 from worker.servers.embedded import EmbeddedPostgres, EmbeddedRedis
 
 log = structlog.get_logger(__name__)
@@ -44,15 +44,7 @@ class Services:
         if not was_running:
             self._owned.append(server)
             log.info("embedded.postgres_started", port=server.port, data_dir=str(server.pgdata))
-        conn = await asyncpg.connect(server.dsn())
-        try:
-            exists = await conn.fetchval(
-                "SELECT 1 FROM pg_database WHERE datname = $1", EMBEDDED_DATABASE
-            )
-            if not exists:
-                await conn.execute(f'CREATE DATABASE "{EMBEDDED_DATABASE}"')
-        finally:
-            await conn.close()
+        await create_database(server.dsn(), EMBEDDED_DATABASE)
         self.database_url = server.dsn(EMBEDDED_DATABASE)
         return self.database_url
 
