@@ -15,9 +15,13 @@ ITEM_LOCK_SALT = 11
 #: ``pg_advisory_lock(MIGRATION_LOCK_KEY)``: every cos-worker migrator contends for this
 #: session lock, so migrators racing at deploy time apply each file once (arbitrary, fixed).
 MIGRATION_LOCK_KEY = 0x0C05_0001
+#: ``pg_try_advisory_lock(MAINTENANCE_LOCK_KEY)``: single flight for maintenance passes
+#: across workers; a pass that cannot take it is skipped (arbitrary, fixed).
+MAINTENANCE_LOCK_KEY = 0x0C05_0002
 
 SQL_CONSTANTS: dict[str, int] = {
     "AGGREGATE_LOCK_SALT": AGGREGATE_LOCK_SALT,
     "ITEM_LOCK_SALT": ITEM_LOCK_SALT,
+    "MAINTENANCE_LOCK_KEY": MAINTENANCE_LOCK_KEY,
     "MIGRATION_LOCK_KEY": MIGRATION_LOCK_KEY,
 }

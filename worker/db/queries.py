@@ -69,6 +69,8 @@ def load_dir(directory: Path) -> dict[str, str]:
 class Queries:
     """The named queries, one attribute each (declared here so a typo is caught early)."""
 
+    analyze_table: str
+    analyze_table_stats: str
     create_database: str
     current_comm_jobs_page: str
     current_source_job: str
@@ -103,6 +105,12 @@ class Queries:
     ledger_start_page: str
     lock_items_page: str
     lock_threads: str
+    maintenance_run_append_action: str
+    maintenance_run_finish: str
+    maintenance_run_insert: str
+    maintenance_set_config: str
+    maintenance_try_lock: str
+    maintenance_unlock: str
     migrate_adopt_checksum: str
     migrate_applied: str
     migrate_ensure_table: str
@@ -117,6 +125,12 @@ class Queries:
     reconcile_lock_unchanged: str
     reconcile_touch: str
     refresh_threads: str
+    reindex_build_records: str
+    reindex_drop_invalid: str
+    reindex_invalid_indexes: str
+    reindex_rebuild: str
+    reindex_upsert_build: str
+    reindex_vector_indexes: str
     reuse_chunk_embeddings: str
     reuse_chunk_embeddings_staged: str
     reuse_comm_embedding: str
@@ -124,6 +138,10 @@ class Queries:
     search_chunks: str
     set_contact_embedding: str
     set_insight_embedding: str
+    slow_extension_schema: str
+    slow_insert_report: str
+    slow_previous_entries: str
+    slow_top_statements: str
     stage_item_vectors: str
     upsert_asset: str
     upsert_communications: str

@@ -2,7 +2,8 @@
 
 ``run_maintenance(settings, dsn, trigger="cron")`` is what the arq cron job and the
 ``cos-worker maintenance`` command call; see :mod:`worker.maintenance.run` and
-``docs/maintenance.md`` for the policy.
+``docs/maintenance.md`` for the policy. Every statement it runs is a named query in
+``worker/db/sql/maintenance.sql``.
 """
 
 from worker.maintenance.report import ActionRecord, MaintenanceReport

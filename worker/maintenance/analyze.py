@@ -25,22 +25,9 @@ from dataclasses import dataclass
 import asyncpg
 
 from worker.core.settings import Settings
+from worker.db.queries import Q
 
 PROJECT_SCHEMAS: tuple[str, ...] = ("core", "ops", "comms", "meetings", "media", "work", "intel")
-
-# Counters are per table; they live in shared memory and survive until a stats reset.
-TABLE_STATS = """
-SELECT s.schemaname,
-       s.relname,
-       quote_ident(s.schemaname) || '.' || quote_ident(s.relname) AS qualified,
-       s.n_live_tup,
-       s.n_mod_since_analyze,
-       greatest(s.last_analyze, s.last_autoanalyze) AS last_analyzed,
-       has_table_privilege(s.relid, 'MAINTAIN') AS can_maintain
-FROM pg_stat_user_tables s
-WHERE s.schemaname = ANY($1::text[])
-ORDER BY s.schemaname, s.relname
-"""
 
 
 @dataclass(frozen=True)
@@ -89,7 +76,7 @@ def decide(stats: TableStats, settings: Settings, *, force: bool = False) -> Ana
 
 async def table_stats(conn: asyncpg.Connection) -> list[TableStats]:
     """Current counters for every table of the project's schemas."""
-    rows = await conn.fetch(TABLE_STATS, list(PROJECT_SCHEMAS))
+    rows = await conn.fetch(Q.analyze_table_stats, list(PROJECT_SCHEMAS))
     return [
         TableStats(
             schema=r["schemaname"],
@@ -113,4 +100,4 @@ async def plan(
 
 async def analyze_table(conn: asyncpg.Connection, stats: TableStats) -> None:
     """``ANALYZE`` one table (the name comes from the catalog, already quoted)."""
-    await conn.execute(f"ANALYZE {stats.qualified}")
+    await conn.execute(Q.analyze_table.format(table=stats.qualified))

@@ -46,6 +46,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from worker.core.settings import Settings
+from worker.db.queries import Q
 from worker.maintenance.analyze import PROJECT_SCHEMAS
 
 MIN_ROWS_FOR_REBUILD = 1_000
@@ -54,62 +55,6 @@ HNSW_ELEMENT_HEADER = 72  # type/level/deleted/version, 10 heap TIDs, neighbour 
 VECTOR_HEADER = 8  # varlena length + dim + unused
 ITEM_POINTER = 6
 ITEM_ID = 4
-
-VECTOR_INDEXES = """
-SELECT n.nspname                                             AS schema,
-       ic.relname                                            AS index,
-       quote_ident(n.nspname) || '.' || quote_ident(ic.relname) AS qualified,
-       tn.nspname || '.' || tc.relname                       AS table_name,
-       am.amname                                             AS method,
-       pg_relation_size(ic.oid) / current_setting('block_size')::int AS pages,
-       coalesce(s.n_live_tup, 0)                             AS live_rows,
-       coalesce(s.n_dead_tup, 0)                             AS dead_rows,
-       greatest(tc.reltuples, 0)::bigint                     AS reltuples,
-       format_type(a.atttypid, a.atttypmod)                  AS column_type,
-       ic.reloptions                                         AS reloptions,
-       has_table_privilege(tc.oid, 'MAINTAIN')               AS can_maintain
-FROM pg_index i
-JOIN pg_class ic ON ic.oid = i.indexrelid
-JOIN pg_namespace n ON n.oid = ic.relnamespace
-JOIN pg_am am ON am.oid = ic.relam
-JOIN pg_class tc ON tc.oid = i.indrelid
-JOIN pg_namespace tn ON tn.oid = tc.relnamespace
-LEFT JOIN pg_attribute a ON a.attrelid = tc.oid AND a.attnum = i.indkey[0]
-LEFT JOIN pg_stat_user_tables s ON s.relid = tc.oid
-WHERE am.amname IN ('hnsw', 'ivfflat')
-  AND i.indisvalid
-  AND n.nspname = ANY($1::text[])
-ORDER BY n.nspname, ic.relname
-"""
-
-INVALID_INDEXES = """
-SELECT n.nspname || '.' || ic.relname                        AS name,
-       quote_ident(n.nspname) || '.' || quote_ident(ic.relname) AS qualified,
-       tn.nspname || '.' || tc.relname                       AS table_name,
-       pg_relation_size(ic.oid)                              AS bytes,
-       EXISTS (SELECT 1 FROM pg_stat_progress_create_index p
-               WHERE p.relid = i.indrelid)                   AS build_in_progress
-FROM pg_index i
-JOIN pg_class ic ON ic.oid = i.indexrelid
-JOIN pg_namespace n ON n.oid = ic.relnamespace
-JOIN pg_class tc ON tc.oid = i.indrelid
-JOIN pg_namespace tn ON tn.oid = tc.relnamespace
-WHERE NOT i.indisvalid
-  AND n.nspname = ANY($1::text[])
-ORDER BY 1
-"""
-
-BUILD_RECORDS = "SELECT index_name, rows_at_build FROM ops.index_builds"
-
-UPSERT_BUILD = """
-INSERT INTO ops.index_builds (index_name, table_name, rows_at_build, built_at, reason,
-                              duration_ms)
-VALUES ($1, $2, $3, now(), $4, $5)
-ON CONFLICT (index_name) DO UPDATE
-SET table_name = EXCLUDED.table_name, rows_at_build = EXCLUDED.rows_at_build,
-    built_at = EXCLUDED.built_at, reason = EXCLUDED.reason,
-    duration_ms = EXCLUDED.duration_ms, updated_at = now()
-"""
 
 
 @dataclass(frozen=True)
@@ -238,7 +183,7 @@ def cap(decisions: list[ReindexDecision], limit: int) -> list[ReindexDecision]:
 
 async def vector_indexes(conn: asyncpg.Connection) -> list[VectorIndex]:
     """Valid vector indexes in the project's schemas with their table's counters."""
-    rows = await conn.fetch(VECTOR_INDEXES, list(PROJECT_SCHEMAS))
+    rows = await conn.fetch(Q.reindex_vector_indexes, list(PROJECT_SCHEMAS))
     return [
         VectorIndex(
             name=f"{r['schema']}.{r['index']}",
@@ -258,7 +203,9 @@ async def vector_indexes(conn: asyncpg.Connection) -> list[VectorIndex]:
 
 async def build_records(conn: asyncpg.Connection) -> dict[str, int]:
     """``index_name -> rows_at_build`` from ``ops.index_builds``."""
-    return {r["index_name"]: int(r["rows_at_build"]) for r in await conn.fetch(BUILD_RECORDS)}
+    return {
+        r["index_name"]: int(r["rows_at_build"]) for r in await conn.fetch(Q.reindex_build_records)
+    }
 
 
 async def record_build(
@@ -269,17 +216,19 @@ async def record_build(
     duration_ms: int | None,
 ) -> None:
     """Remember the table size at this (re)build: the next growth check compares to it."""
-    await conn.execute(UPSERT_BUILD, index.name, index.table_name, rows, reason, duration_ms)
+    await conn.execute(
+        Q.reindex_upsert_build, index.name, index.table_name, rows, reason, duration_ms
+    )
 
 
 async def rebuild(conn: asyncpg.Connection, index: VectorIndex) -> None:
     """``REINDEX INDEX CONCURRENTLY``; ``conn`` must not be inside a transaction."""
-    await conn.execute(f"REINDEX INDEX CONCURRENTLY {index.qualified}")
+    await conn.execute(Q.reindex_rebuild.format(index=index.qualified))
 
 
 async def invalid_indexes(conn: asyncpg.Connection) -> list[InvalidIndex]:
     """INVALID indexes in the project's schemas (leftovers of interrupted builds)."""
-    rows = await conn.fetch(INVALID_INDEXES, list(PROJECT_SCHEMAS))
+    rows = await conn.fetch(Q.reindex_invalid_indexes, list(PROJECT_SCHEMAS))
     return [
         InvalidIndex(
             name=r["name"],
@@ -294,7 +243,7 @@ async def invalid_indexes(conn: asyncpg.Connection) -> list[InvalidIndex]:
 
 async def drop_invalid(conn: asyncpg.Connection, index: InvalidIndex) -> None:
     """``DROP INDEX CONCURRENTLY``: does not block writes to the table."""
-    await conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {index.qualified}")
+    await conn.execute(Q.reindex_drop_invalid.format(index=index.qualified))
 
 
 async def plan(

@@ -15,24 +15,8 @@ from typing import Any
 import asyncpg
 
 from worker.db.ledger import NewEvent, append_events
+from worker.db.queries import Q
 from worker.maintenance import slow_queries
-
-INSERT_RUN = """
-INSERT INTO ops.maintenance_runs (id, status, trigger, dry_run, summary, finished_at)
-VALUES ($1, $2::ops.maintenance_status, $3, $4, $5::jsonb,
-        CASE WHEN $2 = 'skipped' THEN now() END)
-"""
-APPEND_ACTION = """
-UPDATE ops.maintenance_runs
-SET actions = actions || jsonb_build_array($2::jsonb), updated_at = now()
-WHERE id = $1
-"""
-FINISH_RUN = """
-UPDATE ops.maintenance_runs
-SET status = $2::ops.maintenance_status, summary = summary || $3::jsonb, error = $4,
-    finished_at = now(), updated_at = now()
-WHERE id = $1
-"""
 
 
 @dataclass
@@ -132,13 +116,16 @@ class Recorder:
         payload = {"trigger": r.trigger, "dry_run": r.dry_run, **summary}
         event = "maintenance.skipped" if status == "skipped" else "maintenance.started"
         args = (self.run_id, status, r.trigger, r.dry_run, json.dumps(summary))
-        await self._write(INSERT_RUN, args, event, payload)
+        await self._write(Q.maintenance_run_insert, args, event, payload)
         return self.run_id
 
     async def action(self, action: ActionRecord) -> None:
         data = asdict(action)
         await self._write(
-            APPEND_ACTION, (self.run_id, json.dumps(data)), "maintenance.action", data
+            Q.maintenance_run_append_action,
+            (self.run_id, json.dumps(data)),
+            "maintenance.action",
+            data,
         )
 
     async def finish(self) -> None:
@@ -150,4 +137,6 @@ class Recorder:
             "warnings": r.warnings,
         }
         args = (self.run_id, r.status, json.dumps(summary), r.error)
-        await self._write(FINISH_RUN, args, "maintenance.finished", {"status": r.status, **summary})
+        await self._write(
+            Q.maintenance_run_finish, args, "maintenance.finished", {"status": r.status, **summary}
+        )

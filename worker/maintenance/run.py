@@ -13,7 +13,7 @@ bookkeeping (run row, events, ``ops.index_builds``, slow-query reports) is writt
 a second connection under ``settings.database_role``, like every worker write.
 
 **Single flight.** The dedicated connection holds ``pg_try_advisory_lock
-(MAINTENANCE_LOCK_KEY)`` for the pass; a pass that cannot get it logs
+(MAINTENANCE_LOCK_KEY)`` (``worker.db.locks``) for the pass; a pass that cannot get it logs
 ``maintenance.skipped``, records a ``skipped`` run and returns. A dead worker's
 connection closes and releases the lock.
 
@@ -42,16 +42,12 @@ import structlog
 
 from worker.core.settings import Settings
 from worker.db.pool import connect
+from worker.db.queries import Q
 from worker.maintenance import analyze, reindex, slow_queries
 from worker.maintenance.report import ActionRecord, MaintenanceReport, Recorder
 
 log = structlog.get_logger(__name__)
 
-# Arbitrary but fixed (the migrator uses 0x0C05_0001): every worker contends for it.
-MAINTENANCE_LOCK_KEY = 0x0C05_0002
-TRY_LOCK = "SELECT pg_try_advisory_lock($1::bigint)"
-UNLOCK = "SELECT pg_advisory_unlock($1::bigint)"
-SET_CONFIG = "SELECT set_config($1, $2, false)"
 ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
 
 
@@ -229,7 +225,7 @@ async def run_maintenance(
         record_conn = await connect(settings, dsn)
         try:
             rec = Recorder(record_conn, report)
-            if not await maint.fetchval(TRY_LOCK, MAINTENANCE_LOCK_KEY):
+            if not await maint.fetchval(Q.maintenance_try_lock):
                 report.status = "skipped"
                 reason = "another maintenance run holds the lock"
                 report.run_id = await rec.start("skipped", {"reason": reason})
@@ -242,7 +238,7 @@ async def run_maintenance(
                 await _locked_run(settings, maint, rec, force_analyze)
             finally:
                 if not maint.is_closed():
-                    await maint.fetchval(UNLOCK, MAINTENANCE_LOCK_KEY)
+                    await maint.fetchval(Q.maintenance_unlock)
             report.duration_ms = round((time.monotonic() - begin) * 1000)
             await rec.finish()
             report.finished_at = datetime.now(UTC)
@@ -268,7 +264,7 @@ async def _locked_run(
     report = rec.report
     gucs = session_settings(settings)
     for name, value in gucs.items():
-        await maint.fetchval(SET_CONFIG, name, value)
+        await maint.fetchval(Q.maintenance_set_config, name, value)
     report.run_id = await rec.start("running", {"session": gucs, "force_analyze": force_analyze})
     log.info(
         "maintenance.started",

@@ -32,51 +32,11 @@ import asyncpg
 import structlog
 
 from worker.core.settings import Settings
+from worker.db.queries import Q
 
 log = structlog.get_logger(__name__)
 
 QUERY_TEXT_LIMIT = 2_000
-
-EXTENSION_SCHEMA = """
-SELECT n.nspname
-FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
-WHERE e.extname = 'pg_stat_statements'
-"""
-
-# {schema} is the extension's schema from the catalog, quoted with quote_ident.
-TOP_STATEMENTS = """
-SELECT s.queryid,
-       left(s.query, $3)                                   AS query,
-       s.calls,
-       s.mean_exec_time                                    AS mean_ms,
-       s.total_exec_time                                   AS total_ms,
-       s.rows,
-       CASE WHEN s.shared_blks_hit + s.shared_blks_read > 0
-            THEN s.shared_blks_hit::float8 / (s.shared_blks_hit + s.shared_blks_read)
-       END                                                 AS hit_ratio
-FROM {schema}.pg_stat_statements s
-WHERE s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
-  AND s.mean_exec_time >= $1
-  AND s.query !~* '^\\s*(analyze|reindex|vacuum|drop\\s+index)\\M'
-ORDER BY s.mean_exec_time DESC
-LIMIT $2
-"""
-
-QUOTE_IDENT = "SELECT quote_ident($1)"
-
-PREVIOUS_ENTRIES = """
-SELECT DISTINCT ON (r.queryid) r.queryid, r.calls, r.mean_ms, r.total_ms
-FROM ops.slow_query_reports r
-JOIN ops.maintenance_runs m ON m.id = r.run_id
-WHERE r.queryid = ANY($1::bigint[]) AND r.run_id <> $2 AND NOT m.dry_run
-ORDER BY r.queryid, r.captured_at DESC, r.id DESC
-"""
-
-INSERT_REPORT = """
-INSERT INTO ops.slow_query_reports (run_id, queryid, query, calls, mean_ms, total_ms, rows,
-                                    hit_ratio, previous_mean_ms, regression, captured_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, now())
-"""
 
 ENABLE_HINT = (
     "add pg_stat_statements to shared_preload_libraries (postgresql.conf, restart the "
@@ -112,7 +72,7 @@ class _Previous:
 
 async def extension_schema(conn: asyncpg.Connection) -> str | None:
     """Schema of ``pg_stat_statements`` in this database, or None when not installed."""
-    schema: str | None = await conn.fetchval(EXTENSION_SCHEMA)
+    schema: str | None = await conn.fetchval(Q.slow_extension_schema)
     return schema
 
 
@@ -120,9 +80,9 @@ async def top_statements(
     conn: asyncpg.Connection, schema: str, settings: Settings
 ) -> list[SlowQuery]:
     """The slowest statements by mean time (see module docstring for the filters)."""
-    quoted = await conn.fetchval(QUOTE_IDENT, schema)
+    quoted = await conn.fetchval(Q.quote_ident, schema)
     rows = await conn.fetch(
-        TOP_STATEMENTS.format(schema=quoted),
+        Q.slow_top_statements.format(schema=quoted),
         settings.slow_query_min_mean_ms,
         settings.slow_query_top_n,
         QUERY_TEXT_LIMIT,
@@ -167,7 +127,7 @@ async def previous_entries(
     """Latest earlier report entry per ``queryid`` (dry runs excluded: never stored)."""
     if not queryids:
         return {}
-    rows = await conn.fetch(PREVIOUS_ENTRIES, queryids, run_id)
+    rows = await conn.fetch(Q.slow_previous_entries, queryids, run_id)
     return {
         int(r["queryid"]): _Previous(
             calls=int(r["calls"] or 0),
@@ -181,7 +141,7 @@ async def previous_entries(
 async def store(conn: asyncpg.Connection, run_id: UUID, entries: list[SlowQuery]) -> None:
     """Keep the report with the run: it is the baseline for the next regression check."""
     await conn.executemany(
-        INSERT_REPORT,
+        Q.slow_insert_report,
         [
             (
                 run_id,

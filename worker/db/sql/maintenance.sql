@@ -1,0 +1,170 @@
+-- Scheduled database maintenance (worker/maintenance/): the single-flight lock and session
+-- settings, the ANALYZE and REINDEX policies' catalog reads and statements, the slow-query
+-- report, and the run's bookkeeping. The catalog reads and utility statements run on the
+-- dedicated connection that keeps the DSN's login role; the bookkeeping (ops.*) on a
+-- second one under the worker's role. None is prepared on the worker's pool
+-- (Queries.plain() takes queries.sql only): utility statements cannot be prepared, and
+-- pg_stat_statements may be absent.
+
+-- name: maintenance_try_lock
+-- Single flight across workers, held by the dedicated connection for the pass; a pass that
+-- cannot take it records a skipped run. A dead worker's connection closes and releases it.
+SELECT pg_try_advisory_lock(@MAINTENANCE_LOCK_KEY@);
+
+-- name: maintenance_unlock
+SELECT pg_advisory_unlock(@MAINTENANCE_LOCK_KEY@);
+
+-- name: maintenance_set_config
+-- A session setting (GUC) of the dedicated connection, for the run: $1 name, $2 value.
+SELECT set_config($1, $2, false);
+
+-- name: analyze_table_stats
+-- Counters are per table; they live in shared memory and survive until a stats reset.
+SELECT s.schemaname,
+       s.relname,
+       quote_ident(s.schemaname) || '.' || quote_ident(s.relname) AS qualified,
+       s.n_live_tup,
+       s.n_mod_since_analyze,
+       greatest(s.last_analyze, s.last_autoanalyze) AS last_analyzed,
+       has_table_privilege(s.relid, 'MAINTAIN') AS can_maintain
+FROM pg_stat_user_tables s
+WHERE s.schemaname = ANY($1::text[])
+ORDER BY s.schemaname, s.relname;
+
+-- name: analyze_table
+-- {table}: analyze_table_stats' qualified, quoted by quote_ident in the catalog query.
+-- Plain ANALYZE: SHARE UPDATE EXCLUSIVE, blocks neither reads nor writes.
+ANALYZE {table};
+
+-- name: reindex_vector_indexes
+-- Valid HNSW/IVFFlat indexes of the project's schemas ($1) with what the policy needs:
+-- size in pages, the table's live/dead rows (reltuples when the counters are empty), the
+-- indexed column's type and the index options (m) for the expected-size estimate.
+SELECT n.nspname                                             AS schema,
+       ic.relname                                            AS index,
+       quote_ident(n.nspname) || '.' || quote_ident(ic.relname) AS qualified,
+       tn.nspname || '.' || tc.relname                       AS table_name,
+       am.amname                                             AS method,
+       pg_relation_size(ic.oid) / current_setting('block_size')::int AS pages,
+       coalesce(s.n_live_tup, 0)                             AS live_rows,
+       coalesce(s.n_dead_tup, 0)                             AS dead_rows,
+       greatest(tc.reltuples, 0)::bigint                     AS reltuples,
+       format_type(a.atttypid, a.atttypmod)                  AS column_type,
+       ic.reloptions                                         AS reloptions,
+       has_table_privilege(tc.oid, 'MAINTAIN')               AS can_maintain
+FROM pg_index i
+JOIN pg_class ic ON ic.oid = i.indexrelid
+JOIN pg_namespace n ON n.oid = ic.relnamespace
+JOIN pg_am am ON am.oid = ic.relam
+JOIN pg_class tc ON tc.oid = i.indrelid
+JOIN pg_namespace tn ON tn.oid = tc.relnamespace
+LEFT JOIN pg_attribute a ON a.attrelid = tc.oid AND a.attnum = i.indkey[0]
+LEFT JOIN pg_stat_user_tables s ON s.relid = tc.oid
+WHERE am.amname IN ('hnsw', 'ivfflat')
+  AND i.indisvalid
+  AND n.nspname = ANY($1::text[])
+ORDER BY n.nspname, ic.relname;
+
+-- name: reindex_invalid_indexes
+-- INVALID indexes of the project's schemas ($1): leftovers of interrupted concurrent
+-- builds, unless their table has an index build in progress (someone's running
+-- CREATE INDEX CONCURRENTLY: left alone).
+SELECT n.nspname || '.' || ic.relname                        AS name,
+       quote_ident(n.nspname) || '.' || quote_ident(ic.relname) AS qualified,
+       tn.nspname || '.' || tc.relname                       AS table_name,
+       pg_relation_size(ic.oid)                              AS bytes,
+       EXISTS (SELECT 1 FROM pg_stat_progress_create_index p
+               WHERE p.relid = i.indrelid)                   AS build_in_progress
+FROM pg_index i
+JOIN pg_class ic ON ic.oid = i.indexrelid
+JOIN pg_namespace n ON n.oid = ic.relnamespace
+JOIN pg_class tc ON tc.oid = i.indrelid
+JOIN pg_namespace tn ON tn.oid = tc.relnamespace
+WHERE NOT i.indisvalid
+  AND n.nspname = ANY($1::text[])
+ORDER BY 1;
+
+-- name: reindex_build_records
+-- The table's live rows when each index was last built: the growth policy's baseline.
+SELECT index_name, rows_at_build FROM ops.index_builds;
+
+-- name: reindex_upsert_build
+-- Remember the table size at this (re)build (or the first-seen baseline).
+INSERT INTO ops.index_builds (index_name, table_name, rows_at_build, built_at, reason,
+                              duration_ms)
+VALUES ($1, $2, $3, now(), $4, $5)
+ON CONFLICT (index_name) DO UPDATE
+SET table_name = EXCLUDED.table_name, rows_at_build = EXCLUDED.rows_at_build,
+    built_at = EXCLUDED.built_at, reason = EXCLUDED.reason,
+    duration_ms = EXCLUDED.duration_ms, updated_at = now();
+
+-- name: reindex_rebuild
+-- {index}: reindex_vector_indexes' qualified (quoted). Cannot run inside a transaction
+-- block; reads and writes continue while the new index is built.
+REINDEX INDEX CONCURRENTLY {index};
+
+-- name: reindex_drop_invalid
+-- {index}: reindex_invalid_indexes' qualified (quoted). Does not block writes.
+DROP INDEX CONCURRENTLY IF EXISTS {index};
+
+-- name: slow_extension_schema
+-- Schema of pg_stat_statements in this database; no row when it is not installed.
+SELECT n.nspname
+FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+WHERE e.extname = 'pg_stat_statements';
+
+-- name: slow_top_statements
+-- {schema} is the extension's schema from the catalog, quoted with quote_ident.
+-- Statements of this database with a mean of at least $1 ms, the $2 slowest by mean, text
+-- cut to $3 characters; the maintenance run's own statements (slow by nature, reported as
+-- actions anyway) are left out.
+SELECT s.queryid,
+       left(s.query, $3)                                   AS query,
+       s.calls,
+       s.mean_exec_time                                    AS mean_ms,
+       s.total_exec_time                                   AS total_ms,
+       s.rows,
+       CASE WHEN s.shared_blks_hit + s.shared_blks_read > 0
+            THEN s.shared_blks_hit::float8 / (s.shared_blks_hit + s.shared_blks_read)
+       END                                                 AS hit_ratio
+FROM {schema}.pg_stat_statements s
+WHERE s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+  AND s.mean_exec_time >= $1
+  AND s.query !~* '^\s*(analyze|reindex|vacuum|drop\s+index)\M'
+ORDER BY s.mean_exec_time DESC
+LIMIT $2;
+
+-- name: slow_previous_entries
+-- Latest earlier report entry per queryid ($1), from a run other than $2 (dry runs
+-- excluded: never stored).
+SELECT DISTINCT ON (r.queryid) r.queryid, r.calls, r.mean_ms, r.total_ms
+FROM ops.slow_query_reports r
+JOIN ops.maintenance_runs m ON m.id = r.run_id
+WHERE r.queryid = ANY($1::bigint[]) AND r.run_id <> $2 AND NOT m.dry_run
+ORDER BY r.queryid, r.captured_at DESC, r.id DESC;
+
+-- name: slow_insert_report
+-- One entry of the run's report: the baseline for the next regression check.
+INSERT INTO ops.slow_query_reports (run_id, queryid, query, calls, mean_ms, total_ms, rows,
+                                    hit_ratio, previous_mean_ms, regression, captured_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, now());
+
+-- name: maintenance_run_insert
+-- The run row, written with its maintenance.started (or .skipped) event; a skipped run is
+-- finished as soon as it is recorded.
+INSERT INTO ops.maintenance_runs (id, status, trigger, dry_run, summary, finished_at)
+VALUES ($1, $2::ops.maintenance_status, $3, $4, $5::jsonb,
+        CASE WHEN $2 = 'skipped' THEN now() END);
+
+-- name: maintenance_run_append_action
+-- One action appended to the run's list, with its maintenance.action event.
+UPDATE ops.maintenance_runs
+SET actions = actions || jsonb_build_array($2::jsonb), updated_at = now()
+WHERE id = $1;
+
+-- name: maintenance_run_finish
+-- The run's outcome and summary, with its maintenance.finished event.
+UPDATE ops.maintenance_runs
+SET status = $2::ops.maintenance_status, summary = summary || $3::jsonb, error = $4,
+    finished_at = now(), updated_at = now()
+WHERE id = $1;
