@@ -106,16 +106,15 @@ async def _enqueue(settings: Settings, services: Services, args: argparse.Namesp
 
 
 async def _status(settings: Settings, services: Services, args: argparse.Namespace) -> int:
+    from worker.db.inspect import ledger_status
     from worker.db.pool import connect
-    from worker.db.queries import Q
     from worker.queue import client
 
     redis = await client.connect(await services.ensure_redis())
     conn = await connect(settings, await services.ensure_database())
     try:
         queue = await client.queue_status(redis, settings.queue_name)
-        counts = {r["status"]: r["n"] for r in await conn.fetch(Q.ledger_counts)}
-        oldest = await conn.fetchval(Q.oldest_queued)
+        counts, oldest = await ledger_status(conn)
     finally:
         await redis.aclose()
         await conn.close()

@@ -18,38 +18,25 @@ from rich.console import Console
 from rich.table import Table
 
 from worker.core.settings import Settings
+from worker.db.inspect import embedded_tokens, workspace_counts
 from worker.db.migrate import Migrator
-from worker.db.pool import connect
+from worker.db.pool import connect, create_pool
 from worker.db.search import search
+from worker.db.seed import seed_insight, seed_workspace
 from worker.queue import client, keys
 from worker.queue.app import run_bursts
 from worker.servers.services import Services
 
 SAMPLE = Path(__file__).parent / "sample" / "corpus.jsonl"
 DEMO_WORKSPACE = UUID("5a3f0000-0000-4000-8000-000000000001")
+DEMO_WORKSPACE_NAME = "Acme (demo)"
 DEMO_QUESTION = "what option pool did we propose to Northwind?"
 DEMO_INSIGHT = (
+    "decision",
     "Series A negotiation: push for a 7% post-money option pool",
     "Northwind offered a $48M pre-money valuation with a 10% pre-money pool refresh; "
     "the team agreed to counter with 7% post-money and accept one board seat.",
 )
-COUNTS = {
-    "communications": "SELECT count(*) FROM comms.communications WHERE workspace_id = $1",
-    "threads": "SELECT count(*) FROM comms.threads WHERE workspace_id = $1",
-    "contacts": "SELECT count(*) FROM core.contacts WHERE workspace_id = $1",
-    "contacts embedded": "SELECT count(*) FROM core.contacts WHERE workspace_id = $1 AND embedding IS NOT NULL",
-    "meetings": "SELECT count(*) FROM meetings.meetings WHERE workspace_id = $1",
-    "transcript chunks": "SELECT count(*) FROM meetings.transcript_chunks WHERE workspace_id = $1",
-    "media assets": "SELECT count(*) FROM media.assets WHERE workspace_id = $1",
-    "media chunks": "SELECT count(*) FROM media.media_chunks WHERE workspace_id = $1",
-    "insights embedded": "SELECT count(*) FROM intel.insights WHERE workspace_id = $1 AND embedding IS NOT NULL",
-    "events": "SELECT count(*) FROM ops.events WHERE workspace_id = $1",
-    "jobs done": "SELECT count(*) FROM ops.ingestion_jobs WHERE workspace_id = $1 AND status = 'done'",
-}
-EMBEDDED_TOKENS = """
-SELECT coalesce(sum((payload->>'tokens')::int), 0) FROM ops.events
-WHERE workspace_id = $1 AND event_type = 'content.embedded'
-"""
 
 
 async def _drain(settings: Settings, services: Services, redis_url: str) -> None:
@@ -76,23 +63,11 @@ async def run_demo(settings: Settings, console: Console | None = None) -> dict[s
         console.print(f"[bold]database[/] ready ({len(applied)} migrations applied now)")
         conn = await connect(settings, dsn)
         try:
-            await conn.execute(
-                "INSERT INTO core.workspaces (id, name) VALUES ($1, 'Acme (demo)') "
-                "ON CONFLICT (id) DO NOTHING",
-                DEMO_WORKSPACE,
-            )
-            await conn.execute(
-                "INSERT INTO intel.insights (workspace_id, insight_type, title, body) "
-                "SELECT $1, 'decision', $2, $3 WHERE NOT EXISTS "
-                "(SELECT 1 FROM intel.insights WHERE workspace_id = $1 AND title = $2)",
-                DEMO_WORKSPACE,
-                *DEMO_INSIGHT,
-            )
-            tokens_before = await conn.fetchval(EMBEDDED_TOKENS, DEMO_WORKSPACE)
+            await seed_workspace(conn, DEMO_WORKSPACE, DEMO_WORKSPACE_NAME)
+            await seed_insight(conn, DEMO_WORKSPACE, *DEMO_INSIGHT)
+            tokens_before = await embedded_tokens(conn, DEMO_WORKSPACE)
         finally:
             await conn.close()
-        from worker.db.pool import create_pool
-
         pool = await create_pool(settings, dsn, min_size=1, max_size=2)
         redis = await client.connect(redis_url)
         corpus = load_corpus()
@@ -105,9 +80,9 @@ async def run_demo(settings: Settings, console: Console | None = None) -> dict[s
         await redis.enqueue_job(keys.EMBED_PENDING, _queue_name=settings.queue_name)
         await _drain(settings, services, redis_url)
         ingest_s = time.perf_counter() - ingest_started
-        counts = {name: await pool.fetchval(sql, DEMO_WORKSPACE) for name, sql in COUNTS.items()}
+        counts = await workspace_counts(pool, DEMO_WORKSPACE)
         counts["tokens embedded (this run)"] = (
-            await pool.fetchval(EMBEDDED_TOKENS, DEMO_WORKSPACE) - tokens_before
+            await embedded_tokens(pool, DEMO_WORKSPACE) - tokens_before
         )
         await redis.aclose()
         table = Table(title=f"written in workspace {DEMO_WORKSPACE}")

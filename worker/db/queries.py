@@ -79,6 +79,7 @@ class Queries:
     delete_media_chunks: str
     delete_meeting_participants: str
     delete_transcript_chunks: str
+    embedded_tokens: str
     ensure_thread: str
     ensure_threads_page: str
     events_insert: str
@@ -136,6 +137,8 @@ class Queries:
     reuse_comm_embedding: str
     reuse_comm_embeddings: str
     search_chunks: str
+    seed_insight: str
+    seed_workspace: str
     set_contact_embedding: str
     set_insight_embedding: str
     slow_extension_schema: str
@@ -149,6 +152,7 @@ class Queries:
     upsert_meeting: str
     upsert_transcript: str
     vector_schema: str
+    workspace_counts: str
     workspace_exists: str
 
     def __init__(self, queries: dict[str, str], prepared: Iterable[str] | None = None) -> None:
