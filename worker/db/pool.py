@@ -51,6 +51,12 @@ def _prepare_on_connect(
     return init
 
 
+def worker_statements() -> list[str]:
+    """What the worker's pool prepares on each connection as it opens: the ingestion
+    queries (``Q.plain()``), so asyncpg learns their types before the first burst."""
+    return Q.plain()
+
+
 async def create_pool(
     settings: Settings,
     dsn: str,

@@ -14,8 +14,7 @@ import structlog
 
 from worker.core.settings import Settings
 from worker.db.migrate import Migrator
-from worker.db.pool import create_pool
-from worker.db.queries import Q
+from worker.db.pool import create_pool, worker_statements
 from worker.embedding import EmbeddingBatcher, make_provider
 from worker.ingest.pipeline import Pipeline
 from worker.queue.handoff import Handoffs
@@ -45,7 +44,7 @@ class Runtime:
             await Migrator(database_url, settings.migrations_dir).up()
         # Load the tokenizer now (~0.3 s), not inside the first job's event-loop turn.
         await asyncio.to_thread(get_encoding)
-        pool = await create_pool(settings, database_url, prepare=Q.plain())
+        pool = await create_pool(settings, database_url, prepare=worker_statements())
         provider = make_provider(settings)
         await provider.warm_up()
         batcher = EmbeddingBatcher(provider, settings)
