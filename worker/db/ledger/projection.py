@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 from uuid import UUID
 
@@ -34,6 +34,10 @@ class ProjectedJob:
     last_error: str | None = None
     error_field: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def columns(self) -> tuple[Any, ...]:
+        """The ledger columns the events determine, in the table's order (as declared)."""
+        return tuple(getattr(self, f.name) for f in fields(self) if f.name != "extra")
 
 
 def project(events: Iterable[Mapping[str, Any]]) -> dict[UUID, ProjectedJob]:
