@@ -5,16 +5,22 @@
 --   are missing: schema auth, auth.uid() / auth.jwt() / auth.role(), and the roles
 --   anon, authenticated (NOLOGIN) and service_role (NOLOGIN BYPASSRLS). On Supabase
 --   they already exist and are left untouched.
--- * 5 helpers: auth.user_workspaces(), auth.has_workspace_role(uuid, core.role_type),
---   auth.is_workspace_admin(uuid), auth.is_founder(uuid), auth.get_founder_id(uuid).
---   SECURITY DEFINER (they read core.members / core.founders past RLS, which is what
---   avoids policy recursion), search_path = '' and fully qualified names.
+-- * 5 helpers in schema authz, which this project owns: authz.user_workspaces(),
+--   authz.has_workspace_role(uuid, core.role_type), authz.is_workspace_admin(uuid),
+--   authz.is_founder(uuid), authz.get_founder_id(uuid). SECURITY DEFINER (they read
+--   core.members / core.founders past RLS, which is what avoids policy recursion),
+--   search_path = '' and fully qualified names. Supabase projects no longer let postgres
+--   create objects in schema auth (owned by supabase_auth_admin since April 2025), so the
+--   policies call authz.*; where auth does accept CREATE (plain PostgreSQL, older
+--   Supabase projects) the seed's names authz.user_workspaces() etc. are created too, as
+--   thin wrappers; where it does not, a NOTICE says so. Nothing Supabase owns (auth.uid(),
+--   auth.jwt(), auth.users, the schema itself) is changed.
 -- * Enables RLS on all 30 tables (not FORCE: the owner runs migrations and the worker's
 --   maintenance), grants, and 133 policies named <table>_<cmd>_<who>.
 --
 -- Policies compare workspace_id against an *uncorrelated* sub-select of a helper, e.g.
---   workspace_id IN (SELECT auth.user_workspaces())
---   workspace_id IN (SELECT w FROM auth.user_workspaces() AS w WHERE auth.is_workspace_admin(w))
+--   workspace_id IN (SELECT authz.user_workspaces())
+--   workspace_id IN (SELECT w FROM authz.user_workspaces() AS w WHERE authz.is_workspace_admin(w))
 -- so the helper (and auth.uid()) runs once per statement (a hashed SubPlan), not per row.
 --
 -- Idempotent (DROP POLICY IF EXISTS + CREATE POLICY, CREATE OR REPLACE FUNCTION,
@@ -110,11 +116,13 @@ END
 $shim$;
 
 -- ---------------------------------------------------------------------------
--- Helper functions (5)
+-- Helper functions (5), in schema authz
 -- ---------------------------------------------------------------------------
+CREATE SCHEMA IF NOT EXISTS authz;
+COMMENT ON SCHEMA authz IS 'Row-level security helpers of the cos-worker schema (not exposed through the API)';
 
 -- Workspaces the current user is a member of (any role).
-CREATE OR REPLACE FUNCTION auth.user_workspaces()
+CREATE OR REPLACE FUNCTION authz.user_workspaces()
 RETURNS SETOF uuid
 ROWS 10
 LANGUAGE sql
@@ -127,7 +135,7 @@ $fn$;
 
 -- Whether the current user holds at least p_role in the workspace
 -- (owner > admin > member > viewer; explicit ranking, independent of enum order).
-CREATE OR REPLACE FUNCTION auth.has_workspace_role(p_workspace_id uuid, p_role core.role_type)
+CREATE OR REPLACE FUNCTION authz.has_workspace_role(p_workspace_id uuid, p_role core.role_type)
 RETURNS boolean
 LANGUAGE sql
 STABLE
@@ -145,18 +153,18 @@ AS $fn$
 $fn$;
 
 -- Admin or owner of the workspace.
-CREATE OR REPLACE FUNCTION auth.is_workspace_admin(p_workspace_id uuid)
+CREATE OR REPLACE FUNCTION authz.is_workspace_admin(p_workspace_id uuid)
 RETURNS boolean
 LANGUAGE sql
 STABLE
 SECURITY DEFINER
 SET search_path = ''
 AS $fn$
-  SELECT auth.has_workspace_role(p_workspace_id, 'admin'::core.role_type)
+  SELECT authz.has_workspace_role(p_workspace_id, 'admin'::core.role_type)
 $fn$;
 
 -- Whether the current user is a founder in the workspace.
-CREATE OR REPLACE FUNCTION auth.is_founder(p_workspace_id uuid)
+CREATE OR REPLACE FUNCTION authz.is_founder(p_workspace_id uuid)
 RETURNS boolean
 LANGUAGE sql
 STABLE
@@ -170,7 +178,7 @@ AS $fn$
 $fn$;
 
 -- The current user's founder id in the workspace (NULL if none).
-CREATE OR REPLACE FUNCTION auth.get_founder_id(p_workspace_id uuid)
+CREATE OR REPLACE FUNCTION authz.get_founder_id(p_workspace_id uuid)
 RETURNS uuid
 LANGUAGE sql
 STABLE
@@ -183,19 +191,67 @@ AS $fn$
   LIMIT 1
 $fn$;
 
-REVOKE ALL ON FUNCTION auth.user_workspaces() FROM PUBLIC;
-REVOKE ALL ON FUNCTION auth.has_workspace_role(uuid, core.role_type) FROM PUBLIC;
-REVOKE ALL ON FUNCTION auth.is_workspace_admin(uuid) FROM PUBLIC;
-REVOKE ALL ON FUNCTION auth.is_founder(uuid) FROM PUBLIC;
-REVOKE ALL ON FUNCTION auth.get_founder_id(uuid) FROM PUBLIC;
+REVOKE ALL ON SCHEMA authz FROM PUBLIC;
+GRANT USAGE ON SCHEMA authz TO authenticated, service_role;
+REVOKE ALL ON FUNCTION authz.user_workspaces() FROM PUBLIC;
+REVOKE ALL ON FUNCTION authz.has_workspace_role(uuid, core.role_type) FROM PUBLIC;
+REVOKE ALL ON FUNCTION authz.is_workspace_admin(uuid) FROM PUBLIC;
+REVOKE ALL ON FUNCTION authz.is_founder(uuid) FROM PUBLIC;
+REVOKE ALL ON FUNCTION authz.get_founder_id(uuid) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
-  auth.user_workspaces(),
-  auth.has_workspace_role(uuid, core.role_type),
-  auth.is_workspace_admin(uuid),
-  auth.is_founder(uuid),
-  auth.get_founder_id(uuid),
+  authz.user_workspaces(),
+  authz.has_workspace_role(uuid, core.role_type),
+  authz.is_workspace_admin(uuid),
+  authz.is_founder(uuid),
+  authz.get_founder_id(uuid),
   core.workspace_has_members(uuid)
 TO authenticated, service_role;
+
+-- The seed's names in schema auth, as thin wrappers, where auth accepts CREATE.
+SET LOCAL client_min_messages = notice;
+DO $wrappers$
+BEGIN
+  IF NOT has_schema_privilege('auth', 'CREATE') THEN
+    RAISE NOTICE 'schema auth does not accept CREATE for %: the RLS helpers are in schema '
+      'authz only (authz.user_workspaces() etc.); auth.user_workspaces() and the other '
+      'wrappers are not created', current_user;
+    RETURN;
+  END IF;
+  EXECUTE $fn$
+    CREATE OR REPLACE FUNCTION auth.user_workspaces() RETURNS SETOF uuid ROWS 10
+    LANGUAGE sql STABLE SET search_path = ''
+    AS $body$ SELECT authz.user_workspaces() $body$
+  $fn$;
+  EXECUTE $fn$
+    CREATE OR REPLACE FUNCTION auth.has_workspace_role(p_workspace_id uuid, p_role core.role_type)
+    RETURNS boolean LANGUAGE sql STABLE SET search_path = ''
+    AS $body$ SELECT authz.has_workspace_role(p_workspace_id, p_role) $body$
+  $fn$;
+  EXECUTE $fn$
+    CREATE OR REPLACE FUNCTION auth.is_workspace_admin(p_workspace_id uuid)
+    RETURNS boolean LANGUAGE sql STABLE SET search_path = ''
+    AS $body$ SELECT authz.is_workspace_admin(p_workspace_id) $body$
+  $fn$;
+  EXECUTE $fn$
+    CREATE OR REPLACE FUNCTION auth.is_founder(p_workspace_id uuid)
+    RETURNS boolean LANGUAGE sql STABLE SET search_path = ''
+    AS $body$ SELECT authz.is_founder(p_workspace_id) $body$
+  $fn$;
+  EXECUTE $fn$
+    CREATE OR REPLACE FUNCTION auth.get_founder_id(p_workspace_id uuid)
+    RETURNS uuid LANGUAGE sql STABLE SET search_path = ''
+    AS $body$ SELECT authz.get_founder_id(p_workspace_id) $body$
+  $fn$;
+  -- (CREATE OR REPLACE resets every attribute: a wrapper that replaces a helper of the
+  -- first 002 is SECURITY INVOKER; the authz helper it calls is the definer)
+  REVOKE ALL ON FUNCTION auth.user_workspaces(), auth.has_workspace_role(uuid, core.role_type),
+    auth.is_workspace_admin(uuid), auth.is_founder(uuid), auth.get_founder_id(uuid) FROM PUBLIC;
+  GRANT EXECUTE ON FUNCTION auth.user_workspaces(),
+    auth.has_workspace_role(uuid, core.role_type), auth.is_workspace_admin(uuid),
+    auth.is_founder(uuid), auth.get_founder_id(uuid) TO authenticated, service_role;
+END
+$wrappers$;
+SET LOCAL client_min_messages = warning;
 
 -- A workspace created through the API belongs to its creator (the seed's
 -- "INSERT INTO core.workspaces (name) ... RETURNING id" relies on this).
@@ -204,8 +260,18 @@ ALTER TABLE core.workspaces ALTER COLUMN created_by SET DEFAULT auth.uid();
 -- ---------------------------------------------------------------------------
 -- Grants
 -- ---------------------------------------------------------------------------
-GRANT USAGE ON SCHEMA core, ops, comms, meetings, media, work, intel, auth
+GRANT USAGE ON SCHEMA core, ops, comms, meetings, media, work, intel
   TO anon, authenticated, service_role;
+-- Schema auth: granted only where this database's shim created it (on Supabase, auth
+-- belongs to supabase_auth_admin, which grants it itself).
+DO $auth_usage$
+BEGIN
+  IF (SELECT nspowner = (SELECT oid FROM pg_roles WHERE rolname = current_user)
+      FROM pg_namespace WHERE nspname = 'auth') THEN
+    GRANT USAGE ON SCHEMA auth TO anon, authenticated, service_role;
+  END IF;
+END
+$auth_usage$;
 
 -- service_role: everything (it also has BYPASSRLS), except changing history.
 GRANT ALL ON ALL TABLES IN SCHEMA core, ops, comms, meetings, media, work, intel TO service_role;
@@ -290,7 +356,7 @@ DECLARE
   tbl regclass;
   rel text;
   admin_ws constant text :=
-    'workspace_id IN (SELECT w FROM auth.user_workspaces() AS w WHERE auth.is_workspace_admin(w))';
+    'workspace_id IN (SELECT w FROM authz.user_workspaces() AS w WHERE authz.is_workspace_admin(w))';
 BEGIN
   FOREACH t IN ARRAY ARRAY[
     'core.founders', 'core.contacts', 'core.integrations',
@@ -309,7 +375,7 @@ BEGIN
     EXECUTE format('DROP POLICY IF EXISTS %I ON %s', rel || '_select_member', tbl);
     EXECUTE format(
       'CREATE POLICY %I ON %s FOR SELECT TO authenticated '
-      'USING (workspace_id IN (SELECT auth.user_workspaces()))',
+      'USING (workspace_id IN (SELECT authz.user_workspaces()))',
       rel || '_select_member', tbl);
 
     EXECUTE format('DROP POLICY IF EXISTS %I ON %s', rel || '_insert_admin', tbl);
@@ -334,7 +400,7 @@ $tenant$;
 DROP POLICY IF EXISTS workspaces_select_member ON core.workspaces;
 CREATE POLICY workspaces_select_member ON core.workspaces
   FOR SELECT TO authenticated
-  USING (id IN (SELECT auth.user_workspaces()) OR created_by = (SELECT auth.uid()));
+  USING (id IN (SELECT authz.user_workspaces()) OR created_by = (SELECT auth.uid()));
 
 DROP POLICY IF EXISTS workspaces_insert_authenticated ON core.workspaces;
 CREATE POLICY workspaces_insert_authenticated ON core.workspaces
@@ -344,30 +410,30 @@ CREATE POLICY workspaces_insert_authenticated ON core.workspaces
 DROP POLICY IF EXISTS workspaces_update_admin ON core.workspaces;
 CREATE POLICY workspaces_update_admin ON core.workspaces
   FOR UPDATE TO authenticated
-  USING (id IN (SELECT w FROM auth.user_workspaces() AS w WHERE auth.is_workspace_admin(w)))
-  WITH CHECK (id IN (SELECT w FROM auth.user_workspaces() AS w WHERE auth.is_workspace_admin(w)));
+  USING (id IN (SELECT w FROM authz.user_workspaces() AS w WHERE authz.is_workspace_admin(w)))
+  WITH CHECK (id IN (SELECT w FROM authz.user_workspaces() AS w WHERE authz.is_workspace_admin(w)));
 
 DROP POLICY IF EXISTS workspaces_delete_owner ON core.workspaces;
 CREATE POLICY workspaces_delete_owner ON core.workspaces
   FOR DELETE TO authenticated
-  USING (id IN (SELECT w FROM auth.user_workspaces() AS w
-                WHERE auth.has_workspace_role(w, 'owner'::core.role_type)));
+  USING (id IN (SELECT w FROM authz.user_workspaces() AS w
+                WHERE authz.has_workspace_role(w, 'owner'::core.role_type)));
 
 -- core.members -------------------------------------------------------------------
 -- Admins manage memberships; only owners may create, change or remove owner rows.
 DROP POLICY IF EXISTS members_select_member ON core.members;
 CREATE POLICY members_select_member ON core.members
   FOR SELECT TO authenticated
-  USING (workspace_id IN (SELECT auth.user_workspaces()));
+  USING (workspace_id IN (SELECT authz.user_workspaces()));
 
 DROP POLICY IF EXISTS members_insert_admin ON core.members;
 CREATE POLICY members_insert_admin ON core.members
   FOR INSERT TO authenticated
   WITH CHECK (
-    workspace_id IN (SELECT w FROM auth.user_workspaces() AS w WHERE auth.is_workspace_admin(w))
+    workspace_id IN (SELECT w FROM authz.user_workspaces() AS w WHERE authz.is_workspace_admin(w))
     AND (role <> 'owner'::core.role_type
-         OR workspace_id IN (SELECT w FROM auth.user_workspaces() AS w
-                             WHERE auth.has_workspace_role(w, 'owner'::core.role_type))));
+         OR workspace_id IN (SELECT w FROM authz.user_workspaces() AS w
+                             WHERE authz.has_workspace_role(w, 'owner'::core.role_type))));
 
 -- Bootstrap: the creator of a workspace with no members yet may add themselves as owner.
 DROP POLICY IF EXISTS members_insert_bootstrap ON core.members;
@@ -384,35 +450,35 @@ DROP POLICY IF EXISTS members_update_admin ON core.members;
 CREATE POLICY members_update_admin ON core.members
   FOR UPDATE TO authenticated
   USING (
-    workspace_id IN (SELECT w FROM auth.user_workspaces() AS w WHERE auth.is_workspace_admin(w))
+    workspace_id IN (SELECT w FROM authz.user_workspaces() AS w WHERE authz.is_workspace_admin(w))
     AND (role <> 'owner'::core.role_type
-         OR workspace_id IN (SELECT w FROM auth.user_workspaces() AS w
-                             WHERE auth.has_workspace_role(w, 'owner'::core.role_type))))
+         OR workspace_id IN (SELECT w FROM authz.user_workspaces() AS w
+                             WHERE authz.has_workspace_role(w, 'owner'::core.role_type))))
   WITH CHECK (
-    workspace_id IN (SELECT w FROM auth.user_workspaces() AS w WHERE auth.is_workspace_admin(w))
+    workspace_id IN (SELECT w FROM authz.user_workspaces() AS w WHERE authz.is_workspace_admin(w))
     AND (role <> 'owner'::core.role_type
-         OR workspace_id IN (SELECT w FROM auth.user_workspaces() AS w
-                             WHERE auth.has_workspace_role(w, 'owner'::core.role_type))));
+         OR workspace_id IN (SELECT w FROM authz.user_workspaces() AS w
+                             WHERE authz.has_workspace_role(w, 'owner'::core.role_type))));
 
 DROP POLICY IF EXISTS members_delete_admin ON core.members;
 CREATE POLICY members_delete_admin ON core.members
   FOR DELETE TO authenticated
   USING (
-    workspace_id IN (SELECT w FROM auth.user_workspaces() AS w WHERE auth.is_workspace_admin(w))
+    workspace_id IN (SELECT w FROM authz.user_workspaces() AS w WHERE authz.is_workspace_admin(w))
     AND (role <> 'owner'::core.role_type
-         OR workspace_id IN (SELECT w FROM auth.user_workspaces() AS w
-                             WHERE auth.has_workspace_role(w, 'owner'::core.role_type))));
+         OR workspace_id IN (SELECT w FROM authz.user_workspaces() AS w
+                             WHERE authz.has_workspace_role(w, 'owner'::core.role_type))));
 
 -- ops.events / ops.ingestion_jobs: members read; writes come from the service role.
 DROP POLICY IF EXISTS events_select_member ON ops.events;
 CREATE POLICY events_select_member ON ops.events
   FOR SELECT TO authenticated
-  USING (workspace_id IN (SELECT auth.user_workspaces()));
+  USING (workspace_id IN (SELECT authz.user_workspaces()));
 
 DROP POLICY IF EXISTS ingestion_jobs_select_member ON ops.ingestion_jobs;
 CREATE POLICY ingestion_jobs_select_member ON ops.ingestion_jobs
   FOR SELECT TO authenticated
-  USING (workspace_id IN (SELECT auth.user_workspaces()));
+  USING (workspace_id IN (SELECT authz.user_workspaces()));
 
 -- ops.maintenance_runs, ops.slow_query_reports, ops.index_builds: service role only
 -- (no authenticated policy and no authenticated grant).

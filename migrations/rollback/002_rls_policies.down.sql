@@ -1,9 +1,9 @@
 -- =============================================================================
 -- 002_rls_policies.down.sql — undo 002_rls_policies.sql
 --
--- Drops every policy on the 30 tables, disables RLS, drops the 5 auth helpers,
--- revokes the grants 002 made, restores core.workspaces.created_by's default and
--- deletes the '002' tracking row.
+-- Drops every policy on the 30 tables, disables RLS, drops the 5 helpers (schema authz)
+-- and their wrappers in auth (where 002 created them), revokes the grants 002 made,
+-- restores core.workspaces.created_by's default and deletes the '002' tracking row.
 --
 -- Deliberately kept: the Supabase shim (schema auth, auth.uid()/jwt()/role(), roles
 -- anon/authenticated/service_role) and USAGE on schema auth. On Supabase they are
@@ -42,12 +42,25 @@ BEGIN
 END
 $down$;
 
--- Helper functions
-DROP FUNCTION IF EXISTS auth.user_workspaces();
-DROP FUNCTION IF EXISTS auth.has_workspace_role(uuid, core.role_type);
-DROP FUNCTION IF EXISTS auth.is_workspace_admin(uuid);
-DROP FUNCTION IF EXISTS auth.is_founder(uuid);
-DROP FUNCTION IF EXISTS auth.get_founder_id(uuid);
+-- Helper functions: the wrappers in auth (only where auth accepts CREATE: where it does
+-- not, 002 created none), then the helpers and their schema
+DO $wrappers$
+BEGIN
+  IF has_schema_privilege('auth', 'CREATE') THEN
+    DROP FUNCTION IF EXISTS auth.user_workspaces();
+    DROP FUNCTION IF EXISTS auth.has_workspace_role(uuid, core.role_type);
+    DROP FUNCTION IF EXISTS auth.is_workspace_admin(uuid);
+    DROP FUNCTION IF EXISTS auth.is_founder(uuid);
+    DROP FUNCTION IF EXISTS auth.get_founder_id(uuid);
+  END IF;
+END
+$wrappers$;
+DROP FUNCTION IF EXISTS authz.user_workspaces();
+DROP FUNCTION IF EXISTS authz.has_workspace_role(uuid, core.role_type);
+DROP FUNCTION IF EXISTS authz.is_workspace_admin(uuid);
+DROP FUNCTION IF EXISTS authz.is_founder(uuid);
+DROP FUNCTION IF EXISTS authz.get_founder_id(uuid);
+DROP SCHEMA IF EXISTS authz;
 
 -- Grants (roles exist: the shim is kept)
 DO $grants$

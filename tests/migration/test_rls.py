@@ -24,7 +24,7 @@ import pytest_asyncio
 from tests.conftest import run_sql
 
 REPO = Path(__file__).resolve().parents[2]
-UP = [REPO / "migrations" / "001_initial_schema.sql", REPO / "migrations" / "002_rls_policies.sql"]
+UP = sorted((REPO / "migrations").glob("0*.sql"))
 
 W1 = uuid.UUID("00000000-0000-0000-0000-0000000000a1")
 W2 = uuid.UUID("00000000-0000-0000-0000-0000000000a2")

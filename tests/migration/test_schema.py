@@ -20,11 +20,8 @@ from tests.conftest import run_sql
 
 REPO = Path(__file__).resolve().parents[2]
 MIGRATIONS = REPO / "migrations"
-UP = [MIGRATIONS / "001_initial_schema.sql", MIGRATIONS / "002_rls_policies.sql"]
-DOWN = [
-    MIGRATIONS / "rollback" / "002_rls_policies.down.sql",
-    MIGRATIONS / "rollback" / "001_initial_schema.down.sql",
-]
+UP = sorted(MIGRATIONS.glob("0*.sql"))
+DOWN = [MIGRATIONS / "rollback" / f"{f.stem}.down.sql" for f in reversed(UP)]
 SCHEMAS = ["comms", "core", "intel", "media", "meetings", "ops", "work"]
 
 TABLES = sorted(
@@ -235,14 +232,15 @@ async def test_q7_migration_tracking(conn):
     assert [(r["version"], r["name"]) for r in rows] == [
         ("001", "001_initial_schema"),
         ("002", "002_rls_policies"),
+        ("003", "003_helpers_out_of_auth"),
     ]
 
 
-async def test_runner_applies_both_files(migrated_dsn):
+async def test_runner_applies_every_file(migrated_dsn):
     c = await asyncpg.connect(migrated_dsn)
     try:
         rows = await c.fetch("SELECT version, checksum FROM public.schema_migrations ORDER BY 1")
-        assert [r["version"] for r in rows] == ["001", "002"]
+        assert [r["version"] for r in rows] == ["001", "002", "003"]
         assert await c.fetchval("SELECT count(*) FROM pg_policies") >= 120
     finally:
         await c.close()
@@ -297,13 +295,25 @@ async def test_helper_functions(conn):
     auth = await conn.fetch(
         """SELECT p.proname, p.prosecdef, p.provolatile::text AS provolatile, p.proconfig
            FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-           WHERE n.nspname = 'auth' AND p.proname IN ('user_workspaces', 'has_workspace_role',
-             'is_workspace_admin', 'is_founder', 'get_founder_id')"""
+           WHERE n.nspname = $1 AND p.proname IN ('user_workspaces', 'has_workspace_role',
+             'is_workspace_admin', 'is_founder', 'get_founder_id')""",
+        "authz",
     )
     assert len(auth) == 5
     for r in auth:
         assert r["prosecdef"] and r["provolatile"] == "s"
         assert r["proconfig"] == ['search_path=""']
+    # auth accepts CREATE here (plain PostgreSQL): the seed's names, as thin wrappers
+    wrappers = await conn.fetch(
+        """SELECT p.proname, p.prosecdef, p.proconfig, pg_get_functiondef(p.oid) AS def
+           FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+           WHERE n.nspname = 'auth' AND p.proname IN ('user_workspaces', 'has_workspace_role',
+             'is_workspace_admin', 'is_founder', 'get_founder_id')"""
+    )
+    assert len(wrappers) == 5
+    for r in wrappers:
+        assert not r["prosecdef"] and r["proconfig"] == ['search_path=""']
+        assert f"authz.{r['proname']}(" in r["def"]
 
 
 async def test_updated_at_trigger_on_every_table_with_the_column(conn):
@@ -750,7 +760,7 @@ async def snapshot(dsn: str) -> dict[str, list[tuple]]:
     try:
         out = {}
         for key, sql in SNAPSHOT_QUERIES.items():
-            rows = await c.fetch(sql, [*SCHEMAS, "auth"])
+            rows = await c.fetch(sql, [*SCHEMAS, "auth", "authz"])
             out[key] = sorted(tuple("" if v is None else str(v) for v in r) for r in rows)
         return out
     finally:
@@ -761,7 +771,7 @@ async def test_applying_twice_changes_nothing(pg, new_database):
     dsn = new_database()
     apply(pg, dsn, *UP)
     once = await snapshot(dsn)
-    apply(pg, dsn, UP[0], UP[0], UP[1], UP[1], UP[0])
+    apply(pg, dsn, UP[0], UP[0], UP[1], UP[1], UP[2], UP[0], UP[2])
     assert await snapshot(dsn) == once
     assert len(once["policies"]) >= 120
     assert len(once["indexes"]) >= 80
@@ -772,14 +782,21 @@ async def test_up_down_up_round_trip(pg, new_database):
     apply(pg, dsn, *UP)
     before = await snapshot(dsn)
 
-    apply(pg, dsn, DOWN[0])
+    apply(pg, dsn, DOWN[0])  # 003: only its row (002 creates the same layout now)
+    after_003_down = await snapshot(dsn)
+    assert [r[0] for r in after_003_down["migrations"]] == ["001", "002"]
+    assert after_003_down["policies"] == before["policies"]
+
+    apply(pg, dsn, DOWN[1])
     after_002_down = await snapshot(dsn)
     assert after_002_down["policies"] == []
     assert not any(r[3] == "True" for r in after_002_down["relations"])  # RLS off
     assert {r[1] for r in after_002_down["functions"] if r[0] == "auth"} == {"uid", "jwt", "role"}
+    assert not any(r[0] == "authz" for r in after_002_down["functions"])
+    assert {r[0] for r in after_002_down["schemas"]} == {*SCHEMAS, "auth"}
     assert [r[0] for r in after_002_down["migrations"]] == ["001"]
 
-    apply(pg, dsn, DOWN[1])
+    apply(pg, dsn, DOWN[2])
     gone = await snapshot(dsn)
     assert {r[0] for r in gone["schemas"]} == {"auth"}
     assert gone["migrations"] == []
@@ -789,6 +806,6 @@ async def test_up_down_up_round_trip(pg, new_database):
     apply(pg, dsn, *UP)
     assert await snapshot(dsn) == before
 
-    # and once more through 002 only
-    apply(pg, dsn, DOWN[0], UP[1])
+    # and once more through 002 and 003 only
+    apply(pg, dsn, DOWN[0], DOWN[1], UP[1], UP[2])
     assert await snapshot(dsn) == before

@@ -117,6 +117,7 @@ class Queries:
     migrate_ensure_table: str
     migrate_lock: str
     migrate_rollback: str
+    migrate_supersede_checksum: str
     migrate_table_exists: str
     oldest_queued: str
     pending_contacts: str

@@ -39,3 +39,9 @@ WHERE version = $1 AND checksum IS NULL;
 -- A file carries its own BEGIN/COMMIT: when one of its statements fails, the transaction
 -- it opened is still open (aborted) on the connection; end it before reporting.
 ROLLBACK;
+
+-- name: migrate_supersede_checksum
+-- A row applied from a released file that was later edited on purpose (migrate.SUPERSEDED):
+-- it takes the current file's checksum; the migration named there brings the database
+-- forward.
+UPDATE public.schema_migrations SET checksum = $2 WHERE version = $1 AND checksum = $3;

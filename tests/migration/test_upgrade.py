@@ -1,0 +1,141 @@
+"""A database migrated by the released 002 (RLS helpers in schema auth) moves to the
+layout 002 creates now (helpers in schema authz, policies calling them, wrappers in auth)
+through 003, by the runner and by psql, keeping every row and isolating workspaces.
+
+``released/002_rls_policies.sql`` is the file as it was released (``a842d65``); its
+checksum is the one the runner accepts as superseded.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import asyncpg
+
+from tests.migration.test_rls import OUTSIDER, OWNER, W1, W2, become, seed_workspace
+from tests.migration.test_schema import TABLES, UP, apply, snapshot
+from worker.core.settings import REPO_ROOT
+from worker.db.migrate import SUPERSEDED, Migrator, file_checksum
+
+MIGRATIONS = REPO_ROOT / "migrations"
+RELEASED_002 = Path(__file__).parent / "released" / "002_rls_policies.sql"
+HELPERS = ["user_workspaces", "has_workspace_role", "is_workspace_admin", "is_founder"]
+HELPERS.append("get_founder_id")
+MEMBERS = [(W1, OWNER, "owner"), (W2, OUTSIDER, "owner")]
+
+
+def test_the_released_002_is_the_superseded_one() -> None:
+    assert file_checksum(RELEASED_002) in SUPERSEDED["002"]
+    assert file_checksum(MIGRATIONS / "002_rls_policies.sql") not in SUPERSEDED["002"]
+
+
+async def _seed(dsn: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await seed_workspace(conn, W1, OWNER)
+        await seed_workspace(conn, W2, OUTSIDER)
+        for ws, user, role in MEMBERS:
+            await conn.execute(
+                "INSERT INTO core.members (workspace_id, user_id, role) VALUES ($1, $2, $3)",
+                ws,
+                user,
+                role,
+            )
+    finally:
+        await conn.close()
+
+
+async def _counts(dsn: str) -> dict[str, int]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return {f"{s}.{t}": await conn.fetchval(f"SELECT count(*) FROM {s}.{t}") for s, t in TABLES}
+    finally:
+        await conn.close()
+
+
+async def _policies_calling(dsn: str, schema: str) -> int:
+    conn = await asyncpg.connect(dsn)
+    try:
+        pattern = rf"\m{schema}\.({'|'.join(HELPERS)})\("
+        return int(
+            await conn.fetchval(
+                "SELECT count(*) FROM pg_policies WHERE coalesce(qual, '') ~ $1"
+                " OR coalesce(with_check, '') ~ $1",
+                pattern,
+            )
+        )
+    finally:
+        await conn.close()
+
+
+async def _visible_workspaces(dsn: str, who: str) -> set[object]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        async with conn.transaction():
+            await become(conn, who)
+            rows = await conn.fetch(
+                "SELECT workspace_id FROM comms.communications UNION "
+                "SELECT workspace_id FROM meetings.transcript_chunks UNION "
+                "SELECT id FROM core.workspaces"
+            )
+        return {r[0] for r in rows}
+    finally:
+        await conn.close()
+
+
+async def _assert_new_layout(dsn: str, fresh: dict[str, list[tuple]]) -> None:
+    assert await _policies_calling(dsn, "auth") == 0
+    assert await _policies_calling(dsn, "authz") > 0
+    moved = await snapshot(dsn)
+    # the same policies, functions and grants as a database 002 builds now
+    for key in ("policies", "functions", "relations", "schemas"):
+        assert moved[key] == fresh[key], key
+    assert await _visible_workspaces(dsn, "owner") == {W1}
+    assert await _visible_workspaces(dsn, "outsider") == {W2}
+
+
+async def test_the_runner_moves_a_released_002_database_forward(
+    pg, new_database, tmp_path: Path
+) -> None:
+    fresh_dsn = new_database()
+    apply(pg, fresh_dsn, *UP)
+    fresh = await snapshot(fresh_dsn)
+
+    released = tmp_path / "released"
+    released.mkdir()
+    shutil.copy(MIGRATIONS / "001_initial_schema.sql", released)
+    shutil.copy(RELEASED_002, released / "002_rls_policies.sql")
+    dsn = new_database()
+    assert await Migrator(dsn, released).up() == ["001", "002"]
+    await _seed(dsn)
+    before = await _counts(dsn)
+    assert await _policies_calling(dsn, "auth") > 0  # the released layout
+    assert await _visible_workspaces(dsn, "owner") == {W1}
+
+    migrator = Migrator(dsn)
+    assert {s.version: s.state for s in await migrator.status()} == {
+        "001": "applied",
+        "002": "applied",  # superseded, not drift
+        "003": "pending",
+    }
+    assert await migrator.up() == ["003"]
+    assert await migrator.up() == []
+    assert {s.state for s in await migrator.status()} == {"applied"}
+    assert await _counts(dsn) == before
+    await _assert_new_layout(dsn, fresh)
+
+
+async def test_psql_moves_a_released_002_database_forward(pg, new_database) -> None:
+    fresh_dsn = new_database()
+    apply(pg, fresh_dsn, *UP)
+    fresh = await snapshot(fresh_dsn)
+
+    dsn = new_database()
+    apply(pg, dsn, MIGRATIONS / "001_initial_schema.sql", RELEASED_002)
+    await _seed(dsn)
+    before = await _counts(dsn)
+    apply(pg, dsn, MIGRATIONS / "003_helpers_out_of_auth.sql")
+    apply(pg, dsn, MIGRATIONS / "003_helpers_out_of_auth.sql")  # idempotent
+    assert await _counts(dsn) == before
+    await _assert_new_layout(dsn, fresh)
