@@ -1,0 +1,164 @@
+"""The schema and the worker on a Supabase-shaped database (``tests/support/supabase.py``):
+``postgres`` is not a superuser, schema ``auth`` belongs to ``supabase_auth_admin`` and
+refuses CREATE, ``vector`` lives in schema ``extensions``.
+
+The released 002 fails there exactly as users reported (``permission denied for schema
+auth``); the current migrations apply twice as ``postgres``, roll back and apply again,
+change nothing Supabase owns, isolate workspaces for ``authenticated`` users, and the
+demo ingests and searches under ``service_role``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.migration.test_rls import OUTSIDER, OWNER, W1, W2, become, seed_workspace
+from tests.migration.test_upgrade import RELEASED_002
+from tests.support.supabase import SupabaseShaped, run_sql, running_supabase_shaped
+from worker.core.settings import REPO_ROOT, Settings
+from worker.db.migrate import Migrator
+
+MIGRATIONS = REPO_ROOT / "migrations"
+UP = sorted(MIGRATIONS.glob("0*.sql"))
+
+AUTH_STATE = """
+SELECT n.nspname, pg_get_userbyid(n.nspowner) AS owner, n.nspacl::text AS acl,
+       (SELECT array_agg(p.proname || ':' || pg_get_userbyid(p.proowner) ORDER BY p.proname)
+        FROM pg_proc p WHERE p.pronamespace = n.oid) AS functions,
+       (SELECT array_agg(c.relname ORDER BY c.relname)
+        FROM pg_class c WHERE c.relnamespace = n.oid) AS relations
+FROM pg_namespace n WHERE n.nspname IN ('auth', 'extensions') ORDER BY 1
+"""
+
+
+@pytest.fixture(scope="module")
+def supabase(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SupabaseShaped]:
+    with running_supabase_shaped(tmp_path_factory.mktemp("supabase18")) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def project(supabase: SupabaseShaped) -> SupabaseShaped:
+    """A fresh project database in the shared cluster."""
+    return supabase.new_project(f"p_{uuid.uuid4().hex[:10]}")
+
+
+def psql(project: SupabaseShaped, *files: Path) -> subprocess.CompletedProcess[str]:
+    """``psql -f`` as ``postgres``, the way the seed's third route applies migrations."""
+    args = [str(project.server.bin / "psql"), project.dsn(), "-v", "ON_ERROR_STOP=1"]
+    for f in files:
+        args += ["-f", str(f)]
+    return subprocess.run(args, capture_output=True, text=True, timeout=120)
+
+
+def test_the_shape_is_supabases(project: SupabaseShaped) -> None:
+    [row] = run_sql(
+        project.dsn(),
+        "SELECT r.rolsuper, r.rolcreaterole, r.rolbypassrls,"
+        " has_schema_privilege('auth', 'USAGE') AS usage,"
+        " has_schema_privilege('auth', 'CREATE') AS create,"
+        " (SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace"
+        "  WHERE e.extname = 'vector') AS vector_schema"
+        " FROM pg_roles r WHERE r.rolname = current_user",
+        fetch=True,
+    )
+    assert not row["rolsuper"] and row["rolcreaterole"] and row["rolbypassrls"]
+    assert row["usage"] and not row["create"]
+    assert row["vector_schema"] == "extensions"
+
+
+def test_the_released_002_fails_there(project: SupabaseShaped) -> None:
+    result = psql(project, MIGRATIONS / "001_initial_schema.sql", RELEASED_002)
+    assert result.returncode != 0
+    assert "permission denied for schema auth" in result.stderr
+
+
+def test_psql_applies_every_file_and_says_why_auth_has_no_wrappers(
+    project: SupabaseShaped,
+) -> None:
+    result = psql(project, *UP, *UP)
+    assert result.returncode == 0, result.stderr
+    assert "schema auth does not accept CREATE" in result.stderr
+
+
+async def test_the_runner_migrates_twice_rolls_back_and_migrates_again(
+    project: SupabaseShaped,
+) -> None:
+    auth_before = run_sql(project.admin_dsn, AUTH_STATE, fetch=True)
+    migrator = Migrator(project.dsn())
+    assert await migrator.up() == ["001", "002", "003"]
+    assert await migrator.up() == []
+    assert run_sql(project.admin_dsn, AUTH_STATE, fetch=True) == auth_before  # untouched
+    assert await migrator.down("0") == ["003", "002", "001"]
+    assert await migrator.up() == ["001", "002", "003"]
+    assert {s.state for s in await migrator.status()} == {"applied"}
+    assert run_sql(project.admin_dsn, AUTH_STATE, fetch=True) == auth_before
+
+
+async def test_tenancy_holds_for_authenticated_users(project: SupabaseShaped) -> None:
+    import asyncpg
+
+    await Migrator(project.dsn()).up()
+    conn = await asyncpg.connect(project.admin_dsn)
+    try:
+        await seed_workspace(conn, W1, OWNER)
+        await seed_workspace(conn, W2, OUTSIDER)
+        for ws, user in [(W1, OWNER), (W2, OUTSIDER)]:
+            await conn.execute(
+                "INSERT INTO core.members (workspace_id, user_id, role) VALUES ($1, $2, 'owner')",
+                ws,
+                user,
+            )
+        for who, mine in [("owner", W1), ("outsider", W2)]:
+            async with conn.transaction():
+                await become(conn, who)
+                seen = await conn.fetch(
+                    "SELECT workspace_id FROM comms.communications UNION "
+                    "SELECT workspace_id FROM meetings.transcript_chunks UNION "
+                    "SELECT workspace_id FROM core.contacts"
+                )
+                assert {r[0] for r in seen} == {mine}, who
+        async with conn.transaction():
+            await become(conn, "anon")
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.fetch("SELECT * FROM comms.communications")
+        async with conn.transaction():
+            await become(conn, "owner")
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.execute(
+                    "INSERT INTO core.contacts (workspace_id, display_name) VALUES ($1, 'x')", W2
+                )
+    finally:
+        await conn.close()
+
+
+async def test_the_demo_ingests_and_searches_under_service_role(
+    project: SupabaseShaped, redis_server
+) -> None:
+    from worker.demo import run_demo
+
+    settings = Settings(
+        database_url=project.dsn(),
+        redis_url=redis_server.url,
+        queue_name=f"supabase:{uuid.uuid4().hex[:8]}",
+        embedding_provider="local",
+        openai_api_key=None,
+    )
+    result = await asyncio.wait_for(run_demo(settings), timeout=120)
+    assert result["counts"]["jobs done"] == 6
+    assert result["counts"]["communications"] == 4
+    assert result["counts"]["contacts embedded"] == result["counts"]["contacts"] > 0
+    assert any("option pool" in hit["content"] for hit in result["hits"])
+    # the worker wrote as service_role through postgres, not as a superuser
+    [row] = run_sql(
+        project.admin_dsn,
+        "SELECT count(*) AS n FROM ops.ingestion_jobs WHERE status = 'done'",
+        fetch=True,
+    )
+    assert row["n"] == 6
