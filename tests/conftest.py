@@ -1,4 +1,5 @@
-"""Session-wide real servers: PostgreSQL 18 + pgvector (embedded wheel) and redis-server.
+"""Session-wide real servers: PostgreSQL 18 + pgvector (embedded wheel) and redis-server;
+PostgreSQL 16 + pgvector 0.6 (pgserver wheel) for the tests marked ``pg16``.
 
 Nothing here is mocked: each test session starts its own servers in a temp dir on free
 ports and stops them at the end. Databases are cheap, so tests that change the schema
@@ -15,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import asyncpg
 import pytest
 
-from tests.support.servers import running_postgres, running_redis
+from tests.support.servers import running_postgres, running_postgres16, running_redis
 from worker.servers.embedded import EmbeddedPostgres, EmbeddedRedis
 
 
@@ -38,6 +39,27 @@ def run_sql(dsn: str, sql: str) -> None:
 def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
     with running_postgres(tmp_path_factory.mktemp("pg")) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def pg16(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
+    """PostgreSQL 16.2 + pgvector 0.6.2 (pgserver wheel), started on first use; tests that
+    use it are marked ``pg16`` (see ``pytest_collection_modifyitems``)."""
+    with running_postgres16(tmp_path_factory.mktemp("pg16")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def pg16_dsn(pg16: EmbeddedPostgres) -> str:
+    """A superuser DSN to the PostgreSQL 16 cluster's ``postgres`` database."""
+    return pg16.dsn()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """``-m pg16`` selects every test that runs on the PostgreSQL 16 server."""
+    for item in items:
+        if "pg16" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.pg16)
 
 
 @pytest.fixture(scope="session")

