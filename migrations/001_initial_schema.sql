@@ -26,20 +26,28 @@ SET LOCAL client_min_messages = warning;
 -- ---------------------------------------------------------------------------
 -- Extensions. pgvector is required; the others are optional and nothing depends
 -- on them (UUIDs come from core gen_random_uuid(), hashes from core sha256()).
+-- Where they are installed already (Supabase: schema extensions) nothing changes. vector
+-- and pg_stat_statements are not trusted extensions: a migrating role that is not a
+-- superuser needs them installed first; an optional one it may not install is skipped
+-- with a WARNING (maintenance then reports slow queries as unavailable).
 -- ---------------------------------------------------------------------------
 CREATE EXTENSION IF NOT EXISTS vector;
 
 DO $ext$
+DECLARE
+  optional text;
 BEGIN
-  IF EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'pgcrypto') THEN
-    CREATE EXTENSION IF NOT EXISTS pgcrypto;
-  END IF;
-  IF EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'uuid-ossp') THEN
-    CREATE EXTENSION IF NOT EXISTS "uuid-ossp";
-  END IF;
-  IF EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'pg_stat_statements') THEN
-    CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
-  END IF;
+  FOREACH optional IN ARRAY ARRAY['pgcrypto', 'uuid-ossp', 'pg_stat_statements'] LOOP
+    IF EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = optional)
+       AND NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = optional) THEN
+      BEGIN
+        EXECUTE format('CREATE EXTENSION IF NOT EXISTS %I', optional);
+      EXCEPTION WHEN insufficient_privilege THEN
+        RAISE WARNING 'extension % is not installed and % may not install it: skipped',
+          optional, current_user;
+      END;
+    END IF;
+  END LOOP;
 END
 $ext$;
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
+import uuid
 from pathlib import Path
 
 import asyncpg
 import pytest
 
+from tests.conftest import run_sql
 from worker.core.settings import REPO_ROOT
 from worker.db.migrate import MigrationError, Migrator, discover
 from worker.servers.embedded import EmbeddedPostgres
@@ -153,3 +155,28 @@ def test_cli_exits_nonzero_on_drift(pg: EmbeddedPostgres, new_database, tmp_path
     drift = run("up")
     assert drift.returncode == 2
     assert "must not change" in drift.stderr
+
+
+async def test_an_owner_that_is_not_a_superuser_migrates(pg: EmbeddedPostgres) -> None:
+    """The database's owner runs the migrations; a superuser installed vector (not a trusted
+    extension) beforehand, pg_stat_statements is available but not installed: 001 skips
+    it with a warning instead of failing."""
+    role, db = f"owner_{uuid.uuid4().hex[:8]}", f"t_{uuid.uuid4().hex[:12]}"
+    run_sql(pg.dsn(), f'CREATE ROLE "{role}" LOGIN CREATEDB')
+    run_sql(pg.dsn(), f'CREATE DATABASE "{db}" OWNER "{role}" TEMPLATE template0')
+    run_sql(pg.dsn(db), "CREATE EXTENSION vector")
+    try:
+        migrator = Migrator(pg.dsn(db, user=role))
+        assert await migrator.up() == ["001", "002", "003"]
+        assert await migrator.up() == []
+        rows = await _fetch(pg.dsn(db), "SELECT extname FROM pg_extension ORDER BY 1")
+        assert "pg_stat_statements" not in {r["extname"] for r in rows}
+        owners = await _fetch(
+            pg.dsn(db),
+            "SELECT DISTINCT pg_get_userbyid(relowner) AS owner FROM pg_class c"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'core'",
+        )
+        assert [r["owner"] for r in owners] == [role]
+    finally:
+        run_sql(pg.dsn(), f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        run_sql(pg.dsn(), f'DROP ROLE IF EXISTS "{role}"')

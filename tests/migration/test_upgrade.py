@@ -2,8 +2,8 @@
 layout 002 creates now (helpers in schema authz, policies calling them, wrappers in auth)
 through 003, by the runner and by psql, keeping every row and isolating workspaces.
 
-``released/002_rls_policies.sql`` is the file as it was released (``a842d65``); its
-checksum is the one the runner accepts as superseded.
+``released/`` holds 001 and 002 as they were released (``a842d65``); their checksums are
+the ones the runner accepts as superseded.
 """
 
 from __future__ import annotations
@@ -19,15 +19,19 @@ from worker.core.settings import REPO_ROOT
 from worker.db.migrate import SUPERSEDED, Migrator, file_checksum
 
 MIGRATIONS = REPO_ROOT / "migrations"
-RELEASED_002 = Path(__file__).parent / "released" / "002_rls_policies.sql"
+RELEASED = Path(__file__).parent / "released"
+RELEASED_001 = RELEASED / "001_initial_schema.sql"
+RELEASED_002 = RELEASED / "002_rls_policies.sql"
 HELPERS = ["user_workspaces", "has_workspace_role", "is_workspace_admin", "is_founder"]
 HELPERS.append("get_founder_id")
 MEMBERS = [(W1, OWNER, "owner"), (W2, OUTSIDER, "owner")]
 
 
-def test_the_released_002_is_the_superseded_one() -> None:
-    assert file_checksum(RELEASED_002) in SUPERSEDED["002"]
-    assert file_checksum(MIGRATIONS / "002_rls_policies.sql") not in SUPERSEDED["002"]
+def test_the_released_files_are_the_superseded_ones() -> None:
+    for released in (RELEASED_001, RELEASED_002):
+        version = released.name[:3]
+        assert file_checksum(released) in SUPERSEDED[version]
+        assert file_checksum(MIGRATIONS / released.name) not in SUPERSEDED[version]
 
 
 async def _seed(dsn: str) -> None:
@@ -104,8 +108,8 @@ async def test_the_runner_moves_a_released_002_database_forward(
 
     released = tmp_path / "released"
     released.mkdir()
-    shutil.copy(MIGRATIONS / "001_initial_schema.sql", released)
-    shutil.copy(RELEASED_002, released / "002_rls_policies.sql")
+    shutil.copy(RELEASED_001, released)
+    shutil.copy(RELEASED_002, released)
     dsn = new_database()
     assert await Migrator(dsn, released).up() == ["001", "002"]
     await _seed(dsn)
@@ -115,8 +119,8 @@ async def test_the_runner_moves_a_released_002_database_forward(
 
     migrator = Migrator(dsn)
     assert {s.version: s.state for s in await migrator.status()} == {
-        "001": "applied",
-        "002": "applied",  # superseded, not drift
+        "001": "applied",  # superseded, not drift
+        "002": "applied",
         "003": "pending",
     }
     assert await migrator.up() == ["003"]
@@ -132,7 +136,7 @@ async def test_psql_moves_a_released_002_database_forward(pg, new_database) -> N
     fresh = await snapshot(fresh_dsn)
 
     dsn = new_database()
-    apply(pg, dsn, MIGRATIONS / "001_initial_schema.sql", RELEASED_002)
+    apply(pg, dsn, RELEASED_001, RELEASED_002)
     await _seed(dsn)
     before = await _counts(dsn)
     apply(pg, dsn, MIGRATIONS / "003_helpers_out_of_auth.sql")

@@ -34,11 +34,15 @@ log = structlog.get_logger(__name__)
 FILE_PATTERN = re.compile(r"^(?P<version>\d{3,})_(?P<name>[a-z0-9_]+)\.sql$")
 
 # Checksums of released migration files that were edited afterwards on purpose. A row
-# applied from one of them is not drift: it takes the current checksum, and a later
-# migration brings the database to the layout the edited file creates. 002 was released
-# creating its RLS helpers in schema auth, which Supabase no longer lets projects do; it
-# now creates them in schema authz, and 003 moves a database built by the first 002.
+# applied from one of them is not drift: it takes the current checksum (and where the
+# edit changes the result, a later migration brings the database to it):
+# * 001 created pg_stat_statements whenever the server had it, which fails for a
+#   migrating role that is not a superuser; it now skips an optional extension it may
+#   not install (a database the first 001 built is the same);
+# * 002 created its RLS helpers in schema auth, which Supabase no longer lets projects
+#   do; it now creates them in schema authz, and 003 moves a database the first 002 built.
 SUPERSEDED: dict[str, frozenset[str]] = {
+    "001": frozenset({"8da4da896546168dbfbf89f3cb455c7803ddc1a9e7ce7e7faed09f369973c869"}),
     "002": frozenset({"255c04f0b3fbf8af0a13d1e754af6137562c8363add66cb46cabd52f568593f9"}),
 }
 
