@@ -37,7 +37,10 @@ def test_procfile() -> None:
 def test_compose_stack() -> None:
     compose = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
     svc = compose["services"]
-    assert svc["postgres"]["image"].startswith("pgvector/pgvector:")
+    # a server major the suite runs on (18 in full, 16 a marked subset), mounted where
+    # PostgreSQL 18 images keep their data
+    assert re.fullmatch(r"pgvector/pgvector:(\d+\.\d+\.\d+-)?pg(18|16)", svc["postgres"]["image"])
+    assert "pgdata:/var/lib/postgresql" in svc["postgres"]["volumes"]
     assert "shared_preload_libraries=pg_stat_statements" in " ".join(svc["postgres"]["command"])
     redis_cmd = svc["redis"]["command"]
     assert redis_cmd[redis_cmd.index("--appendonly") + 1] == "yes"
