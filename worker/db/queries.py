@@ -106,6 +106,7 @@ class Queries:
     ledger_start_page: str
     lock_items_page: str
     lock_threads: str
+    maintenance_capabilities: str
     maintenance_run_append_action: str
     maintenance_run_finish: str
     maintenance_run_insert: str
@@ -142,9 +143,9 @@ class Queries:
     seed_workspace: str
     set_contact_embedding: str
     set_insight_embedding: str
-    slow_extension_schema: str
     slow_insert_report: str
     slow_previous_entries: str
+    slow_statement_columns: str
     slow_top_statements: str
     stage_item_vectors: str
     upsert_asset: str

@@ -14,8 +14,10 @@ morning's queries, and leaves a record. The choice comes from ``pg_stat_user_tab
 
 Only plain ``ANALYZE``: it takes a SHARE UPDATE EXCLUSIVE lock, which does not block
 reads or writes. Never ``VACUUM FULL`` (ACCESS EXCLUSIVE: it would stall ingestion).
-Tables we may not maintain (no ownership / MAINTAIN privilege) are reported, not
-attempted: ANALYZE would only print a warning and skip them, silently.
+Tables we may not maintain are reported, not attempted: ANALYZE would only print a
+warning and skip them, silently. Who may is the server's rule, by version
+(:func:`worker.maintenance.capabilities.analyze_access`): the ``MAINTAIN`` privilege from
+PostgreSQL 17, ownership of the table before, the database's owner always.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import asyncpg
 
 from worker.core.settings import Settings
 from worker.db.queries import Q
+from worker.maintenance.capabilities import Access, Capabilities, analyze_access
 
 PROJECT_SCHEMAS: tuple[str, ...] = ("core", "ops", "comms", "meetings", "media", "work", "intel")
 
@@ -40,7 +43,7 @@ class TableStats:
     live_rows: int
     modified_since_analyze: int
     ever_analyzed: bool
-    can_maintain: bool
+    access: Access
 
     @property
     def name(self) -> str:
@@ -74,9 +77,9 @@ def decide(stats: TableStats, settings: Settings, *, force: bool = False) -> Ana
     return AnalyzeDecision(stats, None, threshold)
 
 
-async def table_stats(conn: asyncpg.Connection) -> list[TableStats]:
-    """Current counters for every table of the project's schemas."""
-    rows = await conn.fetch(Q.analyze_table_stats, list(PROJECT_SCHEMAS))
+async def table_stats(conn: asyncpg.Connection, caps: Capabilities) -> list[TableStats]:
+    """Current counters for every table of the project's schemas, and who may analyze."""
+    rows = await conn.fetch(Q.analyze_table_stats, list(PROJECT_SCHEMAS), caps.maintain_privilege)
     return [
         TableStats(
             schema=r["schemaname"],
@@ -85,17 +88,23 @@ async def table_stats(conn: asyncpg.Connection) -> list[TableStats]:
             live_rows=int(r["n_live_tup"] or 0),
             modified_since_analyze=int(r["n_mod_since_analyze"] or 0),
             ever_analyzed=r["last_analyzed"] is not None,
-            can_maintain=bool(r["can_maintain"]),
+            access=analyze_access(
+                caps,
+                has_maintain=r["has_maintain"],
+                owns_table=r["owns_table"],
+                owns_database=r["owns_database"],
+                schema_usage=r["schema_usage"],
+            ),
         )
         for r in rows
     ]
 
 
 async def plan(
-    conn: asyncpg.Connection, settings: Settings, *, force: bool = False
+    conn: asyncpg.Connection, settings: Settings, caps: Capabilities, *, force: bool = False
 ) -> list[AnalyzeDecision]:
     """Every table with its decision; callers act on those with a ``reason``."""
-    return [decide(s, settings, force=force) for s in await table_stats(conn)]
+    return [decide(s, settings, force=force) for s in await table_stats(conn, caps)]
 
 
 async def analyze_table(conn: asyncpg.Connection, stats: TableStats) -> None:

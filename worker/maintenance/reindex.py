@@ -48,6 +48,7 @@ import asyncpg
 from worker.core.settings import Settings
 from worker.db.queries import Q
 from worker.maintenance.analyze import PROJECT_SCHEMAS
+from worker.maintenance.capabilities import Access, Capabilities, reindex_access
 
 MIN_ROWS_FOR_REBUILD = 1_000
 PAGE_USABLE_BYTES = 8192 - 24 - 8  # page header, HNSW special space
@@ -70,7 +71,7 @@ class VectorIndex:
     dead_rows: int
     column_type: str
     m: int
-    can_maintain: bool
+    access: Access  # may the login role REINDEX it (MAINTAIN on 17+, ownership before)
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,7 @@ class InvalidIndex:
     table_name: str
     bytes: int
     build_in_progress: bool
+    owned: bool  # DROP INDEX needs ownership of the table, on every version
 
     @property
     def leftover_kind(self) -> str:
@@ -181,9 +183,11 @@ def cap(decisions: list[ReindexDecision], limit: int) -> list[ReindexDecision]:
     return rebuilds[:limit]
 
 
-async def vector_indexes(conn: asyncpg.Connection) -> list[VectorIndex]:
+async def vector_indexes(conn: asyncpg.Connection, caps: Capabilities) -> list[VectorIndex]:
     """Valid vector indexes in the project's schemas with their table's counters."""
-    rows = await conn.fetch(Q.reindex_vector_indexes, list(PROJECT_SCHEMAS))
+    rows = await conn.fetch(
+        Q.reindex_vector_indexes, list(PROJECT_SCHEMAS), caps.maintain_privilege
+    )
     return [
         VectorIndex(
             name=f"{r['schema']}.{r['index']}",
@@ -195,7 +199,7 @@ async def vector_indexes(conn: asyncpg.Connection) -> list[VectorIndex]:
             dead_rows=int(r["dead_rows"]),
             column_type=r["column_type"] or "",
             m=_m_option(r["reloptions"]),
-            can_maintain=bool(r["can_maintain"]),
+            access=reindex_access(caps, has_maintain=r["has_maintain"], owns_table=r["owns_table"]),
         )
         for r in rows
     ]
@@ -236,6 +240,7 @@ async def invalid_indexes(conn: asyncpg.Connection) -> list[InvalidIndex]:
             table_name=r["table_name"],
             bytes=int(r["bytes"]),
             build_in_progress=bool(r["build_in_progress"]),
+            owned=bool(r["owns_table"]),
         )
         for r in rows
     ]
@@ -247,15 +252,18 @@ async def drop_invalid(conn: asyncpg.Connection, index: InvalidIndex) -> None:
 
 
 async def plan(
-    conn: asyncpg.Connection, settings: Settings
+    conn: asyncpg.Connection, settings: Settings, caps: Capabilities
 ) -> tuple[list[ReindexDecision], list[ReindexDecision]]:
     """Every vector index's decision, and the capped list of rebuilds to do now."""
-    indexes = await vector_indexes(conn)
+    indexes = await vector_indexes(conn, caps)
     records = await build_records(conn)
     decisions = [
         decide(i, records.get(i.name), settings, min_rows=MIN_ROWS_FOR_REBUILD) for i in indexes
     ]
-    return decisions, cap(decisions, settings.reindex_max_per_run)
+    # Only indexes we may rebuild compete for the cap: one we may not would take the slot
+    # every night and starve the others. The caller reports those as skipped.
+    allowed = [d for d in decisions if d.index.access.allowed]
+    return decisions, cap(allowed, settings.reindex_max_per_run)
 
 
 def describe(decision: ReindexDecision, deferred: bool) -> dict[str, object]:
@@ -271,4 +279,5 @@ def describe(decision: ReindexDecision, deferred: bool) -> dict[str, object]:
         "expected_pages": expected_pages(decision.index),
         "growth": None if decision.growth is None else round(decision.growth, 3),
         "bloat": round(decision.bloat, 3),
+        "access": "allowed" if decision.index.access.allowed else decision.index.access.reason,
     }

@@ -42,6 +42,11 @@ class MaintenanceReport:
     ``indexes`` table (why each vector index was or was not rebuilt), ``slow_queries``
     (mean_ms, calls, regression flag, query), then ``warnings``. Exit code: 0 for
     ``succeeded``/``skipped``, 1 for ``partial``/``failed``.
+
+    ``server`` is what the run found the server able to do (version, MAINTAIN, the
+    extensions; :mod:`worker.maintenance.capabilities`) and ``slow_query_source`` whether
+    the slow-query report could be made and, if not, why and how to enable it: what an
+    older or differently set-up server leaves out is said here, not failed on.
     """
 
     run_id: uuid.UUID | None
@@ -57,6 +62,8 @@ class MaintenanceReport:
     tables_considered: int = 0
     warnings: list[str] = field(default_factory=list)
     error: str | None = None
+    server: dict[str, Any] = field(default_factory=dict)
+    slow_query_source: dict[str, Any] = field(default_factory=dict)
 
     def counts(self) -> dict[str, int]:
         """Actions by ``kind_status``, plus slow-query totals: the run's summary."""
@@ -84,7 +91,9 @@ class MaintenanceReport:
             "actions": [asdict(a) for a in self.actions],
             "indexes": self.indexes,
             "slow_queries": [q.to_dict() for q in self.slow_queries],
+            "slow_query_source": self.slow_query_source,
             "warnings": self.warnings,
+            "server": self.server,
             "error": self.error,
         }
 
@@ -135,6 +144,7 @@ class Recorder:
             "duration_ms": r.duration_ms,
             "indexes": r.indexes,
             "warnings": r.warnings,
+            "slow_query_source": r.slow_query_source,
         }
         args = (self.run_id, r.status, json.dumps(summary), r.error)
         await self._write(

@@ -8,9 +8,16 @@ is the ``--json`` output. The policy is in ``docs/maintenance.md``.
 DSN's *login role* (``connect(..., as_role=False)``): ANALYZE/REINDEX need ownership
 or the ``MAINTAIN`` privilege (PostgreSQL 17+, ``GRANT pg_maintain TO <login>``), and
 full ``pg_stat_statements`` text needs ``pg_read_all_stats``, which the NOLOGIN
-``service_role`` lacks. Objects we may not maintain are reported as skipped. The
-bookkeeping (run row, events, ``ops.index_builds``, slow-query reports) is written on
-a second connection under ``settings.database_role``, like every worker write.
+``service_role`` lacks. Objects we may not maintain are reported as skipped, with why.
+The bookkeeping (run row, events, ``ops.index_builds``, slow-query reports) is written
+on a second connection under ``settings.database_role``, like every worker write.
+
+**Older servers.** The run first reads what the server can do
+(:mod:`worker.maintenance.capabilities`: version, MAINTAIN, pg_stat_statements,
+pgvector) and every phase adapts to it: ownership decides before PostgreSQL 17, the
+slow-query view's columns are chosen from the catalog, and a missing or unloaded
+pg_stat_statements skips the report with the reason (``slow_query_source``). None of
+these makes a run ``partial`` or ``failed``; the report and the logs say what was left out.
 
 **Single flight.** The dedicated connection holds ``pg_try_advisory_lock
 (MAINTENANCE_LOCK_KEY)`` (``worker.db.locks``) for the pass; a pass that cannot get it logs
@@ -43,8 +50,10 @@ import structlog
 from worker.core.settings import Settings
 from worker.db.pool import connect
 from worker.db.queries import Q
-from worker.maintenance import analyze, reindex, slow_queries
+from worker.maintenance import analyze, capabilities, reindex, slow_queries
+from worker.maintenance.capabilities import Access, Capabilities
 from worker.maintenance.report import ActionRecord, MaintenanceReport, Recorder
+from worker.maintenance.slow_queries import Source as SlowQuerySource
 
 log = structlog.get_logger(__name__)
 
@@ -64,11 +73,26 @@ def session_settings(settings: Settings) -> dict[str, str]:
 class _Run:
     """The phases of a run that holds the lock."""
 
-    def __init__(self, settings: Settings, maint: asyncpg.Connection, rec: Recorder) -> None:
+    def __init__(
+        self, settings: Settings, maint: asyncpg.Connection, rec: Recorder, caps: Capabilities
+    ) -> None:
         self.settings = settings
         self.maint = maint
         self.rec = rec
         self.report = rec.report
+        self.caps = caps
+        self.denied: dict[str, list[str]] = {}  # why (in words) -> what it left out
+
+    def deny(self, action: ActionRecord, access: Access) -> None:
+        """Skip an action the login role may not do; the warnings summarize them."""
+        action.status, action.reason = "skipped", access.reason
+        action.details["why"] = access.why
+        self.denied.setdefault(access.why or "", []).append(f"{action.kind} {action.target}")
+
+    def summarize_denied(self) -> None:
+        for why, what in self.denied.items():
+            shown = ", ".join(what[:5]) + (f" and {len(what) - 5} more" if len(what) > 5 else "")
+            self.report.warnings.append(f"skipped {len(what)} action(s) ({shown}): {why}")
 
     async def act(self, action: ActionRecord, work: Callable[[], Awaitable[Any]] | None) -> None:
         """Time ``work`` (not run in a dry run), record the outcome; never raises."""
@@ -107,10 +131,12 @@ class _Run:
             )
             if idx.build_in_progress:
                 action.status, action.reason = "skipped", "build_in_progress"
+            elif not idx.owned:
+                self.deny(action, Access(False, "not_owner", capabilities.DROP_NEEDS_OWNER))
             await self.act(action, partial(reindex.drop_invalid, self.maint, idx))
 
     async def analyze(self, force: bool) -> None:
-        decisions = await analyze.plan(self.maint, self.settings, force=force)
+        decisions = await analyze.plan(self.maint, self.settings, self.caps, force=force)
         self.report.tables_considered = len(decisions)
         for d in decisions:
             if d.reason is None:
@@ -126,14 +152,15 @@ class _Run:
                     "threshold": d.threshold,
                 },
             )
-            if not s.can_maintain:
-                action.status, action.reason = "skipped", "no_maintain_privilege"
+            if not s.access.allowed:
+                self.deny(action, s.access)
             await self.act(action, partial(analyze.analyze_table, self.maint, s))
 
     async def reindex(self) -> None:
-        decisions, chosen = await reindex.plan(self.maint, self.settings)
+        decisions, chosen = await reindex.plan(self.maint, self.settings, self.caps)
+        denied = [d for d in decisions if d.action == "rebuild" and not d.index.access.allowed]
         for d in decisions:
-            deferred = d.action == "rebuild" and d not in chosen
+            deferred = d.action == "rebuild" and d not in chosen and d not in denied
             self.report.indexes.append(reindex.describe(d, deferred))
             if d.action == "baseline":
                 rows = d.index.live_rows
@@ -146,7 +173,7 @@ class _Run:
                     ),
                     partial(reindex.record_build, self.rec.conn, d.index, rows, "baseline", None),
                 )
-        for d in chosen:
+        for d in chosen + denied:
             idx = d.index
             action = ActionRecord(
                 "reindex",
@@ -161,8 +188,8 @@ class _Run:
                     "pages_before": idx.pages,
                 },
             )
-            if not idx.can_maintain:
-                action.status, action.reason = "skipped", "no_maintain_privilege"
+            if not idx.access.allowed:
+                self.deny(action, idx.access)
 
             async def work(d: reindex.ReindexDecision = d) -> None:
                 begin = time.monotonic()
@@ -173,40 +200,56 @@ class _Run:
             await self.act(action, work)
 
     async def slow_queries(self) -> None:
-        schema = await slow_queries.extension_schema(self.maint)
-        if schema is None:
-            self.report.warnings.append(
-                f"pg_stat_statements is not installed: {slow_queries.ENABLE_HINT}"
-            )
-            log.warning("maintenance.pg_stat_statements_missing", hint=slow_queries.ENABLE_HINT)
-            await self.act(
-                ActionRecord(
-                    "slow_queries",
-                    "pg_stat_statements",
-                    status="skipped",
-                    reason="extension_missing",
-                ),
-                None,
-            )
+        found = await slow_queries.resolve(self.maint, self.caps)
+        if not found.available:
+            await self.act(self.no_slow_queries(found), None)
             return
-        action = ActionRecord("slow_queries", "pg_stat_statements")
+        self.report.slow_query_source = found.to_dict()
+        action = ActionRecord(
+            "slow_queries", "pg_stat_statements", details={"columns": found.columns}
+        )
 
         async def work() -> None:
-            self.report.slow_queries = await slow_queries.scan(
-                self.maint,
-                self.rec.conn,
-                schema,
-                self.rec.run_id,
-                self.settings,
-                store_report=not self.report.dry_run,
+            try:
+                self.report.slow_queries = await slow_queries.scan(
+                    self.maint,
+                    self.rec.conn,
+                    found,
+                    self.rec.run_id,
+                    self.settings,
+                    store_report=not self.report.dry_run,
+                )
+            except slow_queries.NotLoaded:
+                # The role may not read shared_preload_libraries: the view told us instead.
+                skipped = self.no_slow_queries(slow_queries.not_preloaded(self.caps))
+                action.status, action.reason = skipped.status, skipped.reason
+                action.details = skipped.details
+                return
+            action.details.update(
+                entries=len(self.report.slow_queries),
+                regressions=sum(q.regression for q in self.report.slow_queries),
             )
-            action.details = {
-                "entries": len(self.report.slow_queries),
-                "regressions": sum(q.regression for q in self.report.slow_queries),
-            }
 
         # The scan is read-only, so it runs in a dry run too (only storing is skipped).
         await self.act(action, work)
+
+    def no_slow_queries(self, found: SlowQuerySource) -> ActionRecord:
+        """The report cannot be made here: say why and how to enable it (not a failure)."""
+        self.report.slow_query_source = found.to_dict()
+        self.report.warnings.append(f"no slow-query report: {found.explanation}; {found.hint}")
+        event = (
+            "maintenance.pg_stat_statements_missing"
+            if found.reason == "extension_missing"
+            else "maintenance.pg_stat_statements_unavailable"
+        )
+        log.warning(event, reason=found.reason, explanation=found.explanation, hint=found.hint)
+        return ActionRecord(
+            "slow_queries",
+            "pg_stat_statements",
+            status="skipped",
+            reason=found.reason,
+            details={"why": found.explanation, "hint": found.hint},
+        )
 
 
 async def run_maintenance(
@@ -265,7 +308,11 @@ async def _locked_run(
     gucs = session_settings(settings)
     for name, value in gucs.items():
         await maint.fetchval(Q.maintenance_set_config, name, value)
-    report.run_id = await rec.start("running", {"session": gucs, "force_analyze": force_analyze})
+    caps = await capabilities.detect(maint)
+    report.server = caps.to_dict()
+    report.run_id = await rec.start(
+        "running", {"session": gucs, "force_analyze": force_analyze, "server": report.server}
+    )
     log.info(
         "maintenance.started",
         run_id=str(report.run_id),
@@ -274,12 +321,14 @@ async def _locked_run(
         force_analyze=force_analyze,
         **gucs,
     )
-    run = _Run(settings, maint, rec)
+    log.info("maintenance.capabilities", run_id=str(report.run_id), **report.server)
+    run = _Run(settings, maint, rec, caps)
     try:
         await run.drop_invalid()
         await run.analyze(force_analyze)
         await run.reindex()
         await run.slow_queries()
+        run.summarize_denied()
     except ERRORS as exc:
         report.status, report.error = "failed", f"{type(exc).__name__}: {exc}"
         log.error("maintenance.failed", run_id=str(report.run_id), error=report.error)

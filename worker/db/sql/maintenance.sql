@@ -18,16 +18,47 @@ SELECT pg_advisory_unlock(@MAINTENANCE_LOCK_KEY@);
 -- A session setting (GUC) of the dedicated connection, for the run: $1 name, $2 value.
 SELECT set_config($1, $2, false);
 
+-- name: maintenance_capabilities
+-- What the server offers, read once per run (worker/maintenance/capabilities.py): its
+-- version, the login role, pgvector's version, and pg_stat_statements: on the server at
+-- all, installed here (version, schema), preloaded. pg_settings hides
+-- shared_preload_libraries from roles without pg_read_all_settings: NULL, "unknown".
+SELECT current_setting('server_version_num')::int AS server_version_num,
+       current_setting('server_version')           AS server_version,
+       r.rolname                                    AS login_role,
+       r.rolsuper                                   AS superuser,
+       (SELECT extversion FROM pg_extension WHERE extname = 'vector') AS pgvector_version,
+       EXISTS (SELECT 1 FROM pg_available_extensions
+               WHERE name = 'pg_stat_statements')   AS pgss_available,
+       e.extversion                                 AS pgss_version,
+       n.nspname                                    AS pgss_schema,
+       (SELECT setting FROM pg_settings
+        WHERE name = 'shared_preload_libraries')    AS preload_libraries
+FROM pg_roles r
+LEFT JOIN pg_extension e ON e.extname = 'pg_stat_statements'
+LEFT JOIN pg_namespace n ON n.oid = e.extnamespace
+WHERE r.rolname = current_user;
+
 -- name: analyze_table_stats
 -- Counters are per table; they live in shared memory and survive until a stats reset.
+-- Who may ANALYZE (capabilities.analyze_access): has_maintain only when the server knows
+-- MAINTAIN ($2, PostgreSQL 17+; before, naming it is an error, and CASE never evaluates
+-- it), ownership of the table or the database otherwise (pg_has_role: the owner's
+-- privileges, as the server checks them; true for a superuser), and USAGE on the schema
+-- (without it the table cannot be named).
 SELECT s.schemaname,
        s.relname,
        quote_ident(s.schemaname) || '.' || quote_ident(s.relname) AS qualified,
        s.n_live_tup,
        s.n_mod_since_analyze,
        greatest(s.last_analyze, s.last_autoanalyze) AS last_analyzed,
-       has_table_privilege(s.relid, 'MAINTAIN') AS can_maintain
+       CASE WHEN $2::bool THEN has_table_privilege(s.relid, 'MAINTAIN') END AS has_maintain,
+       pg_has_role(c.relowner, 'USAGE') AS owns_table,
+       pg_has_role(d.datdba, 'USAGE') AS owns_database,
+       has_schema_privilege(c.relnamespace, 'USAGE') AS schema_usage
 FROM pg_stat_user_tables s
+JOIN pg_class c ON c.oid = s.relid
+CROSS JOIN (SELECT datdba FROM pg_database WHERE datname = current_database()) d
 WHERE s.schemaname = ANY($1::text[])
 ORDER BY s.schemaname, s.relname;
 
@@ -39,7 +70,9 @@ ANALYZE {table};
 -- name: reindex_vector_indexes
 -- Valid HNSW/IVFFlat indexes of the project's schemas ($1) with what the policy needs:
 -- size in pages, the table's live/dead rows (reltuples when the counters are empty), the
--- indexed column's type and the index options (m) for the expected-size estimate.
+-- indexed column's type and the index options (m) for the expected-size estimate. Who may
+-- REINDEX (capabilities.reindex_access): MAINTAIN when the server knows it ($2, 17+),
+-- ownership of the table before (an index's owner is its table's).
 SELECT n.nspname                                             AS schema,
        ic.relname                                            AS index,
        quote_ident(n.nspname) || '.' || quote_ident(ic.relname) AS qualified,
@@ -51,7 +84,9 @@ SELECT n.nspname                                             AS schema,
        greatest(tc.reltuples, 0)::bigint                     AS reltuples,
        format_type(a.atttypid, a.atttypmod)                  AS column_type,
        ic.reloptions                                         AS reloptions,
-       has_table_privilege(tc.oid, 'MAINTAIN')               AS can_maintain
+       CASE WHEN $2::bool THEN has_table_privilege(tc.oid, 'MAINTAIN') END AS has_maintain,
+       pg_has_role(tc.relowner, 'USAGE')                     AS owns_table,
+       has_schema_privilege(tc.relnamespace, 'USAGE')        AS schema_usage
 FROM pg_index i
 JOIN pg_class ic ON ic.oid = i.indexrelid
 JOIN pg_namespace n ON n.oid = ic.relnamespace
@@ -68,13 +103,15 @@ ORDER BY n.nspname, ic.relname;
 -- name: reindex_invalid_indexes
 -- INVALID indexes of the project's schemas ($1): leftovers of interrupted concurrent
 -- builds, unless their table has an index build in progress (someone's running
--- CREATE INDEX CONCURRENTLY: left alone).
+-- CREATE INDEX CONCURRENTLY: left alone). DROP needs ownership of the table (MAINTAIN
+-- does not grant it), on every version.
 SELECT n.nspname || '.' || ic.relname                        AS name,
        quote_ident(n.nspname) || '.' || quote_ident(ic.relname) AS qualified,
        tn.nspname || '.' || tc.relname                       AS table_name,
        pg_relation_size(ic.oid)                              AS bytes,
        EXISTS (SELECT 1 FROM pg_stat_progress_create_index p
-               WHERE p.relid = i.indrelid)                   AS build_in_progress
+               WHERE p.relid = i.indrelid)                   AS build_in_progress,
+       pg_has_role(tc.relowner, 'USAGE')                     AS owns_table
 FROM pg_index i
 JOIN pg_class ic ON ic.oid = i.indexrelid
 JOIN pg_namespace n ON n.oid = ic.relnamespace
@@ -107,37 +144,45 @@ REINDEX INDEX CONCURRENTLY {index};
 -- {index}: reindex_invalid_indexes' qualified (quoted). Does not block writes.
 DROP INDEX CONCURRENTLY IF EXISTS {index};
 
--- name: slow_extension_schema
--- Schema of pg_stat_statements in this database; no row when it is not installed.
-SELECT n.nspname
-FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
-WHERE e.extname = 'pg_stat_statements';
+-- name: slow_statement_columns
+-- The columns of the pg_stat_statements view in schema $1: they differ by extension version
+-- (mean_time/total_time before 1.8; blk_read_time until 1.10, shared_blk_read_time and
+-- stats_since from 1.11, PostgreSQL 17), so slow_queries.choose_columns picks by name.
+SELECT a.attname
+FROM pg_attribute a
+WHERE a.attrelid = to_regclass(quote_ident($1) || '.pg_stat_statements')
+  AND a.attnum > 0 AND NOT a.attisdropped;
 
 -- name: slow_top_statements
--- {schema} is the extension's schema from the catalog, quoted with quote_ident.
--- Statements of this database with a mean of at least $1 ms, the $2 slowest by mean, text
--- cut to $3 characters; the maintenance run's own statements (slow by nature, reported as
--- actions anyway) are left out.
-SELECT s.queryid,
-       left(s.query, $3)                                   AS query,
-       s.calls,
-       s.mean_exec_time                                    AS mean_ms,
-       s.total_exec_time                                   AS total_ms,
-       s.rows,
-       CASE WHEN s.shared_blks_hit + s.shared_blks_read > 0
-            THEN s.shared_blks_hit::float8 / (s.shared_blks_hit + s.shared_blks_read)
-       END                                                 AS hit_ratio
-FROM {schema}.pg_stat_statements s
-WHERE s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
-  AND s.mean_exec_time >= $1
-  AND s.query !~* '^\s*(analyze|reindex|vacuum|drop\s+index)\M'
-ORDER BY s.mean_exec_time DESC
+-- {schema} is the extension's schema from the catalog, quoted with quote_ident; {mean},
+-- {total}, {read_time} and {stats_since} are column names of that view (unqualified: it is
+-- the only relation in scope) from slow_queries.COLUMNS, chosen by slow_statement_columns,
+-- or NULL where this version has none. Statements of this database with a mean of at least $1 ms, the $2 slowest by mean,
+-- text cut to $3 characters; the maintenance run's own statements (slow by nature,
+-- reported as actions anyway) are left out. read_time_ms needs track_io_timing.
+SELECT *
+FROM (SELECT s.queryid,
+             left(s.query, $3)                                   AS query,
+             s.calls,
+             {mean}::float8                                      AS mean_ms,
+             {total}::float8                                     AS total_ms,
+             s.rows,
+             CASE WHEN s.shared_blks_hit + s.shared_blks_read > 0
+                  THEN s.shared_blks_hit::float8 / (s.shared_blks_hit + s.shared_blks_read)
+             END                                                 AS hit_ratio,
+             {read_time}::float8                                 AS read_time_ms,
+             {stats_since}::timestamptz                          AS stats_since
+      FROM {schema}.pg_stat_statements s
+      WHERE s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+        AND s.query !~* '^\s*(analyze|reindex|vacuum|drop\s+index)\M') s
+WHERE s.mean_ms >= $1
+ORDER BY s.mean_ms DESC
 LIMIT $2;
 
 -- name: slow_previous_entries
 -- Latest earlier report entry per queryid ($1), from a run other than $2 (dry runs
 -- excluded: never stored).
-SELECT DISTINCT ON (r.queryid) r.queryid, r.calls, r.mean_ms, r.total_ms
+SELECT DISTINCT ON (r.queryid) r.queryid, r.calls, r.mean_ms, r.total_ms, r.captured_at
 FROM ops.slow_query_reports r
 JOIN ops.maintenance_runs m ON m.id = r.run_id
 WHERE r.queryid = ANY($1::bigint[]) AND r.run_id <> $2 AND NOT m.dry_run
