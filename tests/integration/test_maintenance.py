@@ -421,6 +421,14 @@ async def test_slow_queries_reported_and_regression_flagged(db: str) -> None:
         assert entry.calls == 3 and 195 <= entry.mean_ms < 400
         assert entry.total_ms == pytest.approx(entry.mean_ms * 3)
         assert entry.rows == 3 and not entry.regression and entry.previous_mean_ms is None
+        # PostgreSQL 18's view: the 17+ column names, chosen from the catalog.
+        assert first.slow_query_source["columns"] == {
+            "mean": "mean_exec_time",
+            "total": "total_exec_time",
+            "read_time": "shared_blk_read_time",
+            "stats_since": "stats_since",
+        }
+        assert entry.stats_since is not None and entry.read_time_ms is not None
         events = [e for e in logs if e["event"] == "maintenance.slow_query"]
         assert any(e["queryid"] == entry.queryid and e["calls"] == 3 for e in events)
 
@@ -459,6 +467,37 @@ async def test_missing_pg_stat_statements_warns_and_run_completes(db: str) -> No
     assert "shared_preload_libraries" in warnings[0]["hint"]
     assert "CREATE EXTENSION pg_stat_statements" in warnings[0]["hint"]
     assert report.actions_of("slow_queries", "skipped")[0].reason == "extension_missing"
+    source = report.to_dict()["slow_query_source"]
+    assert source["available"] is False and source["reason"] == "extension_missing"
+    assert source["explanation"] == "pg_stat_statements is not installed in this database"
+    assert report.server["pg_stat_statements_available"] is True
+    assert any(w.startswith("no slow-query report") for w in report.warnings)
+
+
+async def test_an_entry_reset_since_the_last_report_is_judged_on_its_own(db: str) -> None:
+    """Counters reset for one statement, then a few more calls than before, a little
+    slower (150 -> 200 ms, under the 1.5 factor): the totals alone read as 300 ms a call
+    ((total - total_then) / (calls - calls_then)), a regression; stats_since (17+) shows
+    the entry restarted, so its own mean is compared."""
+    settings = make_settings(slow_query_min_mean_ms=100.0, slow_query_regression_factor=1.5)
+    conn = await asyncpg.connect(db)
+    try:
+        for _ in range(2):
+            await conn.fetchval("SELECT pg_sleep($1)", 0.15)
+        first = await run_maintenance(settings, db)
+        [entry] = [q for q in first.slow_queries if "pg_sleep" in q.query]
+        await conn.execute("SELECT pg_stat_statements_reset(queryid => $1)", entry.queryid)
+        for _ in range(3):
+            await conn.fetchval("SELECT pg_sleep($1)", 0.2)
+        second = await run_maintenance(settings, db)
+        again = next(q for q in second.slow_queries if q.queryid == entry.queryid)
+        assert again.calls == 3 and again.total_ms > entry.total_ms
+        assert again.stats_since is not None and entry.stats_since is not None
+        assert again.stats_since > entry.stats_since
+        assert again.mean_ms < 1.5 * entry.mean_ms
+        assert not again.regression and again.interval_mean_ms is None
+    finally:
+        await conn.close()
 
 
 async def test_two_concurrent_runs_exactly_one_works(db: str) -> None:
