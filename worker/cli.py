@@ -223,7 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         code = 130
     if args.command not in ("status", "search"):
-        console.print(
+        # (--json: stdout is the JSON document and nothing else; the timing goes to stderr)
+        out = err_console if getattr(args, "json", False) else console
+        out.print(
             f"[dim]{args.command} finished in {time.perf_counter() - started:.1f}s[/]",
             highlight=False,
         )

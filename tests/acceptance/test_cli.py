@@ -122,6 +122,6 @@ def test_migrate_on_embedded_defaults_starts_and_stops_the_server(tmp_path: Path
 def test_maintenance_cli_dry_run_reports_json(migrated_dsn: str) -> None:
     result = cli("maintenance", "--dry-run", "--json", env={"DATABASE_URL": migrated_dsn})
     assert result.returncode == 0, result.stdout + result.stderr
-    report = json.loads(result.stdout.splitlines()[0])
+    report = json.loads(result.stdout)  # the whole of stdout: JSON and nothing else
     assert report["dry_run"] is True and report["trigger"] == "manual"
     assert report["status"] in ("succeeded", "skipped")

@@ -157,7 +157,7 @@ def test_maintenance_cli_succeeds_on_16_and_says_what_it_left_out(
         timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    report = json.loads(result.stdout.splitlines()[0])
+    report = json.loads(result.stdout)  # the whole of stdout: JSON and nothing else
     assert report["status"] == "succeeded", report
     server = report["server"]
     assert server["server_version_num"] // 10000 == 16 and server["superuser"]

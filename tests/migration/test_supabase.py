@@ -180,3 +180,34 @@ async def test_the_demo_ingests_and_searches_under_service_role(
         fetch=True,
     )
     assert row["n"] == 6
+
+
+def test_maintenance_succeeds_as_postgres(project: SupabaseShaped) -> None:
+    """``cos-worker maintenance --json`` as the project's ``postgres`` (not a superuser):
+    it owns the tables it migrated, so everything due is analyzed; its output is JSON and
+    nothing else."""
+    import json
+    import os
+    import sys
+
+    asyncio.run(Migrator(project.dsn()).up())
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DATABASE_URL", "REDIS_URL", "OPENAI_API_KEY", "OPENAI_BASE_URL")
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "worker.cli", "maintenance", "--json", "--force-analyze"],
+        cwd=REPO_ROOT,
+        env={**env, "DATABASE_URL": project.dsn()},
+        text=True,
+        capture_output=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(result.stdout)
+    assert report["status"] == "succeeded", report
+    assert not report["server"]["superuser"]
+    analyzed = [a for a in report["actions"] if a["kind"] == "analyze"]
+    assert analyzed and {a["status"] for a in analyzed} == {"done"}
+    assert not [a for a in report["actions"] if a["status"] == "failed"]
