@@ -239,3 +239,14 @@ def test_hostile_bodies_finish_with_bounded_work(body: str) -> None:
     """Each is linear in its size; a backtracking regex would not finish in the timeout."""
     reply = split_reply(body)
     assert reply.new and sum(s.end - s.start for s in reply.segments) == len(body)
+
+
+def test_thread_corpus_embeds_at_least_60_percent_fewer_tokens_from_5_messages() -> None:
+    """The issue's target, on the generated corpus (``python -m bench.threads`` prints it)."""
+    from bench.threads import measure
+
+    rows = measure(lambda body: split_reply(body).new, per_length=2)
+    big = [r for n, r in rows.items() if n >= 5]
+    whole, new = sum(r[0] for r in big), sum(r[1] for r in big)
+    assert new <= 0.4 * whole
+    assert all(r[2] == 1.0 for r in rows.values())  # every message's own sentences kept
