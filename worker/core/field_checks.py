@@ -84,6 +84,20 @@ def to_utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
+def media_type(value: Any) -> Any:
+    """``text/html; charset=utf-8`` -> ``text/html`` (lower-cased, parameters dropped: the
+    body arrives decoded); anything but text/plain or text/html is refused."""
+    if not isinstance(value, str):
+        return value  # pydantic reports the type error
+    mime = value.split(";", 1)[0].strip().lower()
+    if mime not in BODY_MEDIA_TYPES:
+        shown = mime[:64]
+        raise ValueError(f"must be one of {', '.join(BODY_MEDIA_TYPES)} (got {shown!r})")
+    return mime
+
+
+BODY_MEDIA_TYPES = ("text/plain", "text/html")
+
 Text = Annotated[str, BeforeValidator(pre_clean)]
 LongText = Annotated[str, BeforeValidator(pre_clean), AfterValidator(check_size)]
 Identifier = Annotated[str, BeforeValidator(pre_clean), AfterValidator(check_id)]
@@ -91,6 +105,7 @@ ShortText = Annotated[str, BeforeValidator(pre_clean), Field(max_length=MAX_ID_C
 HttpUrl = Annotated[str, BeforeValidator(pre_clean), AfterValidator(check_url)]
 UtcDatetime = Annotated[datetime, AfterValidator(to_utc)]
 ContentFormat = Literal["vtt", "srt", "plain"]
+BodyMediaType = Annotated[str, BeforeValidator(pre_clean), BeforeValidator(media_type)]
 
 
 def json_depth(value: Any) -> int:

@@ -42,6 +42,7 @@ from pydantic_core import PydanticCustomError
 from worker.core.field_checks import (
     MAX_METADATA_DEPTH,
     MAX_TEXT_CHARS,
+    BodyMediaType,
     ContentFormat,
     HttpUrl,
     Identifier,
@@ -186,7 +187,14 @@ def _segments_size(segments: list[Segment] | None) -> None:
 
 
 class CommunicationPayload(_Payload):
-    """An e-mail, chat message, SMS, call note... Exactly one of ``body``/``content_url``."""
+    """An e-mail, chat message, SMS, call note... Exactly one of ``body``/``body_html``/
+    ``content_url``.
+
+    ``content_type`` (``text/plain`` | ``text/html``) says what ``body`` or the fetched
+    content is; without it a ``body`` that clearly is HTML (``worker.text.html.
+    looks_like_html``) and a fetch answered ``text/html`` are converted. The text embedded
+    is the converted one; the body stored is the one received.
+    """
 
     kind: Literal["communication"] = "communication"
     channel: Literal["email", "chat", "sms", "voice", "social", "other"]
@@ -196,12 +204,28 @@ class CommunicationPayload(_Payload):
     recipients: list[Recipient] = Field(default_factory=list, max_length=MAX_LIST_ITEMS)
     sent_at: UtcDatetime | None = None
     body: LongText | None = None
+    body_html: LongText | None = None
     content_url: HttpUrl | None = None
+    content_type: BodyMediaType | None = None
 
     @model_validator(mode="after")
     def _content(self) -> CommunicationPayload:
-        one_of(self, ("body", "content_url"))
+        one_of(self, ("body", "body_html", "content_url"))
+        if self.body_html is not None and self.content_type == "text/plain":
+            raise PydanticCustomError(
+                "content_type",
+                "must not be text/plain with body_html (it is HTML by name)",
+                {"field": "content_type"},
+            )
         return self
+
+    @property
+    def html(self) -> bool | None:
+        """True when the content is HTML by the payload's word, False when it says plain
+        text, None when the content decides (detection / the response's type)."""
+        if self.body_html is not None or self.content_type == "text/html":
+            return True
+        return False if self.content_type == "text/plain" else None
 
 
 class TranscriptPayload(_Payload):
@@ -328,8 +352,16 @@ def parse_payload(data: Any) -> AnyPayload:
 # --- identities -------------------------------------------------------------------------
 
 
+#: Fields added after schema 1 shipped: left out of the hash while unset, so the job ids of
+#: payloads that do not use them stay what they were.
+_LATER_FIELDS = ("body_html", "content_type")
+
+
 def _canonical(payload: BaseModel) -> bytes:
     data = payload.model_dump(mode="json", exclude={"schema_version"})
+    for name in _LATER_FIELDS:
+        if name in data and data[name] is None:
+            del data[name]
     return json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
 
 

@@ -155,9 +155,10 @@ class FetchedText:
     """A fetched body, decoded piece by piece as it arrived (never joined unless asked):
     a large transcript is held once, and released piece by piece as it is parsed."""
 
-    def __init__(self, parts: deque[str], nbytes: int) -> None:
+    def __init__(self, parts: deque[str], nbytes: int, media_type: str | None = None) -> None:
         self.parts = parts
         self.nbytes = nbytes
+        self.media_type = media_type  # the response's Content-Type, lower-cased, no parameters
 
     def head(self, chars: int) -> str:
         """The first ``chars`` characters (at most)."""
@@ -205,7 +206,8 @@ async def _read(response: httpx.Response, max_bytes: int) -> FetchedText:
             parts.append(text)
     if text := decoder.decode(b"", final=True):
         parts.append(text)
-    return FetchedText(parts, total)
+    declared_type = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    return FetchedText(parts, total, declared_type or None)
 
 
 async def _fetch(url: str, settings: Settings, client: httpx.AsyncClient) -> FetchedText:

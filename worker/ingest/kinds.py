@@ -154,7 +154,8 @@ class CommunicationKind(Kind):
         vector, fresh = await embedder.communication(payload, chunks, embedded_hash, job.flow)
         extra = _embedded(job, chunks, fresh, embedder.model)
         model = embedder.model if vector is not None else None
-        body = pulled.text or ""
+        # Stored as received (an HTML body stays HTML); chunked and embedded: pulled.text.
+        body = pulled.received if pulled.received is not None else (pulled.text or "")
         return CommWrite(
             job.ref,
             payload,

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 
 from worker.core.payloads import CommunicationPayload, MediaPayload, Segment, TranscriptPayload
 from worker.core.settings import Settings
-from worker.ingest.fetch import fetch_parts, fetch_text
+from worker.ingest.fetch import fetch_parts
 from worker.text.chunking import Chunk, chunk_communication, chunk_segments, chunk_text
+from worker.text.html import html_to_text, looks_like_html
 from worker.text.transcripts import parse_transcript
 
 
@@ -38,8 +39,9 @@ class Pulled:
 
     text: str | None  # communications, media extracted text, plain transcripts
     segments: list[Segment] | LazySegments | None  # timed transcript / media segments
-    fmt: str  # "body" | "segments" | "text" | "vtt" | "srt" | "plain"
+    fmt: str  # "body" | "html" | "segments" | "text" | "vtt" | "srt" | "plain"
     fetched_bytes: int = 0
+    received: str | None = None  # a communication's body as received, when text differs
 
     @property
     def size(self) -> int:
@@ -51,10 +53,6 @@ class Pulled:
         return sum(len(s.text) for s in self.segments or ())
 
 
-def _byte_size(text: str) -> int:
-    return len(text) if text.isascii() else len(text.encode())  # no 2nd copy when ASCII
-
-
 async def pull(
     payload: CommunicationPayload | TranscriptPayload | MediaPayload, settings: Settings
 ) -> Pulled:
@@ -62,9 +60,14 @@ async def pull(
     url = payload.content_url
     if isinstance(payload, CommunicationPayload):
         if url:
-            body = await fetch_text(url, settings)
-            return Pulled(body, None, "body", _byte_size(body))
-        return Pulled(payload.body or "", None, "body")
+            fetched = await fetch_parts(url, settings)
+            html = payload.html
+            if html is None and fetched.media_type == "text/html":
+                html = True
+            return _communication(fetched.text(), html, fetched.nbytes)
+        if payload.body_html is not None:
+            return _communication(payload.body_html, True)
+        return _communication(payload.body or "", payload.html)
     if payload.segments is not None:
         return Pulled(None, list(payload.segments), "segments")
     if isinstance(payload, MediaPayload) and payload.text is not None:
@@ -82,6 +85,16 @@ async def pull(
     return Pulled(None, segments, detected, fetched.nbytes)
 
 
+def _communication(body: str, html: bool | None, fetched_bytes: int = 0) -> Pulled:
+    """A communication's body: HTML (said so, or detected when nothing was said) becomes
+    its visible text for chunking and embedding; the received body is kept for storage."""
+    if html is None:
+        html = looks_like_html(body)
+    if not html:
+        return Pulled(body, None, "body", fetched_bytes)
+    return Pulled(html_to_text(body), None, "html", fetched_bytes, received=body)
+
+
 def _detect(raw: str) -> str:
     head = raw.lstrip("\ufeff")[:4096]
     if head.startswith("WEBVTT"):
@@ -93,7 +106,7 @@ def iter_chunks(pulled: Pulled, settings: Settings, subject: str | None = None) 
     """Token-aware chunks of the pulled content (speaker turns and time ranges kept),
     produced lazily (a communication's are computed at once: it is one short text)."""
     target, overlap = settings.chunk_tokens, settings.chunk_overlap_tokens
-    if pulled.fmt == "body":
+    if pulled.fmt in ("body", "html"):
         return iter(chunk_communication(subject, pulled.text or "", target, overlap))
     if pulled.segments is not None:
         return chunk_segments(pulled.segments, target, overlap)
