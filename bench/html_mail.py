@@ -116,7 +116,14 @@ def _trafilatura(html: str) -> str:
     return trafilatura.extract(html, include_links=False, favor_recall=True) or ""
 
 
+def _worker(html: str) -> str:
+    from worker.text.html import html_to_text
+
+    return html_to_text(html)
+
+
 LIBS: dict[str, Callable[[str], str]] = {
+    "worker.text.html": _worker,
     "inscriptis": _inscriptis,
     "selectolax": _selectolax,
     "html2text": _html2text,
