@@ -16,6 +16,7 @@ from worker.core.settings import Settings
 from worker.ingest.fetch import fetch_parts
 from worker.text.chunking import Chunk, chunk_communication, chunk_segments, chunk_text
 from worker.text.html import html_to_text, looks_like_html
+from worker.text.quotes import split_reply
 from worker.text.transcripts import parse_transcript
 
 
@@ -87,12 +88,15 @@ async def pull(
 
 def _communication(body: str, html: bool | None, fetched_bytes: int = 0) -> Pulled:
     """A communication's body: HTML (said so, or detected when nothing was said) becomes
-    its visible text for chunking and embedding; the received body is kept for storage."""
+    its visible text, and of that only what the message says new (``split_reply``: not the
+    quoted history a reply carries again, not the signature) is chunked and embedded; the
+    body as received is kept for storage and full-text search."""
     if html is None:
         html = looks_like_html(body)
-    if not html:
-        return Pulled(body, None, "body", fetched_bytes)
-    return Pulled(html_to_text(body), None, "html", fetched_bytes, received=body)
+    text = html_to_text(body) if html else body
+    new = split_reply(text).new
+    fmt = "html" if html else "body"
+    return Pulled(new, None, fmt, fetched_bytes, received=body if new != body else None)
 
 
 def _detect(raw: str) -> str:
