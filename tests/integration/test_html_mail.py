@@ -13,9 +13,13 @@ import pytest
 
 from bench.html_mail import newsletter
 from tests.integration.test_pipeline import enqueue_all
-from tests.support.harness import communication, db_fetch, new_workspace, run_worker_burst
-from worker.db.pool import create_pool
-from worker.db.search import search
+from tests.support.harness import (
+    communication,
+    db_fetch,
+    new_workspace,
+    run_worker_burst,
+    search_workspace,
+)
 from worker.text.html import html_to_text
 from worker.text.tokens import count_tokens
 
@@ -90,11 +94,7 @@ async def test_html_newsletter_embeds_its_visible_text_and_stores_the_html(
     )
     assert any('"html"' in str(e[0]) for e in events)
 
-    pool = await create_pool(settings, migrated_dsn, min_size=1, max_size=1)
-    try:
-        hits = await search(settings, pool, ws, FACT, limit=3)
-    finally:
-        await pool.close()
+    hits = await search_workspace(settings, migrated_dsn, ws, FACT)
     assert hits[0]["kind"] == "communication"
     assert hits[0]["content"].startswith("Quarterly newsletter\n")
 

@@ -7,9 +7,13 @@ from __future__ import annotations
 from typing import Any
 
 from tests.integration.test_pipeline import enqueue_all
-from tests.support.harness import communication, db_fetch, new_workspace, run_worker_burst
-from worker.db.pool import create_pool
-from worker.db.search import search
+from tests.support.harness import (
+    communication,
+    db_fetch,
+    new_workspace,
+    run_worker_burst,
+    search_workspace,
+)
 from worker.text.tokens import count_tokens
 
 FACT = "The Lisbon warehouse opens on the ninth of March with forty staff."
@@ -66,10 +70,6 @@ async def test_a_thread_embeds_what_each_message_says_new(
     )
     assert quoted_fact[0][0] == len(thread)  # full-text search still sees the whole bodies
 
-    pool = await create_pool(settings, migrated_dsn, min_size=1, max_size=1)
-    try:
-        hits = await search(settings, pool, ws, FACT, limit=3)
-    finally:
-        await pool.close()
+    hits = await search_workspace(settings, migrated_dsn, ws, FACT)
     assert hits[0]["kind"] == "communication"
     assert hits[0]["content"].startswith("Lisbon warehouse\n"), hits[0]["content"][:80]

@@ -136,3 +136,17 @@ def mutate(payload: dict[str, Any], **changes: Any) -> dict[str, Any]:
     out = copy.deepcopy(payload)
     out.update(changes)
     return out
+
+
+async def search_workspace(
+    settings: Settings, dsn: str, workspace_id: Any, text: str, limit: int = 3
+) -> list[dict[str, Any]]:
+    """``cos-worker search``'s query for ``text`` in one workspace, on a pool of its own."""
+    from worker.db.pool import create_pool
+    from worker.db.search import search
+
+    pool = await create_pool(settings, dsn, min_size=1, max_size=1)
+    try:
+        return await search(settings, pool, workspace_id, text, limit=limit)
+    finally:
+        await pool.close()
