@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import asyncpg
@@ -89,9 +90,7 @@ class Receiver:
         if pickup.finished:
             bound.info("job.noop", reason=f"already {pickup.status}")
             return {"status": "noop", "job_id": str(jid)}
-        ref = ledger.JobRef(
-            jid, payload.workspace_id, payload.kind, pickup.attempt, delivery.arq_job_id
-        )
+        ref = replace(ref, attempt=pickup.attempt)
         flow = Flow(
             self.expect,
             delivery.arrival or self.expect(),

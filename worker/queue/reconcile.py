@@ -125,7 +125,9 @@ async def _reconcile_one(
                 ]
             )
             if await job_alive(redis, arq_ids):
-                await _record_requeue(conn, ref, step, row, arq_id, "worker lost; job released")
+                await ledger.record_requeue(
+                    conn, ref, step, row["status"], arq_id, "worker lost; job released"
+                )
                 bound.info("reconcile.job_released", arq_job_id=arq_id)
                 return "requeued"
         if row["status"] == "running" and row["attempts"] >= settings.job_max_tries:
@@ -151,7 +153,7 @@ async def _reconcile_one(
         if job is None:
             # arq still holds a job or a result with this id: nothing to recover now.
             return "refused"
-        await _record_requeue(conn, ref, step, row, arq_id, "no live arq job")
+        await ledger.record_requeue(conn, ref, step, row["status"], arq_id, "no live arq job")
         bound.info("reconcile.job_requeued", arq_job_id=arq_id)
         return "requeued"
 
@@ -163,14 +165,3 @@ def _run_is_over(settings: Settings, row: asyncpg.Record) -> bool:
     the pipeline got to mark the row."""
     limit = settings.job_timeout_s + settings.reconcile_grace_s
     return (row["idle_s"] or 0.0) > limit
-
-
-async def _record_requeue(
-    conn: asyncpg.Connection,
-    ref: ledger.JobRef,
-    step: str,
-    row: asyncpg.Record,
-    arq_id: str,
-    reason: str,
-) -> None:
-    await ledger.record_requeue(conn, ref, step, row["status"], arq_id, reason)
