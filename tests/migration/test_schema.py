@@ -233,6 +233,7 @@ async def test_q7_migration_tracking(conn):
         ("001", "001_initial_schema"),
         ("002", "002_rls_policies"),
         ("003", "003_helpers_out_of_auth"),
+        ("004", "004_document_chunks"),
     ]
 
 
@@ -240,7 +241,7 @@ async def test_runner_applies_every_file(migrated_dsn):
     c = await asyncpg.connect(migrated_dsn)
     try:
         rows = await c.fetch("SELECT version, checksum FROM public.schema_migrations ORDER BY 1")
-        assert [r["version"] for r in rows] == ["001", "002", "003"]
+        assert [r["version"] for r in rows] == ["001", "002", "003", "004"]
         assert await c.fetchval("SELECT count(*) FROM pg_policies") >= 120
     finally:
         await c.close()
@@ -771,7 +772,7 @@ async def test_applying_twice_changes_nothing(pg, new_database):
     dsn = new_database()
     apply(pg, dsn, *UP)
     once = await snapshot(dsn)
-    apply(pg, dsn, UP[0], UP[0], UP[1], UP[1], UP[2], UP[0], UP[2])
+    apply(pg, dsn, UP[0], UP[0], UP[1], UP[1], UP[2], UP[0], UP[2], UP[3], UP[3])
     assert await snapshot(dsn) == once
     assert len(once["policies"]) >= 120
     assert len(once["indexes"]) >= 80
@@ -782,12 +783,20 @@ async def test_up_down_up_round_trip(pg, new_database):
     apply(pg, dsn, *UP)
     before = await snapshot(dsn)
 
-    apply(pg, dsn, DOWN[0])  # 003: only its row (002 creates the same layout now)
+    apply(pg, dsn, DOWN[0])  # 004: the chunk position column
+    after_004_down = await snapshot(dsn)
+    assert [r[0] for r in after_004_down["migrations"]] == ["001", "002", "003"]
+    assert ("media", "media_chunks", "metadata") not in {c[:3] for c in after_004_down["columns"]}
+    apply(pg, dsn, UP[3])
+    assert await snapshot(dsn) == before
+    apply(pg, dsn, DOWN[0])
+
+    apply(pg, dsn, DOWN[1])  # 003: only its row (002 creates the same layout now)
     after_003_down = await snapshot(dsn)
     assert [r[0] for r in after_003_down["migrations"]] == ["001", "002"]
     assert after_003_down["policies"] == before["policies"]
 
-    apply(pg, dsn, DOWN[1])
+    apply(pg, dsn, DOWN[2])
     after_002_down = await snapshot(dsn)
     assert after_002_down["policies"] == []
     assert not any(r[3] == "True" for r in after_002_down["relations"])  # RLS off
@@ -796,7 +805,7 @@ async def test_up_down_up_round_trip(pg, new_database):
     assert {r[0] for r in after_002_down["schemas"]} == {*SCHEMAS, "auth"}
     assert [r[0] for r in after_002_down["migrations"]] == ["001"]
 
-    apply(pg, dsn, DOWN[2])
+    apply(pg, dsn, DOWN[3])
     gone = await snapshot(dsn)
     assert {r[0] for r in gone["schemas"]} == {"auth"}
     assert gone["migrations"] == []
@@ -807,5 +816,5 @@ async def test_up_down_up_round_trip(pg, new_database):
     assert await snapshot(dsn) == before
 
     # and once more through 002 and 003 only
-    apply(pg, dsn, DOWN[0], DOWN[1], UP[1], UP[2])
+    apply(pg, dsn, DOWN[0], DOWN[1], DOWN[2], UP[1], UP[2], UP[3])
     assert await snapshot(dsn) == before

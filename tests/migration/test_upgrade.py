@@ -122,8 +122,9 @@ async def test_the_runner_moves_a_released_002_database_forward(
         "001": "applied",  # superseded, not drift
         "002": "applied",
         "003": "pending",
+        "004": "pending",
     }
-    assert await migrator.up() == ["003"]
+    assert await migrator.up() == ["003", "004"]
     assert await migrator.up() == []
     assert {s.state for s in await migrator.status()} == {"applied"}
     assert await _counts(dsn) == before
@@ -141,5 +142,6 @@ async def test_psql_moves_a_released_002_database_forward(pg, new_database) -> N
     before = await _counts(dsn)
     apply(pg, dsn, MIGRATIONS / "003_helpers_out_of_auth.sql")
     apply(pg, dsn, MIGRATIONS / "003_helpers_out_of_auth.sql")  # idempotent
+    apply(pg, dsn, MIGRATIONS / "004_document_chunks.sql")
     assert await _counts(dsn) == before
     await _assert_new_layout(dsn, fresh)
