@@ -4,8 +4,8 @@
 -- Documents (PDF, DOCX, PPTX, XLSX, HTML, Markdown) become media.assets with
 -- media.media_chunks, like recordings; a recording's chunk is placed by start_ms/end_ms,
 -- a document's by page, slide, sheet or heading. This migration gives media chunks a
--- metadata column for that position ({"page": 3}, {"pages": [3, 4]}, {"slide": 2},
--- {"sheet": "Q3"}, {"heading": "Pricing"}); existing rows get '{}'.
+-- metadata column that holds it: {"position": {"page": 3}}, and likewise {"pages": [3, 4]},
+-- {"slide": 2}, {"sheet": "Q3"}, {"heading": "Pricing"}; existing rows get '{}'.
 -- * media.media_chunks.metadata jsonb NOT NULL DEFAULT '{}' (a constant default: no
 --   table rewrite on PostgreSQL 11+).
 -- Idempotent. Plain SQL only.
@@ -27,7 +27,7 @@ CREATE TABLE IF NOT EXISTS public.schema_migrations (
 ALTER TABLE media.media_chunks
   ADD COLUMN IF NOT EXISTS metadata jsonb NOT NULL DEFAULT '{}';
 COMMENT ON COLUMN media.media_chunks.metadata IS
-  'Where the chunk is in its document: {"page": n} | {"pages": [first, last]} | {"slide": n} | {"sheet": name} | {"heading": text}';
+  'About the chunk; "position": where it is in its document ({"page": n}, {"pages": [first, last]}, {"slide": n}, {"sheet": name}, {"heading": text})';
 
 -- =============================================================================
 -- Record this migration

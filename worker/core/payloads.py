@@ -1,7 +1,7 @@
 """Versioned job payloads that connectors enqueue, and their validation.
 
 Every payload is a pydantic model with ``schema_version: Literal[1]`` and a ``kind``
-discriminator (``communication`` | ``transcript`` | ``media``). Payloads arrive from Redis
+discriminator (``communication`` | ``transcript`` | ``media`` | ``email``). Payloads arrive from Redis
 written by other services, so nothing about them is trusted:
 
 * :func:`parse_payload` turns *any* input into a model or a :class:`PayloadError` naming the
@@ -22,6 +22,8 @@ content yields the same job id (arq de-duplicates it), any change yields a new o
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
 import re
@@ -163,6 +165,12 @@ class _Payload(_Model):
     external_id: Identifier
     metadata: dict[str, Any] = Field(default_factory=dict)
 
+    @property
+    def item_kind(self) -> str:
+        """The kind of item this payload becomes (the ledger's ``kind``, the item lock's):
+        the payload's own kind, except that a raw e-mail is a communication."""
+        return str(getattr(self, "kind"))
+
     @field_validator("metadata", mode="before")
     @classmethod
     def _metadata(cls, value: Any) -> Any:
@@ -263,12 +271,59 @@ class MediaPayload(_Payload):
         return self
 
 
+class EmailPayload(_Payload):
+    """A raw RFC 5322 message (what IMAP, Gmail's ``format=raw`` and Graph's ``$value``
+    give), as base64 ``raw`` (standard or URL-safe alphabet, padding optional) or by
+    ``content_url`` to the ``.eml``. The worker parses it (``worker.extract.mime``) into a
+    communication with its attachments; ``thread_key``, when given (Gmail's threadId),
+    takes the place of the thread found from References/In-Reply-To."""
+
+    kind: Literal["email"] = "email"
+    raw: LongText | None = None
+    content_url: HttpUrl | None = None
+    thread_key: ShortText | None = None
+
+    @field_validator("raw")
+    @classmethod
+    def _base64(cls, value: str | None) -> str | None:
+        if value is not None:
+            decode_raw(value)
+        return value
+
+    @model_validator(mode="after")
+    def _content(self) -> EmailPayload:
+        one_of(self, ("raw", "content_url"))
+        return self
+
+    @property
+    def item_kind(self) -> str:
+        return "communication"
+
+    def raw_bytes(self) -> bytes:
+        """The message's bytes (``raw`` decoded)."""
+        assert self.raw is not None
+        return decode_raw(self.raw)
+
+
+def decode_raw(value: str) -> bytes:
+    """Base64 in either alphabet, whitespace and missing padding tolerated."""
+    text = "".join(value.split())
+    if "-" in text or "_" in text:
+        text = text.replace("-", "+").replace("_", "/")
+    text += "=" * (-len(text) % 4)
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("is not base64 (standard or URL-safe alphabet)") from None
+
+
 Payload = Annotated[
-    CommunicationPayload | TranscriptPayload | MediaPayload, Field(discriminator="kind")
+    CommunicationPayload | TranscriptPayload | MediaPayload | EmailPayload,
+    Field(discriminator="kind"),
 ]
-AnyPayload = CommunicationPayload | TranscriptPayload | MediaPayload
+AnyPayload = CommunicationPayload | TranscriptPayload | MediaPayload | EmailPayload
 _ADAPTER: TypeAdapter[AnyPayload] = TypeAdapter(Payload)
-_KINDS = ("communication", "transcript", "media")
+_KINDS = ("communication", "transcript", "media", "email")
 
 
 # --- parsing ----------------------------------------------------------------------------

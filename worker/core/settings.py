@@ -109,6 +109,47 @@ class Settings(BaseSettings):
         default=False, description="Allow content_url to reach loopback/private/link-local hosts"
     )
 
+    # --- parsing: raw MIME messages and documents (README "Documents and e-mail") ----
+    parse_workers: int = Field(
+        default=1,
+        ge=1,
+        description="Child processes that parse MIME messages and documents (off the event "
+        "loop: a hostile file can be killed without touching the worker)",
+    )
+    parse_timeout_s: float = Field(
+        default=30.0, gt=0, description="Wall-clock seconds one parse may take; then killed"
+    )
+    parse_memory_mb: int = Field(
+        default=1024,
+        ge=128,
+        description="Address-space limit (RLIMIT_AS) of a parsing child, in MiB: a zip bomb "
+        "or a runaway parser fails with MemoryError there instead of growing the host",
+    )
+    parse_inline_html_chars: int = Field(
+        default=256 * 1024,
+        ge=0,
+        description="HTML bodies up to this many characters are converted on the event loop "
+        "(tens of microseconds); larger ones in the parsing child, under its timeout",
+    )
+    email_max_bytes: int = Field(default=40 * 1024 * 1024, ge=1, description="Raw MIME bytes")
+    document_max_bytes: int = Field(
+        default=25 * 1024 * 1024, ge=1, description="Bytes of one document or attachment read"
+    )
+    document_max_pages: int = Field(
+        default=1_000, ge=1, description="PDF pages / slides / sheets read from one document"
+    )
+    document_max_chars: int = Field(
+        default=2_000_000, ge=1, description="Characters extracted from one document"
+    )
+    document_max_unzipped_bytes: int = Field(
+        default=100 * 1024 * 1024, ge=1, description="Uncompressed bytes read from a DOCX/PPTX/XLSX"
+    )
+    mime_max_depth: int = Field(default=20, ge=1, description="MIME nesting levels followed")
+    mime_max_parts: int = Field(default=500, ge=1, description="MIME parts read per message")
+    email_max_attachments: int = Field(
+        default=100, ge=0, description="Attachments kept per message"
+    )
+
     # --- jobs --------------------------------------------------------------------
     queue_name: str = "cos:queue"
     worker_concurrency: int = Field(

@@ -39,7 +39,8 @@ _CHUNK_TAIL = ("content", "content_hash", "token_count", "embedding", "embedding
 CHUNK_COLUMNS = {
     "transcript": ("workspace_id", "transcript_id", "meeting_id", "chunk_index", "speaker")
     + ("speakers", "start_ms", "end_ms", *_CHUNK_TAIL),
-    "media": ("workspace_id", "asset_id", "chunk_index", "start_ms", "end_ms", *_CHUNK_TAIL),
+    "media": ("workspace_id", "asset_id", "chunk_index", "start_ms", "end_ms", "metadata")
+    + _CHUNK_TAIL,
 }
 
 
@@ -100,10 +101,15 @@ async def newer_version_stored(
     return stored_at is not None and stored_at > queued_at
 
 
+def _position(chunk: Chunk) -> str:
+    """A media chunk's ``metadata``: where it is in its document (migration 004)."""
+    return json.dumps({"position": chunk.position}) if chunk.position else "{}"
+
+
 # The columns between a chunk row's parent ids and its text, per kind (CHUNK_COLUMNS).
 _CHUNK_FIELDS: dict[str, Callable[[Chunk], tuple[Any, ...]]] = {
     "transcript": lambda c: (c.index, c.speaker, list(c.speakers), c.start_ms, c.end_ms),
-    "media": lambda c: (c.index, c.start_ms, c.end_ms),
+    "media": lambda c: (c.index, c.start_ms, c.end_ms, _position(c)),
 }
 
 

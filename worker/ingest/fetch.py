@@ -140,54 +140,82 @@ async def _pinned_request(url: httpx.URL, allow_private: bool) -> httpx.Request:
     )
 
 
-def _decoder(response: httpx.Response) -> codecs.IncrementalDecoder:
-    charset = response.charset_encoding or "utf-8"
+def _codec(charset: str | None) -> str:
     try:
-        codec = codecs.lookup(charset).name
+        codec = codecs.lookup(charset or "utf-8").name
     except LookupError:
         codec = "utf-8"
-    if codec == "utf-8":
-        codec = "utf-8-sig"  # drops a leading BOM, if any
-    return codecs.getincrementaldecoder(codec)(errors="replace")
+    return "utf-8-sig" if codec == "utf-8" else codec  # utf-8-sig drops a leading BOM
 
 
 class FetchedText:
-    """A fetched body, decoded piece by piece as it arrived (never joined unless asked):
-    a large transcript is held once, and released piece by piece as it is parsed."""
+    """A fetched body, kept as the byte pieces it arrived in (never joined unless asked)
+    and decoded piece by piece on demand: a large transcript is held once and released
+    piece by piece as it is parsed; a document or a raw message is read as bytes."""
 
-    def __init__(self, parts: deque[str], nbytes: int, media_type: str | None = None) -> None:
+    def __init__(
+        self,
+        parts: deque[bytes],
+        nbytes: int,
+        media_type: str | None = None,
+        charset: str | None = None,
+    ) -> None:
         self.parts = parts
         self.nbytes = nbytes
         self.media_type = media_type  # the response's Content-Type, lower-cased, no parameters
+        self.codec = _codec(charset)  # the response's charset, else UTF-8
+
+    def _decoder(self) -> codecs.IncrementalDecoder:
+        return codecs.getincrementaldecoder(self.codec)(errors="replace")
+
+    def head_bytes(self, size: int) -> bytes:
+        """The first ``size`` bytes (at most)."""
+        out = bytearray()
+        for part in self.parts:
+            if len(out) >= size:
+                break
+            out += part[: size - len(out)]
+        return bytes(out)
 
     def head(self, chars: int) -> str:
         """The first ``chars`` characters (at most)."""
-        out: list[str] = []
-        size = 0
+        decoder, out, size = self._decoder(), [], 0
         for part in self.parts:
             if size >= chars:
                 break
-            out.append(part)
-            size += len(part)
+            text = decoder.decode(part)
+            out.append(text)
+            size += len(text)
         return "".join(out)[:chars]
+
+    def data(self) -> bytes:
+        """The whole body as bytes (consumes the pieces)."""
+        data = b"".join(self.parts)
+        self.parts.clear()
+        return data
 
     def text(self) -> str:
         """The whole body as one string (consumes the pieces)."""
-        text = "".join(self.parts)
-        self.parts.clear()
-        return text
+        return "".join(self._decoded())
 
     def lines(self) -> Iterator[str]:
         """Lines (without the newline), lazily; each piece is dropped once split."""
         rest = ""
-        while self.parts:
-            piece = rest + self.parts.popleft()
-            lines = piece.split("\n")
+        for text in self._decoded():
+            lines = (rest + text).split("\n")
             rest = lines.pop()
-            del piece
+            del text
             yield from lines
         if rest:
             yield rest
+
+    def _decoded(self) -> Iterator[str]:
+        decoder = self._decoder()
+        while self.parts:
+            if text := decoder.decode(self.parts.popleft()):
+                yield text
+        if text := decoder.decode(b"", final=True):
+            yield text
 
 
 async def _read(response: httpx.Response, max_bytes: int) -> FetchedText:
@@ -195,22 +223,20 @@ async def _read(response: httpx.Response, max_bytes: int) -> FetchedText:
     plain = not response.headers.get("content-encoding")
     if plain and declared and declared.isdigit() and int(declared) > max_bytes:
         raise FetchError(f"exceeds {max_bytes} bytes (Content-Length {declared})")
-    decoder = _decoder(response)
-    parts: deque[str] = deque()
+    parts: deque[bytes] = deque()
     total = 0
     async for part in response.aiter_bytes():
         total += len(part)
         if total > max_bytes:
             raise FetchError(f"exceeds {max_bytes} bytes")
-        if text := decoder.decode(part):
-            parts.append(text)
-    if text := decoder.decode(b"", final=True):
-        parts.append(text)
+        parts.append(part)
     declared_type = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    return FetchedText(parts, total, declared_type or None)
+    return FetchedText(parts, total, declared_type or None, response.charset_encoding)
 
 
-async def _fetch(url: str, settings: Settings, client: httpx.AsyncClient) -> FetchedText:
+async def _fetch(
+    url: str, settings: Settings, client: httpx.AsyncClient, max_bytes: int
+) -> FetchedText:
     try:
         current = httpx.URL(url)
     except (httpx.InvalidURL, ValueError, TypeError) as exc:
@@ -228,7 +254,7 @@ async def _fetch(url: str, settings: Settings, client: httpx.AsyncClient) -> Fet
             if not 200 <= response.status_code < 300:
                 transient = response.status_code >= 500 or response.status_code in (408, 429)
                 raise FetchError(f"HTTP {response.status_code}", transient=transient)
-            return await _read(response, settings.fetch_max_bytes)
+            return await _read(response, max_bytes)
         finally:
             await response.aclose()
     raise FetchError(f"too many redirects (more than {MAX_REDIRECTS})")
@@ -243,16 +269,22 @@ async def fetch_text(
 
 
 async def fetch_parts(
-    url: str, settings: Settings, *, client: httpx.AsyncClient | None = None
+    url: str,
+    settings: Settings,
+    *,
+    client: httpx.AsyncClient | None = None,
+    max_bytes: int | None = None,
 ) -> FetchedText:
-    """Like :func:`fetch_text`, but the body stays in the pieces it arrived in."""
+    """Like :func:`fetch_text`, but the body stays in the pieces it arrived in; at most
+    ``max_bytes`` (default ``fetch_max_bytes``) are read."""
     timeout = settings.fetch_timeout_s
+    limit = max_bytes if max_bytes is not None else settings.fetch_max_bytes
     try:
         async with asyncio.timeout(timeout):
             if client is not None:
-                return await _fetch(url, settings, client)
+                return await _fetch(url, settings, client, limit)
             async with httpx.AsyncClient(trust_env=False, timeout=timeout) as own:
-                return await _fetch(url, settings, own)
+                return await _fetch(url, settings, own, limit)
     except FetchError:
         raise
     except TimeoutError:

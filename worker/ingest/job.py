@@ -60,7 +60,7 @@ class Job:
     @property
     def item_key(self) -> str:
         p = self.payload
-        return item_lock_key(p.kind, p.workspace_id, p.source, p.external_id)
+        return item_lock_key(p.item_kind, p.workspace_id, p.source, p.external_id)
 
     def finished(self, result: dict[str, Any]) -> dict[str, Any]:
         """Log the outcome; what ``Pipeline.run`` returns."""

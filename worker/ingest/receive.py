@@ -60,7 +60,9 @@ class Receiver:
             return await self.reject(data, delivery, exc.field, exc.reason)
         chash = content_hash(payload)  # (hashes the whole payload: once per run)
         jid = uuid.UUID(job_id(payload, chash))
-        ref = ledger.JobRef(jid, payload.workspace_id, payload.kind, arq_job_id=delivery.arq_job_id)
+        ref = ledger.JobRef(
+            jid, payload.workspace_id, payload.item_kind, arq_job_id=delivery.arq_job_id
+        )
         bound = log.bind(
             job_id=str(jid),
             workspace_id=str(payload.workspace_id),

@@ -48,7 +48,7 @@ async def _claim(
         return outcome("noop", chunks=0, reason=f"{reason} (concurrent delivery)")
     p = item.payload
     if await store.newer_version_stored(
-        conn, p.kind, p.workspace_id, p.source, p.external_id, item.queued_at
+        conn, p.item_kind, p.workspace_id, p.source, p.external_id, item.queued_at
     ):
         await ledger.skip(conn, item.ref, SUPERSEDED, progress)
         return outcome("skipped", chunks=0, reason=SUPERSEDED)

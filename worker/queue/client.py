@@ -30,6 +30,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from worker.core.payloads import (
     CommunicationPayload,
+    EmailPayload,
     MediaPayload,
     PayloadError,
     TranscriptPayload,
@@ -218,7 +219,10 @@ async def _record(
     receipts = [
         ledger.Receipt(
             ledger.JobRef(
-                UUID(j.job_id), j.model.workspace_id, j.model.kind, arq_job_id=arq_ids[j.job_id]
+                UUID(j.job_id),
+                j.model.workspace_id,
+                j.model.item_kind,
+                arq_job_id=arq_ids[j.job_id],
             ),
             source=j.model.source,
             external_id=j.model.external_id,
@@ -313,6 +317,11 @@ async def enqueue_transcript(
 
 async def enqueue_media(redis: ArqRedis, payload: MediaPayload | dict[str, Any], **kw: Any) -> str:
     return await enqueue(redis, _typed(payload, "media"), **kw)
+
+
+async def enqueue_email(redis: ArqRedis, payload: EmailPayload | dict[str, Any], **kw: Any) -> str:
+    """A raw RFC 5322 message (base64 ``raw`` or ``content_url``); see ``EmailPayload``."""
+    return await enqueue(redis, _typed(payload, "email"), **kw)
 
 
 def _typed(payload: Any, kind: str) -> Any:

@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Generator, Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import accumulate
+from typing import Any
 
 import numpy as np
 
@@ -54,6 +55,7 @@ class Chunk:
     speakers: tuple[str, ...] = ()
     start_ms: int | None = None
     end_ms: int | None = None
+    position: Mapping[str, Any] | None = None  # a document chunk's page/slide/sheet/heading
 
 
 @dataclass(slots=True)
