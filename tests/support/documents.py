@@ -124,8 +124,12 @@ def docx(blocks: Sequence[tuple[str, object]], title: str | None = None) -> byte
     return out.getvalue()
 
 
-def pptx(slides: Sequence[tuple[str, Sequence[str], Sequence[Sequence[str]] | None]]) -> bytes:
-    """A PPTX: per slide a title, body bullet lines and an optional table."""
+def pptx(
+    slides: Sequence[tuple[str, Sequence[str], Sequence[Sequence[str]] | None]],
+    notes: dict[int, str] | None = None,
+) -> bytes:
+    """A PPTX: per slide a title, body bullet lines and an optional table; ``notes`` by
+    slide index (0-based)."""
     from pptx import Presentation
     from pptx.util import Inches
 
@@ -144,6 +148,8 @@ def pptx(slides: Sequence[tuple[str, Sequence[str], Sequence[Sequence[str]] | No
             for r, row in enumerate(table):
                 for c, cell in enumerate(row):
                     shape.table.cell(r, c).text = cell
+    for index, text in (notes or {}).items():
+        deck.slides[index].notes_slide.notes_text_frame.text = text
     out = io.BytesIO()
     deck.save(out)
     return out.getvalue()
@@ -198,7 +204,8 @@ def lying_sizes(document: bytes, member: str, declared: int) -> bytes:
 
 def realistic_sheet(rows: int, cols: int = 8) -> list[list[object]]:
     """A header row and ``rows`` rows of text, numbers and dates (an export-like sheet)."""
-    header = ["Region", "Customer", "Amount", "Date", *(f"Field {c}" for c in range(cols - 4))]
+    header: list[object] = ["Region", "Customer", "Amount", "Date"]
+    header += [f"Field {c}" for c in range(cols - 4)]
     start = dt.datetime(2026, 1, 1)
     body: list[list[object]] = [
         [
@@ -211,3 +218,30 @@ def realistic_sheet(rows: int, cols: int = 8) -> list[list[object]]:
         for r in range(rows)
     ]
     return [header, *body]
+
+
+W = 'xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main"'
+MC = 'xmlns:mc="http://schemas.openxmlformats.org/markup-compatibility/2006"'
+
+
+def docx_raw(body: str, styles: str | None = None, prolog: str = "") -> bytes:
+    """A minimal DOCX written by hand: ``body`` is the inside of ``w:body`` (for what the
+    writer libraries cannot produce: text boxes with fallbacks, localized style ids,
+    tracked deletions, broken XML, a DTD in ``prolog``)."""
+    parts = {
+        "[Content_Types].xml": '<?xml version="1.0"?><Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types"/>',
+        "word/document.xml": f'<?xml version="1.0" encoding="UTF-8"?>{prolog}<w:document {W} {MC}><w:body>{body}</w:body></w:document>',
+    }
+    if styles is not None:
+        parts["word/styles.xml"] = f'<?xml version="1.0"?><w:styles {W}>{styles}</w:styles>'
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, text in parts.items():
+            archive.writestr(name, text)
+    return out.getvalue()
+
+
+def para(text: str, style: str | None = None) -> str:
+    """A ``w:p`` with one run (and a paragraph style id)."""
+    props = f'<w:pPr><w:pStyle w:val="{style}"/></w:pPr>' if style else ""
+    return f'<w:p>{props}<w:r><w:t xml:space="preserve">{text}</w:t></w:r></w:p>'
