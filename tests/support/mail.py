@@ -198,13 +198,18 @@ def raw_message(
     headers: Sequence[tuple[str, bytes | str]] = (),
 ) -> bytes:
     """A single-part message written byte for byte: ``body`` is sent as given (already
-    transfer-encoded if ``cte`` says so), whatever ``content_type`` declares."""
-    fields: list[tuple[str, bytes | str]] = [
+    transfer-encoded if ``cte`` says so), whatever ``content_type`` declares; ``headers``
+    replace the default fields of the same name (From, To, Subject, Date, Message-ID)."""
+    given = {name.lower() for name, _ in headers}
+    defaults: list[tuple[str, bytes | str]] = [
         ("From", ALICE),
         ("To", BOB),
         ("Subject", subject),
         ("Date", format_datetime(DATE)),
         ("Message-ID", f"<raw-{next(_ids)}@example.com>"),
+    ]
+    fields = [
+        *(field for field in defaults if field[0].lower() not in given),
         *headers,
         ("MIME-Version", "1.0"),
         ("Content-Type", content_type),
@@ -223,7 +228,7 @@ def typical_message(size: int = 20_000, seed: int = 0, **headers: Any) -> bytes:
     rng = random.Random(seed)
     vocabulary = _VOCABULARY.split()
     paragraphs: list[str] = []
-    while sum(len(p) for p in paragraphs) * 2.6 < size:
+    while sum(len(p) for p in paragraphs) * 2.3 < size:
         words = rng.choices(vocabulary, k=rng.randint(20, 60))
         paragraphs.append(" ".join(words).capitalize() + ".")
     new, old = paragraphs[:2], paragraphs[2:]

@@ -14,10 +14,11 @@ the order has to be ours:
    is valid UTF-8 only by accident: "Ã©" pairs);
 2. UTF-8;
 3. windows-1252 when it decodes cleanly and reads as Western text (few non-ASCII
-   letters: mojibake of CJK or Cyrillic is nearly all non-ASCII);
-4. ``charset_normalizer``'s best guess (measured: reliable on CJK, unreliable on short
-   Western text, hence step 3 first);
-5. windows-1252 with replacement characters.
+   letters: mojibake of CJK or Cyrillic is mostly non-ASCII);
+4. ``charset_normalizer``'s best guess unless that is a Latin-script single-byte codec
+   (measured: right on Shift_JIS, but cp1250 for short French text, so any Latin guess
+   becomes windows-1252);
+5. windows-1252 (with replacement characters where it has none).
 
 Every result is :func:`clean`: no U+0000 (PostgreSQL text cannot hold it) and no lone
 surrogates (they cannot be encoded as UTF-8 for storage).
@@ -38,6 +39,9 @@ _REFUSED = frozenset(["unicode_escape", "raw_unicode_escape", "punycode", "idna"
 _SINGLE_BYTE_LABELS = frozenset(["ascii", "latin_1", "iso8859_1"])
 #: Codecs whose ASCII-only bytes do not mean ASCII text.
 _NOT_ASCII_COMPATIBLE = ("utf_16", "utf_32", "utf_7", "iso2022", "hz")
+#: Latin-script single-byte codecs: on short text the detector picks among them almost at
+#: random (cp1250 for French), so any of them is read as windows-1252, the common one.
+_LATIN = ("cp125", "iso8859", "latin", "mac_", "cp437", "cp850", "cp858")
 #: Bytes examined by the fallback detectors (they are linear but not free).
 _SAMPLE = 65_536
 _SAFE_LABEL = re.compile(r"[A-Za-z0-9._:+-]{1,40}")
@@ -50,11 +54,13 @@ _DISPLAY = {"cp1252": "windows-1252", "utf_8": "utf-8", "ascii": "us-ascii"}
 
 
 def label(charset: str | None) -> str:
-    """A declared charset as it may appear in a warning: the name if it looks like one,
-    else ``<invalid>`` (the parameter is sender-controlled: it could carry any text)."""
-    if charset and _SAFE_LABEL.fullmatch(charset):
-        return charset.lower()
-    return "<invalid>"
+    """A declared charset as it may appear in a warning: a name Python knows, or a
+    private ``x-`` name; else ``<unrecognised>`` (the parameter is sender-controlled: it
+    could carry any text, and warnings must hold none)."""
+    if not charset or not _SAFE_LABEL.fullmatch(charset):
+        return "<unrecognised>"
+    name = charset.lower()
+    return name if name.startswith("x-") or codec_name(name) is not None else "<unrecognised>"
 
 
 def codec_name(charset: str | None) -> str | None:
@@ -131,11 +137,13 @@ def _decode(data: bytes, codec: str | None) -> tuple[str, str]:
     if western is not None and _reads_western(western[:_SAMPLE]):
         return western, "cp1252"
     guess = charset_normalizer.from_bytes(data[:_SAMPLE]).best()
-    if guess is not None:
+    if guess is not None and not guess.encoding.startswith(_LATIN):
         try:
             return data.decode(guess.encoding, "replace"), guess.encoding
         except LookupError:
             pass
+    if western is not None:
+        return western, "cp1252"
     return data.decode("cp1252", "replace"), "cp1252"
 
 
@@ -148,7 +156,8 @@ def _is_utf8(data: bytes) -> bool:
 
 
 def _reads_western(text: str) -> bool:
-    """Whether text decoded as windows-1252 reads as a Western language: at most a
-    quarter of its letters outside ASCII (French or German prose: under a tenth)."""
+    """Whether text decoded as windows-1252 reads as a Western language: at most a third
+    of its letters outside ASCII (French or German prose: under a tenth; CJK or Cyrillic
+    bytes read as cp1252: mostly accented letters)."""
     letters = len(_LETTER.findall(text))
-    return letters > 0 and len(_NON_ASCII_LETTER.findall(text)) * 4 <= letters
+    return letters > 0 and len(_NON_ASCII_LETTER.findall(text)) * 3 <= letters

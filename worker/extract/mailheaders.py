@@ -249,7 +249,7 @@ def _word_bytes(encoding: str, text: str) -> bytes | None:
     try:
         if encoding in "bB":
             raw = raw.rstrip(b"=")
-            return binascii.a2b_base64(raw + b"=" * (-len(raw) % 4))
+            return binascii.a2b_base64(raw + b"=" * (-len(raw) % 4), strict_mode=True)
         return binascii.a2b_qp(raw, header=True)
     except (binascii.Error, ValueError):
         return None
