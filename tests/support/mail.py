@@ -31,6 +31,8 @@ TINY_PNG = bytes.fromhex(
     "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
     "1f15c4890000000d49444154789c6360000002000005000157f0c1e90000000049454e44ae426082"
 )
+#: The header block of a hand-written message (for :func:`multipart`'s ``head``).
+HEAD = b"From: Alice <alice@example.com>\r\nTo: bob@example.com\r\nSubject: hand-made\r\n"
 _ids = itertools.count(1)
 _VOCABULARY = (
     "quarterly budget review meeting agenda customer proposal deadline roadmap launch "
@@ -186,6 +188,17 @@ def nested(depth: int, text: str = "Text at level {level}.", **headers: Any) -> 
         )
     out.append(b"Content-Type: text/plain; charset=utf-8\r\n\r\nThe innermost text.\r\n")
     out.extend(f"--lvl{level}--\r\n".encode() for level in reversed(range(depth)))
+    return b"".join(out)
+
+
+def multipart(subtype: str, *parts: bytes, boundary: str = "b1", head: bytes = b"") -> bytes:
+    """A multipart entity written by hand: ``parts`` are each a header block, a blank
+    line and a body (CRLF); ``head`` goes first (e.g. :data:`HEAD` for a whole message).
+    A part may itself be a ``multipart(...)`` with another boundary."""
+    out = [head, f'Content-Type: multipart/{subtype}; boundary="{boundary}"\r\n\r\n'.encode()]
+    for part in parts:
+        out.append(f"--{boundary}\r\n".encode() + part + b"\r\n")
+    out.append(f"--{boundary}--\r\n".encode())
     return b"".join(out)
 
 
