@@ -83,8 +83,13 @@ def clean(text: str) -> str:
     bytes) decoded as UTF-8 or windows-1252; any other lone surrogate replaced."""
     if "\x00" in text:
         text = _NUL.sub("", text)
-    if _SURROGATE.search(text) is None:
+    if text.isascii():
         return text
+    try:
+        text.encode("utf-8")  # C speed; a regex search over the text was 4x slower
+        return text
+    except UnicodeEncodeError:
+        pass
     text = _ESCAPED.sub(_unescape, text)
     return _SURROGATE.sub("\ufffd", text)
 

@@ -100,10 +100,10 @@ class _CappedParser(BytesFeedParser):
 
     ``_parse_headers`` runs once per part, right after the parser opened it and before it
     decides whether to recurse into its body: a container at the depth cap is retyped
-    there to an opaque leaf (the walk reports it as left out); past the parts cap the
-    parse stops (100,000 tiny parts took 2.4 s and a Message object each), and
-    :meth:`root` is the tree built so far; a part's header block is read up to
-    :data:`MAX_HEADER_LINES` lines (each field access scans them all)."""
+    there to an opaque leaf (the walk reports it as left out). Past the parts cap the
+    parse stops (100,000 tiny parts took 2.4 s and a Message object each) and
+    :meth:`parse` returns the tree built so far. A part's header block is read up to
+    :data:`MAX_HEADER_LINES` lines (every field access scans them all)."""
 
     def __init__(self, limits: Limits) -> None:
         super().__init__(policy=POLICY)
