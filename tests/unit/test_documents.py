@@ -343,6 +343,10 @@ def test_wrong_type_and_broken_xml() -> None:
     doc = extract(make.png())  # what a ".docx" that is a PNG holds
     assert (doc.type, doc.mime_type, doc.status) == ("other", "application/octet-stream", "skipped")
     assert doc.reason == "not a document (image/png?)"
+    ole = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(1000)
+    assert extract(ole).reason == "not a document (application/x-ole-storage?)"  # .doc, .xls
+    locked = ole + "EncryptedPackage".encode("utf-16-le") + bytes(100)
+    assert extract(locked).reason == "encrypted (password-protected Office file)"
     broken = make.docx_raw(make.para(SECRET) + "<w:p><w:r><w:t>unclosed")
     assert (extract(broken).status, extract(broken).reason) == (
         "skipped",

@@ -40,6 +40,7 @@ from worker.extract.xlsx import read_xlsx
 from worker.extract.zipped import Package, Unreadable
 
 Reader = Callable[[bytes, Sections], None]
+_ENCRYPTED_OOXML = "EncryptedPackage".encode("utf-16-le")
 
 
 def extract_document(data: bytes, limits: Limits) -> Document:
@@ -49,9 +50,7 @@ def extract_document(data: bytes, limits: Limits) -> Document:
     try:
         kind, mime = sniff(data)
         if kind == "other":
-            return Document(
-                kind, mime, status="skipped", reason=f"not a document ({describe(data)}?)"
-            )
+            return Document(kind, mime, status="skipped", reason=_not_a_document(data))
         if len(data) > limits.max_document_bytes:
             return Document(
                 kind,
@@ -82,6 +81,15 @@ def extract_document(data: bytes, limits: Limits) -> Document:
         chars=out.chars,
         title=out.title,
     )
+
+
+def _not_a_document(data: bytes) -> str:
+    """Why ``data`` is not read: what it looks like. A password-protected DOCX/XLSX/PPTX
+    is an OLE container holding an ``EncryptedPackage`` stream, so it is said so."""
+    label = describe(data)
+    if label == "application/x-ole-storage" and _ENCRYPTED_OOXML in data:
+        return "encrypted (password-protected Office file)"
+    return f"not a document ({label}?)"
 
 
 def _package(read: Callable[[Package, Sections], None], kind: str) -> Reader:

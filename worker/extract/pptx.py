@@ -15,7 +15,7 @@ SmartArt and images are other parts and are not read.
 from __future__ import annotations
 
 from worker.extract.sections import Sections
-from worker.extract.zipped import Package, XmlReader, local
+from worker.extract.zipped import Package, XmlReader, local, relation_id
 
 PRESENTATION = "ppt/presentation.xml"
 
@@ -28,7 +28,7 @@ def read_pptx(package: Package, out: Sections) -> None:
 
     def start(name: str, attrs: dict[str, str]) -> None:
         if local(name) == "sldId":
-            order.append(_rid(attrs))
+            order.append(relation_id(attrs))
 
     package.parse(PRESENTATION, XmlReader(start))
     slides = [relations[rid][1] for rid in order if rid in relations]
@@ -46,14 +46,6 @@ def read_pptx(package: Package, out: Sections) -> None:
             break
     if len(slides) > wanted:
         out.notes.append(f"read {wanted} of {len(slides)} slides (DOCUMENT_MAX_PAGES)")
-
-
-def _rid(attrs: dict[str, str]) -> str:
-    """The relationship id of a ``p:sldId`` (``r:id``; its plain ``id`` is a number)."""
-    for key, value in attrs.items():
-        if " " in key and local(key) == "id":
-            return value
-    return ""
 
 
 class _Slide(XmlReader):

@@ -22,12 +22,13 @@ import datetime as dt
 import re
 
 from worker.extract.sections import Sections
-from worker.extract.zipped import Package, XmlReader, attr, local
+from worker.extract.zipped import Package, XmlReader, attr, local, relation_id
 
 WORKBOOK, SHARED, STYLES = "xl/workbook.xml", "xl/sharedStrings.xml", "xl/styles.xml"
 #: Shared strings kept; past this the rest read as empty (noted).
 MAX_SHARED_STRINGS = 2_000_000
 MAX_GAP = 50
+BATCH = 200  # rows written to the sections at a time
 _DATE_IDS = frozenset([*range(14, 23), *range(27, 37), *range(45, 48), *range(50, 59)])
 _NOT_DATE = re.compile(r'"[^"]*"|\[[^\]]*\]|\\.|_.|\*.')
 _DATE_CODE = re.compile(r"[dmyhs]", re.I)
@@ -44,8 +45,7 @@ def read_xlsx(package: Package, out: Sections) -> None:
     def start(name: str, attrs: dict[str, str]) -> None:
         tag = local(name)
         if tag == "sheet":
-            rid = next((v for k, v in attrs.items() if " " in k and local(k) == "id"), "")
-            kind, path = relations.get(rid, ("", ""))
+            kind, path = relations.get(relation_id(attrs), ("", ""))
             if kind == "worksheet" and package.has(path):
                 sheets.append((attrs.get("name", "")[:200], path))
         elif tag == "workbookPr":
@@ -143,10 +143,12 @@ class _Sheet(XmlReader):
         self.cell: tuple[str, int, int] = ("n", 0, -1)  # type, style, column
         self.phonetic = 0
         self.capture = False  # inside <v>, or <t> of an inline string (not <f>)
+        self.lines: list[str] = []  # rows not yet written (written in batches: fewer passes)
+        self.names: dict[str, str] = {}  # element name -> local name
 
     def start(self, name: str, attrs: dict[str, str]) -> None:
-        tag = local(name)
-        if tag in ("v", "t"):
+        tag = self.names.get(name) or self.names.setdefault(name, local(name))
+        if tag == "v" or tag == "t":
             self.capture = not self.phonetic
         elif tag == "c":
             ref = _COLUMN.match(attrs.get("r", ""))
@@ -162,7 +164,7 @@ class _Sheet(XmlReader):
             self.row = []
 
     def end(self, name: str) -> None:
-        tag = local(name)
+        tag = self.names.get(name) or self.names.setdefault(name, local(name))
         self.capture = False
         if tag == "c" and self.value is not None:
             self._cell("".join(self.value))
@@ -173,7 +175,16 @@ class _Sheet(XmlReader):
             while self.row and not self.row[-1]:
                 self.row.pop()
             if self.row:
-                self.done = not self.out.write(" | ".join(self.row), sep="\n")
+                self.lines.append(" | ".join(self.row))
+                if len(self.lines) >= BATCH:
+                    self.flush()
+        elif tag == "sheetData":
+            self.flush()
+
+    def flush(self) -> None:
+        if self.lines:
+            self.done = not self.out.write("\n".join(self.lines), sep="\n")
+            self.lines = []
 
     def text(self, data: str) -> None:
         if self.capture and self.value is not None:

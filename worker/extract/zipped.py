@@ -18,8 +18,11 @@ Bounds, in order:
    size and fails the CRC check when a member is longer); the budget is shared by all
    members read, so a reader cannot go past it by reading many parts.
 
-XML is parsed with expat directly (:func:`parse`), streaming, without building a tree: an
-OOXML part never has a DTD, so one is refused outright (no entity expansion at all).
+XML is parsed with expat directly (:meth:`Package.parse`), streaming, without building a
+tree: an OOXML part never has a DTD, so one is refused outright (no entity expansion at
+all). Names are matched without their prefix (``w:t`` -> ``t``) and without namespace
+processing, which cost a third of the parse time on a 350 KB ``styles.xml`` (the
+transitional and strict OOXML namespaces differ anyway; the local names do not).
 """
 
 from __future__ import annotations
@@ -170,8 +173,16 @@ class Package:
 
 
 def local(name: str) -> str:
-    """An element or attribute name without its namespace (expat gives ``uri name``)."""
-    return name.rpartition(" ")[2]
+    """An element or attribute name without its prefix (``w:p`` -> ``p``)."""
+    return name.rpartition(":")[2]
+
+
+def relation_id(attrs: dict[str, str]) -> str:
+    """The relationship id of an element (``r:id``; a plain ``id`` is something else)."""
+    for key, value in attrs.items():
+        if ":" in key and local(key) == "id":
+            return value
+    return ""
 
 
 def attr(attrs: dict[str, str], name: str) -> str | None:
@@ -195,7 +206,7 @@ class XmlReader:
         self._start, self._end, self._text = start, end, text
 
     def parser(self) -> expat.XMLParserType:
-        parser = expat.ParserCreate(namespace_separator=" ")
+        parser = expat.ParserCreate()
         parser.buffer_text = True
         parser.buffer_size = CHUNK
         parser.StartDoctypeDeclHandler = _no_dtd
