@@ -178,6 +178,18 @@ def with_member(document: bytes, name: str, data: bytes) -> bytes:
     return out.getvalue()
 
 
+def replace_member(document: bytes, name: str, data: bytes) -> bytes:
+    """``document`` (a zip) with member ``name`` replaced by ``data``."""
+    out = io.BytesIO()
+    with (
+        zipfile.ZipFile(io.BytesIO(document)) as source,
+        zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as target,
+    ):
+        for info in source.infolist():
+            target.writestr(info.filename, data if info.filename == name else source.read(info))
+    return out.getvalue()
+
+
 def zip_bomb_docx(megabytes: int = 8) -> bytes:
     """A valid DOCX plus ``word/media/bomb.bin``: ``megabytes`` of zeros, ~1000:1."""
     return with_member(

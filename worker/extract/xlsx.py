@@ -140,7 +140,7 @@ class _Sheet(XmlReader):
         self.out, self.strings, self.dates, self.epoch = out, strings, dates, epoch
         self.row: list[str] = []
         self.value: list[str] | None = None
-        self.cell: tuple[str, int, int] = ("n", 0, -1)  # type, style, column
+        self.cell: tuple[str, str | None, str] = ("n", None, "")  # type, style, reference
         self.phonetic = 0
         self.capture = False  # inside <v>, or <t> of an inline string (not <f>)
         self.lines: list[str] = []  # rows not yet written (written in batches: fewer passes)
@@ -151,12 +151,7 @@ class _Sheet(XmlReader):
         if tag == "v" or tag == "t":
             self.capture = not self.phonetic
         elif tag == "c":
-            ref = _COLUMN.match(attrs.get("r", ""))
-            self.cell = (
-                attrs.get("t", "n"),
-                _int(attrs.get("s")),
-                _column(ref.group()) if ref else -1,
-            )
+            self.cell = (attrs.get("t", "n"), attrs.get("s"), attrs.get("r", ""))
             self.value = []
         elif tag == "rPh":
             self.phonetic += 1
@@ -167,7 +162,8 @@ class _Sheet(XmlReader):
         tag = self.names.get(name) or self.names.setdefault(name, local(name))
         self.capture = False
         if tag == "c" and self.value is not None:
-            self._cell("".join(self.value))
+            if self.value:  # an empty (styled) cell costs nothing more: they can be millions
+                self._cell("".join(self.value))
             self.value = None
         elif tag == "rPh":
             self.phonetic -= 1
@@ -191,11 +187,12 @@ class _Sheet(XmlReader):
             self.value.append(data)
 
     def _cell(self, raw: str) -> None:
-        kind, style, column = self.cell
-        gap = column - len(self.row)
+        kind, style, reference = self.cell
+        letters = _COLUMN.match(reference)
+        gap = _column(letters.group()) - len(self.row) if letters else 0
         if 0 < gap <= MAX_GAP:
             self.row.extend([""] * gap)
-        self.row.append(" ".join(self._value(kind, style, raw).split()))
+        self.row.append(" ".join(self._value(kind, _int(style), raw).split()))
 
     def _value(self, kind: str, style: int, raw: str) -> str:
         if kind == "s":
