@@ -211,9 +211,14 @@ class XmlReader:
         parser.buffer_size = CHUNK
         parser.StartDoctypeDeclHandler = _no_dtd
         parser.EntityDeclHandler = _no_dtd
-        parser.StartElementHandler = self._start or self.start
-        parser.EndElementHandler = self._end or self.end
-        parser.CharacterDataHandler = self._text or self.text
+        # Only the handlers a reader has: a callback per element is most of the cost.
+        kind = type(self)
+        if self._start or kind.start is not XmlReader.start:
+            parser.StartElementHandler = self._start or self.start
+        if self._end or kind.end is not XmlReader.end:
+            parser.EndElementHandler = self._end or self.end
+        if self._text or kind.text is not XmlReader.text:
+            parser.CharacterDataHandler = self._text or self.text
         return parser
 
     def start(self, name: str, attrs: dict[str, str]) -> None:
