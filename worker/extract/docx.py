@@ -1,8 +1,9 @@
 """DOCX text split at headings, from ``word/document.xml`` streamed with expat.
 
-Why not python-docx or mammoth: python-docx builds an lxml tree of the whole document and
-needs lxml; mammoth converts to HTML/Markdown through a full object model. Both are slower
-than streaming the one XML part (bench/NOTES.md) and neither would let the zip checks of
+Why not python-docx or mammoth: on a 300-heading document (bench/NOTES.md) this reader
+took 152 ms, python-docx 458 ms (an lxml tree of the whole document; 13 MB installed with
+lxml) and mammoth 1,569 ms (a full object model, then text); neither gives positions by
+heading without walking styles again, and neither would let the zip checks of
 :mod:`worker.extract.zipped` run first. What Word puts in ``document.xml`` is simple:
 
 * ``w:p`` paragraphs of ``w:r`` runs holding ``w:t`` text, ``w:tab``, ``w:br``/``w:cr``;
