@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import random
+import tracemalloc
 import zipfile
 
 import pytest
@@ -375,3 +376,19 @@ def test_damaged_files_never_raise() -> None:
             doc = extract(bytes(damaged))
             assert doc.status in ("ok", "partial", "skipped")
             assert doc.status == "skipped" or doc.sections
+
+
+def test_one_giant_paragraph_or_cell_is_held_only_up_to_the_cap() -> None:
+    limits = Limits(max_chars=1_000)
+    giant = " ".join(f"w{i}" for i in range(600_000))  # 4 MB of text in one element
+    for data in (
+        make.docx([("p", giant), ("p", "after")]),
+        make.pptx([("T", [giant], None)]),
+        make.xlsx({"S": [[giant], ["after"]]}),
+    ):
+        tracemalloc.start()
+        doc = extract(data, limits)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert doc.status == "partial" and doc.chars <= 1_000, doc.type
+        assert peak < 2_000_000, (doc.type, peak)  # the 4 MB element was never held whole

@@ -29,7 +29,7 @@ from worker.extract.zipped import Package, XmlReader, attr, local
 DOCUMENT, STYLES = "word/document.xml", "word/styles.xml"
 _HEADING_NAME = re.compile(r"^(heading [1-9]|title)$", re.I)
 _HEADING_ID = re.compile(r"^(heading[1-9]|title)$", re.I)
-_SKIP = frozenset({"Fallback", "delText", "instrText", "rPh"})
+_SKIP = frozenset({"Fallback", "delText", "instrText"})
 
 
 def read_docx(package: Package, out: Sections) -> None:
@@ -71,6 +71,7 @@ class _Body(XmlReader):
         self.tables: list[list[str]] = []  # open tables: the cells of their current row
         self.cells: list[list[str]] = []  # open cells: their paragraphs
         self.rows = 0  # rows written of the current top-level table
+        self.cap = out.limits.max_chars
 
     def start(self, name: str, attrs: dict[str, str]) -> None:
         tag = local(name)
@@ -113,6 +114,8 @@ class _Body(XmlReader):
             self.in_run -= 1
         elif tag == "p" and self.paragraphs:
             self._paragraph("".join(self.paragraphs.pop()), self.is_heading.pop())
+            if not self.paragraphs and not self.cells:
+                self.held = 0
         elif tag == "tc" and self.cells and self.tables:
             self.tables[-1].append(
                 " ".join(" ".join(p.split()) for p in self.cells.pop() if p.strip())
@@ -122,15 +125,17 @@ class _Body(XmlReader):
             line = " | ".join(row) if any(row) else ""
             if len(self.tables) > 1 and self.cells:
                 self.cells[-1].append(line)  # a nested table's row, inside the outer cell
-            elif line:
-                self.done = not self.out.write(line, sep="\n" if self.rows else "\n\n")
-                self.rows += 1
+            else:
+                self.held = 0
+                if line:
+                    self.done = not self.out.write(line, sep="\n" if self.rows else "\n\n")
+                    self.rows += 1
         elif tag == "tbl" and self.tables:
             self.tables.pop()
 
     def text(self, data: str) -> None:
         if self.in_text and not self.skip and self.paragraphs:
-            self.paragraphs[-1].append(data)
+            self.keep(self.paragraphs[-1], data)
 
     def _paragraph(self, text: str, is_heading: bool) -> None:
         if self.cells and len(self.cells) == len(self.tables):  # a paragraph of a cell

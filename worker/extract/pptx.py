@@ -59,6 +59,7 @@ class _Slide(XmlReader):
         self.new_shape = True  # the next paragraph starts a shape (blank line before it)
         self.row: list[str] | None = None
         self.cell: list[str] | None = None
+        self.cap = out.limits.max_chars
         self.skipped = frozenset({"Fallback", "fld"} if notes else {"Fallback"})
 
     def start(self, name: str, attrs: dict[str, str]) -> None:
@@ -89,8 +90,10 @@ class _Slide(XmlReader):
             self.line = None
             if self.cell is not None:
                 self.cell.append(text)
-            elif text.strip():
-                self._write(text)
+            else:
+                self.held = 0
+                if text.strip():
+                    self._write(text)
         elif tag == "tc" and self.row is not None and self.cell is not None:
             self.row.append(" ".join(" ".join(self.cell).split()))
             self.cell = None
@@ -98,10 +101,11 @@ class _Slide(XmlReader):
             if any(self.row):
                 self._write(" | ".join(self.row))
             self.row = None
+            self.held = 0
 
     def text(self, data: str) -> None:
         if self.in_text and not self.skip and self.line is not None:
-            self.line.append(data)
+            self.keep(self.line, data)
 
     def _write(self, text: str) -> None:
         self.done = not self.out.write(text, sep="\n\n" if self.new_shape else "\n")

@@ -71,7 +71,7 @@ def read_xlsx(package: Package, out: Sections) -> None:
 
 def _shared_strings(package: Package, out: Sections) -> list[str]:
     strings: list[str] = []
-    reader = _Strings(strings)
+    reader = _Strings(strings, out.limits.max_chars)
     package.parse(SHARED, reader)
     if reader.done:
         out.notes.append(f"shared strings cut at {MAX_SHARED_STRINGS}")
@@ -81,8 +81,9 @@ def _shared_strings(package: Package, out: Sections) -> list[str]:
 class _Strings(XmlReader):
     """``si`` items: their ``t`` text, without phonetic runs (``rPh``)."""
 
-    def __init__(self, strings: list[str]) -> None:
+    def __init__(self, strings: list[str], cap: int) -> None:
         super().__init__()
+        self.cap = cap
         self.strings = strings
         self.parts: list[str] = []
         self.in_text = False
@@ -99,12 +100,12 @@ class _Strings(XmlReader):
         self.phonetic -= tag == "rPh"
         if tag == "si":
             self.strings.append("".join(self.parts))
-            self.parts = []
+            self.parts, self.held = [], 0
             self.done = len(self.strings) >= MAX_SHARED_STRINGS
 
     def text(self, data: str) -> None:
         if self.in_text:
-            self.parts.append(data)
+            self.keep(self.parts, data)
 
 
 def _date_styles(package: Package) -> frozenset[int]:
@@ -148,6 +149,8 @@ class _Sheet(XmlReader):
         self.capture = False  # inside <v>, or <t> of an inline string (not <f>)
         self.lines: list[str] = []  # rows not yet written (written in batches: fewer passes)
         self.names: dict[str, str] = {}  # element name -> local name
+        self.cap = out.limits.max_chars
+        self.pending = 0  # characters in ``lines``
 
     def start(self, name: str, attrs: dict[str, str]) -> None:
         tag = self.names.get(name) or self.names.setdefault(name, local(name))
@@ -173,8 +176,11 @@ class _Sheet(XmlReader):
         elif tag == "row":
             while self.row and not self.row[-1]:
                 self.row.pop()
-            if self.row:
+            if not self.row:
+                self.held = self.pending  # what an empty row held is dropped
+            else:
                 self.lines.append(" | ".join(self.row))
+                self.pending += len(self.lines[-1])
                 if len(self.lines) >= BATCH:
                     self.flush()
         elif tag == "sheetData":
@@ -183,11 +189,11 @@ class _Sheet(XmlReader):
     def flush(self) -> None:
         if self.lines:
             self.done = not self.out.write("\n".join(self.lines), sep="\n")
-            self.lines = []
+            self.lines, self.held, self.pending = [], 0, 0
 
     def text(self, data: str) -> None:
         if self.capture and self.value is not None:
-            self.value.append(data)
+            self.keep(self.value, data)
 
     def _cell(self, raw: str) -> None:
         kind, style, reference = self.cell

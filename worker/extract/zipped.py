@@ -205,6 +205,16 @@ class XmlReader:
     ) -> None:
         self.done = False
         self._start, self._end, self._text = start, end, text
+        self.cap = 1 << 62  # characters a reader may hold unwritten (see ``keep``)
+        self.held = 0
+
+    def keep(self, parts: list[str], data: str) -> None:
+        """Buffer ``data`` unless ``cap`` characters are already held unwritten: one
+        giant paragraph or cell cannot hold more than the document's character cap
+        (what is dropped would be cut by the cap anyway). Readers reset ``held``."""
+        if self.held <= self.cap:
+            parts.append(data)
+            self.held += len(data)
 
     def parser(self) -> expat.XMLParserType:
         parser = expat.ParserCreate()
