@@ -1,6 +1,7 @@
 """The folders' rules, checked over the source (issue 16; docs/architecture.md).
 
-* ``worker/core/`` and ``worker/text/`` import nothing that does I/O;
+* ``worker/core/``, ``worker/text/`` and ``worker/extract/`` import nothing that does I/O
+  (nor processes, threads or an event loop: extract runs inside parsing children);
 * only ``worker/queue/`` imports arq; ``worker/ingest/`` imports neither arq nor Redis;
 * SQL text lives only in ``worker/db/sql/*.sql``; only ``worker/db/`` and
   ``worker/maintenance/`` run named queries (``Q``), and every ``Q.<name>`` exists;
@@ -32,6 +33,10 @@ IO_MODULES = (
     "aiohttp",
     "socket",
     "subprocess",
+    "asyncio",
+    "multiprocessing",
+    "threading",
+    "pebble",
     "worker.db",
     "worker.queue",
     "worker.ingest",
@@ -71,7 +76,7 @@ def _in(module: str, *packages: str) -> bool:
     return any(module == p or module.startswith(p + ".") for p in packages)
 
 
-@pytest.mark.parametrize("package", ["worker.core", "worker.text"])
+@pytest.mark.parametrize("package", ["worker.core", "worker.text", "worker.extract"])
 def test_pure_packages_import_nothing_with_io(package: str) -> None:
     for module, path in _modules(WORKER / package.split(".")[1]):
         bad = sorted(p for p in IO_MODULES if _uses(_imports(path), p))

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import json
 import re
 import uuid
@@ -35,7 +34,6 @@ from pydantic import (
     ConfigDict,
     Field,
     TypeAdapter,
-    ValidationError,
     field_validator,
     model_validator,
 )
@@ -60,8 +58,6 @@ from worker.core.field_checks import (
 SCHEMA_VERSION = 1
 MAX_METADATA_BYTES = 64 * 1024
 MAX_LIST_ITEMS = 100_000
-#: Namespace of :func:`job_id` (fixed forever: changing it changes every job id).
-JOB_NAMESPACE = uuid.UUID("6f1c9a52-3d4e-5b8a-9c71-2e0d4b6a8f13")
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
@@ -169,7 +165,7 @@ class _Payload(_Model):
     def item_kind(self) -> str:
         """The kind of item this payload becomes (the ledger's ``kind``, the item lock's):
         the payload's own kind, except that a raw e-mail is a communication."""
-        return str(getattr(self, "kind"))
+        return str(self.kind)  # type: ignore[attr-defined]
 
     @field_validator("metadata", mode="before")
     @classmethod
@@ -322,124 +318,39 @@ Payload = Annotated[
     Field(discriminator="kind"),
 ]
 AnyPayload = CommunicationPayload | TranscriptPayload | MediaPayload | EmailPayload
-_ADAPTER: TypeAdapter[AnyPayload] = TypeAdapter(Payload)
-_KINDS = ("communication", "transcript", "media", "email")
+ADAPTER: TypeAdapter[AnyPayload] = TypeAdapter(Payload)
+KINDS = ("communication", "transcript", "media", "email")
+#: The kind of item each payload kind becomes (``_Payload.item_kind``; the ledger's kind).
+ITEM_KINDS = {
+    "communication": "communication",
+    "transcript": "transcript",
+    "media": "media",
+    "email": "communication",
+}
 
 
-# --- parsing ----------------------------------------------------------------------------
+# Validation of raw input (``parse_payload``) and deterministic identities live in
+# ``worker.core.validation`` and ``worker.core.identity``; imported here too, where callers
+# have always found them.
+from worker.core.identity import (  # noqa: E402
+    JOB_NAMESPACE,
+    content_hash,
+    job_id,
+    job_id_for,
+)
+from worker.core.validation import decode_json_payload, parse_payload  # noqa: E402
 
-
-def decode_json_payload(
-    raw: bytes | bytearray | memoryview | str | dict[str, Any],
-) -> dict[str, Any]:
-    """Decode a payload as read from Redis. Invalid UTF-8 is replaced (U+FFFD), not fatal:
-    one bad byte in a long e-mail should not lose the e-mail."""
-    try:
-        if isinstance(raw, dict):
-            return raw
-        if isinstance(raw, bytes | bytearray | memoryview):
-            raw = bytes(raw).decode("utf-8", errors="replace")
-        if not isinstance(raw, str):
-            raise PayloadError(
-                "payload", f"must be JSON text or an object, not {type(raw).__name__}"
-            )
-        data = json.loads(raw)
-    except PayloadError:
-        raise
-    except (ValueError, RecursionError) as exc:
-        raise PayloadError("payload", f"is not valid JSON ({type(exc).__name__})") from None
-    if not isinstance(data, dict):
-        raise PayloadError("payload", f"must be a JSON object, not {type(data).__name__}")
-    return data
-
-
-def _error_field(error: Any) -> str:
-    loc = [str(part) for part in error.get("loc", ())]
-    if loc and loc[0] in _KINDS:
-        loc = loc[1:]  # the discriminator's branch name is not a field
-    extra = (error.get("ctx") or {}).get("field")
-    if extra:
-        loc.append(str(extra))
-    return ".".join(loc)
-
-
-def _error_reason(error: Any) -> str:
-    kind, msg = error.get("type"), str(error.get("msg", "is invalid"))
-    if kind == "missing":
-        return "is required"
-    if kind == "extra_forbidden":
-        return "is not a known field"
-    if kind == "union_tag_not_found":
-        return "is required (one of " + ", ".join(_KINDS) + ")"
-    if kind == "union_tag_invalid":
-        tag = (error.get("ctx") or {}).get("tag", "")
-        return f"must be one of {', '.join(_KINDS)} (got {tag[:64]!r})"
-    if kind == "model_attributes_type":
-        return "must be a JSON object"
-    msg = msg.removeprefix("Value error, ")
-    return msg if len(msg) <= 300 else msg[:297] + "..."
-
-
-def parse_payload(data: Any) -> AnyPayload:
-    """Validate ``data`` (dict, JSON text or bytes) into a payload model.
-
-    Raises :class:`PayloadError` - and only that - for every invalid input.
-    """
-    try:
-        if isinstance(data, bytes | bytearray | memoryview | str):
-            data = decode_json_payload(data)
-        return _ADAPTER.validate_python(data)
-    except PayloadError:
-        raise
-    except ValidationError as exc:
-        errors = [(_error_field(e) or "payload", _error_reason(e)) for e in exc.errors()]
-        if not errors:
-            errors = [("payload", "is invalid")]
-        field, reason = errors[0]
-        if field in ("", "payload") and reason.startswith(("is required (one", "must be one")):
-            field = "kind"
-        errors[0] = (field, reason)
-        raise PayloadError(field, reason, errors) from None
-    except Exception as exc:  # RecursionError, MemoryError-adjacent oddities: never escape
-        raise PayloadError("payload", f"could not be validated ({type(exc).__name__})") from None
-
-
-# --- identities -------------------------------------------------------------------------
-
-
-#: Fields added after schema 1 shipped: left out of the hash while unset, so the job ids of
-#: payloads that do not use them stay what they were.
-_LATER_FIELDS = ("body_html", "content_type")
-
-
-def _canonical(payload: BaseModel) -> bytes:
-    data = payload.model_dump(mode="json", exclude={"schema_version"})
-    for name in _LATER_FIELDS:
-        if name in data and data[name] is None:
-            del data[name]
-    return json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
-
-
-def content_hash(payload: BaseModel) -> str:
-    """sha256 hex over canonical JSON of every field but ``schema_version``."""
-    return hashlib.sha256(_canonical(payload)).hexdigest()
-
-
-def job_id_for(
-    workspace_id: uuid.UUID | str, kind: str, source: str, external_id: str, content_hash: str
-) -> str:
-    """Deterministic job id: same content from the same source = same id (arq dedupes)."""
-    name = f"{workspace_id}|{kind}|{source}|{external_id}|{content_hash}"
-    return str(uuid.uuid5(JOB_NAMESPACE, name))
-
-
-def job_id(payload: AnyPayload, chash: str | None = None) -> str:
-    """:func:`job_id_for` of a validated payload; ``chash``: its :func:`content_hash`, if
-    the caller has it already (hashing walks the whole payload)."""
-    return job_id_for(
-        payload.workspace_id,
-        payload.kind,
-        payload.source,
-        payload.external_id,
-        chash if chash is not None else content_hash(payload),
-    )
+__all__ = [
+    "JOB_NAMESPACE",
+    "AnyPayload",
+    "CommunicationPayload",
+    "EmailPayload",
+    "MediaPayload",
+    "PayloadError",
+    "TranscriptPayload",
+    "content_hash",
+    "decode_json_payload",
+    "job_id",
+    "job_id_for",
+    "parse_payload",
+]
