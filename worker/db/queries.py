@@ -77,6 +77,9 @@ class Queries:
     database_exists: str
     delete_comm_participants: str
     delete_media_chunks: str
+    asset_hash: str
+    replace_attachments: str
+    link_message_assets: str
     delete_meeting_participants: str
     delete_transcript_chunks: str
     embedded_tokens: str

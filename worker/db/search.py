@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 from uuid import UUID
 
@@ -20,4 +21,22 @@ async def search(
     async with EmbeddingBatcher(make_provider(settings), settings) as batcher:
         vector = (await batcher.embed([text], [count_tokens(text)]))[0]
     rows = await pool.fetch(Q.search_chunks, workspace_id, vector, limit)
-    return [dict(r) for r in rows]
+    hits = [dict(r) for r in rows]
+    for hit in hits:
+        if isinstance(hit.get("position"), str):  # jsonb arrives as text
+            hit["position"] = json.loads(hit["position"])
+    return hits
+
+
+def describe_place(hit: dict[str, Any]) -> str:
+    """Where a hit is, for people: " page 3", " pages 3-4", " slide 2", " sheet Q3"...,
+    and for an attachment " in an attachment of 'Subject'"."""
+    out = ""
+    for key, value in (hit.get("position") or {}).items():
+        if isinstance(value, list) and len(value) == 2:
+            out += f" {key} {value[0]}-{value[1]}"
+        else:
+            out += f" {key} {value}"
+    if hit.get("came_with"):
+        out += f" in an attachment of {hit['came_with']!r}"
+    return out

@@ -71,9 +71,11 @@ class Written:
     thread_id: UUID | None = None
     old_thread_id: UUID | None = None  # a moved message leaves a count behind
     meeting_id: UUID | None = None
+    attached: dict[str, int] | None = None  # a message's attachments: rows, assets, chunks
 
     def as_dict(self) -> dict[str, Any]:
-        return self.result.as_dict()
+        out = self.result.as_dict()
+        return {**out, "attachments": self.attached} if self.attached is not None else out
 
 
 def item_lock_key(kind: str, workspace_id: UUID, source: str, external_id: str) -> str:
@@ -296,9 +298,17 @@ async def share_transcript(
 
 
 async def upsert_asset(
-    conn: asyncpg.Connection, job_id: UUID, payload: MediaPayload, content_hash: str
+    conn: asyncpg.Connection,
+    job_id: UUID,
+    payload: MediaPayload,
+    content_hash: str,
+    document: dict[str, Any] | None = None,
 ) -> UUID:
+    """The asset row; ``document``: what reading it as a document found (type, status,
+    pages...), kept in its metadata, its sniffed type standing in for a missing mime."""
     a = payload.asset
+    metadata = {**payload.metadata, "document": document} if document else payload.metadata
+    mime_type = a.mime_type or (document or {}).get("mime_type")
     asset_id: UUID = await conn.fetchval(
         Q.upsert_asset,
         payload.workspace_id,
@@ -306,11 +316,11 @@ async def upsert_asset(
         payload.external_id,
         a.kind,
         a.title,
-        a.mime_type,
+        mime_type,
         a.duration_ms,
         a.uri,
         content_hash,
-        json.dumps(payload.metadata),
+        json.dumps(metadata),
         job_id,
     )
     return asset_id
@@ -324,10 +334,11 @@ async def write_media(
     chunks: Sequence[Chunk],
     vectors: np.ndarray,
     model: str,
+    document: dict[str, Any] | None = None,
 ) -> Written:
     """Upsert the asset and replace its chunks (media shares no rows with other items)."""
     ws = payload.workspace_id
-    asset_id = await upsert_asset(conn, job_id, payload, content_hash)
+    asset_id = await upsert_asset(conn, job_id, payload, content_hash, document)
     await conn.execute(Q.delete_media_chunks, ws, asset_id)
     await copy_chunks(conn, "media", chunk_records("media", (ws, asset_id), chunks, vectors, model))
     return Written(StoreResult(asset_id, len(chunks), 0, 0))

@@ -23,6 +23,7 @@ import numpy as np
 from pgvector import Vector
 
 from worker.core.payloads import CommunicationPayload
+from worker.db.attachments import AttachmentRows
 from worker.db.ledger import JobRef, NewEvent
 from worker.db.people import comm_parts, comm_people, refresh_threads
 from worker.db.queries import Q
@@ -44,6 +45,8 @@ class CommWrite:
     chunks: Sequence[Chunk]
     progress: list[NewEvent] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)  # result fields (tokens, ...)
+    # A raw e-mail's attachments (written on the item path, not in groups)
+    attachments: Sequence[AttachmentRows] = ()
 
     @property
     def item_key(self) -> str:

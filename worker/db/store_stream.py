@@ -80,10 +80,15 @@ async def open_transcript(
 
 
 async def open_media(
-    conn: asyncpg.Connection, job_id: UUID, payload: MediaPayload, content_hash: str, model: str
+    conn: asyncpg.Connection,
+    job_id: UUID,
+    payload: MediaPayload,
+    content_hash: str,
+    model: str,
+    document: dict[str, Any] | None = None,
 ) -> ChunkTarget:
     ws = payload.workspace_id
-    asset_id = await store.upsert_asset(conn, job_id, payload, content_hash)
+    asset_id = await store.upsert_asset(conn, job_id, payload, content_hash, document)
     target = ChunkTarget("media", ws, asset_id, (ws, asset_id))
     await _stage_and_delete(conn, target, model)
     return target

@@ -16,7 +16,7 @@ from uuid import UUID
 import asyncpg
 import numpy as np
 
-from worker.core.payloads import CommunicationPayload, MediaPayload, TranscriptPayload
+from worker.core.payloads import CommunicationPayload
 from worker.db import reuse
 from worker.embedding import EmbeddingBatcher
 from worker.ingest.flow import Flow
@@ -79,17 +79,18 @@ class ItemEmbedder:
         return weighted_mean(vectors, [c.token_count for c in chunks]), chunks
 
     async def chunks(
-        self, payload: TranscriptPayload | MediaPayload, chunks: list[Chunk], flow: Flow
+        self, kind: str, workspace_id: UUID, chunks: Sequence[Chunk], flow: Flow
     ) -> tuple[np.ndarray, list[Chunk]]:
-        """Vectors for every chunk, reusing this workspace's vectors for identical texts."""
+        """Vectors for every chunk, reusing the workspace's vectors for identical texts
+        (``kind``'s chunk table: a document attached again costs no tokens)."""
         out = np.empty((len(chunks), self.dimensions), dtype=np.float32)
         if not chunks:
             return out, []
         async with self.pool.acquire() as conn:
             known = await reuse.reusable_chunk_vectors(
                 conn,
-                payload.kind,
-                payload.workspace_id,
+                kind,
+                workspace_id,
                 self.model,
                 [c.content_hash for c in chunks],
             )

@@ -13,9 +13,15 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from worker.core.payloads import CommunicationPayload, MediaPayload, TranscriptPayload
+from worker.core.payloads import (
+    CommunicationPayload,
+    EmailPayload,
+    MediaPayload,
+    TranscriptPayload,
+)
 from worker.db import ledger
 from worker.db.store import item_lock_key
+from worker.ingest.document import document_info
 from worker.ingest.flow import Flow
 from worker.ingest.normalize import Pulled
 from worker.text.chunking import Chunk
@@ -23,7 +29,7 @@ from worker.text.chunking import Chunk
 if TYPE_CHECKING:
     from worker.ingest.kinds import Kind
 
-ItemPayload = CommunicationPayload | TranscriptPayload | MediaPayload
+ItemPayload = CommunicationPayload | TranscriptPayload | MediaPayload | EmailPayload
 
 
 @dataclass
@@ -40,10 +46,34 @@ class Job:
     # with the final transaction's events (three fewer transactions per item); if the item
     # fails, with its failure.
     progress: list[ledger.NewEvent] = field(default_factory=list)
+    # A document's reading (type, status, reason, pages...): kept in its asset's metadata
+    document: dict[str, Any] | None = None
+
+    def become(self, payload: ItemPayload) -> None:
+        """A raw e-mail, once parsed, is the communication it holds: from the chunk stage
+        on, the stages see that (the ledger identity and the item lock do not change:
+        they were the communication's from the start, ``payload.item_kind``)."""
+        self.payload = payload
 
     def step(self, event_type: str, **data: Any) -> None:
         event = self.ref.event(event_type, **data)
         self.progress.append(replace(event, occurred_at=datetime.now(UTC)))
+
+    def read(self, pulled: Pulled) -> str | None:
+        """Take in what the fetch stage found: a raw message becomes its communication;
+        each part left out is a ``content.warning``; a document's reading is kept for its
+        asset. Returns why the item is skipped when it holds nothing to read."""
+        if pulled.communication is not None:
+            self.become(pulled.communication)
+        for i, warning in enumerate(pulled.warnings):
+            self.step(ledger.CONTENT_WARNING, step_key=f"{ledger.CONTENT_WARNING}:{i}", **warning)
+        document = pulled.document
+        if document is None:
+            return None
+        self.document = document_info(document)
+        if document.status == "skipped":
+            return f"{document.type} document: {document.reason}"
+        return None
 
     def chunked(self, pulled: Pulled, chunks: list[Chunk]) -> None:
         """Record the fetch and chunk steps of an item chunked at once."""

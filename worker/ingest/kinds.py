@@ -8,7 +8,7 @@ testing the payload's type. A new kind is a new class here and a line in ``KINDS
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, ClassVar, Protocol
 
@@ -18,7 +18,9 @@ import numpy as np
 from worker.core.payloads import CommunicationPayload, MediaPayload, TranscriptPayload
 from worker.db import ledger, store_stream
 from worker.db import store as db_store
+from worker.db.attachments import AttachmentRows, DocumentRows, write_attachments
 from worker.db.store_group import CommWrite
+from worker.ingest.document import document_info
 from worker.ingest.embed import ItemEmbedder
 from worker.ingest.job import ItemPayload, Job
 from worker.ingest.normalize import Pulled, text_hash
@@ -107,7 +109,8 @@ class Kind:
     ) -> Ready:
         """One vector per chunk, reusing the workspace's vectors for identical texts."""
         assert not isinstance(job.payload, CommunicationPayload)
-        vectors, fresh = await embedder.chunks(job.payload, chunks, job.flow)
+        payload = job.payload
+        vectors, fresh = await embedder.chunks(self.name, payload.workspace_id, chunks, job.flow)
         extra = _embedded(job, chunks, fresh, embedder.model)
         return ChunkedWrite(job, pulled.fmt, chunks, vectors, embedder.model, extra)
 
@@ -176,7 +179,7 @@ class CommunicationKind(Kind):
 
     async def write(self, conn: asyncpg.Connection, ready: Ready) -> db_store.Written:
         assert isinstance(ready, CommWrite)
-        return await db_store.write_communication(
+        written = await db_store.write_communication(
             conn,
             ready.ref.job_id,
             ready.payload,
@@ -186,6 +189,23 @@ class CommunicationKind(Kind):
             ready.model,
             ready.chunks,
         )
+        if not ready.attachments:
+            return written
+        p = ready.payload
+        attached = await write_attachments(
+            conn,
+            ready.ref.job_id,
+            p.workspace_id,
+            p.source,
+            written.result.source_id,
+            ready.attachments,
+        )
+        counts = {
+            "rows": attached.attachments,
+            "assets": attached.assets,
+            "chunks": attached.chunks,
+        }
+        return replace(written, attached=counts)
 
     async def share(
         self, conn: asyncpg.Connection, payload: ItemPayload, written: db_store.Written
@@ -250,6 +270,7 @@ class MediaKind(Kind):
             ready.chunks,
             ready.vectors,
             ready.model,
+            ready.job.document,
         )
 
     async def open_stream(
@@ -257,7 +278,7 @@ class MediaKind(Kind):
     ) -> store_stream.ChunkTarget:
         assert isinstance(job.payload, MediaPayload)
         return await store_stream.open_media(
-            conn, job.ref.job_id, job.payload, job.content_hash, model
+            conn, job.ref.job_id, job.payload, job.content_hash, model, job.document
         )
 
     async def close_stream(
@@ -266,4 +287,51 @@ class MediaKind(Kind):
         return store_stream.close_media(target)
 
 
-KINDS: dict[str, Kind] = {k.name: k for k in (CommunicationKind(), TranscriptKind(), MediaKind())}
+class EmailKind(CommunicationKind):
+    """A raw message: parsed at the fetch stage into the communication it is (``Job.
+    become``), which it then is in every way, plus its attachments: each document among
+    them is embedded chunk by chunk (reusing the workspace's vectors: a file attached
+    again down a thread costs no tokens) and written with the message, on the item path
+    (a message with attachments is one transaction of its own, not part of a group)."""
+
+    name = "email"
+
+    async def embed(
+        self, embedder: ItemEmbedder, job: Job, pulled: Pulled, chunks: list[Chunk]
+    ) -> Ready:
+        ready = await super().embed(embedder, job, pulled, chunks)
+        assert isinstance(ready, CommWrite)
+        rows: list[AttachmentRows] = []
+        tokens = 0
+        for a in pulled.attachments:
+            document = None
+            if a.document is not None and a.chunks:
+                vectors, fresh = await embedder.chunks(
+                    "media", job.payload.workspace_id, a.chunks, job.flow
+                )
+                tokens += sum(c.token_count for c in fresh)
+                document = DocumentRows(
+                    a.sha256,
+                    a.filename,
+                    a.document.mime_type,
+                    {"document": document_info(a.document), "attachment": True},
+                    a.chunks,
+                    vectors,
+                    embedder.model,
+                )
+            rows.append(AttachmentRows(a.filename, a.mime_type, a.size_bytes, document))
+        ready.attachments = rows
+        if tokens:
+            ready.extra["attachment_tokens"] = tokens
+        return ready
+
+    async def store(self, writers: Writers, ready: Ready) -> dict[str, Any]:
+        assert isinstance(ready, CommWrite)
+        if ready.attachments:
+            return await writers.items.write(ready)
+        return await writers.groups.write(ready)
+
+
+KINDS: dict[str, Kind] = {
+    k.name: k for k in (CommunicationKind(), TranscriptKind(), MediaKind(), EmailKind())
+}

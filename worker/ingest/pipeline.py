@@ -26,6 +26,7 @@ from typing import Any
 import asyncpg
 import numpy as np
 
+from worker.core.payloads import EmailPayload
 from worker.core.settings import Settings
 from worker.db import ledger
 from worker.db.store_group import CommWrite
@@ -35,6 +36,7 @@ from worker.ingest.embed import ItemEmbedder
 from worker.ingest.grouping import GroupWriter
 from worker.ingest.job import Job
 from worker.ingest.normalize import iter_chunks, pull
+from worker.ingest.parsing import Parser
 from worker.ingest.pickup import Pickups
 from worker.ingest.receive import Receiver
 from worker.ingest.stream import chain_release
@@ -62,6 +64,7 @@ class Pipeline:
             settings.group_write_connections,
             settings.group_write_max_items,
         )
+        self.parser = Parser(settings)
         self.items = ItemWrite(pool)
         self.groups = GroupWrite(pool, settings, self.items)
         self.streams = StreamWrite(pool, settings, self.embedder)
@@ -86,10 +89,12 @@ class Pipeline:
     async def _process(self, job: Job) -> dict[str, Any]:
         """fetch -> chunk -> embed -> store -> record, each stage timed."""
         # A fetched body may be up to FETCH_MAX_BYTES: only a few are held at once.
-        fetched = job.payload.content_url is not None
-        async with job.flow.holding(self.large_slots) if fetched else contextlib.nullcontext():
+        large = job.payload.content_url is not None or isinstance(job.payload, EmailPayload)
+        async with job.flow.holding(self.large_slots) if large else contextlib.nullcontext():
             t0 = time.perf_counter()
-            pulled = await pull(job.payload, self.settings)
+            pulled = await pull(job.payload, self.settings, self.parser)
+            if (skipped := job.read(pulled)) is not None:  # a document with nothing to read
+                return await self.items.skip(job, skipped)
             stream = iter_chunks(pulled, self.settings, job.kind.subject(job.payload))
             limit = self.settings.stream_threshold_chunks
             chunks = list(itertools.islice(stream, limit + 1))
@@ -168,3 +173,4 @@ class Pipeline:
         await self.receiver.aclose()
         await self.embedder.aclose()
         await self.groups.aclose()
+        await self.parser.aclose()

@@ -17,6 +17,7 @@ import asyncpg
 import structlog
 
 from worker.core.payloads import (
+    ITEM_KINDS,
     PayloadError,
     content_hash,
     decode_json_payload,
@@ -121,7 +122,8 @@ class Receiver:
         its event) and log it; never retried."""
         d = data if isinstance(data, dict) else {}
         ws = _uuid_or_none(d.get("workspace_id"))
-        kind = d.get("kind") if isinstance(d.get("kind"), str) and d["kind"] in KINDS else None
+        named = d.get("kind")
+        kind = ITEM_KINDS.get(named) if isinstance(named, str) else None
         # (the items of a page share its arq id: each is identified by its own payload)
         jid = ledger_id or ledger_id_for(delivery.own_arq_job_id, data)
         async with self.pool.acquire() as conn:

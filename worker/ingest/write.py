@@ -72,6 +72,15 @@ class ItemWrite:
             await kind.share(conn, ready.payload, written)
         return outcome("done", **result)
 
+    async def skip(self, job: Job, reason: str) -> dict[str, Any]:
+        """An item with nothing to read (a scanned PDF, an encrypted one, not a document):
+        recorded as skipped with the reason, its stored rows untouched."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            if (early := await _claim(conn, job, job.progress)) is not None:
+                return early
+            await ledger.skip(conn, job.ref, reason, job.progress)
+        return outcome("skipped", chunks=0, reason=reason)
+
 
 class GroupWrite:
     """Communications written in groups (``grouping.GroupWriter``: nothing waits on a

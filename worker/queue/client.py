@@ -42,7 +42,7 @@ from worker.core.settings import Settings, get_settings
 from worker.db import ledger
 from worker.queue import keys, serialization
 
-AnyPayload = CommunicationPayload | TranscriptPayload | MediaPayload
+AnyPayload = CommunicationPayload | TranscriptPayload | MediaPayload | EmailPayload
 #: Retries of one Redis command on connection errors (backoff 0.1 s doubling, capped at 2 s).
 REDIS_RETRIES = 20
 
@@ -67,7 +67,7 @@ async def connect(redis_url: str) -> ArqRedis:
 
 
 def _as_model(payload: AnyPayload | dict[str, Any]) -> AnyPayload:
-    if isinstance(payload, (CommunicationPayload, TranscriptPayload, MediaPayload)):
+    if isinstance(payload, (CommunicationPayload, TranscriptPayload, MediaPayload, EmailPayload)):
         return payload
     return parse_payload(payload)  # raises PayloadError(field, reason)
 

@@ -232,7 +232,8 @@ async def claim(
 async def skip(
     conn: asyncpg.Connection, ref: JobRef, reason: str, progress: Sequence[NewEvent]
 ) -> None:
-    """A claimed job older than what is stored: skipped, its rows untouched."""
+    """A claimed job that writes nothing (older than what is stored, or nothing to read
+    in it): skipped with ``reason``, its rows untouched."""
     await finish(
         conn, ref, JOB_SKIPPED, result={"reason": reason}, extra_events=progress, locked=True
     )

@@ -21,10 +21,13 @@ JOB_STARTED = "job.started"  # status running; attempts = payload.attempt
 CONTENT_PULLED = "content.pulled"  # no status change
 CONTENT_CHUNKED = "content.chunked"  # no status change
 CONTENT_EMBEDDED = "content.embedded"  # no status change
+# no status change: part of the content was left out (a cap, a damaged or encrypted
+# attachment, an undecodable charset); carries part numbers, types, counts, never content
+CONTENT_WARNING = "content.warning"
 CONTENT_STORED = "content.stored"  # no status change (same transaction as completed)
 JOB_COMPLETED = "job.completed"  # status done
 JOB_NOOP = "job.noop"  # no status change: re-delivery of a finished job
-JOB_SKIPPED = "job.skipped"  # status skipped: superseded by newer content
+JOB_SKIPPED = "job.skipped"  # status skipped: superseded, or nothing to read (reason)
 JOB_RETRYING = "job.retrying"  # status queued, last_error
 JOB_FAILED = "job.failed"  # status failed, last_error, error_field
 JOB_REQUEUED = "job.requeued"  # no status change: the reconciler re-enqueued a lost job

@@ -220,6 +220,38 @@ RETURNING id;
 -- name: delete_media_chunks
 DELETE FROM media.media_chunks WHERE workspace_id = $1 AND asset_id = $2;
 
+-- name: asset_hash
+-- A stored asset's id and content hash: an attachment already stored (the same file sent
+-- again in a thread) is linked, not written again.
+SELECT id, content_hash FROM media.assets
+WHERE workspace_id = $1 AND source = $2 AND external_id = $3;
+
+-- name: replace_attachments
+-- A message's attachments, replaced wholesale (a re-ingest never leaves a mix).
+WITH gone AS (
+  DELETE FROM comms.attachments WHERE workspace_id = $1 AND communication_id = $2
+)
+INSERT INTO comms.attachments (workspace_id, communication_id, filename, mime_type,
+                               size_bytes, media_asset_id)
+SELECT $1, $2, a.filename, a.mime_type, a.size_bytes, a.asset_id
+FROM unnest($3::text[], $4::text[], $5::bigint[], $6::uuid[])
+     AS a (filename, mime_type, size_bytes, asset_id);
+
+-- name: link_message_assets
+-- The message's links to its attachments' assets: the ones no longer attached go, the new
+-- ones are added (a link is written once per asset and message).
+WITH gone AS (
+  DELETE FROM media.asset_links
+  WHERE workspace_id = $1 AND communication_id = $2 AND meeting_id IS NULL
+    AND asset_id <> ALL ($3::uuid[])
+)
+INSERT INTO media.asset_links (workspace_id, asset_id, communication_id)
+SELECT DISTINCT $1, a.asset_id, $2 FROM unnest($3::uuid[]) AS a (asset_id)
+WHERE NOT EXISTS (
+  SELECT 1 FROM media.asset_links l
+  WHERE l.workspace_id = $1 AND l.communication_id = $2 AND l.asset_id = a.asset_id
+);
+
 -- name: pending_contacts
 -- Contact profiles without an embedding from the current model, oldest first; keyset
 -- pagination on id makes embed_pending resumable.
@@ -247,17 +279,26 @@ WHERE id = $1;
 
 -- name: search_chunks
 -- Top chunks across the three chunked sources by cosine distance, for `cos-worker search`.
+-- A media chunk says where it is in its document (position) and, for an attachment, the
+-- message it came with (came_with: that message's subject, else its external id).
 (SELECT 'transcript' AS kind, c.content, c.speaker, c.start_ms, c.end_ms,
-        c.embedding <=> $2 AS distance
+        NULL::jsonb AS position, NULL::text AS came_with, c.embedding <=> $2 AS distance
  FROM meetings.transcript_chunks c WHERE c.workspace_id = $1
  ORDER BY c.embedding <=> $2 LIMIT $3)
 UNION ALL
-(SELECT 'media', c.content, NULL, c.start_ms, c.end_ms, c.embedding <=> $2
+(SELECT 'media', c.content, NULL, c.start_ms, c.end_ms, c.metadata -> 'position',
+        (SELECT coalesce(m.subject, m.external_id)
+         FROM media.asset_links l
+         JOIN comms.communications m
+           ON m.workspace_id = l.workspace_id AND m.id = l.communication_id
+         WHERE l.workspace_id = c.workspace_id AND l.asset_id = c.asset_id
+         ORDER BY m.sent_at NULLS LAST, m.id LIMIT 1),
+        c.embedding <=> $2
  FROM media.media_chunks c WHERE c.workspace_id = $1
  ORDER BY c.embedding <=> $2 LIMIT $3)
 UNION ALL
 (SELECT 'communication', coalesce(c.subject || E'\n', '') || left(c.body, 400), c.sender_name,
-        NULL, NULL, c.embedding <=> $2
+        NULL, NULL, NULL, NULL, c.embedding <=> $2
  FROM comms.communications c WHERE c.workspace_id = $1 AND c.embedding IS NOT NULL
  ORDER BY c.embedding <=> $2 LIMIT $3)
 ORDER BY distance
