@@ -136,7 +136,7 @@ async def _status(settings: Settings, services: Services, args: argparse.Namespa
 
 async def _search(settings: Settings, services: Services, args: argparse.Namespace) -> int:
     from worker.db.pool import create_pool
-    from worker.db.search import describe_place, search
+    from worker.db.search import describe_place, search, snippet
 
     pool = await create_pool(settings, await services.ensure_database(), min_size=1, max_size=1)
     try:
@@ -148,7 +148,8 @@ async def _search(settings: Settings, services: Services, args: argparse.Namespa
         who = f" {hit['speaker']}" if hit.get("speaker") else ""
         where = describe_place(hit)
         console.print(
-            f"{hit['distance']:.3f} ({hit['kind']}{who}{when}{where}) {hit['content'][:300]}",
+            f"{hit['distance']:.3f} ({hit['kind']}{who}{when}{where}) "
+            f"{snippet(hit['content'], args.text, 300)}",
             markup=False,
         )
     return 0

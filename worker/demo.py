@@ -8,6 +8,7 @@ drains, then prints what was written and answers a semantic search.
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from pathlib import Path
@@ -21,7 +22,7 @@ from worker.core.settings import Settings
 from worker.db.inspect import embedded_tokens, workspace_counts
 from worker.db.migrate import Migrator
 from worker.db.pool import connect, create_pool
-from worker.db.search import search
+from worker.db.search import describe_place, search, snippet
 from worker.db.seed import seed_insight, seed_workspace
 from worker.queue import client, keys
 from worker.queue.app import run_bursts
@@ -31,6 +32,8 @@ SAMPLE = Path(__file__).parent / "sample" / "corpus.jsonl"
 DEMO_WORKSPACE = UUID("5a3f0000-0000-4000-8000-000000000001")
 DEMO_WORKSPACE_NAME = "Acme (demo)"
 DEMO_QUESTION = "what option pool did we propose to Northwind?"
+#: Answered only by the PDF attached to the HTML reply msg-004.eml.
+DEMO_DOCUMENT_QUESTION = "when do drag-along rights apply to a sale of the company?"
 DEMO_INSIGHT = (
     "decision",
     "Series A negotiation: push for a 7% post-money option pool",
@@ -48,7 +51,13 @@ async def _drain(settings: Settings, services: Services, redis_url: str) -> None
 
 
 def load_corpus() -> list[dict[str, Any]]:
-    return [json.loads(line) for line in SAMPLE.read_text().splitlines() if line.strip()]
+    """The sample payloads; a raw e-mail's ``raw_file`` (an ``.eml`` beside the corpus, kept
+    readable there) is sent as base64 ``raw``, as a connector would."""
+    items = [json.loads(line) for line in SAMPLE.read_text().splitlines() if line.strip()]
+    for item in items:
+        if (name := item.pop("raw_file", None)) is not None:
+            item["raw"] = base64.b64encode((SAMPLE.parent / name).read_bytes()).decode()
+    return items
 
 
 async def run_demo(settings: Settings, console: Console | None = None) -> dict[str, Any]:
@@ -92,14 +101,25 @@ async def run_demo(settings: Settings, console: Console | None = None) -> dict[s
             table.add_row(name, str(value))
         console.print(table)
         hits = await search(settings, pool, DEMO_WORKSPACE, DEMO_QUESTION, limit=3)
+        document_hits = await search(settings, pool, DEMO_WORKSPACE, DEMO_DOCUMENT_QUESTION, 1)
         await pool.close()
-        console.print(f"[bold]search[/] {DEMO_QUESTION!r}")
-        for hit in hits:
-            console.print(
-                f"  {hit['distance']:.3f}  ({hit['kind']}) {hit['content'][:160]!r}", markup=False
-            )
+        for question, found in ((DEMO_QUESTION, hits), (DEMO_DOCUMENT_QUESTION, document_hits)):
+            console.print(f"[bold]search[/] {question!r}")
+            for hit in found:
+                where = describe_place(hit)
+                console.print(
+                    f"  {hit['distance']:.3f}  ({hit['kind']}{where}) "
+                    f"{snippet(hit['content'], question)!r}",
+                    markup=False,
+                )
         total_s = time.perf_counter() - started
         console.print(f"ingest {ingest_s:.2f}s, total {total_s:.2f}s")
-        return {"counts": counts, "hits": hits, "ingest_s": ingest_s, "total_s": total_s}
+        return {
+            "counts": counts,
+            "hits": hits,
+            "document_hits": document_hits,
+            "ingest_s": ingest_s,
+            "total_s": total_s,
+        }
     finally:
         await services.close()

@@ -45,11 +45,16 @@ def test_demo_runs_on_embedded_defaults(tmp_path: Path) -> None:
         parts = [p.strip() for p in row.strip("│┃ ").split("│")]
         if len(parts) == 2 and parts[1].isdigit():
             counts[parts[0]] = int(parts[1])
-    assert counts["communications"] == 4 and counts["jobs done"] == 6, out
+    assert counts["communications"] == 5 and counts["jobs done"] == 7, out
+    assert counts["attachments"] == 1 and counts["media assets"] == 2, out
     assert counts["contacts embedded"] == counts["contacts"] > 0
     assert counts["insights embedded"] == 1
     assert "search 'what option pool did we propose to Northwind?'" in out
     assert "option pool" in out.split("search '", 1)[1]
+    # a sentence only inside the PDF attached to the HTML reply, and the message it came with
+    document = out.split("search 'when do drag-along rights", 1)[1]
+    assert "65% of the Series A" in document
+    assert "in an attachment of 'Re: Series A term sheet: next steps'" in document
     # the servers it started were stopped again
     assert not (data_dir / "postgres" / "pgdata" / "postmaster.pid").exists()
     # and a second run reuses the data: nothing is embedded twice
@@ -110,11 +115,11 @@ def test_migrate_on_embedded_defaults_starts_and_stops_the_server(tmp_path: Path
     data_dir = tmp_path / "data"
     up = cli("migrate", "up", env={"DATA_DIR": str(data_dir)})
     assert up.returncode == 0, up.stdout + up.stderr
-    assert "applied: 001, 002, 003" in up.stdout
+    assert "applied: 001, 002, 003, 004" in up.stdout
     status = cli("migrate", "status", env={"DATA_DIR": str(data_dir)})
     assert status.returncode == 0, status.stderr
     states = [line.split()[2] for line in status.stdout.splitlines() if line[:3].isdigit()]
-    assert states == ["applied"] * 3
+    assert states == ["applied"] * 4
     assert (data_dir / "postgres" / "pgdata" / "PG_VERSION").exists()  # data kept
     assert not (data_dir / "postgres" / "pgdata" / "postmaster.pid").exists()  # server stopped
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 from uuid import UUID
 
@@ -40,3 +41,18 @@ def describe_place(hit: dict[str, Any]) -> str:
     if hit.get("came_with"):
         out += f" in an attachment of {hit['came_with']!r}"
     return out
+
+
+_WORD = re.compile(r"\w{4,}")
+_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n\s*\n")
+
+
+def snippet(content: str, question: str, width: int = 160) -> str:
+    """The stretch of a hit that shares most words with the question (a chunk is up to
+    ~500 tokens: its opening lines rarely are why it matched), cut to ``width``."""
+    wanted = {w.lower() for w in _WORD.findall(question)}
+    sentences = [" ".join(s.split()) for s in _SENTENCE.split(content) if s.strip()]
+    if not sentences:
+        return content[:width]
+    best = max(sentences, key=lambda s: len(wanted & {w.lower() for w in _WORD.findall(s)}))
+    return best if len(best) <= width else best[: width - 1] + "\u2026"

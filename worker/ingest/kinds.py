@@ -321,7 +321,15 @@ class EmailKind(CommunicationKind):
                 )
             rows.append(AttachmentRows(a.filename, a.mime_type, a.size_bytes, document))
         ready.attachments = rows
-        if tokens:
+        documents = sum(1 for r in rows if r.document is not None)
+        if documents:
+            job.step(
+                ledger.CONTENT_EMBEDDED,
+                step_key=f"{ledger.CONTENT_EMBEDDED}:attachments",
+                model=embedder.model,
+                attachments=documents,
+                tokens=tokens,
+            )
             ready.extra["attachment_tokens"] = tokens
         return ready
 

@@ -26,6 +26,7 @@ SELECT
     AS "transcript chunks",
   (SELECT count(*) FROM media.assets WHERE workspace_id = $1) AS "media assets",
   (SELECT count(*) FROM media.media_chunks WHERE workspace_id = $1) AS "media chunks",
+  (SELECT count(*) FROM comms.attachments WHERE workspace_id = $1) AS "attachments",
   (SELECT count(*) FROM intel.insights WHERE workspace_id = $1 AND embedding IS NOT NULL)
     AS "insights embedded",
   (SELECT count(*) FROM ops.events WHERE workspace_id = $1) AS "events",
