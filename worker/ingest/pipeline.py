@@ -21,12 +21,12 @@ import asyncio
 import contextlib
 import itertools
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
 import numpy as np
 
-from worker.core.payloads import EmailPayload
 from worker.core.settings import Settings
 from worker.db import ledger
 from worker.db.store_group import CommWrite
@@ -49,7 +49,12 @@ class Pipeline:
     """Runs jobs against one pool and one shared embedding batcher."""
 
     def __init__(
-        self, settings: Settings, pool: asyncpg.Pool, batcher: EmbeddingBatcher, model: str
+        self,
+        settings: Settings,
+        pool: asyncpg.Pool,
+        batcher: EmbeddingBatcher,
+        model: str,
+        preload: Sequence[str] = (),
     ) -> None:
         self.settings = settings
         self.pool = pool
@@ -64,7 +69,7 @@ class Pipeline:
             settings.group_write_connections,
             settings.group_write_max_items,
         )
-        self.parser = Parser(settings)
+        self.parser = Parser(settings, preload)  # parsing children
         self.items = ItemWrite(pool)
         self.groups = GroupWrite(pool, settings, self.items)
         self.streams = StreamWrite(pool, settings, self.embedder)
@@ -89,8 +94,11 @@ class Pipeline:
     async def _process(self, job: Job) -> dict[str, Any]:
         """fetch -> chunk -> embed -> store -> record, each stage timed."""
         # A fetched body may be up to FETCH_MAX_BYTES: only a few are held at once.
-        large = job.payload.content_url is not None or isinstance(job.payload, EmailPayload)
-        async with job.flow.holding(self.large_slots) if large else contextlib.nullcontext():
+        # (A raw e-mail inline is not large: its parse is bounded by the parsing children,
+        # PARSE_WORKERS; holding a slot through its embedding would let only two messages
+        # fill a request.)
+        fetched = job.payload.content_url is not None
+        async with job.flow.holding(self.large_slots) if fetched else contextlib.nullcontext():
             t0 = time.perf_counter()
             pulled = await pull(job.payload, self.settings, self.parser)
             if (skipped := job.read(pulled)) is not None:  # a document with nothing to read

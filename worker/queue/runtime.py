@@ -21,6 +21,9 @@ from worker.queue.handoff import Handoffs
 from worker.servers.services import Services
 from worker.text.tokens import get_encoding
 
+#: Modules a parsing child needs before its first task when ``arq`` runs the worker.
+PARSER_PRELOAD = ("arq.cli", "arq.worker", "worker.main")
+
 log = structlog.get_logger("worker.queue.runtime")
 
 
@@ -50,7 +53,8 @@ class Runtime:
         batcher = EmbeddingBatcher(provider, settings)
         await batcher.start()
         model = settings.effective_model
-        pipeline = Pipeline(settings, pool, batcher, model)
+        # arq's CLI is the usual __main__: parsing children re-run it (see Parser)
+        pipeline = Pipeline(settings, pool, batcher, model, preload=PARSER_PRELOAD)
         log.info(
             "worker.started",
             model=model,
