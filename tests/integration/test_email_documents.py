@@ -226,6 +226,42 @@ async def test_a_raw_thread_with_attachments_is_stored_searchable_and_linked(
         assert secret not in dump
 
 
+async def test_a_document_attached_to_messages_in_flight_together_is_embedded_once(
+    settings_factory, migrated_dsn, fake_openai
+) -> None:
+    settings = settings_factory()
+    ws = await new_workspace(migrated_dsn)
+    pdf = documents.pdf([f"Section {i}. {PDF_FACT} " * 20 for i in range(1, 6)])
+    forwards = [
+        message(
+            f"Fwd {i}",
+            f"See attached, copy {i}.",
+            message_id=f"f{i}@x",
+            attachments=(("report.pdf", "application/pdf", pdf),),
+        )
+        for i in range(6)
+    ]
+    fake_openai.reset()
+    await enqueue_all(settings, [email_payload(ws, f"f{i}", raw) for i, raw in enumerate(forwards)])
+    await run_worker_burst(settings)
+    chunks = await db_fetch(
+        migrated_dsn,
+        "SELECT token_count FROM media.media_chunks WHERE workspace_id = $1",
+        ws,
+    )
+    document_tokens = sum(c["token_count"] for c in chunks)
+    assert (
+        document_tokens > 1000
+        and await db_val(
+            migrated_dsn, "SELECT count(*) FROM media.asset_links WHERE workspace_id = $1", ws
+        )
+        == 6
+    )
+    assert fake_openai.stats()["inputs"] == len(chunks) + 6  # the document once, six bodies
+    recorded = await _events(migrated_dsn, ws, "content.embedded")
+    assert sum(e["tokens"] for e in recorded if "attachments" in e) == document_tokens
+
+
 async def test_bad_attachments_are_recorded_and_the_message_is_kept(
     settings_factory, migrated_dsn, fake_openai
 ) -> None:

@@ -9,6 +9,7 @@ same window by window in ``worker.ingest.stream``, through ``embed``.)
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from uuid import UUID
@@ -23,6 +24,10 @@ from worker.ingest.flow import Flow
 from worker.ingest.grouping import GroupWriter
 from worker.text.chunking import Chunk, weighted_mean
 
+#: Chunk vectors kept after their request (6 KiB each): an item arriving while another
+#: with the same text is still being written reuses it.
+RECENT_VECTORS = 512
+
 
 @dataclass
 class ItemEmbedder:
@@ -34,6 +39,7 @@ class ItemEmbedder:
     lookup_max_items: int = 100
 
     def __post_init__(self) -> None:
+        self._in_flight: dict[tuple[UUID, str], asyncio.Future[np.ndarray]] = {}
         # The items of a page job look their vectors up in the same loop turn: one
         # statement for them all instead of a round trip each.
         self._lookups: GroupWriter[tuple[UUID, str], np.ndarray | None] = GroupWriter(
@@ -94,13 +100,49 @@ class ItemEmbedder:
                 self.model,
                 [c.content_hash for c in chunks],
             )
-        fresh = [c for c in chunks if c.content_hash not in known]
-        if fresh:
-            vectors = await self.embed(
-                [c.text for c in fresh], [c.token_count for c in fresh], flow
+        # Texts another item of the workspace is embedding right now, or embedded moments
+        # ago and may not have committed yet (the same document attached to several
+        # messages of a thread arriving together), are taken from it, not requested again:
+        # the database only knows vectors once they are committed.
+        fresh: dict[str, Chunk] = {}
+        waiting: dict[str, asyncio.Future[np.ndarray]] = {}
+        for c in chunks:
+            chash = c.content_hash
+            if chash in known or chash in waiting or chash in fresh:
+                continue
+            if (future := self._in_flight.get((workspace_id, chash))) is not None:
+                waiting[chash] = future
+            else:
+                fresh[chash] = c
+        owned = {
+            c.content_hash: self._in_flight.setdefault(
+                (workspace_id, c.content_hash), asyncio.get_running_loop().create_future()
             )
-            for c, v in zip(fresh, vectors, strict=True):
-                known[c.content_hash] = v
+            for c in fresh.values()
+        }
+        try:
+            if fresh:
+                new = list(fresh.values())
+                vectors = await self.embed(
+                    [c.text for c in new], [c.token_count for c in new], flow
+                )
+                for c, v in zip(new, vectors, strict=True):
+                    known[c.content_hash] = v
+                    owned[c.content_hash].set_result(v)
+        except BaseException as exc:
+            for chash, future in owned.items():
+                self._in_flight.pop((workspace_id, chash), None)
+                if not future.done():
+                    future.set_exception(exc)
+                    future.exception()  # retrieved: no "never retrieved" warning if unwaited
+            raise
+        while len(self._in_flight) > RECENT_VECTORS:  # oldest first; keep those in flight
+            oldest = next(iter(self._in_flight))
+            if not self._in_flight[oldest].done():
+                break
+            del self._in_flight[oldest]
+        for chash, future in waiting.items():
+            known[chash] = await future
         for i, c in enumerate(chunks):
             out[i] = known[c.content_hash]
-        return out, fresh
+        return out, list(fresh.values())
