@@ -169,8 +169,11 @@ async def test_the_demo_ingests_and_searches_under_service_role(
         openai_api_key=None,
     )
     result = await asyncio.wait_for(run_demo(settings), timeout=120)
-    assert result["counts"]["jobs done"] == 6
-    assert result["counts"]["communications"] == 4
+    assert result["counts"]["jobs done"] == 7
+    assert result["counts"]["communications"] == 5
+    # the raw e-mail's PDF attachment: read, positioned and linked (pgvector 0.6 too)
+    [document] = result["document_hits"]
+    assert "65% of the Series A" in document["content"] and document["came_with"]
     assert result["counts"]["contacts embedded"] == result["counts"]["contacts"] > 0
     assert any("option pool" in hit["content"] for hit in result["hits"])
     # the worker wrote as service_role through postgres, not as a superuser
@@ -179,7 +182,7 @@ async def test_the_demo_ingests_and_searches_under_service_role(
         "SELECT count(*) AS n FROM ops.ingestion_jobs WHERE status = 'done'",
         fetch=True,
     )
-    assert row["n"] == 6
+    assert row["n"] == 7
 
 
 def test_maintenance_succeeds_as_postgres(project: SupabaseShaped) -> None:
