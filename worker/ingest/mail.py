@@ -103,6 +103,9 @@ async def read_message(payload: EmailPayload, settings: Settings, parser: Parser
         for i, a in enumerate(parsed.attachments, 1)
     ]
     warnings = parsed.warnings
-    if parsed.status == "partial" and parsed.reason and parsed.reason not in warnings:
-        warnings = (*warnings, parsed.reason)
+    # A cap's reason is its name, which its warning already starts with ("MIME_MAX_DEPTH
+    # (20): ..."): not a second content.warning for it.
+    reason = parsed.reason
+    if parsed.status == "partial" and reason and not any(w.startswith(reason) for w in warnings):
+        warnings = (*warnings, reason)
     return Message(communication, attachments, warnings, nbytes)
