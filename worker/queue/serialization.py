@@ -23,7 +23,17 @@ class QuietPayload(dict[str, Any]):
         return "…"
 
 
+#: Keys of a finished job's record (arq's ``serialize_result``), which a job has not.
+_RESULT_KEYS = frozenset(["r", "s", "ft"])
+
+
 def dumps(data: Any) -> bytes:
+    """A job, or a finished job's result. A result is stored without the job's argument
+    (arq keeps it for ``keep_result`` and nothing reads it back): a 20 MB payload is
+    otherwise serialized again as the job ends (two more copies in the worker at once,
+    with its rows being written) and held in Redis for an hour."""
+    if isinstance(data, dict) and data.keys() >= _RESULT_KEYS and data.get("a"):
+        data = {**data, "a": ["…"]}
     return json.dumps(data, default=str, separators=(",", ":")).encode("utf-8")
 
 
