@@ -269,9 +269,16 @@ async def assert_exactly_once(
         }
         assert set(ledger) == final_ids | old_ids, "ledger rows differ from the jobs enqueued"
         for jid in final_ids:
-            assert ledger[jid]["status"] == "done", dict(ledger[jid])
+            row = ledger[jid]
+            assert row["status"] == "done", (
+                f"{row['external_id']}: {row['status']} after {row['attempts']} attempts: "
+                f"{row['error_field']}: {row['last_error']}"
+            )
         for jid in old_ids:
-            assert ledger[jid]["status"] in ("done", "skipped"), dict(ledger[jid])
+            row = ledger[jid]
+            assert row["status"] in ("done", "skipped"), (
+                f"{row['external_id']}: {row['status']}: {row['error_field']}: {row['last_error']}"
+            )
 
         for m in models:
             want = expected_chunks(m, settings)
