@@ -99,6 +99,14 @@ def worker_env(dsn: str, redis_url: str, api: OpenAIServer, queue: str, **extra:
     return env
 
 
+def _python() -> list[str]:
+    """The interpreter command of worker processes: ``WORKER_PROFILER`` replaces it for a
+    profiling run, e.g. ``"memray run -q -o /tmp/worker.bin"`` (one worker per run: memray
+    will not overwrite its file). How issue 18's memory figures were found."""
+    wrapper = os.environ.get("WORKER_PROFILER")
+    return wrapper.split() if wrapper else [sys.executable]
+
+
 @dataclass
 class Workers:
     """Real worker processes (``python -m tests.support.worker_proc``) this test owns."""
@@ -112,7 +120,7 @@ class Workers:
         for _ in range(n):
             log = open(self.log_dir / f"worker-{len(self.procs)}.log", "w")  # noqa: SIM115
             proc = subprocess.Popen(
-                [sys.executable, "-m", "tests.support.worker_proc"],
+                [*_python(), "-m", "tests.support.worker_proc"],
                 cwd=REPO,
                 env=self.env,
                 stdout=log,

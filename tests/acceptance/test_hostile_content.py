@@ -10,7 +10,7 @@ default. Sent together:
 * a PDF of 10,000 pages (read up to DOCUMENT_MAX_PAGES, 1000: partial);
 * an encrypted PDF; a PDF cut at half and at 90 %;
 * a 200 MB document by ``content_url``, generated lazily by a local server, chunked and
-  with a Content-Length: refused at FETCH_MAX_BYTES without being downloaded;
+  with a Content-Length: skipped at DOCUMENT_MAX_BYTES without being downloaded;
 * MIME nested 50 and 20,000 levels deep (cut at MIME_MAX_DEPTH: partial, stored);
 * a charset that lies (utf-8 declared, windows-1252 bytes) and an unknown one;
 * a ~20 MB ``body_html`` of nested tags (over PARSE_INLINE_HTML_CHARS: the parsing child);
@@ -19,9 +19,9 @@ default. Sent together:
 Checked: every item's ledger status and reason / warning events (with no content in any
 event), nothing retried, the worker process never exited or restarted; and its RSS,
 sampled every 50 ms with psutil (with its kernel high-water mark), against the issue's
-250 MB target for the main process. That target is not met yet (an expected failure:
-see its reason). The peaks of the worker and of its children are printed (``-s``); wall
-time is not asserted (speed belongs in bench/).
+250 MB target for the main process (measured 218-225 MB, idle 133). The peaks of the
+worker and of its children are printed (``-s``); wall time is not asserted (speed
+belongs in bench/).
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ MAIN_RSS_LIMIT_MB = 250
 MIB = 1024 * 1024
 #: In every hostile item's text, subject or file name: never in an event.
 MARK = "Zanzibar4417"
-FETCH_CAP = Settings.model_fields["fetch_max_bytes"].default
+DOCUMENT_CAP = Settings.model_fields["document_max_bytes"].default
 HUGE = 200 * MIB
 HUGE_PATHS = ("/huge-chunked.pdf", "/huge-declared.pdf")
 PDF_FACT = f"The {MARK} audit found the Lisbon warehouse lease renews in March."
@@ -376,8 +376,8 @@ async def assert_hostile_outcomes(
         "doc-encrypted": "skipped",
         "doc-cut-half": "done",
         "doc-cut-90": "done",
-        "doc-200mb-chunked": "failed",
-        "doc-200mb-declared": "failed",
+        "doc-200mb-chunked": "skipped",
+        "doc-200mb-declared": "skipped",
         "mail-nested-50": "done",
         "mail-nested-20000": "done",
         "mail-charset-lies": "done",
@@ -471,12 +471,12 @@ async def assert_hostile_outcomes(
         summary[label] = f"done, partial: {warning['reason']} ({len(chunks)} chunks)"
 
     for ext, tail in (
-        ("doc-200mb-chunked", f"exceeds {FETCH_CAP} bytes"),
-        ("doc-200mb-declared", f"exceeds {FETCH_CAP} bytes (Content-Length {HUGE})"),
+        ("doc-200mb-chunked", f"exceeds {DOCUMENT_CAP} bytes"),
+        ("doc-200mb-declared", f"exceeds {DOCUMENT_CAP} bytes (Content-Length {HUGE})"),
     ):
-        o = got[ext]
-        assert o["error_field"] == "content_url" and o["last_error"] == tail, dict(o)
-        assert o["events"][-1][0] == "job.failed"
+        reason = skip_reason(got[ext])
+        assert reason == f"document: over DOCUMENT_MAX_BYTES: content_url {tail}", reason
+        assert got[ext]["events"][-1][0] == "job.skipped"
         assert ext not in assets
 
     # -- MIME nesting: cut at the depth cap, the text above it stored
@@ -667,9 +667,9 @@ async def test_every_hostile_item_is_recorded_and_nothing_else_harmed(run: Run) 
     # the one worker process ran it all: never exited, never restarted, nothing raised
     assert run.processes == 1 and not run.exited, run.logs[-3000:]
     assert "Traceback" not in run.logs, run.logs[-4000:]
-    # the 200 MB bodies: refused at FETCH_MAX_BYTES, never downloaded whole
+    # the 200 MB bodies: refused at DOCUMENT_MAX_BYTES, never downloaded whole
     assert all(_Content.ended[path].is_set() for path in HUGE_PATHS), "still sending"
-    assert run.sent["/huge-chunked.pdf"] <= FETCH_CAP + 16 * MIB, run.sent  # + socket buffers
+    assert run.sent["/huge-chunked.pdf"] <= DOCUMENT_CAP + 16 * MIB, run.sent  # + socket buffers
     assert run.sent["/huge-declared.pdf"] <= 16 * MIB, run.sent  # refused on its header
 
     conn = await asyncpg.connect(run.dsn)
@@ -684,7 +684,7 @@ async def test_every_hostile_item_is_recorded_and_nothing_else_harmed(run: Run) 
         ("doc-200mb-declared", "/huge-declared.pdf"),
     ):
         summary[ext] = (
-            f"failed content_url: {got[ext]['last_error']} "
+            f"skipped: {skip_reason(got[ext])} "
             f"(server sent {run.sent[path] / MIB:.0f} MiB of {HUGE // MIB})"
         )
     assert_no_content_in_events(got)
@@ -695,15 +695,13 @@ async def test_every_hostile_item_is_recorded_and_nothing_else_harmed(run: Run) 
         print(f"  {case}: {outcome}")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="measured 271-331 MB (idle 147 MB): the 20 MB body_html alone takes the worker "
-    "to ~260 MB (its copies: arq's job bytes, the payload, the content hash, the pickle to "
-    "the parsing child, asyncpg's array encoding of the body, glibc keeping freed heap); "
-    "without it 208 MB",
-)
 def test_worker_main_process_peak_rss_within_target(run: Run) -> None:
-    """The issue's target for the worker's main process (its children apart)."""
+    """The issue's target for the worker's main process (its children apart): 218-225 MB
+    measured. What got it there from 271-331 MB (memray): the content hash streamed, not
+    dumped whole; a large parse input sent through a file, not pickled down the pipe; a
+    large body written as a plain parameter, not an array element; a document fetched no
+    further than DOCUMENT_MAX_BYTES; tiktoken's pickling-only copy of its ranks dropped
+    (idle 147 -> 133 MB); glibc's mmap threshold fixed (MALLOC_MMAP_THRESHOLD_BYTES)."""
     assert run.rss["samples"] > 10
     assert run.rss["main_peak_rss_mb"] <= MAIN_RSS_LIMIT_MB, run.rss
     assert run.rss["main_vm_hwm_mb"] <= MAIN_RSS_LIMIT_MB, run.rss

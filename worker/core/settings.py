@@ -125,6 +125,13 @@ class Settings(BaseSettings):
         description="Address-space limit (RLIMIT_AS) of a parsing child, in MiB: a zip bomb "
         "or a runaway parser fails with MemoryError there instead of growing the host",
     )
+    malloc_mmap_threshold_bytes: int = Field(
+        default=1024 * 1024,
+        ge=0,
+        le=32 * 1024 * 1024,
+        description="glibc: allocations of at least this many bytes are mapped on their own and "
+        "returned to the system when freed (worker/core/allocator.py); 0 leaves glibc's default",
+    )
     parse_inline_html_chars: int = Field(
         default=256 * 1024,
         ge=0,

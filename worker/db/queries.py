@@ -153,6 +153,7 @@ class Queries:
     stage_item_vectors: str
     upsert_asset: str
     upsert_communications: str
+    set_communication_body: str
     upsert_contacts: str
     upsert_meeting: str
     upsert_transcript: str

@@ -27,7 +27,13 @@ from worker.db.attachments import AttachmentRows
 from worker.db.ledger import JobRef, NewEvent
 from worker.db.people import comm_parts, comm_people, refresh_threads
 from worker.db.queries import Q
-from worker.db.store import Written, comm_result, item_lock_key
+from worker.db.store import (
+    Written,
+    bodies_for_upsert,
+    comm_result,
+    item_lock_key,
+    write_large_bodies,
+)
 from worker.text.chunking import Chunk
 
 
@@ -153,7 +159,7 @@ async def write_rows(conn: asyncpg.Connection, writes: Sequence[CommWrite]) -> l
         [p.subject for p in ps],
         [p.sender.name if p.sender else None for p in ps],
         [p.sender.address if p.sender else None for p in ps],
-        [w.body for w in writes],
+        bodies_for_upsert([w.body for w in writes]),
         [w.content_hash for w in writes],
         [p.sent_at for p in ps],
         [json.dumps(p.metadata) for p in ps],
@@ -164,6 +170,9 @@ async def write_rows(conn: asyncpg.Connection, writes: Sequence[CommWrite]) -> l
         [w.ref.job_id for w in writes],
     )
     by_job = {r["job_id"]: r for r in rows}
+    await write_large_bodies(
+        conn, [by_job[w.ref.job_id]["id"] for w in writes], [w.body for w in writes]
+    )
     out = []
     for w, thread_id in zip(writes, threads, strict=True):
         r = by_job[w.ref.job_id]

@@ -48,18 +48,26 @@ class FetchError(Exception):
     """``content_url`` could not be fetched. ``transient`` errors (timeouts, connection
     failures, 5xx, 429) may succeed on retry; the others (refusals, 4xx, size) will not."""
 
-    def __init__(self, reason: str, *, field: str = "content_url", transient: bool = False):
+    def __init__(
+        self,
+        reason: str,
+        *,
+        field: str = "content_url",
+        transient: bool = False,
+        too_large: bool = False,
+    ):
         self.field = field
         self.reason = reason
         self.transient = transient
+        self.too_large = too_large  # the body is over the byte cap the fetch was given
         super().__init__(f"{field}: {reason}")
 
     def __reduce__(self) -> tuple[object, ...]:
-        return (_rebuild, (self.reason, self.field, self.transient))
+        return (_rebuild, (self.reason, self.field, self.transient, self.too_large))
 
 
-def _rebuild(reason: str, field: str, transient: bool) -> FetchError:
-    return FetchError(reason, field=field, transient=transient)
+def _rebuild(reason: str, field: str, transient: bool, too_large: bool = False) -> FetchError:
+    return FetchError(reason, field=field, transient=transient, too_large=too_large)
 
 
 def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
@@ -222,13 +230,13 @@ async def _read(response: httpx.Response, max_bytes: int) -> FetchedText:
     declared = response.headers.get("content-length")
     plain = not response.headers.get("content-encoding")
     if plain and declared and declared.isdigit() and int(declared) > max_bytes:
-        raise FetchError(f"exceeds {max_bytes} bytes (Content-Length {declared})")
+        raise FetchError(f"exceeds {max_bytes} bytes (Content-Length {declared})", too_large=True)
     parts: deque[bytes] = deque()
     total = 0
     async for part in response.aiter_bytes():
         total += len(part)
         if total > max_bytes:
-            raise FetchError(f"exceeds {max_bytes} bytes")
+            raise FetchError(f"exceeds {max_bytes} bytes", too_large=True)
         parts.append(part)
     declared_type = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     return FetchedText(parts, total, declared_type or None, response.charset_encoding)

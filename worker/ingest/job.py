@@ -72,7 +72,8 @@ class Job:
             return None
         self.document = document_info(document)
         if document.status == "skipped":
-            return f"{document.type} document: {document.reason}"
+            kind = "" if document.type == "other" else f"{document.type} "
+            return f"{kind}document: {document.reason}"
         return None
 
     def chunked(self, pulled: Pulled, chunks: list[Chunk]) -> None:

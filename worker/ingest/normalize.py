@@ -21,7 +21,7 @@ from worker.core.payloads import (
 from worker.core.settings import Settings
 from worker.extract.results import Document
 from worker.ingest.document import PulledAttachment, is_document_head, read_document
-from worker.ingest.fetch import fetch_parts
+from worker.ingest.fetch import FetchError, fetch_parts
 from worker.ingest.mail import read_message
 from worker.ingest.parsing import Parser
 from worker.text.chunking import Chunk, chunk_communication, chunk_segments, chunk_text
@@ -99,7 +99,19 @@ async def pull(
     if isinstance(payload, MediaPayload) and payload.text is not None:
         return Pulled(payload.text, None, "text")
     assert url is not None  # the payload models guarantee one content source
-    fetched = await fetch_parts(url, settings)
+    if isinstance(payload, MediaPayload) and payload.asset.kind == "document":
+        # read no further than a document may be: a 200 MB file stops at the cap
+        cap = settings.document_max_bytes
+        try:
+            fetched = await fetch_parts(url, settings, max_bytes=cap)
+        except FetchError as exc:
+            if not exc.too_large:
+                raise
+            reason = f"over DOCUMENT_MAX_BYTES: content_url {exc.reason}"
+            skipped = Document("other", "application/octet-stream", status="skipped", reason=reason)
+            return Pulled(None, None, "other", document=skipped)
+    else:
+        fetched = await fetch_parts(url, settings)
     if isinstance(payload, MediaPayload) and (
         payload.asset.kind == "document" or is_document_head(fetched.head_bytes(1024))
     ):

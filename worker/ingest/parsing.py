@@ -22,11 +22,15 @@ out of memory, or a crashed child.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
+import os
 import resource
+import tempfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import pebble
@@ -94,6 +98,60 @@ def _html_text(body: str) -> str:  # a module-level function: it is pickled by n
     return html_to_text(body)
 
 
+#: Arguments longer than this (bytes, or characters of text) go to the child through a
+#: temporary file, not the pipe.
+SPILL_BYTES = 1 << 20
+_SLICE_CHARS = 1 << 20
+
+
+@dataclass(frozen=True)
+class _Spilled:
+    """A large argument, written to ``path`` for the child to read.
+
+    Why: pebble sends a task's arguments pickled through a pipe, and a 20 MB body became
+    three more copies of itself in the worker at once (the pickle, its buffer, the
+    framed message: ~58 MB, measured with memray) while the worker also held the
+    payload. Written in slices, a body costs the worker one slice; the child, whose
+    memory is its own and capped, reads it whole."""
+
+    path: str
+    text: bool
+
+
+def _spill(value: Any) -> Any:
+    if isinstance(value, str) and len(value) > SPILL_BYTES:
+        text = True
+    elif isinstance(value, bytes | bytearray) and len(value) > SPILL_BYTES:
+        text = False
+    else:
+        return value
+    fd, path = tempfile.mkstemp(prefix="cos-worker-parse-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if text:
+                for start in range(0, len(value), _SLICE_CHARS):
+                    f.write(value[start : start + _SLICE_CHARS].encode("utf-8", "surrogatepass"))
+            else:
+                f.write(value)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise
+    return _Spilled(path, text)
+
+
+def _unspill(value: Any) -> Any:
+    if not isinstance(value, _Spilled):
+        return value
+    with open(value.path, "rb") as f:
+        data = f.read()
+    return data.decode("utf-8", "surrogatepass") if value.text else data
+
+
+def _call(function: Callable[..., T], *args: Any) -> T:  # in the child
+    return function(*(_unspill(a) for a in args))
+
+
 class Parser:
     """The worker's parsing children: at most ``parse_workers`` parses run at once."""
 
@@ -125,7 +183,10 @@ class Parser:
         async with self._slots:  # queued here, not in the pool: the timeout is the parse's
             if self._pool is None:  # starting the forkserver blocks: not on the event loop
                 await asyncio.to_thread(self._ensure_pool)
-            future = self._ensure_pool().schedule(function, args=args, timeout=self.timeout)
+            sent = [_spill(a) for a in args]
+            future = self._ensure_pool().schedule(
+                _call, args=(function, *sent), timeout=self.timeout
+            )
             try:
                 return await asyncio.wrap_future(future)
             except FutureTimeout:
@@ -148,6 +209,11 @@ class Parser:
             except asyncio.CancelledError:
                 future.cancel()  # pebble stops the child running it
                 raise
+            finally:
+                for a in sent:
+                    if isinstance(a, _Spilled):
+                        with contextlib.suppress(OSError):
+                            os.unlink(a.path)
 
     async def email(self, raw: bytes) -> ParsedEmail:
         """A raw RFC 5322 message; :class:`ParseError` (field ``raw``) if it is killed."""

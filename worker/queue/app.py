@@ -13,6 +13,7 @@ from typing import Any
 from arq import cron
 from arq.worker import Worker
 
+from worker.core.allocator import set_mmap_threshold
 from worker.core.log import configure_logging
 from worker.core.settings import Settings, get_settings
 from worker.queue import backlog, jobs, keys, serialization
@@ -23,6 +24,7 @@ from worker.servers.services import Services
 async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx.get("settings") or get_settings()
     configure_logging(settings)
+    set_mmap_threshold(settings.malloc_mmap_threshold_bytes)
     services = ctx.get("services") or Services(settings)
     ctx["runtime"] = await Runtime.open(settings, services)
     # Jobs still waiting in the queue are on their way to the batcher too.

@@ -388,6 +388,10 @@ WITH n AS (
 SELECT up.id, up.job_id, up.created, old.thread_id AS old_thread_id
 FROM up LEFT JOIN old ON old.id = up.id;
 
+-- name: set_communication_body
+-- A large body, written after upsert_communications left it empty (worker/db/store.py).
+UPDATE comms.communications SET body = $2 WHERE id = $1;
+
 -- name: ledger_finish_page
 -- ledger_finish for a page of rows this transaction has locked (ledger_lock_rows); takes
 -- each job's event-stream lock as ledger_finish does.
