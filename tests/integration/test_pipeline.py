@@ -372,8 +372,8 @@ async def test_ledger_is_a_projection_of_events(
     projected = project([dict(e) for e in events])
     ledger = await db_fetch(
         migrated_dsn,
-        "SELECT id, kind::text, source, external_id, content_hash, "
-        "status::text, attempts, last_error, error_field FROM ops.ingestion_jobs "
+        "SELECT id, kind::text, source, content_hash, "
+        "status::text, attempts, error_field FROM ops.ingestion_jobs "
         "WHERE workspace_id=$1",
         ws,
     )

@@ -5,6 +5,10 @@ aggregate has a gap-free version sequence; appends for one aggregate are seriali
 with a transaction-scoped advisory lock so two workers cannot race for a version,
 and every event carries an idempotency key so a retried step appends nothing twice.
 Call inside the transaction that makes the state change the events describe.
+
+Since nothing appended can be erased, an ingestion job's event is cut to what the event
+contract allows (``contract.clean``: ids and counts, no personal content) here, on the
+one way into the store, whoever built it.
 """
 
 from __future__ import annotations
@@ -18,7 +22,10 @@ from uuid import UUID
 
 import asyncpg
 
+from worker.db.ledger import contract
 from worker.db.queries import Q
+
+INGESTION_JOB = "ingestion_job"
 
 
 @dataclass(frozen=True)
@@ -28,7 +35,7 @@ class NewEvent:
     aggregate_id: UUID
     event_type: str
     idempotency_key: str
-    aggregate_type: str = "ingestion_job"
+    aggregate_type: str = INGESTION_JOB
     workspace_id: UUID | None = None
     payload: dict[str, Any] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
@@ -54,9 +61,21 @@ async def append_events(
         [e.workspace_id for e in events],
         [e.aggregate_type for e in events],
         [e.event_type for e in events],
-        [json.dumps(e.payload, default=str) for e in events],
-        [json.dumps(e.metadata, default=str) for e in events],
+        [json.dumps(_payload(e), default=str) for e in events],
+        [json.dumps(_metadata(e), default=str) for e in events],
         [e.idempotency_key for e in events],
         [e.occurred_at for e in events],
     )
     return int(status.rsplit(" ", 1)[1])  # "INSERT 0 <n>"
+
+
+def _payload(event: NewEvent) -> dict[str, Any]:
+    if event.aggregate_type != INGESTION_JOB:
+        return event.payload  # maintenance runs, erasures: built from counts and names
+    return contract.clean(event.event_type, event.payload)
+
+
+def _metadata(event: NewEvent) -> dict[str, Any]:
+    if event.aggregate_type != INGESTION_JOB:
+        return event.metadata
+    return contract.clean_metadata(event.metadata)
