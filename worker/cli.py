@@ -1,4 +1,4 @@
-"""``cos-worker``: migrate, demo, enqueue, status, search, maintenance.
+"""``cos-worker``: migrate, demo, enqueue, status, search, maintenance, erase.
 
 Every command resolves servers the same way as the worker: ``DATABASE_URL`` /
 ``REDIS_URL`` when set, otherwise the embedded servers under ``DATA_DIR`` (started on
@@ -173,6 +173,35 @@ async def _maintenance(settings: Settings, services: Services, args: argparse.Na
     return 0 if data.get("status") in ("succeeded", "skipped") else 1
 
 
+async def _erase(settings: Settings, services: Services, args: argparse.Namespace) -> int:
+    from worker.db.erase import Scope
+    from worker.erasure import erase
+
+    scope = Scope(UUID(args.workspace), args.source)
+    report = await erase(
+        settings, await services.ensure_database(), await services.ensure_redis(), scope
+    )
+    data = report.to_dict()
+    if args.json:
+        print(json.dumps(data))
+        return 0 if report.complete else 1
+    what = f"source {scope.source!r} of " if scope.source else ""
+    console.print(f"erased {what}workspace {scope.workspace_id} in {report.passes} pass(es)")
+    for table, n in data["deleted"].items():
+        console.print(f"  {table:<28} {n:>9} rows")
+    r = report.redis
+    console.print(f"  redis: {r.jobs} queued jobs, {r.items} items of page jobs, {r.keys} keys")
+    if not report.complete:
+        left = ", ".join(f"{t} {n}" for t, n in report.remaining.items())
+        console.print(
+            f"[yellow]not complete[/]: {left or 'none left'}; {r.in_flight} job(s) in flight. "
+            "Stop the connector and run the same command again."
+        )
+        return 1
+    console.print("nothing of the scope is left outside the event store (ops.events)")
+    return 0
+
+
 COMMANDS: dict[str, Callable[[Settings, Services, argparse.Namespace], Awaitable[int]]] = {
     "migrate": _migrate,
     "demo": _demo,
@@ -180,6 +209,7 @@ COMMANDS: dict[str, Callable[[Settings, Services, argparse.Namespace], Awaitable
     "status": _status,
     "search": _search,
     "maintenance": _maintenance,
+    "erase": _erase,
 }
 
 
@@ -202,6 +232,10 @@ def build_parser() -> argparse.ArgumentParser:
     mt.add_argument("--dry-run", action="store_true")
     mt.add_argument("--json", action="store_true")
     mt.add_argument("--force-analyze", action="store_true")
+    er = sub.add_parser("erase", help="erase a workspace, or one source of it, everywhere")
+    er.add_argument("--workspace", required=True)
+    er.add_argument("--source", help="only this source (a disconnected integration)")
+    er.add_argument("--json", action="store_true")
     return parser
 
 

@@ -130,3 +130,38 @@ def test_maintenance_cli_dry_run_reports_json(migrated_dsn: str) -> None:
     report = json.loads(result.stdout)  # the whole of stdout: JSON and nothing else
     assert report["dry_run"] is True and report["trigger"] == "manual"
     assert report["status"] in ("succeeded", "skipped")
+
+
+async def test_erase_cli_json_and_human_report(migrated_dsn: str, redis_server: Any) -> None:
+    ws = await new_workspace(migrated_dsn)
+    env = {
+        "DATABASE_URL": migrated_dsn,
+        "REDIS_URL": redis_server.url,
+        "QUEUE_NAME": f"cli:{uuid.uuid4().hex[:8]}",
+        "EMBEDDING_PROVIDER": "local",
+    }
+    settings = Settings(
+        database_url=migrated_dsn,
+        redis_url=redis_server.url,
+        **{"queue_name": env["QUEUE_NAME"], "embedding_provider": "local"},
+    )
+    from worker import client
+
+    redis = await client.connect(redis_server.url)
+    try:
+        await client.enqueue(redis, communication(ws, "e-1", "erase me"), settings=settings)
+        await client.enqueue(
+            redis, communication(ws, "e-2", "and me", source="slack"), settings=settings
+        )
+    finally:
+        await redis.aclose()
+    await run_worker_burst(settings)
+    human = cli("erase", "--workspace", str(ws), "--source", "slack", env=env)
+    assert human.returncode == 0, human.stdout + human.stderr
+    assert "comms.communications" in human.stdout and "nothing of the scope" in human.stdout
+    result = cli("erase", "--workspace", str(ws), "--json", env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(result.stdout)  # the whole of stdout: JSON and nothing else
+    assert report["scope"] == "workspace" and report["remaining"] == {}
+    assert report["deleted"]["comms.communications"] == 1
+    assert report["deleted"]["core.workspaces"] == 1

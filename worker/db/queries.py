@@ -83,6 +83,24 @@ class Queries:
     delete_meeting_participants: str
     delete_transcript_chunks: str
     embedded_tokens: str
+    # erase.sql: cos-worker erase (worker/db/erase.py, worker/db/ledger/erasure.py)
+    erase_append_event: str
+    erase_ledger_rows: str
+    erase_recount_threads: str
+    erase_source_assets: str
+    erase_source_communications: str
+    erase_source_contacts: str
+    erase_source_integrations: str
+    erase_source_media_chunks: str
+    erase_source_meetings: str
+    erase_source_remaining: str
+    erase_source_threads: str
+    erase_source_transcript_chunks: str
+    erase_source_transcripts: str
+    erase_tenant_tables: str
+    erase_workspace_remaining: str
+    erase_workspace_row: str
+    erase_workspace_rows: str
     ensure_thread: str
     ensure_threads_page: str
     events_insert: str
