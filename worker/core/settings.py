@@ -8,6 +8,7 @@ run end to end.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -256,6 +257,14 @@ class Settings(BaseSettings):
     slow_query_min_mean_ms: float = Field(default=100.0, ge=0)
     slow_query_top_n: int = Field(default=20, ge=1)
     slow_query_regression_factor: float = Field(default=1.5, gt=1)
+    ledger_payload_retention: timedelta = Field(
+        default=timedelta(days=7),
+        ge=timedelta(0),
+        description="A finished job's (done, skipped, failed) ledger payload is dropped by "
+        "the nightly maintenance this long after it finished; hash, sizes and outcome stay. "
+        "Nothing reads it once the job is finished; the week is for people diagnosing one. "
+        "ISO 8601 (P7D, PT36H) or 7d / '7 days' / HH:MM:SS",
+    )
 
     # --- logging -----------------------------------------------------------------
     log_format: Literal["auto", "json", "console"] = "auto"

@@ -121,7 +121,10 @@ class Queries:
     ledger_lock_page: str
     ledger_lock_row: str
     ledger_lock_rows: str
+    ledger_prunable_payloads: str
+    ledger_prune_payloads: str
     ledger_reject: str
+    ledger_restore_payloads: str
     ledger_set_arq_job_id: str
     ledger_start: str
     ledger_start_page: str

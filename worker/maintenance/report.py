@@ -23,7 +23,7 @@ from worker.maintenance import slow_queries
 class ActionRecord:
     """One thing the run did (or, in a dry run, would do), timed."""
 
-    kind: str  # analyze | reindex | baseline | drop_invalid | slow_queries
+    kind: str  # analyze | reindex | baseline | drop_invalid | ledger_retention | slow_queries
     target: str
     status: str = "done"  # done | planned (dry run) | failed | skipped
     reason: str | None = None
@@ -66,12 +66,16 @@ class MaintenanceReport:
     slow_query_source: dict[str, Any] = field(default_factory=dict)
 
     def counts(self) -> dict[str, int]:
-        """Actions by ``kind_status``, plus slow-query totals: the run's summary."""
+        """Actions by ``kind_status``, plus slow-query totals and the ledger payloads the
+        retention dropped (a dry run's count is in its ``planned`` action): the summary."""
         out: dict[str, int] = {"tables_considered": self.tables_considered}
         for a in self.actions:
             out[f"{a.kind}_{a.status}"] = out.get(f"{a.kind}_{a.status}", 0) + 1
         out["slow_queries"] = len(self.slow_queries)
         out["regressions"] = sum(1 for q in self.slow_queries if q.regression)
+        out["ledger_payloads_pruned"] = sum(
+            int(a.details.get("rows", 0)) for a in self.actions_of("ledger_retention", "done")
+        )
         return out
 
     def actions_of(self, kind: str, status: str | None = None) -> list[ActionRecord]:

@@ -1,4 +1,5 @@
-"""One maintenance pass: drop invalid leftovers, ANALYZE, REINDEX, slow-query report.
+"""One maintenance pass: drop invalid leftovers, ledger payload retention, ANALYZE,
+REINDEX, slow-query report.
 
 Called by the nightly arq cron job (``trigger="cron"``) and by ``cos-worker
 maintenance [--dry-run] [--json] [--force-analyze]``; ``MaintenanceReport.to_dict()``
@@ -10,7 +11,10 @@ or the ``MAINTAIN`` privilege (PostgreSQL 17+, ``GRANT pg_maintain TO <login>``)
 full ``pg_stat_statements`` text needs ``pg_read_all_stats``, which the NOLOGIN
 ``service_role`` lacks. Objects we may not maintain are reported as skipped, with why.
 The bookkeeping (run row, events, ``ops.index_builds``, slow-query reports) is written
-on a second connection under ``settings.database_role``, like every worker write.
+on a second connection under ``settings.database_role``, like every worker write; so is
+the ledger retention (:mod:`worker.maintenance.retention`): it writes the ledger, which
+is the worker's to write, not a maintenance statement. It runs before ANALYZE, so the
+rows it changed count toward this pass's statistics decision.
 
 **Older servers.** The run first reads what the server can do
 (:mod:`worker.maintenance.capabilities`: version, MAINTAIN, pg_stat_statements,
@@ -33,7 +37,8 @@ behind us — the action fails, is recorded and retried next pass) and
 
 A failed action is recorded with its error and the pass goes on (status ``partial``).
 ``dry_run`` decides and reports but changes nothing (no ANALYZE/REINDEX/DROP, no
-baseline or slow-query rows); only the run row (``dry_run``) and its events are written.
+baseline or slow-query rows, no payload dropped: the retention only counts); only the run
+row (``dry_run``) and its events are written.
 """
 
 from __future__ import annotations
@@ -50,7 +55,7 @@ import structlog
 from worker.core.settings import Settings
 from worker.db.pool import connect
 from worker.db.queries import Q
-from worker.maintenance import analyze, capabilities, reindex, slow_queries
+from worker.maintenance import analyze, capabilities, reindex, retention, slow_queries
 from worker.maintenance.capabilities import Access, Capabilities
 from worker.maintenance.report import ActionRecord, MaintenanceReport, Recorder
 from worker.maintenance.slow_queries import Source as SlowQuerySource
@@ -58,6 +63,8 @@ from worker.maintenance.slow_queries import Source as SlowQuerySource
 log = structlog.get_logger(__name__)
 
 ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+#: Actions whose work runs in a dry run too: it reads only, or honours ``dry_run`` itself.
+DRY_RUN_WORK = ("slow_queries", "ledger_retention")
 
 
 def session_settings(settings: Settings) -> dict[str, str]:
@@ -98,7 +105,7 @@ class _Run:
         """Time ``work`` (not run in a dry run), record the outcome; never raises."""
         action.started_at = datetime.now(UTC).isoformat()
         begin = time.monotonic()
-        if action.status == "done" and self.report.dry_run and action.kind != "slow_queries":
+        if action.status == "done" and self.report.dry_run and action.kind not in DRY_RUN_WORK:
             action.status = "planned"
         elif action.status == "done" and work is not None:
             try:
@@ -134,6 +141,25 @@ class _Run:
             elif not idx.owned:
                 self.deny(action, Access(False, "not_owner", capabilities.DROP_NEEDS_OWNER))
             await self.act(action, partial(reindex.drop_invalid, self.maint, idx))
+
+    async def ledger_retention(self) -> None:
+        """Drop finished jobs' payloads past ``LEDGER_PAYLOAD_RETENTION`` (a dry run
+        counts them: status ``planned``); ``details`` hold the rows and bytes."""
+        keep = self.settings.ledger_payload_retention
+        action = ActionRecord(
+            "ledger_retention",
+            "ops.ingestion_jobs",
+            reason="finished_payload_retention",
+            details={"retention_s": keep.total_seconds()},
+        )
+
+        async def work() -> None:
+            outcome = await retention.prune(self.rec.conn, keep, dry_run=self.report.dry_run)
+            action.details.update(outcome.to_dict())
+            if self.report.dry_run:
+                action.status = "planned"
+
+        await self.act(action, work)
 
     async def analyze(self, force: bool) -> None:
         decisions = await analyze.plan(self.maint, self.settings, self.caps, force=force)
@@ -325,6 +351,7 @@ async def _locked_run(
     run = _Run(settings, maint, rec, caps)
     try:
         await run.drop_invalid()
+        await run.ledger_retention()
         await run.analyze(force_analyze)
         await run.reindex()
         await run.slow_queries()

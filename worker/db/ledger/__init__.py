@@ -6,7 +6,7 @@ paths, the job layer, the reconciler and maintenance call the functions below an
 run those statements themselves. Its modules: ``model`` (event names, records),
 ``events`` (appending to the event store), ``jobs`` (one job's transitions), ``pages``
 (the same for many jobs in a few statements), ``projection`` (the ledger rebuilt from
-the events).
+the events), ``retention`` (finished jobs' payloads dropped by the nightly maintenance).
 """
 
 from worker.db.ledger.events import NewEvent, append_events
@@ -49,6 +49,7 @@ from worker.db.ledger.model import (
 )
 from worker.db.ledger.pages import Finish, claim_many, finish_many, receive_many, start_many
 from worker.db.ledger.projection import ProjectedJob, project
+from worker.db.ledger.retention import FIRST_ID, PrunedBatch, prunable_payloads, prune_payloads
 
 __all__ = [
     "CONTENT_CHUNKED",
@@ -57,6 +58,7 @@ __all__ = [
     "CONTENT_STORED",
     "CONTENT_WARNING",
     "FINISHED",
+    "FIRST_ID",
     "Finish",
     "JOB_COMPLETED",
     "JOB_FAILED",
@@ -72,6 +74,7 @@ __all__ = [
     "NewEvent",
     "Pickup",
     "ProjectedJob",
+    "PrunedBatch",
     "Receipt",
     "Start",
     "append_events",
@@ -85,6 +88,8 @@ __all__ = [
     "lost_candidates",
     "name_retry_job",
     "project",
+    "prunable_payloads",
+    "prune_payloads",
     "receive_and_start",
     "receive_many",
     "record_requeue",

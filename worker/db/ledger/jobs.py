@@ -78,7 +78,7 @@ async def receive_and_start(
     """Start the job (recording it first if the ledger has no row yet) in one transaction,
     or record a no-op if it is already finished; the worker's first round trips for every
     delivery, so kept to one ledger statement (no payload: the client's row has it) and
-    one event append.
+    one event append. A failed job whose payload retention dropped gets it back here.
 
     An unknown workspace surfaces as ``asyncpg.ForeignKeyViolationError`` (nothing
     recorded); the caller rejects the payload.
@@ -103,6 +103,10 @@ async def receive_and_start(
                 created = True
                 break
         pickup = Pickup(row["status"], int(row["attempts"]), row["queued_at"], created)
+        if not pickup.finished and row.get("payload_missing"):
+            # A failed job run again after retention dropped its payload: the reconciler
+            # needs it back while the job is unfinished.
+            await conn.execute(Q.ledger_restore_payloads, [ref.job_id], [jsonb_text(payload)])
         events: list[NewEvent] = []
         if pickup.created:
             events.append(

@@ -122,7 +122,8 @@ async def start_many(conn: asyncpg.Connection, starts: Sequence[Start]) -> list[
     jobs off the queue at once, their pickups are one transaction, not 200.
 
     ``None``: the ledger has no row for that job yet (sent straight to Redis); the caller
-    records it with ``receive_and_start``. Deliveries must have distinct job ids.
+    records it with ``receive_and_start``. Deliveries must have distinct job ids. A failed
+    job whose payload retention dropped gets it back (a third statement, only then).
     """
     async with conn.transaction():
         rows = {
@@ -135,18 +136,27 @@ async def start_many(conn: asyncpg.Connection, starts: Sequence[Start]) -> list[
         }
         pickups: list[Pickup | None] = []
         events: list[NewEvent] = []
+        restore: list[Start] = []
         for s in starts:
             row = rows.get(s.ref.job_id)
             if row is None:
                 pickups.append(None)
                 continue
             pickup = Pickup(row["status"], int(row["attempts"]), row["queued_at"], False)
+            if not pickup.finished and row["payload_missing"]:
+                restore.append(s)
             if pickup.finished:
                 events.append(s.ref.event(JOB_NOOP, s.noop_key, reason="already " + pickup.status))
             else:
                 this_attempt = replace(s.ref, attempt=pickup.attempt)
                 events.append(this_attempt.event(JOB_STARTED, attempt=pickup.attempt))
             pickups.append(pickup)
+        if restore:  # failed jobs run again after retention dropped their payloads
+            await conn.execute(
+                Q.ledger_restore_payloads,
+                [s.ref.job_id for s in restore],
+                [jsonb_text(s.payload) for s in restore],
+            )
         await append_events(conn, events, locked=True)  # ledger_start_page locked them
     return pickups
 

@@ -213,3 +213,49 @@ UPDATE ops.maintenance_runs
 SET status = $2::ops.maintenance_status, summary = summary || $3::jsonb, error = $4,
     finished_at = now(), updated_at = now()
 WHERE id = $1;
+
+-- name: ledger_prune_payloads
+-- Payload retention (worker/maintenance/retention.py, through worker/db/ledger/retention.py):
+-- drop the payload of up to $3 jobs that finished (done, skipped, failed) more than $1
+-- seconds ago, after job id $2. A keyset walk over the primary key: each batch starts where
+-- the last one ended, so a pass reads each row once however many batches it takes. Rows
+-- another transaction holds (a re-sent job being recorded as a no-op) are skipped, not
+-- waited for: the next pass takes them. What the job was stays: content_hash, status,
+-- last_error, result, with the payload's size as JSON text in result.payload_bytes (and
+-- when it was dropped). A row whose payload is already NULL is not selected: idempotent.
+-- last_id: where the next batch starts; stored_bytes: the payloads' size as stored
+-- (pg_column_size: compressed, in TOAST), what the table gives back once vacuumed.
+WITH batch AS MATERIALIZED (
+  SELECT id, pg_column_size(payload) AS stored_bytes
+  FROM ops.ingestion_jobs
+  WHERE id > $2
+    AND status IN ('done', 'skipped', 'failed')
+    AND payload IS NOT NULL
+    AND finished_at < now() - make_interval(secs => $1)
+  ORDER BY id
+  LIMIT $3
+  FOR UPDATE SKIP LOCKED
+), pruned AS (
+  UPDATE ops.ingestion_jobs j
+  SET result = j.result || jsonb_build_object('payload_bytes', octet_length(j.payload::text),
+                                              'payload_pruned_at', now()),
+      payload = NULL
+  FROM batch
+  WHERE j.id = batch.id
+  RETURNING j.id, (j.result ->> 'payload_bytes')::bigint AS payload_bytes, batch.stored_bytes
+)
+SELECT count(*)::int                                    AS rows,
+       (array_agg(id ORDER BY id DESC))[1]              AS last_id,
+       coalesce(sum(payload_bytes), 0)::bigint          AS payload_bytes,
+       coalesce(sum(stored_bytes), 0)::bigint           AS stored_bytes
+FROM pruned;
+
+-- name: ledger_prunable_payloads
+-- What ledger_prune_payloads would drop (a dry run): finished more than $1 seconds ago,
+-- payload still held. Read-only; pg_column_size reads the stored size without detoasting.
+SELECT count(*)::int                                    AS rows,
+       coalesce(sum(pg_column_size(payload)), 0)::bigint AS stored_bytes
+FROM ops.ingestion_jobs
+WHERE status IN ('done', 'skipped', 'failed')
+  AND payload IS NOT NULL
+  AND finished_at < now() - make_interval(secs => $1);

@@ -47,7 +47,9 @@ SELECT id FROM core.workspaces WHERE id = ANY($1::uuid[]);
 -- name: ledger_start
 -- A worker's pickup of a job the ledger holds: lock it and mark it running, unless it is
 -- already finished (done/skipped: only locked; the caller records a no-op). NULL when the
--- ledger has no row yet. No payload travels: the row has it. aggregate_locked: as above.
+-- ledger has no row yet. No payload travels: the row has it, unless retention dropped it
+-- (a failed job re-sent after LEDGER_PAYLOAD_RETENTION): payload_missing, and the caller
+-- puts it back (ledger_restore_payloads). aggregate_locked: as above.
 UPDATE ops.ingestion_jobs AS j
 SET status = CASE WHEN j.status IN ('done', 'skipped') THEN j.status ELSE 'running' END,
     attempts = CASE WHEN j.status IN ('done', 'skipped') THEN j.attempts
@@ -55,7 +57,7 @@ SET status = CASE WHEN j.status IN ('done', 'skipped') THEN j.status ELSE 'runni
     started_at = CASE WHEN j.status IN ('done', 'skipped') THEN j.started_at ELSE now() END,
     arq_job_id = CASE WHEN j.status IN ('done', 'skipped') THEN j.arq_job_id ELSE $2 END
 WHERE j.id = $1
-RETURNING status::text AS status, attempts, queued_at,
+RETURNING status::text AS status, attempts, queued_at, j.payload IS NULL AS payload_missing,
           pg_advisory_xact_lock(hashtextextended(j.id::text, @AGGREGATE_LOCK_SALT@)) AS aggregate_locked;
 
 -- name: ledger_finish
@@ -69,7 +71,8 @@ RETURNING pg_advisory_xact_lock(hashtextextended(j.id::text, @AGGREGATE_LOCK_SAL
 -- name: ledger_start_page
 -- ledger_start for a page of deliveries (worker/ingest/pickup.py): rows locked in id order first
 -- (as ledger_lock_page), then each started unless finished. Ids without a row are absent:
--- the caller records those one by one (ledger_start, then ledger_insert).
+-- the caller records those one by one (ledger_start, then ledger_insert). payload_missing:
+-- as in ledger_start.
 WITH k AS (
   SELECT * FROM unnest($1::uuid[], $2::text[]) AS k(id, arq_job_id)
 ), locked AS MATERIALIZED (
@@ -84,7 +87,18 @@ SET status = CASE WHEN j.status IN ('done', 'skipped') THEN j.status ELSE 'runni
 FROM locked JOIN k ON k.id = locked.id
 WHERE j.id = locked.id
 RETURNING j.id, j.status::text AS status, j.attempts, j.queued_at,
+          j.payload IS NULL AS payload_missing,
           pg_advisory_xact_lock(hashtextextended(j.id::text, @AGGREGATE_LOCK_SALT@)) AS aggregate_locked;
+
+-- name: ledger_restore_payloads
+-- Jobs started again whose payload the maintenance's retention had dropped (only a failed
+-- job runs again: a done or skipped one is a no-op): the delivery's payload goes back into
+-- the row, so the reconciler can replay the job if the transport loses it. Same job id,
+-- same content hash: the same payload. $1 ids, $2 payloads (JSON text), by position.
+UPDATE ops.ingestion_jobs j
+SET payload = n.payload::jsonb
+FROM unnest($1::uuid[], $2::text[]) AS n(id, payload)
+WHERE j.id = n.id AND j.payload IS NULL;
 
 -- name: ledger_set_arq_job_id
 -- A handed-off job's retry was enqueued under a new arq id (worker/queue/jobs.py): the reconciler
