@@ -14,17 +14,29 @@ from worker.queue.client import (
     queue_status,
     redis_settings_for,
 )
+from worker.queue.lifecycle import (
+    Cursor,
+    enqueue_deletion,
+    integrations,
+    read_cursor,
+    record_sync_error,
+)
 
 __all__ = [
+    "Cursor",
     "QueueStatus",
     "connect",
     "enqueue",
     "enqueue_communication",
+    "enqueue_deletion",
     "enqueue_embed_pending",
     "enqueue_many",
     "enqueue_email",
     "enqueue_media",
     "enqueue_transcript",
+    "integrations",
     "queue_status",
+    "read_cursor",
+    "record_sync_error",
     "redis_settings_for",
 ]

@@ -1,4 +1,4 @@
-"""Row-level security matrix: 30 tables x 6 roles x 4 operations = 720 cases.
+"""Row-level security matrix: 31 tables x 6 roles x 4 operations = 744 cases.
 
 Every outcome is declared below by hand (EXPECTED), not derived from the SQL. Each case
 runs in its own transaction on one shared connection and is rolled back:
@@ -115,6 +115,7 @@ EXPECTED: dict[str, dict[str, dict[str, str]]] = {
     "ops.slow_query_reports": SYSTEM,
     "ops.index_builds": SYSTEM,
     "ops.sync_cursors": TENANT,
+    "ops.sync_seen": LEDGER,  # 005: what a full sync has seen (connectors write it)
     "comms.channels": TENANT,
     "comms.threads": TENANT,
     "comms.communications": TENANT,
@@ -135,7 +136,7 @@ EXPECTED: dict[str, dict[str, dict[str, str]]] = {
     "intel.insight_sources": TENANT,
     "intel.briefings": TENANT,
 }
-assert len(EXPECTED) == 30
+assert len(EXPECTED) == 31
 
 # --------------------------------------------------------------------------------------
 # Row builders: a valid new row per table for workspace `ws`, given that workspace's
@@ -190,6 +191,13 @@ BUILDERS: dict[str, Callable[[uuid.UUID | None, dict[str, object]], Row]] = {
         "workspace_id": ws,
         "integration_id": ids["core.integrations"],
         "stream": _u(),
+    },
+    "ops.sync_seen": lambda ws, ids: {
+        "source": "gmail",
+        "sync_id": uuid.uuid4(),
+        "kind": "communication",
+        "external_id": _u(),
+        "workspace_id": ws,
     },
     "media.assets": lambda ws, ids: {
         "workspace_id": ws,
@@ -344,6 +352,8 @@ async def seed_workspace(conn: asyncpg.Connection, ws: uuid.UUID, creator: uuid.
             continue
         if table == "core.members":
             continue  # memberships are seeded explicitly
+        if not await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", table):
+            continue  # a later migration's table, in a database not yet upgraded (test_upgrade)
         ids[table] = await insert(conn, table, build(ws, ids))
     return ids
 
@@ -444,7 +454,7 @@ async def attempt(conn, table: str, op: str, ids: dict, ws: uuid.UUID) -> str:
 
 
 CASES = [(t, r, o) for t in EXPECTED for r in ROLES for o in OPS]
-assert len(CASES) == 720
+assert len(CASES) == 744  # 31 tables x 6 roles x 4 operations
 
 
 @pytest.mark.parametrize(("table", "role", "op"), CASES)

@@ -37,6 +37,7 @@ TABLES = sorted(
         ("ops", "slow_query_reports"),
         ("ops", "index_builds"),
         ("ops", "sync_cursors"),
+        ("ops", "sync_seen"),
         ("comms", "channels"),
         ("comms", "threads"),
         ("comms", "communications"),
@@ -157,7 +158,7 @@ async def test_q2_thirty_tables(conn):
            ORDER BY schemaname, tablename"""
     )
     assert [tuple(r) for r in rows] == TABLES
-    assert len(rows) == 30
+    assert len(rows) == 31  # the seed's 30, and 005's ops.sync_seen
 
 
 async def test_q3_pgvector(conn):
@@ -194,7 +195,7 @@ async def test_q5_rls_on_all_thirty(conn):
              AND rowsecurity = true
            ORDER BY schemaname, tablename"""
     )
-    assert len(rows) == 30
+    assert len(rows) == 31  # the seed's 30, and 005's ops.sync_seen
     forced = await conn.fetchval(
         """SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
            WHERE n.nspname = ANY($1::text[]) AND c.relforcerowsecurity""",
@@ -234,6 +235,7 @@ async def test_q7_migration_tracking(conn):
         ("002", "002_rls_policies"),
         ("003", "003_helpers_out_of_auth"),
         ("004", "004_document_chunks"),
+        ("005", "005_sync_seen"),
     ]
 
 
@@ -241,7 +243,7 @@ async def test_runner_applies_every_file(migrated_dsn):
     c = await asyncpg.connect(migrated_dsn)
     try:
         rows = await c.fetch("SELECT version, checksum FROM public.schema_migrations ORDER BY 1")
-        assert [r["version"] for r in rows] == ["001", "002", "003", "004"]
+        assert [r["version"] for r in rows] == ["001", "002", "003", "004", "005"]
         assert await c.fetchval("SELECT count(*) FROM pg_policies") >= 120
     finally:
         await c.close()
@@ -369,7 +371,7 @@ async def test_tenant_tables_have_workspace_fk_cascade(conn):
         SCHEMAS,
     )
     tenant = [r for r in rows if (r["schema"], r["table"]) not in NON_TENANT]
-    assert len(tenant) == 24
+    assert len(tenant) == 25  # 005 added ops.sync_seen
     bad = [(r["schema"], r["table"]) for r in tenant if not (r["attnotnull"] and r["fk_cascade"])]
     assert bad == []
     # The exceptions are what docs/schema.md says they are.
@@ -772,7 +774,7 @@ async def test_applying_twice_changes_nothing(pg, new_database):
     dsn = new_database()
     apply(pg, dsn, *UP)
     once = await snapshot(dsn)
-    apply(pg, dsn, UP[0], UP[0], UP[1], UP[1], UP[2], UP[0], UP[2], UP[3], UP[3])
+    apply(pg, dsn, UP[0], UP[0], UP[1], UP[1], UP[2], UP[0], UP[2], UP[3], UP[3], UP[4], UP[4])
     assert await snapshot(dsn) == once
     assert len(once["policies"]) >= 120
     assert len(once["indexes"]) >= 80
@@ -783,20 +785,29 @@ async def test_up_down_up_round_trip(pg, new_database):
     apply(pg, dsn, *UP)
     before = await snapshot(dsn)
 
-    apply(pg, dsn, DOWN[0])  # 004: the chunk position column
+    apply(pg, dsn, DOWN[0])  # 005: the full-sync table
+    after_005_down = await snapshot(dsn)
+    assert [r[0] for r in after_005_down["migrations"]] == ["001", "002", "003", "004"]
+    assert ("ops", "sync_seen") not in {r[:2] for r in after_005_down["relations"]}
+    assert not any("sync_seen" in str(r) for r in after_005_down["policies"])
+    apply(pg, dsn, UP[4])
+    assert await snapshot(dsn) == before
+    apply(pg, dsn, DOWN[0])
+
+    apply(pg, dsn, DOWN[1])  # 004: the chunk position column
     after_004_down = await snapshot(dsn)
     assert [r[0] for r in after_004_down["migrations"]] == ["001", "002", "003"]
     assert ("media", "media_chunks", "metadata") not in {c[:3] for c in after_004_down["columns"]}
     apply(pg, dsn, UP[3])
-    assert await snapshot(dsn) == before
-    apply(pg, dsn, DOWN[0])
+    assert await snapshot(dsn) == after_005_down
+    apply(pg, dsn, DOWN[1])
 
-    apply(pg, dsn, DOWN[1])  # 003: only its row (002 creates the same layout now)
+    apply(pg, dsn, DOWN[2])  # 003: only its row (002 creates the same layout now)
     after_003_down = await snapshot(dsn)
     assert [r[0] for r in after_003_down["migrations"]] == ["001", "002"]
-    assert after_003_down["policies"] == before["policies"]
+    assert after_003_down["policies"] == after_005_down["policies"]
 
-    apply(pg, dsn, DOWN[2])
+    apply(pg, dsn, DOWN[3])
     after_002_down = await snapshot(dsn)
     assert after_002_down["policies"] == []
     assert not any(r[3] == "True" for r in after_002_down["relations"])  # RLS off
@@ -805,7 +816,7 @@ async def test_up_down_up_round_trip(pg, new_database):
     assert {r[0] for r in after_002_down["schemas"]} == {*SCHEMAS, "auth"}
     assert [r[0] for r in after_002_down["migrations"]] == ["001"]
 
-    apply(pg, dsn, DOWN[3])
+    apply(pg, dsn, DOWN[4])
     gone = await snapshot(dsn)
     assert {r[0] for r in gone["schemas"]} == {"auth"}
     assert gone["migrations"] == []
@@ -815,6 +826,6 @@ async def test_up_down_up_round_trip(pg, new_database):
     apply(pg, dsn, *UP)
     assert await snapshot(dsn) == before
 
-    # and once more through 002 and 003 only
-    apply(pg, dsn, DOWN[0], DOWN[1], DOWN[2], UP[1], UP[2], UP[3])
+    # and once more through 002 to 005 only
+    apply(pg, dsn, DOWN[0], DOWN[1], DOWN[2], DOWN[3], UP[1], UP[2], UP[3], UP[4])
     assert await snapshot(dsn) == before

@@ -107,11 +107,11 @@ async def test_the_runner_migrates_twice_rolls_back_and_migrates_again(
 ) -> None:
     auth_before = run_sql(project.admin_dsn, AUTH_STATE, fetch=True)
     migrator = Migrator(project.dsn())
-    assert await migrator.up() == ["001", "002", "003", "004"]
+    assert await migrator.up() == ["001", "002", "003", "004", "005"]
     assert await migrator.up() == []
     assert run_sql(project.admin_dsn, AUTH_STATE, fetch=True) == auth_before  # untouched
-    assert await migrator.down("0") == ["004", "003", "002", "001"]
-    assert await migrator.up() == ["001", "002", "003", "004"]
+    assert await migrator.down("0") == ["005", "004", "003", "002", "001"]
+    assert await migrator.up() == ["001", "002", "003", "004", "005"]
     assert {s.state for s in await migrator.status()} == {"applied"}
     assert run_sql(project.admin_dsn, AUTH_STATE, fetch=True) == auth_before
 

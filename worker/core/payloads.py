@@ -301,6 +301,26 @@ class EmailPayload(_Payload):
         return decode_raw(self.raw)
 
 
+class DeletionPayload(_Payload):
+    """An item deleted upstream (a message trashed, a recording removed): its rows, chunks,
+    vectors, attachments and asset links go (``worker.db.delete``).
+
+    Ordered with the item's ingests by when the client recorded each in the ledger
+    (``queued_at``): an ingest recorded before the deletion and still queued or running
+    when it lands is skipped; one recorded after it creates the item again. ``deleted_at``
+    (the source's time of the deletion; the client fills in its own clock when absent)
+    makes each deletion a job of its own, so the same item can be deleted again after it
+    came back."""
+
+    kind: Literal["deletion"] = "deletion"
+    deleted_kind: Literal["communication", "transcript", "media", "email"]
+    deleted_at: UtcDatetime | None = None
+
+    @property
+    def item_kind(self) -> str:
+        return "communication" if self.deleted_kind == "email" else self.deleted_kind
+
+
 def decode_raw(value: str) -> bytes:
     """Base64 in either alphabet, whitespace and missing padding tolerated."""
     text = "".join(value.split())
@@ -314,12 +334,14 @@ def decode_raw(value: str) -> bytes:
 
 
 Payload = Annotated[
-    CommunicationPayload | TranscriptPayload | MediaPayload | EmailPayload,
+    CommunicationPayload | TranscriptPayload | MediaPayload | EmailPayload | DeletionPayload,
     Field(discriminator="kind"),
 ]
-AnyPayload = CommunicationPayload | TranscriptPayload | MediaPayload | EmailPayload
+AnyPayload = (
+    CommunicationPayload | TranscriptPayload | MediaPayload | EmailPayload | DeletionPayload
+)
 ADAPTER: TypeAdapter[AnyPayload] = TypeAdapter(Payload)
-KINDS = ("communication", "transcript", "media", "email")
+KINDS = ("communication", "transcript", "media", "email", "deletion")
 #: The kind of item each payload kind becomes (``_Payload.item_kind``; the ledger's kind).
 ITEM_KINDS = {
     "communication": "communication",
@@ -344,6 +366,7 @@ __all__ = [
     "JOB_NAMESPACE",
     "AnyPayload",
     "CommunicationPayload",
+    "DeletionPayload",
     "EmailPayload",
     "MediaPayload",
     "PayloadError",

@@ -235,13 +235,13 @@ class Settings(BaseSettings):
         "is re-enqueued by the reconciler",
     )
     reconcile_every_minutes: int = Field(default=5, ge=1, le=60, description="reconciler cron")
-
     erase_batch_size: int = Field(
         default=2000,
         ge=1,
         description="cos-worker erase: rows per statement (and transaction), small enough "
         "that no lock is held long while workers keep ingesting",
     )
+
     # --- maintenance -------------------------------------------------------------
     maintenance_hour: int = Field(default=3, ge=0, le=23, description="nightly run, UTC hour")
     maintenance_minute: int = Field(default=17, ge=0, le=59)

@@ -48,6 +48,7 @@ WORKSPACE_TABLES = (
     "comms.threads",
     "comms.channels",
     "ops.sync_cursors",
+    "ops.sync_seen",
     "core.integrations",
     "core.contacts",
     "core.founders",
@@ -204,7 +205,12 @@ async def _source(
         await conn.execute(Q.erase_recount_threads, ws, list(threads))
     row = await conn.fetchrow(Q.erase_source_integrations, ws, source)
     assert row is not None
-    for name, schema in (("integrations", "core"), ("channels", "comms"), ("sync_cursors", "ops")):
+    for name, schema in (
+        ("integrations", "core"),
+        ("channels", "comms"),
+        ("sync_cursors", "ops"),
+        ("sync_seen", "ops"),
+    ):
         if row[name]:
             deleted[f"{schema}.{name}"] += int(row[name])
 

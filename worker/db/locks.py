@@ -12,6 +12,9 @@ AGGREGATE_LOCK_SALT = 7
 #: ``hashtextextended(item_key, ITEM_LOCK_SALT)``: serializes the final transactions of one
 #: item (``store.item_lock_key``), so two versions cannot both pass the staleness check.
 ITEM_LOCK_SALT = 11
+#: ``hashtextextended(workspace_id || '|' || source, INTEGRATION_LOCK_SALT)``: serializes
+#: finding-or-creating a source's ``core.integrations`` row (``worker.db.sync``).
+INTEGRATION_LOCK_SALT = 13
 #: ``pg_advisory_lock(MIGRATION_LOCK_KEY)``: every cos-worker migrator contends for this
 #: session lock, so migrators racing at deploy time apply each file once (arbitrary, fixed).
 MIGRATION_LOCK_KEY = 0x0C05_0001
@@ -21,6 +24,7 @@ MAINTENANCE_LOCK_KEY = 0x0C05_0002
 
 SQL_CONSTANTS: dict[str, int] = {
     "AGGREGATE_LOCK_SALT": AGGREGATE_LOCK_SALT,
+    "INTEGRATION_LOCK_SALT": INTEGRATION_LOCK_SALT,
     "ITEM_LOCK_SALT": ITEM_LOCK_SALT,
     "MAINTENANCE_LOCK_KEY": MAINTENANCE_LOCK_KEY,
     "MIGRATION_LOCK_KEY": MIGRATION_LOCK_KEY,

@@ -174,7 +174,22 @@ class Queries:
     stage_item_vectors: str
     upsert_asset: str
     upsert_communications: str
+    # lifecycle.sql: an item deleted upstream (worker/db/delete.py)
+    delete_communication: str
+    delete_orphan_attachment_assets: str
+    delete_thread_if_empty: str
+    delete_meeting: str
+    delete_media_asset: str
+    delete_unreferenced_contacts: str
+    delete_earlier_ledger_rows: str
     set_communication_body: str
+    # sync.sql: connectors' integrations and cursors (worker/db/sync.py)
+    sync_find_integration: str
+    sync_create_integration: str
+    sync_advance_cursor: str
+    sync_read_cursor: str
+    sync_record_error: str
+    sync_integrations: str
     upsert_contacts: str
     upsert_meeting: str
     upsert_transcript: str

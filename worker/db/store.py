@@ -92,14 +92,15 @@ async def newer_version_stored(
     external_id: str,
     queued_at: datetime,
 ) -> bool:
-    """True when the stored row came from a job queued after this one (we are stale).
+    """True when the stored row came from a job queued after this one, or the item was
+    deleted by a job queued after this one (we are stale).
 
     The caller holds the item's lock (``item_lock_key``), taken by an earlier statement,
     so two versions of one item finishing at once cannot both pass this check and let
     the older overwrite the newer.
     """
     sql = Q.current_source_job.format(table=SOURCE_TABLES[kind])
-    stored_at = await conn.fetchval(sql, workspace_id, source, external_id)
+    stored_at = await conn.fetchval(sql, workspace_id, source, external_id, kind)
     return stored_at is not None and stored_at > queued_at
 
 

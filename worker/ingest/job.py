@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from worker.core.payloads import (
     CommunicationPayload,
+    DeletionPayload,
     EmailPayload,
     MediaPayload,
     TranscriptPayload,
@@ -29,7 +30,9 @@ from worker.text.chunking import Chunk
 if TYPE_CHECKING:
     from worker.ingest.kinds import Kind
 
-ItemPayload = CommunicationPayload | TranscriptPayload | MediaPayload | EmailPayload
+ItemPayload = (
+    CommunicationPayload | TranscriptPayload | MediaPayload | EmailPayload | DeletionPayload
+)
 
 
 @dataclass

@@ -340,6 +340,15 @@ class EmailKind(CommunicationKind):
         return await writers.groups.write(ready)
 
 
+class DeletionKind(Kind):
+    """An item deleted upstream: nothing to fetch, chunk or embed; the pipeline hands it
+    to ``worker.ingest.delete`` (its store and record stages)."""
+
+    name = "deletion"
+    streams = False
+
+
 KINDS: dict[str, Kind] = {
-    k.name: k for k in (CommunicationKind(), TranscriptKind(), MediaKind(), EmailKind())
+    k.name: k
+    for k in (CommunicationKind(), TranscriptKind(), MediaKind(), EmailKind(), DeletionKind())
 }

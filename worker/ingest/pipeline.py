@@ -27,10 +27,12 @@ from typing import Any
 import asyncpg
 import numpy as np
 
+from worker.core.payloads import DeletionPayload
 from worker.core.settings import Settings
 from worker.db import ledger
 from worker.db.store_group import CommWrite
 from worker.embedding import EmbeddingBatcher
+from worker.ingest.delete import DeleteWrite
 from worker.ingest.delivery import Delivery, RetryLater, is_transient
 from worker.ingest.embed import ItemEmbedder
 from worker.ingest.grouping import GroupWriter
@@ -71,6 +73,7 @@ class Pipeline:
         )
         self.parser = Parser(settings, preload)  # parsing children
         self.items = ItemWrite(pool)
+        self.deletions = DeleteWrite(pool)
         self.groups = GroupWrite(pool, settings, self.items)
         self.streams = StreamWrite(pool, settings, self.embedder)
         # Large items (fetched by content_url, or streamed: a pool connection and its
@@ -93,6 +96,8 @@ class Pipeline:
 
     async def _process(self, job: Job) -> dict[str, Any]:
         """fetch -> chunk -> embed -> store -> record, each stage timed."""
+        if isinstance(job.payload, DeletionPayload):  # store -> record: nothing to read
+            return await self.deletions.write(job)
         # A fetched body may be up to FETCH_MAX_BYTES: only a few are held at once.
         # (A raw e-mail inline is not large: its parse is bounded by the parsing children,
         # PARSE_WORKERS; holding a slot through its embedding would let only two messages

@@ -123,6 +123,8 @@ class Receiver:
         d = data if isinstance(data, dict) else {}
         ws = _uuid_or_none(d.get("workspace_id"))
         named = d.get("kind")
+        if named == "deletion":  # the ledger kind of a deletion is the deleted item's
+            named = d.get("deleted_kind")
         kind = ITEM_KINDS.get(named) if isinstance(named, str) else None
         # (the items of a page share its arq id: each is identified by its own payload)
         jid = ledger_id or ledger_id_for(delivery.own_arq_job_id, data)

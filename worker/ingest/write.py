@@ -38,7 +38,7 @@ from worker.text.chunking import Chunk
 SUPERSEDED = "superseded by newer content"
 
 
-async def _claim(
+async def claim_item(
     conn: asyncpg.Connection, item: Ready | Job, progress: Sequence[ledger.NewEvent]
 ) -> dict[str, Any] | None:
     """Inside the item's final transaction: the result if this job must not write (its
@@ -64,7 +64,7 @@ class ItemWrite:
     async def write(self, ready: Ready) -> dict[str, Any]:
         kind = KINDS[ready.payload.kind]
         async with self.pool.acquire() as conn, conn.transaction():
-            if (early := await _claim(conn, ready, ready.progress)) is not None:
+            if (early := await claim_item(conn, ready, ready.progress)) is not None:
                 return early
             written = await kind.write(conn, ready)
             result = {**written.as_dict(), **ready.extra}
@@ -76,7 +76,7 @@ class ItemWrite:
         """An item with nothing to read (a scanned PDF, an encrypted one, not a document):
         recorded as skipped with the reason, its stored rows untouched."""
         async with self.pool.acquire() as conn, conn.transaction():
-            if (early := await _claim(conn, job, job.progress)) is not None:
+            if (early := await claim_item(conn, job, job.progress)) is not None:
                 return early
             await ledger.skip(conn, job.ref, reason, job.progress)
         return outcome("skipped", chunks=0, reason=reason)
@@ -178,7 +178,7 @@ class StreamWrite:
         t1 = time.perf_counter()
         async with self.pool.acquire() as conn, conn.transaction():
             seen = job.ref.event(ledger.CONTENT_PULLED, **pulled_data, chars=pulled.size)
-            if (early := await _claim(conn, job, [*job.progress, seen])) is not None:
+            if (early := await claim_item(conn, job, [*job.progress, seen])) is not None:
                 return early
             target = await job.kind.open_stream(conn, job, pulled.fmt, self.model)
             counts = await self.windows.write(conn, target, chunks, job.flow)

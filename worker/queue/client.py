@@ -14,6 +14,7 @@ import json
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -29,7 +30,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from worker.core.payloads import (
+    AnyPayload,
     CommunicationPayload,
+    DeletionPayload,
     EmailPayload,
     MediaPayload,
     PayloadError,
@@ -39,10 +42,9 @@ from worker.core.payloads import (
     parse_payload,
 )
 from worker.core.settings import Settings, get_settings
-from worker.db import ledger
+from worker.db import ledger, sync
 from worker.queue import keys, serialization
 
-AnyPayload = CommunicationPayload | TranscriptPayload | MediaPayload | EmailPayload
 #: Retries of one Redis command on connection errors (backoff 0.1 s doubling, capped at 2 s).
 REDIS_RETRIES = 20
 
@@ -67,22 +69,33 @@ async def connect(redis_url: str) -> ArqRedis:
 
 
 def _as_model(payload: AnyPayload | dict[str, Any]) -> AnyPayload:
-    if isinstance(payload, (CommunicationPayload, TranscriptPayload, MediaPayload, EmailPayload)):
-        return payload
-    return parse_payload(payload)  # raises PayloadError(field, reason)
+    model = payload if isinstance(payload, _MODELS) else parse_payload(payload)  # PayloadError
+    if isinstance(model, DeletionPayload) and model.deleted_at is None:
+        # each deletion is a job of its own (its id is its content's): see DeletionPayload
+        model = model.model_copy(update={"deleted_at": datetime.now(UTC)})
+    return model
+
+
+_MODELS = (CommunicationPayload, TranscriptPayload, MediaPayload, EmailPayload, DeletionPayload)
 
 
 # arq's enqueue (a WATCH/MULTI transaction per job: three round trips) for a whole page in
 # one call: a job whose key or kept result still exists is refused, as arq refuses it.
+# A job whose ledger row this call created ("fresh") cannot have a live result: one left
+# by an earlier life of the row (an item deleted, then sent again with the same content:
+# the deletion removed the row) is dropped, or arq would refuse the job for keep_result.
 # KEYS: the queue, then (job key, result key) per job; ARGV: expiry ms, score, then
-# (job id, serialized job) per job.
+# (job id, serialized job, fresh 1/0) per job.
 _ENQUEUE_PAGE = """
 local n = 0
 for j = 1, (#KEYS - 1) / 2 do
   local job_key, result_key = KEYS[2 * j], KEYS[2 * j + 1]
+  if ARGV[3 * j + 2] == '1' then
+    redis.call('DEL', result_key)
+  end
   if redis.call('EXISTS', job_key, result_key) == 0 then
-    redis.call('PSETEX', job_key, ARGV[1], ARGV[2 * j + 2])
-    redis.call('ZADD', KEYS[1], ARGV[2], ARGV[2 * j + 1])
+    redis.call('PSETEX', job_key, ARGV[1], ARGV[3 * j + 1])
+    redis.call('ZADD', KEYS[1], ARGV[2], ARGV[3 * j])
     n = n + 1
   end
 end
@@ -122,6 +135,7 @@ async def enqueue_many(
     *,
     db: asyncpg.Pool | None = None,
     settings: Settings | None = None,
+    cursor: sync.Cursor | None = None,
 ) -> list[str | PayloadError]:
     """Validate and enqueue a connector's page of items; returns, in order, each item's
     (deterministic) job id or the ``PayloadError`` that names its bad field.
@@ -142,6 +156,12 @@ async def enqueue_many(
     job: that page carries it, and if Redis lost the page the reconciler re-sends the
     item (re-sending it here could run it twice). Without ``db`` every item is a job of
     its own (nothing could tell a new item from a re-sent one).
+
+    ``cursor`` (with ``db``): where the connector's stream has got to once this page is
+    taken. The call's ledger rows and the cursor's move commit in one transaction, so a
+    connector restarted from :func:`read_cursor` sends every item once (invalid items
+    are returned here, not recorded: the cursor moves past them). Every item must be of
+    the cursor's workspace and source.
     """
     settings = settings or get_settings()
     results: list[str | PayloadError] = []
@@ -161,35 +181,37 @@ async def enqueue_many(
         seen.add(jid)
         text = model.model_dump_json()
         jobs.append(_Job(model, jid, chash, json.loads(text), text))
-    for page in _pages(jobs, settings.enqueue_page_items, settings.enqueue_page_bytes):
-        if db is None:
+    pages = list(_pages(jobs, settings.enqueue_page_items, settings.enqueue_page_bytes))
+    if db is None:
+        if cursor is not None:
+            raise ValueError("a cursor is recorded with the page's jobs: pass db")
+        for page in pages:
             await _send(redis, [_single(j) for j in page], settings.queue_name)
-            continue
-        groups = list(_pages(page, settings.enqueue_job_items, settings.enqueue_job_bytes))
-        arq_ids: dict[str, str] = {}
-        for group in groups:
-            page_id = keys.PAGE_JOB_PREFIX + uuid4().hex
-            arq_ids.update((j.job_id, page_id if len(group) > 1 else j.job_id) for j in group)
-        created: set[UUID] = set()
-        holders: dict[UUID, str | None] = {}
-        todo = {
-            j.job_id
-            for j in await _record(db, page, results, arq_ids, created, holders)
-            if not keys.is_page_job(holders.get(UUID(j.job_id)))
-        }
-        sends: list[_Send] = []
-        for group in groups:
-            new = [j for j in group if UUID(j.job_id) in created]
-            if len(group) > 1 and new:
-                items = {"items": [j.data for j in new]}
-                sends.append(_Send(arq_ids[new[0].job_id], keys.INGEST_PAGE, items))
-            else:
-                sends += [_single(j) for j in new]
-            sends += [
-                _single(j) for j in group if j.job_id in todo and UUID(j.job_id) not in created
-            ]
+        return results
+    if cursor is None:
+        for page in pages:
+            async with db.acquire() as conn:
+                sends = await _record(conn, page, results, settings)
+            await _send(redis, sends, settings.queue_name)
+        return results
+    # The whole call's jobs and the cursor's move commit together, then go to Redis: a
+    # crash after the commit leaves queued rows that the reconciler sends (worker.db.sync).
+    _check_scope(cursor, jobs)
+    async with db.acquire() as conn, conn.transaction():
+        planned = [await _record(conn, page, results, settings) for page in pages]
+        await sync.advance(conn, cursor)
+    for sends in planned:
         await _send(redis, sends, settings.queue_name)
     return results
+
+
+def _check_scope(cursor: sync.Cursor, jobs: Sequence[_Job]) -> None:
+    for j in jobs:
+        if j.model.workspace_id != cursor.workspace_id or j.model.source != cursor.source:
+            raise ValueError(
+                "a cursor moves past its own source's items only: an item of "
+                f"{j.model.source!r} in workspace {j.model.workspace_id} is in the page"
+            )
 
 
 @dataclass(frozen=True)
@@ -199,23 +221,30 @@ class _Send:
     arq_id: str
     function: str
     arg: Any
+    fresh: bool = False  # its ledger row was created by this call (see _ENQUEUE_PAGE)
 
 
-def _single(job: _Job) -> _Send:
-    return _Send(job.job_id, keys.INGEST, job.data)
+def _single(job: _Job, fresh: bool = False) -> _Send:
+    return _Send(job.job_id, keys.INGEST, job.data, fresh)
 
 
 async def _record(
-    db: asyncpg.Pool,
+    conn: asyncpg.Connection,
     page: list[_Job],
     results: list[str | PayloadError],
-    arq_ids: dict[str, str],
-    created: set[UUID],
-    holders: dict[UUID, str | None],
-) -> list[_Job]:
-    """Ledger first; returns the jobs that still have to reach Redis (``created``: the
-    ones whose rows this call inserted, each naming the arq job in ``arq_ids``;
-    ``holders``: the job each row already held names)."""
+    settings: Settings,
+) -> list[_Send]:
+    """Ledger first (one transaction, or a savepoint in the caller's); returns the arq
+    jobs that still have to reach Redis. The items the ledger *creates* travel together
+    (page jobs); an item it already held unfinished is re-sent alone unless its row names
+    a page job; an unknown workspace is reported on ``workspace_id`` in ``results``."""
+    groups = list(_pages(page, settings.enqueue_job_items, settings.enqueue_job_bytes))
+    arq_ids: dict[str, str] = {}
+    for group in groups:
+        page_id = keys.PAGE_JOB_PREFIX + uuid4().hex
+        arq_ids.update((j.job_id, page_id if len(group) > 1 else j.job_id) for j in group)
+    created: set[UUID] = set()
+    holders: dict[UUID, str | None] = {}
     receipts = [
         ledger.Receipt(
             ledger.JobRef(
@@ -232,15 +261,29 @@ async def _record(
         )
         for j in page
     ]
-    async with db.acquire() as conn:
-        statuses = await ledger.receive_many(conn, receipts, created=created, holders=holders)
+    statuses = await ledger.receive_many(conn, receipts, created=created, holders=holders)
     unknown = PayloadError("workspace_id", "no such workspace")
     for j in page:
         if statuses[UUID(j.job_id)] is None:
             for k, r in enumerate(results):  # every position that carried this item
                 if r == j.job_id:
                     results[k] = unknown
-    return [j for j in page if statuses[UUID(j.job_id)] not in (None, *ledger.FINISHED)]
+    todo = {
+        j.job_id
+        for j in page
+        if statuses[UUID(j.job_id)] not in (None, *ledger.FINISHED)
+        and not keys.is_page_job(holders.get(UUID(j.job_id)))
+    }
+    sends: list[_Send] = []
+    for group in groups:
+        new = [j for j in group if UUID(j.job_id) in created]
+        if len(group) > 1 and new:
+            items = {"items": [j.data for j in new]}
+            sends.append(_Send(arq_ids[new[0].job_id], keys.INGEST_PAGE, items))
+        else:
+            sends += [_single(j, fresh=True) for j in new]
+        sends += [_single(j) for j in group if j.job_id in todo and UUID(j.job_id) not in created]
+    return sends
 
 
 async def _send(redis: ArqRedis, jobs: list[_Send], queue: str) -> None:
@@ -254,6 +297,7 @@ async def _send(redis: ArqRedis, jobs: list[_Send], queue: str) -> None:
         args += [
             j.arq_id,
             serialize_job(j.function, (j.arg,), {}, None, now, serializer=serialization.dumps),
+            "1" if j.fresh else "0",
         ]
     await redis.register_script(_ENQUEUE_PAGE)(keys=keys_, args=args)  # EVALSHA
 

@@ -14,6 +14,7 @@ from worker.db.ledger.jobs import (
     claim,
     complete,
     finish,
+    forget_earlier,
     lock_unchanged,
     lock_unfinished,
     lost_candidates,
@@ -27,6 +28,7 @@ from worker.db.ledger.jobs import (
 )
 from worker.db.ledger.model import (
     CONTENT_CHUNKED,
+    CONTENT_DELETED,
     CONTENT_EMBEDDED,
     CONTENT_PULLED,
     CONTENT_STORED,
@@ -55,6 +57,7 @@ __all__ = [
     "CONTENT_CHUNKED",
     "CONTENT_EMBEDDED",
     "CONTENT_PULLED",
+    "CONTENT_DELETED",
     "CONTENT_STORED",
     "CONTENT_WARNING",
     "FINISHED",
@@ -82,6 +85,7 @@ __all__ = [
     "claim_many",
     "complete",
     "finish",
+    "forget_earlier",
     "finish_many",
     "lock_unchanged",
     "lock_unfinished",

@@ -41,6 +41,16 @@ EVENT_KEYS: dict[str, frozenset[str]] = {
     "job.retrying": frozenset({_RESULT, "error", "field"}),
     "job.failed": frozenset({_RESULT, "error", "field"}),
     "job.requeued": frozenset({"reason", "status", "arq_job_id"}),
+    "content.deleted": frozenset(
+        {
+            "found",
+            "vectors",
+            "attachments",
+            "threads_deleted",
+            "contacts_deleted",
+            "ledger_rows_deleted",
+        }
+    ),
 }
 #: Keys of the ``result`` object of job.completed / skipped / retrying / failed.
 RESULT_KEYS = frozenset(
@@ -56,6 +66,13 @@ RESULT_KEYS = frozenset(
         "attachment_tokens",
         "windows",
         "reason",
+        # a deletion's (worker/db/delete.py): counts and flags
+        "deleted",
+        "found",
+        "vectors",
+        "threads_deleted",
+        "contacts_deleted",
+        "ledger_rows_deleted",
     }
 )
 #: Keys of every ingestion event's ``metadata``.

@@ -306,3 +306,21 @@ async def start(conn: asyncpg.Connection, s: Start) -> Pickup:
         payload=s.payload,
         noop_key=s.noop_key,
     )
+
+
+async def forget_earlier(
+    conn: asyncpg.Connection, ref: JobRef, source: str, external_id: str, before: datetime
+) -> int:
+    """A deleted item's finished ingest jobs recorded before its deletion ``ref`` (queued
+    at ``before``) leave the ledger: their payloads hold its content, and while their
+    rows stand the same content sent again would be a no-op. Returns how many."""
+    rows = await conn.fetch(
+        Q.delete_earlier_ledger_rows,
+        ref.workspace_id,
+        ref.kind,
+        source,
+        external_id,
+        ref.job_id,
+        before,
+    )
+    return len(rows)

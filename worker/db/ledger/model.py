@@ -25,6 +25,7 @@ CONTENT_EMBEDDED = "content.embedded"  # no status change
 # attachment, an undecodable charset); carries part numbers, types, counts, never content
 CONTENT_WARNING = "content.warning"
 CONTENT_STORED = "content.stored"  # no status change (same transaction as completed)
+CONTENT_DELETED = "content.deleted"  # no status change: a deletion's counts (with completed)
 JOB_COMPLETED = "job.completed"  # status done
 JOB_NOOP = "job.noop"  # no status change: re-delivery of a finished job
 JOB_SKIPPED = "job.skipped"  # status skipped: superseded, or nothing to read (reason)

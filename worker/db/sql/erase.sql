@@ -143,7 +143,7 @@ WHERE t.workspace_id = $1 AND t.id = k.id AND s.n > 0;
 
 -- name: erase_source_integrations
 -- The source's integration rows (provider = the source name): their account and config
--- go, with their sync cursors (cascade) and the channels tied to them.
+-- go, with their sync cursors, the channels tied to them and what its full syncs saw.
 WITH i AS (
   SELECT id FROM core.integrations WHERE workspace_id = $1 AND provider = $2
 ), ch AS (
@@ -152,11 +152,13 @@ WITH i AS (
 ), cur AS (
   DELETE FROM ops.sync_cursors x USING i WHERE x.workspace_id = $1 AND x.integration_id = i.id
   RETURNING 1
+), seen AS (
+  DELETE FROM ops.sync_seen x WHERE x.workspace_id = $1 AND x.source = $2 RETURNING 1
 ), d AS (
   DELETE FROM core.integrations x USING i WHERE x.workspace_id = $1 AND x.id = i.id RETURNING 1
 )
 SELECT (SELECT count(*) FROM d) AS integrations, (SELECT count(*) FROM ch) AS channels,
-       (SELECT count(*) FROM cur) AS sync_cursors;
+       (SELECT count(*) FROM cur) AS sync_cursors, (SELECT count(*) FROM seen) AS sync_seen;
 
 -- name: erase_source_remaining
 -- What is left of a source scope, per table (0 everywhere once erased).
@@ -172,6 +174,8 @@ UNION ALL SELECT 'meetings.transcripts', count(*) FROM meetings.transcripts
   WHERE workspace_id = $1 AND source = $2
 UNION ALL SELECT 'core.integrations', count(*) FROM core.integrations
   WHERE workspace_id = $1 AND provider = $2
+UNION ALL SELECT 'ops.sync_seen', count(*) FROM ops.sync_seen
+  WHERE workspace_id = $1 AND source = $2
 UNION ALL SELECT 'ops.ingestion_jobs', count(*) FROM ops.ingestion_jobs
   WHERE workspace_id = $1 AND source = $2;
 

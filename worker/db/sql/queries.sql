@@ -139,11 +139,16 @@ LIMIT 1;
 SELECT id FROM comms.threads WHERE workspace_id = $1 AND source = $2 AND thread_key = $3;
 
 -- name: current_source_job
--- Which job wrote the current version of a source row, and when it was queued:
--- an older job finishing late must not overwrite newer content.
-SELECT j.queued_at
-FROM {table} s JOIN ops.ingestion_jobs j ON j.id = s.ingestion_job_id
-WHERE s.workspace_id = $1 AND s.source = $2 AND s.external_id = $3;
+-- When the job that wrote the current version of a source row was queued, or the item's
+-- latest deletion (its done ledger row, worker/db/delete.py), whichever is later: an older
+-- job finishing late must not overwrite newer content, nor bring back a deleted item.
+SELECT greatest(
+  (SELECT j.queued_at
+   FROM {table} s JOIN ops.ingestion_jobs j ON j.id = s.ingestion_job_id
+   WHERE s.workspace_id = $1 AND s.source = $2 AND s.external_id = $3),
+  (SELECT max(d.queued_at) FROM ops.ingestion_jobs d
+   WHERE d.workspace_id = $1 AND d.kind = $4::ops.ingestion_kind AND d.source = $2
+     AND d.external_id = $3 AND d.status = 'done' AND d.result ? 'deleted'));
 
 -- name: reuse_comm_embedding
 SELECT embedding FROM comms.communications
@@ -343,12 +348,17 @@ SELECT id, status::text AS status
 FROM ops.ingestion_jobs WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE;
 
 -- name: current_comm_jobs_page
--- current_source_job for a page: when the job that wrote each stored row was queued.
-SELECT k.i, j.queued_at
-FROM unnest($1::uuid[], $2::text[], $3::text[]) WITH ORDINALITY AS k(ws, source, external_id, i)
-JOIN comms.communications s
-  ON s.workspace_id = k.ws AND s.source = k.source AND s.external_id = k.external_id
-JOIN ops.ingestion_jobs j ON j.id = s.ingestion_job_id;
+-- current_source_job for a page: when the job that wrote each stored row was queued, or
+-- the item's latest deletion, whichever is later (NULL: neither).
+SELECT k.i, greatest(
+  (SELECT j.queued_at
+   FROM comms.communications s JOIN ops.ingestion_jobs j ON j.id = s.ingestion_job_id
+   WHERE s.workspace_id = k.ws AND s.source = k.source AND s.external_id = k.external_id),
+  (SELECT max(d.queued_at) FROM ops.ingestion_jobs d
+   WHERE d.workspace_id = k.ws AND d.kind = 'communication' AND d.source = k.source
+     AND d.external_id = k.external_id AND d.status = 'done' AND d.result ? 'deleted'))
+  AS queued_at
+FROM unnest($1::uuid[], $2::text[], $3::text[]) WITH ORDINALITY AS k(ws, source, external_id, i);
 
 -- name: ensure_threads_page
 -- ensure_thread for a page: create the missing threads, never lock an existing one.
