@@ -16,6 +16,10 @@ from worker.queue.client import (
 )
 from worker.queue.lifecycle import (
     Cursor,
+    FullSync,
+    begin_full_sync,
+    current_full_sync,
+    end_full_sync,
     enqueue_deletion,
     integrations,
     read_cursor,
@@ -24,8 +28,12 @@ from worker.queue.lifecycle import (
 
 __all__ = [
     "Cursor",
+    "FullSync",
     "QueueStatus",
+    "begin_full_sync",
     "connect",
+    "current_full_sync",
+    "end_full_sync",
     "enqueue",
     "enqueue_communication",
     "enqueue_deletion",

@@ -235,6 +235,12 @@ class Settings(BaseSettings):
         "is re-enqueued by the reconciler",
     )
     reconcile_every_minutes: int = Field(default=5, ge=1, le=60, description="reconciler cron")
+    sync_cleanup_batch: int = Field(
+        default=500,
+        ge=1,
+        description="worker.client.end_full_sync: unseen items turned into deletion jobs per "
+        "ledger transaction",
+    )
     erase_batch_size: int = Field(
         default=2000,
         ge=1,

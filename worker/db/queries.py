@@ -190,6 +190,12 @@ class Queries:
     sync_read_cursor: str
     sync_record_error: str
     sync_integrations: str
+    sync_full_state: str
+    sync_full_set: str
+    sync_mark_seen: str
+    sync_count_seen: str
+    sync_unseen_batch: str
+    sync_forget_seen: str
     upsert_contacts: str
     upsert_meeting: str
     upsert_transcript: str

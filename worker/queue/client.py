@@ -136,6 +136,7 @@ async def enqueue_many(
     db: asyncpg.Pool | None = None,
     settings: Settings | None = None,
     cursor: sync.Cursor | None = None,
+    full_sync: sync.FullSync | None = None,
 ) -> list[str | PayloadError]:
     """Validate and enqueue a connector's page of items; returns, in order, each item's
     (deterministic) job id or the ``PayloadError`` that names its bad field.
@@ -161,7 +162,9 @@ async def enqueue_many(
     taken. The call's ledger rows and the cursor's move commit in one transaction, so a
     connector restarted from :func:`read_cursor` sends every item once (invalid items
     are returned here, not recorded: the cursor moves past them). Every item must be of
-    the cursor's workspace and source.
+    the cursor's workspace and source. ``full_sync`` (with ``db``): the page belongs to
+    that running full sync of its source (``worker.client.begin_full_sync``); its items
+    are noted as seen in the same transaction.
     """
     settings = settings or get_settings()
     results: list[str | PayloadError] = []
@@ -183,33 +186,44 @@ async def enqueue_many(
         jobs.append(_Job(model, jid, chash, json.loads(text), text))
     pages = list(_pages(jobs, settings.enqueue_page_items, settings.enqueue_page_bytes))
     if db is None:
-        if cursor is not None:
-            raise ValueError("a cursor is recorded with the page's jobs: pass db")
+        if cursor is not None or full_sync is not None:
+            raise ValueError("a cursor or full sync is recorded with the page's jobs: pass db")
         for page in pages:
             await _send(redis, [_single(j) for j in page], settings.queue_name)
         return results
-    if cursor is None:
+    if cursor is None and full_sync is None:
         for page in pages:
             async with db.acquire() as conn:
                 sends = await _record(conn, page, results, settings)
             await _send(redis, sends, settings.queue_name)
         return results
-    # The whole call's jobs and the cursor's move commit together, then go to Redis: a
-    # crash after the commit leaves queued rows that the reconciler sends (worker.db.sync).
-    _check_scope(cursor, jobs)
+    # The whole call's jobs, the cursor's move and what a full sync saw commit together,
+    # then go to Redis: a crash after the commit leaves queued rows that the reconciler
+    # sends (worker.db.sync).
+    for scope in (cursor, full_sync):
+        if scope is not None:
+            _check_scope(scope.workspace_id, scope.source, jobs)
     async with db.acquire() as conn, conn.transaction():
         planned = [await _record(conn, page, results, settings) for page in pages]
-        await sync.advance(conn, cursor)
+        if full_sync is not None:
+            carried = [
+                (j.model.item_kind, j.model.external_id)
+                for j in jobs
+                if not isinstance(j.model, DeletionPayload)
+            ]
+            await sync.mark_seen(conn, full_sync, carried)
+        if cursor is not None:
+            await sync.advance(conn, cursor)
     for sends in planned:
         await _send(redis, sends, settings.queue_name)
     return results
 
 
-def _check_scope(cursor: sync.Cursor, jobs: Sequence[_Job]) -> None:
+def _check_scope(workspace_id: UUID, source: str, jobs: Sequence[_Job]) -> None:
     for j in jobs:
-        if j.model.workspace_id != cursor.workspace_id or j.model.source != cursor.source:
+        if j.model.workspace_id != workspace_id or j.model.source != source:
             raise ValueError(
-                "a cursor moves past its own source's items only: an item of "
+                "a cursor or full sync takes its own source's items only: an item of "
                 f"{j.model.source!r} in workspace {j.model.workspace_id} is in the page"
             )
 

@@ -1,8 +1,11 @@
-"""The connector's calls beyond ingestion: deletions, sync cursors, sync errors.
+"""The connector's calls beyond ingestion: deletions, sync cursors, sync errors, full
+syncs.
 
 (``worker.client`` exports them with the rest.) A cursor moves with a page's jobs:
 ``enqueue_many(..., cursor=Cursor(...))``; :func:`read_cursor` is where a connector
-(re)starts. See the README's "Connector lifecycle" for the loop they make.
+(re)starts. A full sync: :func:`begin_full_sync` (or :func:`current_full_sync` to resume
+one), pages with ``enqueue_many(..., full_sync=sync)``, then :func:`end_full_sync`. See
+the README's "Connector lifecycle" for the loop they make.
 """
 
 from __future__ import annotations
@@ -14,11 +17,22 @@ from uuid import UUID
 import asyncpg
 from arq.connections import ArqRedis
 
+from worker.core.settings import Settings, get_settings
 from worker.db import sync
-from worker.db.sync import Cursor
-from worker.queue.client import enqueue
+from worker.db.sync import Cursor, FullSync
+from worker.queue.client import enqueue, enqueue_many
 
-__all__ = ["Cursor", "enqueue_deletion", "integrations", "read_cursor", "record_sync_error"]
+__all__ = [
+    "Cursor",
+    "FullSync",
+    "begin_full_sync",
+    "current_full_sync",
+    "end_full_sync",
+    "enqueue_deletion",
+    "integrations",
+    "read_cursor",
+    "record_sync_error",
+]
 
 
 async def enqueue_deletion(
@@ -68,3 +82,64 @@ async def integrations(db: asyncpg.Pool, workspace_id: UUID | str) -> list[dict[
     """Each source of the workspace: status, last successful sync, last error, cursors."""
     async with db.acquire() as conn:
         return await sync.integrations(conn, UUID(str(workspace_id)))
+
+
+async def begin_full_sync(db: asyncpg.Pool, workspace_id: UUID | str, source: str) -> FullSync:
+    """Declare a full sync of ``source``: send every item it holds now with
+    ``enqueue_many(..., full_sync=sync)``, then :func:`end_full_sync`. A full sync of the
+    source still running is abandoned (it deletes nothing)."""
+    async with db.acquire() as conn:
+        return await sync.begin_full_sync(conn, UUID(str(workspace_id)), source)
+
+
+async def current_full_sync(
+    db: asyncpg.Pool, workspace_id: UUID | str, source: str
+) -> FullSync | None:
+    """The source's full sync that began and did not end (a connector restarted mid-sync
+    resumes it, from its cursor); None if there is none."""
+    async with db.acquire() as conn:
+        return await sync.current_full_sync(conn, UUID(str(workspace_id)), source)
+
+
+async def end_full_sync(
+    redis: ArqRedis,
+    db: asyncpg.Pool,
+    full_sync: FullSync,
+    *,
+    error: str | None = None,
+    settings: Settings | None = None,
+) -> dict[str, Any]:
+    """End ``full_sync``. With ``error`` it failed: nothing is deleted, the integration
+    shows the error. Otherwise the source's stored items it did not see (and that no
+    ingest recorded after it began wrote) are deleted: deletion jobs, enqueued through
+    the ledger ``SYNC_CLEANUP_BATCH`` at a time. Ending again an end that was cut short
+    finishes it (same deletion jobs). Returns ``{"state", "seen", "deleted"}``, which the
+    ``sync.completed`` / ``sync.failed`` event also holds."""
+    settings = settings or get_settings()
+    if error is not None:
+        async with db.acquire() as conn:
+            return await sync.finish(conn, full_sync, deleted=0, error=error)
+    async with db.acquire() as conn:
+        deleted_at = await sync.start_ending(conn, full_sync)
+    after, deleted = ("communication", ""), 0
+    while True:
+        async with db.acquire() as conn:
+            batch = await sync.unseen(conn, full_sync, after, settings.sync_cleanup_batch)
+        if not batch:
+            break
+        payloads = [
+            {
+                "kind": "deletion",
+                "workspace_id": str(full_sync.workspace_id),
+                "source": full_sync.source,
+                "external_id": external_id,
+                "deleted_kind": kind,
+                "deleted_at": deleted_at.isoformat(),
+            }
+            for kind, external_id in batch
+        ]
+        await enqueue_many(redis, payloads, db=db, settings=settings)
+        deleted += len(batch)
+        after = batch[-1]
+    async with db.acquire() as conn:
+        return await sync.finish(conn, full_sync, deleted=deleted)

@@ -48,3 +48,57 @@ FROM core.integrations i
 LEFT JOIN ops.sync_cursors c ON c.workspace_id = i.workspace_id AND c.integration_id = i.id
 WHERE i.workspace_id = $1
 GROUP BY i.id ORDER BY i.provider;
+
+-- name: sync_full_state
+-- A source's full sync (its state lives in ops.sync_cursors, stream '@full-sync'), locked
+-- for the caller's transaction when it exists.
+SELECT c.cursor
+FROM ops.sync_cursors c
+WHERE c.workspace_id = $1 AND c.integration_id = $2 AND c.stream = '@full-sync'
+FOR UPDATE;
+
+-- name: sync_full_set
+INSERT INTO ops.sync_cursors AS c (workspace_id, integration_id, stream, cursor)
+VALUES ($1, $2, '@full-sync', $3::jsonb)
+ON CONFLICT (workspace_id, integration_id, stream) DO UPDATE
+SET cursor = EXCLUDED.cursor, updated_at = now();
+
+-- name: sync_mark_seen
+-- The items a full sync's page carried ($4 kinds, $5 external ids, by position).
+INSERT INTO ops.sync_seen (workspace_id, source, sync_id, kind, external_id)
+SELECT $1, $2, $3, s.kind, s.external_id
+FROM unnest($4::ops.ingestion_kind[], $5::text[]) AS s(kind, external_id)
+ON CONFLICT (sync_id, kind, external_id) DO NOTHING;
+
+-- name: sync_count_seen
+SELECT count(*) FROM ops.sync_seen WHERE sync_id = $1;
+
+-- name: sync_unseen_batch
+-- The source's items that its full sync $3 (begun at $4) did not see, after the keyset
+-- ($5, $6), at most $7: stored items (attachment documents are their messages', not the
+-- source's items) whose stored version was written by a job recorded before the sync
+-- began (an item a live ingest wrote meanwhile is not the sync's to judge).
+WITH items AS (
+  SELECT 'communication'::ops.ingestion_kind AS kind, c.external_id, c.ingestion_job_id
+  FROM comms.communications c WHERE c.workspace_id = $1 AND c.source = $2
+  UNION ALL
+  SELECT 'transcript'::ops.ingestion_kind, t.external_id, t.ingestion_job_id
+  FROM meetings.transcripts t WHERE t.workspace_id = $1 AND t.source = $2
+  UNION ALL
+  SELECT 'media'::ops.ingestion_kind, a.external_id, a.ingestion_job_id
+  FROM media.assets a
+  WHERE a.workspace_id = $1 AND a.source = $2 AND a.external_id NOT LIKE 'attachment:%'
+)
+SELECT i.kind::text AS kind, i.external_id
+FROM items i LEFT JOIN ops.ingestion_jobs j ON j.id = i.ingestion_job_id
+WHERE (j.queued_at IS NULL OR j.queued_at < $4)
+  AND (i.kind, i.external_id) > ($5::ops.ingestion_kind, $6::text)
+  AND NOT EXISTS (SELECT 1 FROM ops.sync_seen s
+                  WHERE s.sync_id = $3 AND s.kind = i.kind AND s.external_id = i.external_id)
+ORDER BY i.kind, i.external_id
+LIMIT $7;
+
+-- name: sync_forget_seen
+-- A finished or abandoned sync's seen rows, a batch at a time.
+DELETE FROM ops.sync_seen x
+WHERE x.id IN (SELECT id FROM ops.sync_seen WHERE sync_id = $1 LIMIT $2);
