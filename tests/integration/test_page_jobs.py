@@ -193,3 +193,54 @@ async def test_a_pages_items_look_up_reusable_vectors_in_one_statement(
     by_id = {r["external_id"]: r["embedding"].to_numpy() for r in vectors}
     for i in range(6):
         assert (by_id[f"copy-{i}"] == by_id[f"orig-{i}"]).all()
+
+
+async def test_a_failed_page_item_sent_again_runs_again(
+    settings_factory, migrated_dsn, fake_openai
+) -> None:
+    """Items that failed inside their page job (a permanent error on the first try: their
+    content_url answered 404) still name the page job; sent again once the content is
+    there, each runs as a job of its own (the page is over)."""
+    import http.server
+    import threading
+
+    state = {"ready": False}
+
+    class Content(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            body = f"The note behind {self.path}.".encode()
+            self.send_response(200 if state["ready"] else 404)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Content)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        settings = settings_factory(fetch_allow_private=True)
+        ws = await new_workspace(migrated_dsn)
+        base = f"http://127.0.0.1:{httpd.server_address[1]}"
+        mails = [
+            {
+                **{k: v for k, v in communication(ws, f"f-{i}", "").items() if k != "body"},
+                "content_url": f"{base}/note-{i}.txt",
+            }
+            for i in range(2)
+        ]
+        jobs = await _enqueue(settings, migrated_dsn, mails)
+        [(page_id, _)] = jobs.items()
+        await run_worker_burst(settings)
+        rows = await _rows(migrated_dsn, ws)
+        assert {(r[0], r[2]) for r in rows.values()} == {("failed", page_id)}, rows
+        state["ready"] = True
+        again = await _enqueue(settings, migrated_dsn, mails)
+        assert sorted(again) == sorted(rows), again  # each alone, under its own job id
+        await run_worker_burst(settings)
+        assert {r[0] for r in (await _rows(migrated_dsn, ws)).values()} == {"done"}
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

@@ -286,7 +286,11 @@ async def _record(
         j.job_id
         for j in page
         if statuses[UUID(j.job_id)] not in (None, *ledger.FINISHED)
-        and not keys.is_page_job(holders.get(UUID(j.job_id)))
+        # a page job carries its queued and running items; a failed one it no longer runs
+        and not (
+            statuses[UUID(j.job_id)] != "failed"
+            and keys.is_page_job(holders.get(UUID(j.job_id)))
+        )
     }
     sends: list[_Send] = []
     for group in groups:
