@@ -85,10 +85,13 @@ async def erase(
             ids = [str(i) for i, _ in rows] + [a for _, a in rows if a]
             report.redis.keys += await queue_erase.forget_results(redis, ids)
 
+        job_ids: set[str] = set()  # a large item's queued job names only its ledger row
+
         async def sweep() -> None:
+            job_ids.update(await db_erase.scope_job_ids(conn, scope))
             report.redis.add(
                 await queue_erase.sweep_queue(
-                    redis, settings.queue_name, scope.workspace_id, scope.source
+                    redis, settings.queue_name, scope.workspace_id, scope.source, job_ids
                 )
             )
 

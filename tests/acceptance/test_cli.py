@@ -119,7 +119,7 @@ def test_migrate_on_embedded_defaults_starts_and_stops_the_server(tmp_path: Path
     status = cli("migrate", "status", env={"DATA_DIR": str(data_dir)})
     assert status.returncode == 0, status.stderr
     states = [line.split()[2] for line in status.stdout.splitlines() if line[:3].isdigit()]
-    assert states == ["applied"] * 4
+    assert states == ["applied"] * 5
     assert (data_dir / "postgres" / "pgdata" / "PG_VERSION").exists()  # data kept
     assert not (data_dir / "postgres" / "pgdata" / "postmaster.pid").exists()  # server stopped
 

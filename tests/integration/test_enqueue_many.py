@@ -18,7 +18,7 @@ from tests.support.harness import (
     transcript,
 )
 from worker import client
-from worker.core.payloads import PayloadError, job_id, parse_payload
+from worker.core.payloads import LEDGER_PAYLOAD_KEY, PayloadError, job_id, parse_payload
 from worker.db.ledger import project
 from worker.db.pool import create_pool
 from worker.queue import serialization
@@ -37,7 +37,10 @@ async def queued_items(redis: Any, queue: str) -> dict[str, list[str]]:
         job = serialization.loads(await redis.get(f"arq:job:{arq_id}"))
         arg = job["a"][0]
         payloads = arg["items"] if job["f"] == "ingest_page" else [arg]
-        out[arq_id] = [job_id(parse_payload(p)) for p in payloads]
+        out[arq_id] = [
+            p[LEDGER_PAYLOAD_KEY] if LEDGER_PAYLOAD_KEY in p else job_id(parse_payload(p))
+            for p in payloads
+        ]
     return out
 
 

@@ -113,3 +113,93 @@ async def test_large_bodies_are_stored_whole_on_the_group_and_the_item_paths(
 def test_the_allocator_threshold_is_set_on_glibc_and_left_alone_at_zero() -> None:
     assert set_mmap_threshold(0) is False
     assert set_mmap_threshold(Settings().malloc_mmap_threshold_bytes) is True
+
+
+async def test_a_large_payload_travels_by_reference_to_its_ledger_row(
+    settings_factory: Any, migrated_dsn: str, fake_openai: Any
+) -> None:
+    """Over INLINE_PAYLOAD_MAX_BYTES the Redis job names the ledger row; the worker reads
+    the payload from there. A hand-made job naming no such row is recorded as invalid."""
+    from worker import client
+    from worker.db.pool import create_pool
+    from worker.queue import keys, serialization
+
+    settings = settings_factory(inline_payload_max_bytes=100_000)
+    ws = await new_workspace(migrated_dsn)
+    body = "The audit closes on Friday. " * 10_000  # 280,000 characters
+    small = communication(ws, "small", "A short note.")
+    large = communication(ws, "large", body)
+    db = await create_pool(settings, migrated_dsn, min_size=1, max_size=2)
+    redis = await client.connect(settings.redis_url)
+    try:
+        ids = await client.enqueue_many(redis, [small], db=db, settings=settings)
+        ids += await client.enqueue_many(redis, [large], db=db, settings=settings)
+        jobs = {i: await redis.get(keys.JOB_KEY_PREFIX + i) for i in ids}
+        args = {i: serialization.loads(raw)["a"][0] for i, raw in jobs.items()}
+        assert args[ids[1]] == {keys.LEDGER_PAYLOAD: ids[1]} and len(jobs[ids[1]]) < 1000
+        assert args[ids[0]]["body"] == "A short note."  # small ones travel whole
+        ghost = "00000000-0000-4000-8000-00000000beef"
+        await redis.enqueue_job(
+            keys.INGEST,
+            {keys.LEDGER_PAYLOAD: ghost},
+            _job_id="ghost",
+            _queue_name=settings.queue_name,
+        )
+    finally:
+        await redis.aclose()
+        await db.close()
+    await run_worker_burst(settings)
+    rows = await db_fetch(
+        migrated_dsn,
+        "SELECT external_id, body FROM comms.communications WHERE workspace_id = $1",
+        ws,
+    )
+    assert {r["external_id"]: r["body"] for r in rows} == {"small": "A short note.", "large": body}
+    failed = await db_fetch(
+        migrated_dsn,
+        "SELECT error_field, last_error FROM ops.ingestion_jobs WHERE arq_job_id = 'ghost'",
+    )
+    assert [(r["error_field"], r["last_error"]) for r in failed] == [
+        ("ledger_payload", "names no ledger row that holds a payload")
+    ]
+
+
+async def test_an_erasure_sweeps_a_queued_job_that_names_its_ledger_row(
+    settings_factory: Any, migrated_dsn: str, fake_openai: Any
+) -> None:
+    """A by-reference job names no workspace: the erasure knows it by its scope's job ids."""
+    from worker import client
+    from worker.db.erase import Scope
+    from worker.db.pool import create_pool
+    from worker.erasure import erase
+
+    settings = settings_factory(inline_payload_max_bytes=10_000)
+    gone, kept = await new_workspace(migrated_dsn), await new_workspace(migrated_dsn)
+    body = "The board pack for Thursday. " * 1_000
+    db = await create_pool(settings, migrated_dsn, min_size=1, max_size=2)
+    redis = await client.connect(settings.redis_url)
+    try:
+        for ws in (gone, kept):
+            await client.enqueue(redis, communication(ws, "pack", body), db=db, settings=settings)
+        assert await redis.zcard(settings.queue_name) == 2
+        report = await erase(settings, migrated_dsn, settings.redis_url, Scope(gone))
+        assert report.complete and report.redis.jobs == 1
+        [left] = await redis.zrange(settings.queue_name, 0, -1)
+    finally:
+        await redis.aclose()
+        await db.close()
+    await run_worker_burst(settings)
+    assert (
+        await db_fetch(
+            migrated_dsn,
+            "SELECT external_id FROM comms.communications WHERE workspace_id = $1",
+            gone,
+        )
+        == []
+    )
+    [row] = await db_fetch(
+        migrated_dsn,
+        "SELECT id::text, body FROM comms.communications WHERE workspace_id = $1",
+        kept,
+    )
+    assert row["body"] == body and left.decode() != ""

@@ -56,6 +56,9 @@ from worker.core.field_checks import (
 )
 
 SCHEMA_VERSION = 1
+#: A job argument ``{LEDGER_PAYLOAD_KEY: "<job id>"}`` names the ledger row that holds the
+#: payload instead of carrying it (large items; ``worker.queue.client``, ``ingest.receive``).
+LEDGER_PAYLOAD_KEY = "ledger_payload"
 MAX_METADATA_BYTES = 64 * 1024
 MAX_LIST_ITEMS = 100_000
 

@@ -235,6 +235,13 @@ class Settings(BaseSettings):
         "is re-enqueued by the reconciler",
     )
     reconcile_every_minutes: int = Field(default=5, ge=1, le=60, description="reconciler cron")
+    inline_payload_max_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1,
+        description="client.enqueue_many with db: a payload longer than this (JSON "
+        "characters) stays in its ledger row and its Redis job names the row; the worker "
+        "reads it from there (a 20 MB body is not copied through Redis and arq's buffers)",
+    )
     sync_cleanup_batch: int = Field(
         default=500,
         ge=1,

@@ -215,6 +215,12 @@ async def _source(
             deleted[f"{schema}.{name}"] += int(row[name])
 
 
+async def scope_job_ids(conn: asyncpg.Connection, scope: Scope) -> set[str]:
+    """The scope's unfinished jobs' ids (what a by-reference Redis job names)."""
+    rows = await conn.fetch(Q.erase_scope_job_ids, scope.workspace_id, scope.source)
+    return {r["id"] for r in rows}
+
+
 async def remaining(conn: asyncpg.Connection, scope: Scope) -> dict[str, int]:
     """What is left of the scope, per table with rows left (empty once erased)."""
     if scope.source is not None:

@@ -84,6 +84,7 @@ class Queries:
     delete_transcript_chunks: str
     embedded_tokens: str
     # erase.sql: cos-worker erase (worker/db/erase.py, worker/db/ledger/erasure.py)
+    erase_scope_job_ids: str
     erase_append_event: str
     erase_ledger_rows: str
     erase_recount_threads: str
@@ -125,6 +126,7 @@ class Queries:
     ledger_prune_payloads: str
     ledger_reject: str
     ledger_restore_payloads: str
+    ledger_payload: str
     ledger_set_arq_job_id: str
     ledger_start: str
     ledger_start_page: str

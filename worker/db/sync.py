@@ -29,7 +29,7 @@ from uuid import UUID, uuid4
 
 import asyncpg
 
-from worker.db.ledger.syncs import SYNC_COMPLETED, SYNC_FAILED, record_sync_end
+from worker.db import ledger
 from worker.db.queries import Q
 
 
@@ -119,8 +119,12 @@ async def begin_full_sync(conn: asyncpg.Connection, workspace_id: UUID, source: 
         iid, state = await full_state(conn, workspace_id, source)
         if state is not None and state["state"] in ("running", "ending"):
             old = _of(workspace_id, source, state)
-            await record_sync_end(
-                conn, workspace_id, old.id, SYNC_FAILED, {"reason": "abandoned", "deleted": 0}
+            await ledger.record_sync_end(
+                conn,
+                workspace_id,
+                old.id,
+                ledger.SYNC_FAILED,
+                {"reason": "abandoned", "deleted": 0},
             )
         sync = FullSync(workspace_id, source, uuid4(), datetime.now(UTC))
         await conn.execute(Q.sync_full_set, workspace_id, iid, _state(sync, "running"))
@@ -130,7 +134,7 @@ async def begin_full_sync(conn: asyncpg.Connection, workspace_id: UUID, source: 
 
 
 async def _forget_seen(conn: asyncpg.Connection, sync_id: UUID, batch: int = 5000) -> None:
-    while (await conn.execute(Q.sync_forget_seen, sync_id, batch)) != "DELETE 0":
+    while await conn.fetch(Q.sync_forget_seen, sync_id, batch):
         pass
 
 
@@ -219,8 +223,8 @@ async def finish(
         if current is not None and current["id"] == str(sync.id):
             ended = _state(sync, state, ended_at=datetime.now(UTC), seen=seen, deleted=deleted)
             await conn.execute(Q.sync_full_set, sync.workspace_id, iid, ended)
-        event = SYNC_FAILED if error is not None else SYNC_COMPLETED
-        await record_sync_end(conn, sync.workspace_id, sync.id, event, report)
+        event = ledger.SYNC_FAILED if error is not None else ledger.SYNC_COMPLETED
+        await ledger.record_sync_end(conn, sync.workspace_id, sync.id, event, report)
         if error is not None:
             await conn.execute(Q.sync_record_error, sync.workspace_id, iid, error[:2000])
     return report

@@ -18,6 +18,7 @@ import structlog
 
 from worker.core.payloads import (
     ITEM_KINDS,
+    LEDGER_PAYLOAD_KEY,
     PayloadError,
     content_hash,
     decode_json_payload,
@@ -56,6 +57,8 @@ class Receiver:
         data: Any = raw
         try:
             data = decode_json_payload(raw)
+            if len(data) == 1 and LEDGER_PAYLOAD_KEY in data:
+                data = await self._from_ledger(data, delivery, backoff)
             payload = parse_payload(data)
         except PayloadError as exc:
             return await self.reject(data, delivery, exc.field, exc.reason)
@@ -109,6 +112,25 @@ class Receiver:
             bound.bind(attempt=pickup.attempt),
             flow,
         )
+
+    async def _from_ledger(
+        self, ref: dict[str, Any], delivery: Delivery, backoff: Callable[[int], float]
+    ) -> dict[str, Any]:
+        """The payload a large item's job names instead of carrying (its ledger row's): read
+        once, here, rather than copied through Redis and arq's buffers."""
+        jid = _uuid_or_none(ref[LEDGER_PAYLOAD_KEY])
+        if jid is None:
+            raise PayloadError(LEDGER_PAYLOAD_KEY, "is not a job id")
+        try:
+            async with self.pool.acquire() as conn:
+                text = await ledger.payload_of(conn, jid)
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            raise RetryLater(backoff(delivery.job_try), str(exc)) from exc
+        if text is None:
+            raise PayloadError(LEDGER_PAYLOAD_KEY, "names no ledger row that holds a payload")
+        return decode_json_payload(text)
 
     async def reject(
         self,

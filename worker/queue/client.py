@@ -11,7 +11,6 @@ a bad field at once instead of from the dead-letter log.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -44,6 +43,7 @@ from worker.core.payloads import (
 from worker.core.settings import Settings, get_settings
 from worker.db import ledger, sync
 from worker.queue import keys, serialization
+from worker.queue.status import QueueStatus, queue_status  # noqa: F401 - where callers find it
 
 #: Retries of one Redis command on connection errors (backoff 0.1 s doubling, capped at 2 s).
 REDIS_RETRIES = 20
@@ -238,8 +238,11 @@ class _Send:
     fresh: bool = False  # its ledger row was created by this call (see _ENQUEUE_PAGE)
 
 
-def _single(job: _Job, fresh: bool = False) -> _Send:
-    return _Send(job.job_id, keys.INGEST, job.data, fresh)
+def _single(job: _Job, fresh: bool = False, by_ref: bool = False) -> _Send:
+    """An item's own job; ``by_ref``: its payload stays in its ledger row and the job names
+    the row (``keys.LEDGER_PAYLOAD``; see ``INLINE_PAYLOAD_MAX_BYTES``)."""
+    arg = {keys.LEDGER_PAYLOAD: job.job_id} if by_ref else job.data
+    return _Send(job.job_id, keys.INGEST, arg, fresh)
 
 
 async def _record(
@@ -288,19 +291,24 @@ async def _record(
         if statuses[UUID(j.job_id)] not in (None, *ledger.FINISHED)
         # a page job carries its queued and running items; a failed one it no longer runs
         and not (
-            statuses[UUID(j.job_id)] != "failed"
-            and keys.is_page_job(holders.get(UUID(j.job_id)))
+            statuses[UUID(j.job_id)] != "failed" and keys.is_page_job(holders.get(UUID(j.job_id)))
         )
     }
     sends: list[_Send] = []
+    big = settings.inline_payload_max_bytes
     for group in groups:
         new = [j for j in group if UUID(j.job_id) in created]
         if len(group) > 1 and new:
             items = {"items": [j.data for j in new]}
             sends.append(_Send(arq_ids[new[0].job_id], keys.INGEST_PAGE, items))
         else:
-            sends += [_single(j, fresh=True) for j in new]
-        sends += [_single(j) for j in group if j.job_id in todo and UUID(j.job_id) not in created]
+            sends += [_single(j, fresh=True, by_ref=j.size > big) for j in new]
+        sends += [
+            # a failed row's payload may have been dropped (retention): it travels again
+            _single(j, by_ref=j.size > big and statuses[UUID(j.job_id)] != "failed")
+            for j in group
+            if j.job_id in todo and UUID(j.job_id) not in created
+        ]
     return sends
 
 
@@ -333,36 +341,6 @@ async def enqueue(
     if isinstance(result, PayloadError):
         raise result
     return result
-
-
-# arq keeps a running job in its queue with an in-progress key: depth and running, for
-# this queue only (other queues on the same Redis are not counted).
-_QUEUE_STATUS = """
-local ids = redis.call('ZRANGE', KEYS[1], 0, -1)
-local running = 0
-for _, id in ipairs(ids) do
-  running = running + redis.call('EXISTS', ARGV[1] .. id)
-end
-return {#ids, running, redis.call('ZCOUNT', KEYS[2], ARGV[2], '+inf')}
-"""
-
-
-@dataclass(frozen=True)
-class QueueStatus:
-    """What Redis knows of a queue: its jobs, and how many of them are being worked on."""
-
-    depth: int  # jobs in the queue (waiting, deferred or started by arq)
-    running: int  # of those, started and holding an arq slot
-    handed_off: int  # jobs that gave their slot back and still run in a worker (handoff)
-
-
-async def queue_status(redis: ArqRedis, queue_name: str) -> QueueStatus:
-    """The queue's depth, running and handed-off jobs: one round trip."""
-    depth, running, handed_off = await redis.register_script(_QUEUE_STATUS)(
-        keys=[queue_name, keys.HANDED_OFF_SET_PREFIX + queue_name],
-        args=[keys.IN_PROGRESS_KEY_PREFIX, int(time.time() * 1000)],
-    )
-    return QueueStatus(int(depth), int(running), int(handed_off))
 
 
 async def enqueue_communication(

@@ -14,7 +14,7 @@ the job up at the same moment either gets it whole or not at all.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,10 +51,15 @@ class Swept:
         }
 
 
-def in_scope(payload: Any, workspace_id: uuid.UUID, source: str | None) -> bool:
-    """Whether a queued item belongs to the scope (its payload names workspace and source)."""
+def in_scope(
+    payload: Any, workspace_id: uuid.UUID, source: str | None, job_ids: Collection[str] = ()
+) -> bool:
+    """Whether a queued item belongs to the scope (its payload names workspace and source;
+    a large item's names its ledger row, one of the scope's ``job_ids``)."""
     if not isinstance(payload, Mapping):
         return False
+    if keys.LEDGER_PAYLOAD in payload:
+        return payload[keys.LEDGER_PAYLOAD] in job_ids
     try:
         ws = uuid.UUID(str(payload.get("workspace_id")))
     except ValueError:
@@ -62,25 +67,34 @@ def in_scope(payload: Any, workspace_id: uuid.UUID, source: str | None) -> bool:
     return ws == workspace_id and (source is None or payload.get("source") == source)
 
 
-def _rewrite(job: dict[str, Any], workspace_id: uuid.UUID, source: str | None) -> tuple[int, Any]:
+def _rewrite(
+    job: dict[str, Any],
+    workspace_id: uuid.UUID,
+    source: str | None,
+    job_ids: Collection[str] = (),
+) -> tuple[int, Any]:
     """(items of the scope in ``job``, the job without them or None when none is left)."""
     args = job.get("a") or []
     if job.get("f") == keys.INGEST_PAGE and args and isinstance(args[0], Mapping):
         items = list(args[0].get("items") or [])
-        keep = [i for i in items if not in_scope(i, workspace_id, source)]
+        keep = [i for i in items if not in_scope(i, workspace_id, source, job_ids)]
         dropped = len(items) - len(keep)
         if not dropped:
             return 0, job
         if not keep:
             return dropped, None
         return dropped, {**job, "a": [{**args[0], "items": keep}, *args[1:]]}
-    if job.get("f") == keys.INGEST and args and in_scope(args[0], workspace_id, source):
+    if job.get("f") == keys.INGEST and args and in_scope(args[0], workspace_id, source, job_ids):
         return 1, None
     return 0, job
 
 
 async def sweep_queue(
-    redis: ArqRedis, queue_name: str, workspace_id: uuid.UUID, source: str | None
+    redis: ArqRedis,
+    queue_name: str,
+    workspace_id: uuid.UUID,
+    source: str | None,
+    job_ids: Collection[str] = (),
 ) -> Swept:
     """Remove the scope's queued jobs (and items of page jobs) from ``queue_name``."""
     swept = Swept()
@@ -98,13 +112,18 @@ async def sweep_queue(
                 job = loads(raw)
             except ValueError:
                 continue
-            if isinstance(job, dict) and _rewrite(job, workspace_id, source)[0]:
-                swept.add(await _take(redis, queue_name, arq_id, workspace_id, source))
+            if isinstance(job, dict) and _rewrite(job, workspace_id, source, job_ids)[0]:
+                swept.add(await _take(redis, queue_name, arq_id, workspace_id, source, job_ids))
     return swept
 
 
 async def _take(
-    redis: ArqRedis, queue_name: str, arq_id: str, workspace_id: uuid.UUID, source: str | None
+    redis: ArqRedis,
+    queue_name: str,
+    arq_id: str,
+    workspace_id: uuid.UUID,
+    source: str | None,
+    job_ids: Collection[str] = (),
 ) -> Swept:
     job_key, running = keys.JOB_KEY_PREFIX + arq_id, keys.IN_PROGRESS_KEY_PREFIX + arq_id
     for _ in range(5):
@@ -116,7 +135,7 @@ async def _take(
                 raw = await pipe.get(job_key)
                 if raw is None:
                     return Swept()
-                dropped, rest = _rewrite(loads(raw), workspace_id, source)
+                dropped, rest = _rewrite(loads(raw), workspace_id, source, job_ids)
                 pipe.multi()
                 if rest is None:
                     pipe.delete(job_key, keys.RETRY_KEY_PREFIX + arq_id)

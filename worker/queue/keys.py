@@ -9,6 +9,8 @@ from arq.constants import (
     retry_key_prefix,
 )
 
+from worker.core.payloads import LEDGER_PAYLOAD_KEY
+
 JOB_KEY_PREFIX = job_key_prefix
 IN_PROGRESS_KEY_PREFIX = in_progress_key_prefix
 RESULT_KEY_PREFIX = result_key_prefix
@@ -33,3 +35,7 @@ def is_page_job(arq_id: str | None) -> bool:
 
 EMBED_PENDING = "embed_pending"
 RECONCILE = "reconcile"
+
+#: The one key of a job argument that names its ledger row instead of carrying the payload
+#: (a large item: ``INLINE_PAYLOAD_MAX_BYTES``); the worker reads the payload from the row.
+LEDGER_PAYLOAD = LEDGER_PAYLOAD_KEY

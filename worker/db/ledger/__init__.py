@@ -19,6 +19,7 @@ from worker.db.ledger.jobs import (
     lock_unfinished,
     lost_candidates,
     name_retry_job,
+    payload_of,
     receive_and_start,
     record_requeue,
     reject,
@@ -52,8 +53,12 @@ from worker.db.ledger.model import (
 from worker.db.ledger.pages import Finish, claim_many, finish_many, receive_many, start_many
 from worker.db.ledger.projection import ProjectedJob, project
 from worker.db.ledger.retention import FIRST_ID, PrunedBatch, prunable_payloads, prune_payloads
+from worker.db.ledger.syncs import SYNC_COMPLETED, SYNC_FAILED, record_sync_end
 
 __all__ = [
+    "SYNC_COMPLETED",
+    "SYNC_FAILED",
+    "record_sync_end",
     "CONTENT_CHUNKED",
     "CONTENT_EMBEDDED",
     "CONTENT_PULLED",
@@ -91,6 +96,7 @@ __all__ = [
     "lock_unfinished",
     "lost_candidates",
     "name_retry_job",
+    "payload_of",
     "project",
     "prunable_payloads",
     "prune_payloads",

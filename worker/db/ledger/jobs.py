@@ -324,3 +324,9 @@ async def forget_earlier(
         before,
     )
     return len(rows)
+
+
+async def payload_of(conn: asyncpg.Connection, job_id: UUID) -> str | None:
+    """The job's payload as the ledger holds it (JSON text); None without a row or payload."""
+    text: str | None = await conn.fetchval(Q.ledger_payload, job_id)
+    return text

@@ -219,3 +219,10 @@ INSERT INTO ops.events (workspace_id, aggregate_type, aggregate_id, version, eve
                         payload, idempotency_key)
 SELECT $1::uuid, 'erasure', $2::uuid, ops.next_event_version($2::uuid), 'scope.erased', $3::jsonb, $4
 FROM (SELECT pg_advisory_xact_lock(hashtextextended($2::uuid::text, @AGGREGATE_LOCK_SALT@))) AS l;
+
+-- name: erase_scope_job_ids
+-- The scope's unfinished jobs: a large item's queued Redis job names its ledger row instead
+-- of carrying the payload (worker/queue/client.py), so the queue sweep knows it by its id.
+SELECT id::text FROM ops.ingestion_jobs
+WHERE workspace_id = $1 AND ($2::text IS NULL OR source = $2)
+  AND status IN ('queued', 'running');

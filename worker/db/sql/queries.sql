@@ -100,6 +100,11 @@ SET payload = n.payload::jsonb
 FROM unnest($1::uuid[], $2::text[]) AS n(id, payload)
 WHERE j.id = n.id AND j.payload IS NULL;
 
+-- name: ledger_payload
+-- The payload a job's Redis message names instead of carrying it (a large item:
+-- worker/queue/client.py, INLINE_PAYLOAD_MAX_BYTES), as JSON text.
+SELECT payload::text FROM ops.ingestion_jobs WHERE id = $1;
+
 -- name: ledger_set_arq_job_id
 -- A handed-off job's retry was enqueued under a new arq id (worker/queue/jobs.py): the reconciler
 -- looks for the job under the id the row names.

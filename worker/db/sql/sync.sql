@@ -101,4 +101,5 @@ LIMIT $7;
 -- name: sync_forget_seen
 -- A finished or abandoned sync's seen rows, a batch at a time.
 DELETE FROM ops.sync_seen x
-WHERE x.id IN (SELECT id FROM ops.sync_seen WHERE sync_id = $1 LIMIT $2);
+WHERE x.id IN (SELECT id FROM ops.sync_seen WHERE sync_id = $1 LIMIT $2)
+RETURNING x.id;
