@@ -6,7 +6,8 @@ Message-IDs as external ids, an attachment's file name, a transcript's speakers,
 document's title, a bad payload whose values are distinctive, a ``content_url`` whose path
 carries a token, a job sent straight to Redis under a Message-ID as its arq id) go through
 the real worker, with retries and re-sends; then every event of the workspace is read as
-text and none of the distinctive strings may appear in it. The ledger row (erasable) keeps
+text and none of the distinctive strings may appear in it, nor in the worker's log lines
+(ours and arq's: a log is beyond any erasure's reach too). The ledger row (erasable) keeps
 the detail: the test checks it does, so the scan is not vacuous.
 """
 
@@ -238,7 +239,9 @@ def leaks(events: list[dict[str, Any]], strings: list[str]) -> list[tuple[str, s
     return found
 
 
-async def test_events_hold_no_personal_content(settings_factory, migrated_dsn, file_server) -> None:
+async def test_events_hold_no_personal_content(
+    settings_factory, migrated_dsn, file_server, capfd
+) -> None:
     settings = settings_factory(job_max_tries=2, fetch_timeout_s=5.0)
     ws = await new_workspace(migrated_dsn)
     _Files.files = {
@@ -301,6 +304,14 @@ async def test_events_hold_no_personal_content(settings_factory, migrated_dsn, f
         migrated_dsn, "SELECT filename FROM comms.attachments WHERE workspace_id = $1", ws
     )
     assert [a["filename"] for a in attachments] == [ATTACHMENT]
+
+    # The worker's logs (ours and arq's, JSON lines on stdout/stderr) hold none of it either.
+    out = capfd.readouterr()
+    logged = out.out + out.err
+    assert "job.done" in logged  # the logs were captured
+    assert [d for d in DISTINCTIVE if d in logged] == [], [
+        line for line in logged.splitlines() if any(d in line for d in DISTINCTIVE)
+    ][:5]
 
     events = await events_of(migrated_dsn, ws)
     types = {e["event_type"] for e in events}

@@ -1,9 +1,12 @@
 """Structured logging: JSON lines when not on a TTY, readable console output on one.
 
 Operators watch these logs, so every line is an event name plus fields (job_id,
-workspace_id, kind, item, durations, counts). Message bodies and secrets never reach
-them: the pipeline only logs identifiers and numbers, and ``redact`` masks any field
-whose name looks secret, as a second line of defence.
+workspace_id, kind, item, durations, counts). Message bodies, secrets and personal data
+never reach them: the pipeline only logs identifiers and numbers; ``redact`` masks any
+field whose name looks secret; ``redact_job`` gives a job's lines the event store's value
+shapes (``worker.core.redact``: an error's wording without what it quotes of the input,
+field paths without unknown keys, a connector's own arq ids and external ids as digests);
+``HideJobArguments`` does the same for arq's own lines.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any
 
 import structlog
 
+from worker.core.redact import digest, safe_arq_id, safe_field, safe_reason
 from worker.core.settings import Settings
 
 SECRET_WORDS = ("api_key", "token", "secret", "password", "authorization", "body", "content")
@@ -30,18 +34,57 @@ def redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[s
     return event
 
 
+#: Keys of a job's log lines that hold input whatever their shape: never logged.
+_NEVER = frozenset({"subject", "filename", "url", "content_url", "address", "name", "title"})
+_SHAPES = {
+    "error": safe_reason,
+    "reason": safe_reason,
+    "message": safe_reason,
+    "field": safe_field,
+    "arq_job_id": safe_arq_id,
+}
+
+
+def redact_job(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """A job's log line (it carries ``job_id``) holds no personal data: the same value
+    shapes as its events (the ledger row keeps the detail, and erasure reaches it)."""
+    if "job_id" not in event:
+        return event
+    for name in list(event):
+        value = event[name]
+        if name in _NEVER:
+            del event[name]
+        elif isinstance(value, str) and name in _SHAPES:
+            event[name] = _SHAPES[name](value)
+        elif name == "external_id" and isinstance(value, str):
+            event[name] = digest(value)
+    return event
+
+
 class HideJobArguments(logging.Filter):
     """arq logs every job's arguments when it starts it (``→ id:ingest({...})``): for us
     the payload, whose first 80 characters may be a message body. Keep the job reference
-    and drop the arguments."""
+    and drop the arguments; a job id a connector chose (a Message-ID, say) is logged as
+    its digest, in every line arq writes about the job."""
 
     START_LINE = "%6.2fs → %s(%s)%s"
 
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args
         if record.msg == self.START_LINE and isinstance(args, tuple) and len(args) == 4:
-            record.args = (args[0], args[1], "…", args[3])
+            args = (args[0], args[1], "…", args[3])
+        if isinstance(args, tuple):
+            args = tuple(_job_ref(a) if isinstance(a, str) else a for a in args)
+        record.args = args
         return True
+
+
+def _job_ref(text: str) -> str:
+    """arq's ``<job id>:<function>`` reference with the job id as ``safe_arq_id`` keeps it."""
+    job, sep, function = text.rpartition(":")
+    if not sep or not job or not function.isidentifier():
+        return text
+    return f"{safe_arq_id(job)}:{function}"
 
 
 #: Libraries whose INFO lines are per request (noise, and URLs) rather than news.
@@ -67,7 +110,7 @@ def configure_logging(settings: Settings, *, stream: Any = None) -> None:
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     structlog.configure(
-        processors=[*shared, redact, structlog.processors.format_exc_info, renderer],
+        processors=[*shared, redact, redact_job, structlog.processors.format_exc_info, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=False,

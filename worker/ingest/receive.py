@@ -25,6 +25,7 @@ from worker.core.payloads import (
     job_id,
     parse_payload,
 )
+from worker.core.redact import digest
 from worker.core.settings import Settings
 from worker.db import ledger
 from worker.ingest.delivery import Delivery, RetryLater, is_transient, ledger_id_for
@@ -71,7 +72,8 @@ class Receiver:
             job_id=str(jid),
             workspace_id=str(payload.workspace_id),
             kind=payload.kind,
-            item=f"{payload.source}:{payload.external_id}",
+            # the external id may embed an address (a Message-ID): its digest tells items apart
+            item=f"{payload.source}:{digest(payload.external_id)}",
         )
         start = ledger.Start(
             ref,
