@@ -203,3 +203,35 @@ async def test_an_erasure_sweeps_a_queued_job_that_names_its_ledger_row(
         kept,
     )
     assert row["body"] == body and left.decode() != ""
+
+
+async def test_the_reconciler_sends_a_large_payload_by_reference_too(
+    settings_factory: Any, migrated_dsn: str, fake_openai: Any
+) -> None:
+    """Redis lost a large item's job: the reconciler re-sends it as the client did, naming
+    the ledger row, and the worker ingests it from there."""
+    from worker import client
+    from worker.db.pool import create_pool
+    from worker.queue import keys, serialization
+    from worker.queue.reconcile import reconcile
+
+    settings = settings_factory(inline_payload_max_bytes=10_000)
+    ws = await new_workspace(migrated_dsn)
+    body = "The term sheet moves to a 20% option pool. " * 500
+    db = await create_pool(settings, migrated_dsn, min_size=1, max_size=2)
+    redis = await client.connect(settings.redis_url)
+    try:
+        jid = await client.enqueue(redis, communication(ws, "lost", body), db=db, settings=settings)
+        await redis.delete(settings.queue_name, keys.JOB_KEY_PREFIX + jid)  # Redis lost it
+        counts = await reconcile(settings, db, redis, grace_s=0)
+        assert counts["requeued"] == 1, counts
+        raw = await redis.get(keys.JOB_KEY_PREFIX + jid)
+        assert serialization.loads(raw)["a"][0] == {keys.LEDGER_PAYLOAD: jid}
+    finally:
+        await redis.aclose()
+        await db.close()
+    await run_worker_burst(settings)
+    [row] = await db_fetch(
+        migrated_dsn, "SELECT body FROM comms.communications WHERE workspace_id = $1", ws
+    )
+    assert row["body"] == body

@@ -136,11 +136,14 @@ async def _reconcile_one(
             bound.error("reconcile.dead_lettered", reason=reason)
             return "dead_lettered"
         payload = raw["payload"]
+        size = len(payload) if isinstance(payload, str) else 0
         if isinstance(payload, str):
             payload = json.loads(payload)
         if not isinstance(payload, dict):
             bound.warning("reconcile.unreplayable", reason="ledger row has no payload")
             return "unreplayable"
+        if size > settings.inline_payload_max_bytes:  # as the client sends it: by reference
+            payload = {keys.LEDGER_PAYLOAD: str(row["id"])}
         # No job and no run, but the row is unfinished: a result arq kept is from a run
         # that died without recording (job timeout, unexpected error) and would make arq
         # refuse the re-enqueue for keep_result seconds; a leftover try counter would make
