@@ -224,7 +224,7 @@ async def test_the_reconciler_sends_a_large_payload_by_reference_too(
         jid = await client.enqueue(redis, communication(ws, "lost", body), db=db, settings=settings)
         await redis.delete(settings.queue_name, keys.JOB_KEY_PREFIX + jid)  # Redis lost it
         counts = await reconcile(settings, db, redis, grace_s=0)
-        assert counts["requeued"] == 1, counts
+        assert counts["requeued"] >= 1, counts  # (the shared database may hold others)
         raw = await redis.get(keys.JOB_KEY_PREFIX + jid)
         assert serialization.loads(raw)["a"][0] == {keys.LEDGER_PAYLOAD: jid}
     finally:
