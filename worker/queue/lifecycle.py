@@ -27,12 +27,32 @@ __all__ = [
     "FullSync",
     "begin_full_sync",
     "current_full_sync",
+    "deletion_payload",
     "end_full_sync",
     "enqueue_deletion",
     "integrations",
     "read_cursor",
     "record_sync_error",
 ]
+
+
+def deletion_payload(
+    workspace_id: UUID | str,
+    source: str,
+    external_id: str,
+    kind: str,
+    deleted_at: datetime | None = None,
+) -> dict[str, Any]:
+    """The ``deletion`` payload of one item (``DeletionPayload``), as a connector's page
+    or a full sync's cleanup sends it."""
+    return {
+        "kind": "deletion",
+        "workspace_id": str(workspace_id),
+        "source": source,
+        "external_id": external_id,
+        "deleted_kind": kind,
+        "deleted_at": deleted_at.isoformat() if deleted_at is not None else None,
+    }
 
 
 async def enqueue_deletion(
@@ -50,14 +70,7 @@ async def enqueue_deletion(
     deleting an unknown or already deleted item is recorded and harms nothing. Takes
     ``db``/``settings`` as ``enqueue``; pages of deletions (with a cursor) go through
     ``enqueue_many`` as payloads of kind ``deletion``."""
-    payload = {
-        "kind": "deletion",
-        "workspace_id": str(workspace_id),
-        "source": source,
-        "external_id": external_id,
-        "deleted_kind": kind,
-        "deleted_at": deleted_at.isoformat() if deleted_at is not None else None,
-    }
+    payload = deletion_payload(workspace_id, source, external_id, kind, deleted_at)
     return await enqueue(redis, payload, **kw)
 
 
@@ -128,15 +141,8 @@ async def end_full_sync(
         if not batch:
             break
         payloads = [
-            {
-                "kind": "deletion",
-                "workspace_id": str(full_sync.workspace_id),
-                "source": full_sync.source,
-                "external_id": external_id,
-                "deleted_kind": kind,
-                "deleted_at": deleted_at.isoformat(),
-            }
-            for kind, external_id in batch
+            deletion_payload(full_sync.workspace_id, full_sync.source, ext, kind, deleted_at)
+            for kind, ext in batch
         ]
         await enqueue_many(redis, payloads, db=db, settings=settings)
         deleted += len(batch)
