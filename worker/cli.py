@@ -106,31 +106,65 @@ async def _enqueue(settings: Settings, services: Services, args: argparse.Namesp
 
 
 async def _status(settings: Settings, services: Services, args: argparse.Namespace) -> int:
-    from worker.db.inspect import ledger_status
+    from worker.db.inspect import ledger_status, queued_by_workspace
     from worker.db.pool import connect
-    from worker.queue import client
+    from worker.queue import client, fleet
 
     redis = await client.connect(await services.ensure_redis())
     conn = await connect(settings, await services.ensure_database())
     try:
         queue = await client.queue_status(redis, settings.queue_name)
+        workers = fleet.summarize(await fleet.read_fleet(redis, settings.queue_name))
         counts, oldest = await ledger_status(conn)
+        waiting = await queued_by_workspace(conn)
     finally:
         await redis.aclose()
         await conn.close()
-    age = (datetime.now(UTC) - oldest).total_seconds() if oldest else None
+    now = datetime.now(UTC)
+    age = (now - oldest).total_seconds() if oldest else None
     report = {
         "queue_depth": queue.depth,
         "in_flight": queue.running,
         "handed_off": queue.handed_off,
         **{s: counts.get(s, 0) for s in ("queued", "running", "done", "failed", "skipped")},
         "oldest_queued_age_s": round(age, 1) if age is not None else None,
+        "workers_alive": len(workers["workers"]),
+    }
+    detail = {
+        **workers,
+        "queued_by_workspace": [
+            {
+                "workspace_id": str(ws) if ws else None,
+                "queued": n,
+                "oldest_queued_age_s": round((now - at).total_seconds(), 1),
+            }
+            for ws, n, at in waiting
+        ],
     }
     if args.json:
-        print(json.dumps(report))
-    else:
-        for key, value in report.items():
-            console.print(f"{key:<22} {value}")
+        print(json.dumps({**report, **detail}))
+        return 0
+    for key, value in report.items():
+        console.print(f"{key:<22} {value}")
+    for name, b in detail["budgets"].items():
+        console.print(
+            f"budget {name}: {b['tokens_per_minute']:,} of {b['limit']:,} tokens/min "
+            f"({b['workers']} workers), {b['rate_limited_last_window']} answered 429",
+            markup=False,
+        )
+    for w in detail["workers"]:
+        console.print(
+            f"worker {w['id']}: {w['in_flight']} in flight, {w['tokens_per_minute']:,} "
+            f"tokens/min, {w['rate_limited_last_window']} 429s"
+            + (" (budget unreachable: local share)" if w["budget_degraded"] else ""),
+            markup=False,
+        )
+    for q in detail["queued_by_workspace"]:
+        console.print(
+            f"workspace {q['workspace_id']}: {q['queued']} queued, oldest "
+            f"{q['oldest_queued_age_s']} s",
+            markup=False,
+        )
     return 0
 
 

@@ -205,8 +205,9 @@ async def test_content_url_to_loopback_is_refused_by_default(
 
 async def test_arq_health_check_is_written(settings_factory) -> None:
     settings = settings_factory()
+    options = worker_options(settings)
     worker = Worker(
-        **worker_options(settings),
+        **options,
         redis_settings=redis_settings_for(settings.redis_url),
         handle_signals=False,
         ctx={"settings": settings},
@@ -215,8 +216,12 @@ async def test_arq_health_check_is_written(settings_factory) -> None:
     try:
         code = 1
         for _ in range(100):
+            # `arq --check worker.main.WorkerSettings` reads the class's health_check_key:
+            # one per WORKER_NAME (the host name by default), not arq's one per queue.
             code = await async_check_health(
-                redis_settings_for(settings.redis_url), queue_name=settings.queue_name
+                redis_settings_for(settings.redis_url),
+                health_check_key=options["health_check_key"],
+                queue_name=settings.queue_name,
             )
             if code == 0:
                 break

@@ -12,12 +12,14 @@ field paths without unknown keys, a connector's own arq ids and external ids as 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
 
+from worker.core.priority import LIVE_SCORE_LEAD_MS
 from worker.core.redact import digest, safe_arq_id, safe_field, safe_reason
 from worker.core.settings import Settings
 
@@ -72,11 +74,25 @@ class HideJobArguments(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args
         if record.msg == self.START_LINE and isinstance(args, tuple) and len(args) == 4:
-            args = (args[0], args[1], "…", args[3])
+            args = (args[0], args[1], "…", _live_delay(str(args[3])))
         if isinstance(args, tuple):
             args = tuple(_job_ref(a) if isinstance(a, str) else a for a in args)
         record.args = args
         return True
+
+
+_DELAYED = re.compile(r"delayed=(\d+(?:\.\d+)?)s")
+
+
+def _live_delay(extra: str) -> str:
+    """arq counts a job's delay from its score, which a live job has an hour early
+    (``worker.core.priority``): say the real delay, and that the job was live."""
+
+    def real(match: re.Match[str]) -> str:
+        delayed = float(match.group(1)) - LIVE_SCORE_LEAD_MS / 1000
+        return f"delayed={delayed:0.2f}s live" if delayed >= -1 else match.group(0)
+
+    return _DELAYED.sub(real, extra)
 
 
 def _job_ref(text: str) -> str:

@@ -80,6 +80,61 @@ class Settings(BaseSettings):
     embed_max_concurrent_requests: int = Field(default=4, ge=1)
     embed_requests_per_minute: int = Field(default=3_000, ge=1)
     embed_tokens_per_minute: int = Field(default=1_000_000, ge=1)
+    embed_rate_period_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="The window the account's per-minute limits are counted over (60 s at "
+        "OpenAI; shorter only for test servers)",
+    )
+    embed_rate_headroom: float = Field(
+        default=0.95,
+        gt=0,
+        le=1,
+        description="Steady-state share of the limits the budget spends; with "
+        "EMBED_RATE_BURST_FRACTION at most 1, a strict sliding minute is never exceeded",
+    )
+    embed_rate_burst_fraction: float = Field(
+        default=0.05,
+        gt=0,
+        le=1,
+        description="Bucket capacity as a share of the per-minute limits (caps a request's tokens)",
+    )
+    embed_budget_shared: bool = Field(
+        default=True,
+        description="Every worker on this Redis takes from one budget per account "
+        "(worker/embedding/budget.py); false: each worker paces itself alone",
+    )
+    embed_budget_id: str | None = Field(
+        default=None,
+        description="The shared budget's name; unset = derived from OPENAI_BASE_URL, the API "
+        "key and the model. Give workers whose keys share an OpenAI organization one id",
+    )
+    embed_budget_timeout_s: float = Field(
+        default=0.5,
+        gt=0,
+        description="A budget call Redis has not answered by then falls back to this "
+        "worker's local share of the limits (logged), until Redis answers again",
+    )
+    embed_live_reserve: float = Field(
+        default=0.25,
+        ge=0,
+        lt=1,
+        description="Share of the budget's bucket that bulk (backfill) requests leave to live "
+        "items: a fresh e-mail finds its tokens at once while a backfill spends the rate",
+    )
+    live_item_max_age: timedelta = Field(
+        default=timedelta(days=2),
+        ge=timedelta(0),
+        description="An item is live (ahead of backfill in the queue and the budget) when "
+        "its own time (sent, started) is at most this old, it is small "
+        "(LIVE_ITEM_MAX_BYTES) and it does not come from a full sync; enqueue(priority=) "
+        "overrides",
+    )
+    live_item_max_bytes: int = Field(
+        default=256 * 1024,
+        ge=0,
+        description="A live item's payload JSON is at most this long (with no content_url)",
+    )
     embed_request_timeout_s: float = Field(default=60.0, gt=0)
     embed_max_retries: int = Field(default=6, ge=0)
     embed_retry_max_wait_s: float = Field(default=60.0, gt=0)
@@ -224,6 +279,24 @@ class Settings(BaseSettings):
         description="A group write also ends at this many characters of message bodies (one "
         "statement carries them all); a larger message is written on its own",
     )
+    worker_name: str | None = Field(
+        default=None,
+        description="Names this worker's arq health-check key (`arq --check` finds it); "
+        "unset = the host name (one per container). Give workers sharing a host their own",
+    )
+    worker_health_check_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="How often each worker writes its arq health-check key and its fleet "
+        "record (cos-worker status counts a worker alive while they exist)",
+    )
+    metrics_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Serve Prometheus metrics on this port (0: any free port); unset = off",
+    )
+    metrics_host: str = Field(default="0.0.0.0", description="Address the metrics port binds")
     job_timeout_s: int = Field(default=1800, ge=1)
     job_max_tries: int = Field(default=5, ge=1)
     retry_base_delay_s: float = Field(default=2.0, ge=0)

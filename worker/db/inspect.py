@@ -34,3 +34,12 @@ async def ledger_status(conn: asyncpg.Connection) -> tuple[dict[str, int], datet
     counts = {r["status"]: r["n"] for r in await conn.fetch(Q.ledger_counts)}
     oldest: datetime | None = await conn.fetchval(Q.oldest_queued)
     return counts, oldest
+
+
+async def queued_by_workspace(
+    conn: asyncpg.Connection, limit: int = 20
+) -> list[tuple[UUID | None, int, datetime]]:
+    """Per workspace (the longest waiting first): queued jobs and when the oldest was
+    queued. A rejected payload's row has no workspace (None)."""
+    rows = await conn.fetch(Q.oldest_queued_by_workspace, limit)
+    return [(r["workspace_id"], int(r["queued"]), r["oldest"]) for r in rows]

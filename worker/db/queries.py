@@ -147,6 +147,7 @@ class Queries:
     migrate_supersede_checksum: str
     migrate_table_exists: str
     oldest_queued: str
+    oldest_queued_by_workspace: str
     pending_contacts: str
     pending_insights: str
     quote_ident: str

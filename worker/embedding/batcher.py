@@ -6,13 +6,15 @@ has fixed latency. Packing the chunks of many small jobs into few large requests
 single rate limiter keeps the whole process under the account budget.
 
 Flow: ``embed()`` enqueues (caller, row) items and awaits a future. A dispatcher task
-waits for a free request slot (``embed_max_concurrent_requests``), lingers for more items
-unless a request is already full (``linger.py``: only while more rows are on the way,
-announced jobs or a queue backlog, and never longer than the linger caps), then packs
-items round-robin across callers (``packing.py``: a 50k-chunk job cannot starve a
-5-chunk one), deduplicating identical texts. Each request passes the rate limiter and is
-retried with tenacity; its vectors are scattered straight into each caller's result
-array. A request that finally fails fails only the callers that had rows in it.
+waits for a free request slot (``embed_max_concurrent_requests``, plus one kept for live
+rows), lingers for more items unless a request is already full (``linger.py``: only while
+more rows are on the way, announced jobs or a queue backlog, and never longer than the
+linger caps), then packs items round-robin across callers (``packing.py``: a 50k-chunk job
+cannot starve a 5-chunk one), deduplicating identical texts; live items' rows go first, in
+requests of their own, without lingering. Each request passes the rate budget
+(``budget.py``: shared by the fleet in Redis, or a local limiter) and is retried with
+tenacity; its vectors are scattered straight into each caller's result array.
+A request that finally fails fails only the callers that had rows in it.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from worker.embedding.base import (
     EmbeddingProvider,
     EmbeddingResult,
 )
+from worker.embedding.budget import Budget, LocalBudget
 from worker.embedding.linger import BacklogProbe, Linger
 from worker.embedding.packing import Batch, Caller, PendingRows
 from worker.embedding.ratelimit import RateLimiter
@@ -70,6 +73,7 @@ class EmbeddingBatcher:
         settings: Settings,
         *,
         limiter: RateLimiter | None = None,
+        budget: Budget | None = None,
         retry_initial_wait_s: float = 0.5,
         close_provider: bool = True,
     ) -> None:
@@ -77,18 +81,29 @@ class EmbeddingBatcher:
         self.settings = settings
         self.dimensions = settings.embedding_dimensions
         self._rate_limited = bool(getattr(provider, "rate_limited", True))
-        self.limiter = limiter or RateLimiter(
-            settings.embed_requests_per_minute, settings.embed_tokens_per_minute
+        self.budget: Budget = budget or LocalBudget(
+            limiter
+            or RateLimiter(
+                settings.embed_requests_per_minute,
+                settings.embed_tokens_per_minute,
+                period_s=settings.embed_rate_period_s,
+                headroom=settings.embed_rate_headroom,
+                burst_fraction=settings.embed_rate_burst_fraction,
+            )
         )
         self.max_inputs = settings.embed_batch_max_inputs
         self.max_tokens = settings.embed_batch_max_tokens
         if self._rate_limited:
             # A request larger than the limiter's burst could overshoot a strict
             # sliding-minute limit. (A single input above this cap still goes alone.)
-            self.max_tokens = min(self.max_tokens, self.limiter.max_request_tokens)
+            self.max_tokens = min(self.max_tokens, self.budget.max_request_tokens)
         self.stats = BatcherStats()
         self._retry_initial = retry_initial_wait_s
         self._slots = asyncio.Semaphore(settings.embed_max_concurrent_requests)
+        # Live rows get a request slot even when bulk requests hold all the others.
+        self._live_slot = asyncio.Semaphore(1)
+        #: Told of every request's outcome ("ok" / "rate_limited", tokens, inputs): metrics.
+        self.observers: list[Callable[[str, int, int], None]] = []
         self._pending = PendingRows(self.max_inputs, self.max_tokens)
         self._wakeup = asyncio.Event()
         self._linger = Linger(
@@ -141,12 +156,16 @@ class EmbeddingBatcher:
         arrived: Callable[[], None] | None = None,
         *,
         on_queued: Callable[[int], None] | None = None,
+        live: bool = False,
     ) -> np.ndarray:
         """Vectors (len(texts), dims) float32, row i for texts[i].
 
         The moment the rows are queued here, ``arrived`` (an ``expect()`` handle) is called
         and ``on_queued(rows)`` is told how many: the caller's job may then give its queue
         slot back while it waits (``worker.queue.handoff``).
+
+        ``live``: a fresh item's rows (``worker.core.priority``): packed ahead of bulk rows
+        in requests of their own, sent without lingering, served first by the budget.
 
         ``token_counts`` are the callers' cl100k counts; they drive packing and rate
         limiting. Raises ValueError for over-long/empty inputs, and the provider's
@@ -172,6 +191,7 @@ class EmbeddingBatcher:
             result=np.empty((len(texts), self.dimensions), dtype=np.float32),
             future=loop.create_future(),
             remaining=len(texts),
+            live=live,
         )
         self._pending.add(caller, time.monotonic())
         if arrived is not None:
@@ -229,26 +249,39 @@ class EmbeddingBatcher:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            await self._slots.acquire()
+            slot = await self._slot()
             try:
                 await self._linger.wait(self._pending, lambda: self._closed)
                 batch = self._pending.pack(time.monotonic())
                 self.stats.deduplicated += batch.deduplicated
             except BaseException:
-                self._slots.release()
+                slot.release()
                 raise
             if batch.rows == 0:
-                self._slots.release()
+                slot.release()
                 continue
-            task = asyncio.create_task(self._run(batch))
+            task = asyncio.create_task(self._run(batch, slot))
             self._inflight.add(task)
             task.add_done_callback(self._inflight.discard)
 
+    async def _slot(self) -> asyncio.Semaphore:
+        """A request slot: a free one of ``embed_max_concurrent_requests``, or, while live
+        rows wait and bulk requests hold all of those, the live lane's own."""
+        while True:
+            if not self._slots.locked():
+                await self._slots.acquire()
+                return self._slots
+            if self._pending.live_rows and not self._live_slot.locked():
+                await self._live_slot.acquire()
+                return self._live_slot
+            self._wakeup.clear()
+            await self._wakeup.wait()
+
     # ------------------------------------------------------------------ requests
 
-    async def _run(self, batch: Batch) -> None:
+    async def _run(self, batch: Batch, slot: asyncio.Semaphore) -> None:
         try:
-            vectors = await self._request(batch.texts, batch.tokens)
+            vectors = await self._request(batch.texts, batch.tokens, batch.live)
         except Exception as exc:
             self.stats.failures += 1
             log.warning(
@@ -265,7 +298,8 @@ class EmbeddingBatcher:
                     self._pending.drop(caller)
             return
         finally:
-            self._slots.release()
+            slot.release()
+            self._wakeup.set()  # the dispatcher may be waiting for a slot
         for caller, (dst, src) in batch.routes.items():
             if caller.dead:
                 continue
@@ -274,30 +308,36 @@ class EmbeddingBatcher:
             if caller.remaining == 0:
                 caller.future.set_result(caller.result)
 
-    async def _request(self, texts: list[str], tokens: int) -> np.ndarray:
+    async def _request(self, texts: list[str], tokens: int, live: bool) -> np.ndarray:
         retrying = request_retrying(self.settings, self._retry_initial, self._before_retry)
         async for attempt in retrying:
             with attempt:
-                result = await self._attempt(texts, tokens, attempt.retry_state.attempt_number)
+                number = attempt.retry_state.attempt_number
+                result = await self._attempt(texts, tokens, number, live)
         return result.vectors
 
-    async def _attempt(self, texts: list[str], tokens: int, attempt: int) -> EmbeddingResult:
+    async def _attempt(
+        self, texts: list[str], tokens: int, attempt: int, live: bool
+    ) -> EmbeddingResult:
+        grant = None
         if self._rate_limited:
-            self.stats.rate_limit_wait_s += await self.limiter.acquire(tokens)
-        sent_at = self.limiter.now()
+            grant = await self.budget.take(tokens, live=live)
+            self.stats.rate_limit_wait_s += grant.waited_s
         started = time.perf_counter()
         try:
             result = await self.provider.embed(texts)
         except EmbeddingHTTPError as exc:
             if exc.status_code == 429:
                 self.stats.rate_limited_responses += 1
-                self.limiter.penalize(exc.retry_after_s or 1.0)
+                self._notify("rate_limited", 0, len(texts))
+                await self.budget.penalize(exc.retry_after_s or 1.0)
             raise
         finally:
             self.stats.request_seconds += time.perf_counter() - started
         duration = time.perf_counter() - started
-        if self._rate_limited:
-            self.limiter.update_from_headers(result.rate_limits, sent_at=sent_at)
+        if grant is not None:
+            await self.budget.observe(grant, result.rate_limits)
+        self._notify("ok", tokens, len(texts))
         self.stats.requests += 1
         self.stats.inputs += len(texts)
         self.stats.tokens += tokens
@@ -311,6 +351,10 @@ class EmbeddingBatcher:
             model=self.provider.model,
         )
         return result
+
+    def _notify(self, outcome: str, tokens: int, inputs: int) -> None:
+        for observer in self.observers:
+            observer(outcome, tokens, inputs)
 
     def _before_retry(self, retry_state: RetryCallState) -> None:
         self.stats.retries += 1

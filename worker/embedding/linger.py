@@ -103,7 +103,8 @@ class Linger:
         """
         first = pending.first_at or time.monotonic()
         settled = False
-        while not pending.full() and not closed():
+        # Live rows never linger: their request goes now (``packing``: on its own).
+        while not pending.full() and not pending.live_rows and not closed():
             now = time.monotonic()
             started = first
             if not self.adaptive:

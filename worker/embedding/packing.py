@@ -5,7 +5,9 @@ costs (figure 2 of the benchmark) and whether a big job can starve a small one. 
 it apart from the dispatcher's timing (``linger``) and the HTTP calls (``batcher``) lets
 each be read, and tested, on its own.
 
-Rules: rows are taken round-robin across callers, ``ROUND_ROBIN_QUANTUM`` per caller per
+Rules: live callers (fresh items: ``embed(live=True)``) go first, in requests of their
+own, so a backfill's rows never stand between a new e-mail and its request; rows are
+taken round-robin across callers, ``ROUND_ROBIN_QUANTUM`` per caller per
 pass, so a 50k-chunk job shares each request with 5-chunk ones; identical texts within a
 request are sent once and their vector is scattered to every row that asked for it; a
 request closes at ``max_inputs`` inputs or when the next text would pass ``max_tokens``
@@ -35,6 +37,7 @@ class Caller:
     future: asyncio.Future[np.ndarray]
     cursor: int = 0  # next row not yet packed
     remaining: int = 0  # rows not yet filled
+    live: bool = False  # a live item's rows: packed ahead of bulk, in requests of their own
 
     @property
     def dead(self) -> bool:
@@ -52,6 +55,7 @@ class Batch:
     rows: int = 0
     deduplicated: int = 0  # rows served by an identical text already in the request
     closed: bool = False  # the next row did not fit: stop packing
+    live: bool = False  # live callers' rows only (the budget serves it first)
 
 
 class PendingRows:
@@ -61,17 +65,21 @@ class PendingRows:
         self.max_inputs = max_inputs
         self.max_tokens = max_tokens
         self.callers: deque[Caller] = deque()
+        self.live: deque[Caller] = deque()  # live callers with rows to pack
         self.rows = 0
+        self.live_rows = 0
         self.tokens = 0
         self.first_at: float | None = None  # when the oldest unpacked row arrived
         self.packed_at = -math.inf  # when the last request was packed
 
     def __len__(self) -> int:
-        return len(self.callers)
+        return len(self.callers) + len(self.live)
 
     def add(self, caller: Caller, now: float) -> None:
-        self.callers.append(caller)
+        (self.live if caller.live else self.callers).append(caller)
         self.rows += len(caller.texts) - caller.cursor
+        if caller.live:
+            self.live_rows += len(caller.texts) - caller.cursor
         self.tokens += sum(caller.tokens[caller.cursor :])
         if self.first_at is None:
             self.first_at = now
@@ -81,11 +89,26 @@ class PendingRows:
         return self.rows >= self.max_inputs or self.tokens >= self.max_tokens
 
     def pack(self, now: float) -> Batch:
-        """Take rows round-robin across callers until the request is full."""
+        """Take rows round-robin across callers until the request is full: live callers'
+        rows alone while any wait, else bulk callers'."""
         batch = Batch()
+        while self.live and self.live[0].dead:
+            self.drop(self.live.popleft())
+        if self.live:
+            batch.live = True
+            self._pack_from(self.live, batch)
+        else:
+            self._pack_from(self.callers, batch)
+        self.packed_at = now
+        if not self.callers and not self.live:
+            self.first_at = None
+        # else: leftovers keep their original arrival time, so they flush without lingering
+        return batch
+
+    def _pack_from(self, callers: deque[Caller], batch: Batch) -> None:
         positions: dict[str, int] = {}
-        while self.callers and not self._stopped(batch):
-            caller = self.callers.popleft()
+        while callers and not self._stopped(batch):
+            caller = callers.popleft()
             if caller.dead:
                 self.drop(caller)
                 continue
@@ -113,23 +136,21 @@ class PendingRows:
                 taken += 1
                 self.rows -= 1
                 self.tokens -= n
+                if caller.live:
+                    self.live_rows -= 1
             if caller.cursor < len(caller.texts):
                 # Not exhausted: back of the queue (round robin) or front if batch is full.
                 if self._stopped(batch) and taken == 0:
-                    self.callers.appendleft(caller)
+                    callers.appendleft(caller)
                     break
-                self.callers.append(caller)
-        self.packed_at = now
-        if not self.callers:
-            self.first_at = None
-        # else: leftovers keep their original arrival time, so they flush without lingering
-        return batch
+                callers.append(caller)
 
     def take_all(self) -> list[Caller]:
         """Remove every waiting caller (the batcher is closing); the totals go to zero."""
-        callers = list(self.callers)
+        callers = list(self.live) + list(self.callers)
         self.callers.clear()
-        self.rows = self.tokens = 0
+        self.live.clear()
+        self.rows = self.tokens = self.live_rows = 0
         self.first_at = None
         return callers
 
@@ -137,6 +158,8 @@ class PendingRows:
         """Forget the unpacked rows of a failed or cancelled caller."""
         rest = caller.tokens[caller.cursor :]
         self.rows -= len(rest)
+        if caller.live:
+            self.live_rows -= len(rest)
         self.tokens -= sum(rest)
         caller.cursor = len(caller.texts)
 

@@ -55,6 +55,7 @@ class Delivery:
     job_try: int = 1
     enqueue_time_ms: int = 0
     in_page: bool = False  # one item of a page job: the arq id is the page's, shared
+    live: bool = False  # queued as live (worker.core.priority): ahead of bulk work
     # The announcement the job layer made to the batcher when the job started (``expect()``):
     # requests may linger for this run until its rows are queued. None: the run announces.
     arrival: Callable[[], None] | None = None

@@ -66,7 +66,7 @@ class ItemEmbedder:
     async def embed(self, texts: list[str], tokens: list[int], flow: Flow) -> np.ndarray:
         """Vectors for ``texts`` from the shared batcher; the run's ``flow`` hears when its
         rows are queued (the batcher stops lingering for it, the job layer may hand off)."""
-        return await self.batcher.embed(texts, tokens, on_queued=flow.queued)
+        return await self.batcher.embed(texts, tokens, on_queued=flow.queued, live=flow.live)
 
     async def communication(
         self, payload: CommunicationPayload, chunks: list[Chunk], embedded_hash: str, flow: Flow

@@ -27,6 +27,7 @@ class Flow:
     rows_queued: Callable[[int], None] | None = None  # the job layer's hand-off hook
     together: bool = False  # an item of a page job: its statements join its neighbours'
     large_slot: bool = False  # holds one of the LARGE_ITEMS_MAX slots
+    live: bool = False  # a live item (worker.core.priority): its rows go ahead of bulk rows
 
     def arrived(self) -> None:
         """The run's rows are queued, or it will queue none: stop being waited for."""

@@ -104,6 +104,7 @@ class Receiver:
             delivery.arrival or self.expect(),
             delivery.rows_queued,
             together=delivery.in_page,
+            live=delivery.live,
         )
         return Job(
             payload,

@@ -8,6 +8,7 @@ options into the ``WorkerSettings`` class arq loads; the demo and tests build an
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from arq import cron
@@ -16,7 +17,7 @@ from arq.worker import Worker
 from worker.core.allocator import set_mmap_threshold
 from worker.core.log import configure_logging
 from worker.core.settings import Settings, get_settings
-from worker.queue import backlog, jobs, keys, serialization
+from worker.queue import backlog, fleet, jobs, keys, serialization
 from worker.queue.runtime import Runtime
 from worker.servers.services import Services
 
@@ -26,12 +27,23 @@ async def startup(ctx: dict[str, Any]) -> None:
     configure_logging(settings)
     set_mmap_threshold(settings.malloc_mmap_threshold_bytes)
     services = ctx.get("services") or Services(settings)
-    ctx["runtime"] = await Runtime.open(settings, services)
+    runtime = ctx["runtime"] = await Runtime.open(settings, services)
     # Jobs still waiting in the queue are on their way to the batcher too.
     backlog.watch_queue(ctx)
+    redis = ctx.get("redis")
+    if redis is not None:  # this worker's record for cos-worker status (worker.queue.fleet)
+        ctx["fleet_record"] = asyncio.create_task(
+            fleet.heartbeat(
+                redis, settings.queue_name, settings.worker_health_check_s, runtime.report
+            )
+        )
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
+    record: asyncio.Task[None] | None = ctx.pop("fleet_record", None)
+    if record is not None:
+        record.cancel()
+        await asyncio.gather(record, return_exceptions=True)
     runtime: Runtime | None = ctx.get("runtime")
     if runtime is not None:
         await runtime.close()
@@ -70,7 +82,11 @@ def worker_options(settings: Settings) -> dict[str, Any]:
         # cap only guards against a job that crashes the process over and over.
         "max_tries": settings.job_max_tries + 2,
         "keep_result": 3600,
-        "health_check_interval": 30,
+        # One key per worker (arq's default is one per queue): cos-worker status counts them.
+        "health_check_interval": settings.worker_health_check_s,
+        "health_check_key": fleet.health_check_key(
+            settings.queue_name, fleet.worker_name(settings.worker_name)
+        ),
         "job_serializer": serialization.dumps,
         "job_deserializer": serialization.loads,
     }

@@ -19,9 +19,6 @@ from uuid import UUID, uuid4
 
 import asyncpg
 from arq.connections import ArqRedis, RedisSettings, create_pool
-from arq.constants import expires_extra_ms
-from arq.jobs import serialize_job
-from arq.utils import timestamp_ms
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import BusyLoadingError
@@ -40,9 +37,11 @@ from worker.core.payloads import (
     job_id,
     parse_payload,
 )
+from worker.core.priority import Priority, is_live
 from worker.core.settings import Settings, get_settings
 from worker.db import ledger, sync
 from worker.queue import keys, serialization
+from worker.queue.sending import Send, send
 from worker.queue.status import QueueStatus, queue_status  # noqa: F401 - where callers find it
 
 #: Retries of one Redis command on connection errors (backoff 0.1 s doubling, capped at 2 s).
@@ -79,30 +78,6 @@ def _as_model(payload: AnyPayload | dict[str, Any]) -> AnyPayload:
 _MODELS = (CommunicationPayload, TranscriptPayload, MediaPayload, EmailPayload, DeletionPayload)
 
 
-# arq's enqueue (a WATCH/MULTI transaction per job: three round trips) for a whole page in
-# one call: a job whose key or kept result still exists is refused, as arq refuses it.
-# A job whose ledger row this call created ("fresh") cannot have a live result: one left
-# by an earlier life of the row (an item deleted, then sent again with the same content:
-# the deletion removed the row) is dropped, or arq would refuse the job for keep_result.
-# KEYS: the queue, then (job key, result key) per job; ARGV: expiry ms, score, then
-# (job id, serialized job, fresh 1/0) per job.
-_ENQUEUE_PAGE = """
-local n = 0
-for j = 1, (#KEYS - 1) / 2 do
-  local job_key, result_key = KEYS[2 * j], KEYS[2 * j + 1]
-  if ARGV[3 * j + 2] == '1' then
-    redis.call('DEL', result_key)
-  end
-  if redis.call('EXISTS', job_key, result_key) == 0 then
-    redis.call('PSETEX', job_key, ARGV[1], ARGV[3 * j + 1])
-    redis.call('ZADD', KEYS[1], ARGV[2], ARGV[3 * j])
-    n = n + 1
-  end
-end
-return n
-"""
-
-
 @dataclass(frozen=True)
 class _Job:
     model: AnyPayload
@@ -110,6 +85,7 @@ class _Job:
     content_hash: str
     data: dict[str, Any]
     text: str  # ``data`` as the model dumped it (jsonb-safe: the model cleaned every string)
+    live: bool = False  # ahead of bulk work (worker.core.priority)
 
     @property
     def size(self) -> int:  # payload JSON characters, for paging
@@ -137,6 +113,7 @@ async def enqueue_many(
     settings: Settings | None = None,
     cursor: sync.Cursor | None = None,
     full_sync: sync.FullSync | None = None,
+    priority: Priority = "auto",
 ) -> list[str | PayloadError]:
     """Validate and enqueue a connector's page of items; returns, in order, each item's
     (deterministic) job id or the ``PayloadError`` that names its bad field.
@@ -165,8 +142,13 @@ async def enqueue_many(
     the cursor's workspace and source. ``full_sync`` (with ``db``): the page belongs to
     that running full sync of its source (``worker.client.begin_full_sync``); its items
     are noted as seen in the same transaction.
+
+    ``priority``: ``auto`` (the default) queues recent, small items ahead of bulk work
+    and everything else (a full sync's pages too) behind it (``worker.core.priority``);
+    ``live`` or ``bulk`` says so for every item of the call.
     """
     settings = settings or get_settings()
+    now = datetime.now(UTC)
     results: list[str | PayloadError] = []
     jobs: list[_Job] = []
     seen: set[str] = set()
@@ -183,19 +165,30 @@ async def enqueue_many(
             continue
         seen.add(jid)
         text = model.model_dump_json()
-        jobs.append(_Job(model, jid, chash, json.loads(text), text))
+        live = priority == "live" or (
+            priority == "auto"
+            and full_sync is None
+            and is_live(
+                model,
+                len(text),
+                max_age=settings.live_item_max_age,
+                max_bytes=settings.live_item_max_bytes,
+                now=now,
+            )
+        )
+        jobs.append(_Job(model, jid, chash, json.loads(text), text, live))
     pages = list(_pages(jobs, settings.enqueue_page_items, settings.enqueue_page_bytes))
     if db is None:
         if cursor is not None or full_sync is not None:
             raise ValueError("a cursor or full sync is recorded with the page's jobs: pass db")
         for page in pages:
-            await _send(redis, [_single(j) for j in page], settings.queue_name)
+            await send(redis, [_single(j) for j in page], settings.queue_name)
         return results
     if cursor is None and full_sync is None:
         for page in pages:
             async with db.acquire() as conn:
                 sends = await _record(conn, page, results, settings)
-            await _send(redis, sends, settings.queue_name)
+            await send(redis, sends, settings.queue_name)
         return results
     # The whole call's jobs, the cursor's move and what a full sync saw commit together,
     # then go to Redis: a crash after the commit leaves queued rows that the reconciler
@@ -215,7 +208,7 @@ async def enqueue_many(
         if cursor is not None:
             await sync.advance(conn, cursor)
     for sends in planned:
-        await _send(redis, sends, settings.queue_name)
+        await send(redis, sends, settings.queue_name)
     return results
 
 
@@ -228,21 +221,11 @@ def _check_scope(workspace_id: UUID, source: str, jobs: Sequence[_Job]) -> None:
             )
 
 
-@dataclass(frozen=True)
-class _Send:
-    """One arq job to enqueue: an item (``ingest``) or a page of new items (``ingest_page``)."""
-
-    arq_id: str
-    function: str
-    arg: Any
-    fresh: bool = False  # its ledger row was created by this call (see _ENQUEUE_PAGE)
-
-
-def _single(job: _Job, fresh: bool = False, by_ref: bool = False) -> _Send:
+def _single(job: _Job, fresh: bool = False, by_ref: bool = False) -> Send:
     """An item's own job; ``by_ref``: its payload stays in its ledger row and the job names
     the row (``keys.LEDGER_PAYLOAD``; see ``INLINE_PAYLOAD_MAX_BYTES``)."""
     arg = {keys.LEDGER_PAYLOAD: job.job_id} if by_ref else job.data
-    return _Send(job.job_id, keys.INGEST, arg, fresh)
+    return Send(job.job_id, keys.INGEST, arg, fresh, job.live)
 
 
 async def _record(
@@ -250,7 +233,7 @@ async def _record(
     page: list[_Job],
     results: list[str | PayloadError],
     settings: Settings,
-) -> list[_Send]:
+) -> list[Send]:
     """Ledger first (one transaction, or a savepoint in the caller's); returns the arq
     jobs that still have to reach Redis. The items the ledger *creates* travel together
     (page jobs); an item it already held unfinished is re-sent alone unless its row names
@@ -294,13 +277,14 @@ async def _record(
             statuses[UUID(j.job_id)] != "failed" and keys.is_page_job(holders.get(UUID(j.job_id)))
         )
     }
-    sends: list[_Send] = []
+    sends: list[Send] = []
     big = settings.inline_payload_max_bytes
     for group in groups:
         new = [j for j in group if UUID(j.job_id) in created]
         if len(group) > 1 and new:
             items = {"items": [j.data for j in new]}
-            sends.append(_Send(arq_ids[new[0].job_id], keys.INGEST_PAGE, items))
+            live = all(j.live for j in new)
+            sends.append(Send(arq_ids[new[0].job_id], keys.INGEST_PAGE, items, live=live))
         else:
             sends += [_single(j, fresh=True, by_ref=j.size > big) for j in new]
         sends += [
@@ -312,32 +296,17 @@ async def _record(
     return sends
 
 
-async def _send(redis: ArqRedis, jobs: list[_Send], queue: str) -> None:
-    if not jobs:
-        return
-    now = timestamp_ms()
-    keys_: list[str] = [queue]
-    args: list[Any] = [expires_extra_ms, now]
-    for j in jobs:
-        keys_ += [keys.JOB_KEY_PREFIX + j.arq_id, keys.RESULT_KEY_PREFIX + j.arq_id]
-        args += [
-            j.arq_id,
-            serialize_job(j.function, (j.arg,), {}, None, now, serializer=serialization.dumps),
-            "1" if j.fresh else "0",
-        ]
-    await redis.register_script(_ENQUEUE_PAGE)(keys=keys_, args=args)  # EVALSHA
-
-
 async def enqueue(
     redis: ArqRedis,
     payload: AnyPayload | dict[str, Any],
     *,
     db: asyncpg.Pool | None = None,
     settings: Settings | None = None,
+    priority: Priority = "auto",
 ) -> str:
     """Validate and enqueue one payload; returns its (deterministic) job id. Raises
     ``PayloadError`` for an invalid one. ``enqueue_many`` of one item: see there."""
-    result = (await enqueue_many(redis, [payload], db=db, settings=settings))[0]
+    result = (await enqueue_many(redis, [payload], db=db, settings=settings, priority=priority))[0]
     if isinstance(result, PayloadError):
         raise result
     return result

@@ -18,6 +18,7 @@ import structlog
 from arq import Retry
 from arq.connections import ArqRedis
 
+from worker.core.priority import is_live_score
 from worker.db import backfill, ledger
 from worker.ingest.delivery import Delivery, RetryLater, is_transient, pipeline_ledger_id
 from worker.ingest.pipeline import Pipeline
@@ -44,7 +45,6 @@ async def ingest(ctx: dict[str, Any], payload: Any) -> dict[str, Any]:
     key tells the reconciler the job is alive meanwhile.
     """
     rt = _runtime(ctx)
-    pipeline = rt.pipeline
     redis: ArqRedis | None = ctx.get("redis")
     offer = rt.handoffs.offer()
     handing_off = redis is not None and bool(ctx.get("job_id"))  # (not a test's direct call)
@@ -55,7 +55,7 @@ async def ingest(ctx: dict[str, Any], payload: Any) -> dict[str, Any]:
         rows_queued=offer.rows_queued if handing_off else None,
     )
     structlog.contextvars.bind_contextvars(arq_job_id=delivery.arq_job_id)
-    run = asyncio.create_task(_run(pipeline, payload, delivery))
+    run = asyncio.create_task(_run(rt, payload, delivery))
     try:
         if (
             redis is not None
@@ -77,10 +77,12 @@ async def ingest(ctx: dict[str, Any], payload: Any) -> dict[str, Any]:
 
 def _delivery(ctx: dict[str, Any]) -> Delivery:
     enqueue_time = ctx.get("enqueue_time")
+    enqueue_time_ms = int(enqueue_time.timestamp() * 1000) if enqueue_time else 0
     return Delivery(
         arq_job_id=ctx.get("job_id"),
         job_try=int(ctx.get("job_try", 1)),
-        enqueue_time_ms=int(enqueue_time.timestamp() * 1000) if enqueue_time else 0,
+        enqueue_time_ms=enqueue_time_ms,
+        live=is_live_score(ctx.get("score"), enqueue_time_ms),
     )
 
 
@@ -138,7 +140,7 @@ def _start_item(
     (what ``ingest`` gives a whole job)."""
     arrival = rt.batcher.expect()
     item = replace(delivery, arrival=arrival, rows_queued=offer.rows_queued)
-    run = asyncio.create_task(_run(rt.pipeline, payload, item))
+    run = asyncio.create_task(_run(rt, payload, item))
     run.add_done_callback(lambda _: arrival())
     return run
 
@@ -195,7 +197,29 @@ def _page_result(runs: list[asyncio.Task[dict[str, Any]]], handed_off: int) -> d
     return {"status": "page", "items": len(runs), "handed_off": handed_off, **counts}
 
 
-async def _run(pipeline: Pipeline, payload: Any, delivery: Delivery) -> dict[str, Any]:
+async def _run(rt: Runtime, payload: Any, delivery: Delivery) -> dict[str, Any]:
+    """One item's run, counted in flight and measured (``cos-worker status``, metrics)."""
+    rt.activity.in_flight += 1
+    if rt.metrics.enabled:
+        rt.metrics.in_flight.inc()
+    outcome = "error"
+    try:
+        result = await _run_pipeline(rt.pipeline, payload, delivery)
+        outcome = str(result.get("status", "done"))
+        return result
+    except RetryLater:
+        outcome = "retry"
+        raise
+    finally:
+        rt.activity.in_flight -= 1
+        if rt.metrics.enabled:
+            rt.metrics.in_flight.dec()
+            since = delivery.enqueue_time_ms
+            latency = time.time() - since / 1000 if since else None
+            rt.metrics.item(outcome, latency, delivery.live)
+
+
+async def _run_pipeline(pipeline: Pipeline, payload: Any, delivery: Delivery) -> dict[str, Any]:
     try:
         return await pipeline.run(payload, delivery)
     except RetryLater:

@@ -33,6 +33,11 @@ def is_page_job(arq_id: str | None) -> bool:
     return bool(arq_id) and str(arq_id).startswith(PAGE_JOB_PREFIX)
 
 
+# Per queue and worker: the worker's fleet record (worker.queue.fleet, cos-worker status).
+FLEET_PREFIX = "cos:fleet:"
+# Per account: the fleet's shared embedding budget (worker.embedding.budget).
+BUDGET_PREFIX = "cos:budget:"
+
 EMBED_PENDING = "embed_pending"
 RECONCILE = "reconcile"
 

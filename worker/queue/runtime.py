@@ -7,17 +7,23 @@ and the tests all use the same ``Runtime.open``/``close`` pair.
 from __future__ import annotations
 
 import asyncio
+import os
 from dataclasses import dataclass
 
 import asyncpg
 import structlog
+from redis.asyncio import Redis
 
 from worker.core.settings import Settings
 from worker.db.migrate import Migrator
 from worker.db.pool import create_pool, worker_statements
 from worker.embedding import EmbeddingBatcher, make_provider
+from worker.embedding.budget import Budget, Limits, SharedBudget, budget_id
 from worker.ingest.pipeline import Pipeline
+from worker.queue import keys
+from worker.queue.fleet import Activity, worker_id, worker_name
 from worker.queue.handoff import Handoffs
+from worker.queue.metrics import Metrics
 from worker.servers.services import Services
 from worker.text.tokens import get_encoding
 
@@ -37,6 +43,9 @@ class Runtime:
     pipeline: Pipeline
     model: str
     handoffs: Handoffs
+    activity: Activity
+    metrics: Metrics
+    budget_redis: Redis | None = None
 
     @classmethod
     async def open(cls, settings: Settings, services: Services | None = None) -> Runtime:
@@ -50,7 +59,11 @@ class Runtime:
         pool = await create_pool(settings, database_url, prepare=worker_statements())
         provider = make_provider(settings)
         await provider.warm_up()
-        batcher = EmbeddingBatcher(provider, settings)
+        budget, budget_redis = await _shared_budget(settings, services)
+        batcher = EmbeddingBatcher(provider, settings, budget=budget)
+        activity = Activity(window_s=settings.embed_rate_period_s)
+        metrics = Metrics(settings, worker_id())
+        batcher.observers += [activity.observe, metrics.request]
         await batcher.start()
         model = settings.effective_model
         # arq's CLI is the usual __main__: parsing children re-run it (see Parser)
@@ -62,13 +75,45 @@ class Runtime:
             concurrency=settings.worker_concurrency,
         )
         handoffs = Handoffs(settings.handoff_max_rows)
-        return cls(settings, services, database_url, pool, batcher, pipeline, model, handoffs)
+        return cls(
+            settings,
+            services,
+            database_url,
+            pool,
+            batcher,
+            pipeline,
+            model,
+            handoffs,
+            activity,
+            metrics,
+            budget_redis,
+        )
+
+    def report(self) -> dict[str, object]:
+        """This worker's fleet record (``worker.queue.fleet``, ``cos-worker status``)."""
+        budget = self.batcher.budget
+        shared = budget if isinstance(budget, SharedBudget) else None
+        return {
+            "name": worker_name(self.settings.worker_name),
+            "pid": os.getpid(),
+            "started_at": round(self.activity.started_at, 1),
+            "in_flight": self.activity.in_flight,
+            "handed_off_rows": self.handoffs.rows,
+            "window_s": self.activity.window_s,
+            **self.activity.window(),
+            "tokens_per_minute_limit": self.settings.embed_tokens_per_minute,
+            "budget": shared.key.removeprefix(keys.BUDGET_PREFIX) if shared else "local",
+            "budget_degraded": shared.degraded if shared else False,
+        }
 
     async def close(self) -> None:
         # Handed-off jobs need the batcher and the pool to finish: they go first.
         await self.handoffs.drain(self.settings.handoff_drain_s)
         await self.pipeline.aclose()
         await self.batcher.aclose()
+        if self.budget_redis is not None:
+            await self.budget_redis.aclose()
+        self.metrics.close()
         await self.pool.close()
         log.info(
             "worker.stopped",
@@ -76,3 +121,30 @@ class Runtime:
             pickup_groups=self.pipeline.pickups.writer.stats.as_dict(),
             store_groups=self.pipeline.comm_writer.stats.as_dict(),
         )
+
+
+async def _shared_budget(
+    settings: Settings, services: Services
+) -> tuple[Budget | None, Redis | None]:
+    """The fleet's budget in Redis for a rate-limited provider (None: the batcher paces
+    this process alone: the local provider, or ``EMBED_BUDGET_SHARED=false``)."""
+    if settings.provider != "openai" or not settings.embed_budget_shared:
+        return None, None
+    url = await services.ensure_redis()
+    timeout = settings.embed_budget_timeout_s
+    redis = Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else ""
+    name = settings.embed_budget_id or budget_id(
+        settings.openai_base_url or "", key, settings.embedding_model
+    )
+    limits = Limits(
+        requests_per_minute=settings.embed_requests_per_minute,
+        tokens_per_minute=settings.embed_tokens_per_minute,
+        period_s=settings.embed_rate_period_s,
+        headroom=settings.embed_rate_headroom,
+        burst_fraction=settings.embed_rate_burst_fraction,
+        live_reserve=settings.embed_live_reserve,
+    )
+    budget = SharedBudget(redis, keys.BUDGET_PREFIX + name, worker_id(), limits, timeout_s=timeout)
+    log.info("embedding.budget_shared", budget=name, tokens_per_minute=limits.tokens_per_minute)
+    return budget, redis

@@ -334,6 +334,12 @@ SELECT status::text AS status, count(*) AS n FROM ops.ingestion_jobs GROUP BY st
 -- name: oldest_queued
 SELECT min(queued_at) FROM ops.ingestion_jobs WHERE status = 'queued';
 
+-- name: oldest_queued_by_workspace
+-- cos-worker status: per workspace, its queued jobs and the oldest (longest waiting first).
+SELECT workspace_id, count(*) AS queued, min(queued_at) AS oldest
+FROM ops.ingestion_jobs WHERE status = 'queued'
+GROUP BY workspace_id ORDER BY oldest LIMIT $1;
+
 -- == Pages of communications: store + record for many items in one transaction ==========
 -- (worker/db/store_group.py, worker/ingest/write.py). Same rows, events and ledger as the
 -- per-item queries above, in a fixed number of statements per page instead of ~15 per item; the upserts, participants
