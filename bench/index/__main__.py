@@ -1,0 +1,120 @@
+"""Index-strategy benchmark: ``python -m bench.index [--rows N] [--only OPTION ...]``.
+
+Writes ``OUT/index_<rows>.json``, ``OUT/index_<rows>.png`` and the report (default
+``bench/INDEX.md``). ``--render FILE`` re-renders the plot and report from a results file
+without measuring. See bench/INDEX.md for what is measured and how.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+from bench.index import report
+from bench.index.measure import log, measure
+from bench.index.options import options
+from bench.index.vectors import DEFAULT_SHARES, Corpus, similarity_stats
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_OUT = HERE.parent / "results" / "index"
+DEFAULT_REPORT = HERE.parent / "INDEX.md"
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m bench.index", description=__doc__)
+    p.add_argument("--rows", type=int, default=100_000, help="vectors in the table (default 100k)")
+    p.add_argument("--queries", type=int, default=200, help="queries per variant (default 200)")
+    p.add_argument(
+        "--insert-share",
+        type=float,
+        default=0.05,
+        help="share of the rows written with the worker pattern into the indexed table "
+        "(the rest is bulk-loaded before the build; default 0.05)",
+    )
+    p.add_argument("--writers", type=int, default=4, help="concurrent writers (default 4)")
+    p.add_argument("--batch", type=int, default=250, help="rows per transaction (default 250)")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--only", nargs="*", metavar="OPTION", help="option names (default all)")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    p.add_argument("--report", type=Path, default=DEFAULT_REPORT)
+    p.add_argument("--render", type=Path, metavar="FILE", help="re-render a results file")
+    p.add_argument("--keep", action="store_true", help="keep the PostgreSQL data directory")
+    args = p.parse_args(argv)
+
+    if args.render:
+        results = json.loads(args.render.read_text())
+        report.write(results, args.render.with_suffix(".png"), args.report)
+        return
+
+    started = time.time()
+    corpus = Corpus(args.rows, DEFAULT_SHARES, seed=args.seed)
+    insert_rows = min(args.rows // 2, max(1000, round(args.rows * args.insert_share)))
+    base_rows = args.rows - insert_rows
+    opts = options(base_rows, len(corpus.shares))
+    known = [o.name for o in opts]
+    if args.only:
+        bad = [n for n in args.only if n not in known]
+        if bad:
+            p.error(f"unknown option(s) {bad}; known: {known}")
+        opts = [o for o in opts if o.name in args.only]
+    log(f"{args.rows} rows in workspaces of {corpus.ws_rows} ({corpus.n_docs} documents)")
+    queries, query_ws = corpus.queries(args.queries)
+    t0 = time.perf_counter()
+    stats, truth = similarity_stats(corpus, queries, query_ws)
+    log(f"similarity statistics and numpy exact top-10 in {time.perf_counter() - t0:.1f} s")
+    log(
+        f"  nearest neighbour cos p50 {stats['nearest_neighbour']['p50']}, "  # type: ignore[index]
+        f"random pairs p50 {stats['random_pairs']['p50']}, "  # type: ignore[index]
+        f"query top-1 p50 {stats['query_top1']['p50']}"  # type: ignore[index]
+    )
+    measured = asyncio.run(
+        measure(
+            corpus,
+            base_rows,
+            args.writers,
+            args.batch,
+            queries,
+            query_ws,
+            truth,
+            opts,
+            keep=args.keep,
+        )
+    )
+    results = {
+        "meta": {
+            "command": "python -m bench.index "
+            + " ".join(a for a in (argv if argv is not None else sys.argv[1:])),
+            "rows": args.rows,
+            "base_rows": base_rows,
+            "insert_rows": insert_rows,
+            "writers": args.writers,
+            "batch": args.batch,
+            "queries": args.queries,
+            "seed": args.seed,
+            "workspace_rows": corpus.ws_rows,
+            "workspace_shares": list(corpus.shares),
+            "documents": corpus.n_docs,
+            "cpus": os.cpu_count(),
+            "machine": platform.platform(),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
+            "seconds": round(time.time() - started, 1),
+        },
+        "generator": stats,
+        **measured,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"index_{args.rows}.json"
+    path.write_text(json.dumps(results, indent=1) + "\n")
+    log(f"results: {path}")
+    report.write(results, path.with_suffix(".png"), args.report)
+    log(f"plot: {path.with_suffix('.png')}; report: {args.report}")
+
+
+if __name__ == "__main__":
+    main()
