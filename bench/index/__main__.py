@@ -12,9 +12,11 @@ import asyncio
 import json
 import os
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from bench.index import report
 from bench.index.measure import log, measure
@@ -24,6 +26,22 @@ from bench.index.vectors import DEFAULT_SHARES, Corpus, similarity_stats
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE.parent / "results" / "index"
 DEFAULT_REPORT = HERE.parent / "INDEX.md"
+
+
+def median_of(runs: list[Any]) -> Any:
+    """The runs merged: every number the median of its values across the runs (same
+    structure in every run), everything else from the first run."""
+    first = runs[0]
+    if isinstance(first, dict):
+        return {k: median_of([r[k] for r in runs]) for k in first}
+    if isinstance(first, list) and all(isinstance(r, list) and len(r) == len(first) for r in runs):
+        if first and isinstance(first[0], dict | list):
+            return [median_of([r[i] for r in runs]) for i in range(len(first))]
+        return first
+    if isinstance(first, int | float) and not isinstance(first, bool):
+        m = statistics.median(runs)
+        return round(m, 4) if isinstance(m, float) else m
+    return first
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -39,6 +57,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--writers", type=int, default=4, help="concurrent writers (default 4)")
     p.add_argument("--batch", type=int, default=250, help="rows per transaction (default 250)")
+    p.add_argument(
+        "--runs",
+        type=int,
+        default=1,
+        help="repeat the whole measurement (fresh server each time) and report medians",
+    )
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--only", nargs="*", metavar="OPTION", help="option names (default all)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
@@ -73,19 +97,25 @@ def main(argv: list[str] | None = None) -> None:
         f"random pairs p50 {stats['random_pairs']['p50']}, "  # type: ignore[index]
         f"query top-1 p50 {stats['query_top1']['p50']}"  # type: ignore[index]
     )
-    measured = asyncio.run(
-        measure(
-            corpus,
-            base_rows,
-            args.writers,
-            args.batch,
-            queries,
-            query_ws,
-            truth,
-            opts,
-            keep=args.keep,
+    runs = []
+    for run in range(args.runs):
+        log(f"run {run + 1} of {args.runs}")
+        runs.append(
+            asyncio.run(
+                measure(
+                    corpus,
+                    base_rows,
+                    args.writers,
+                    args.batch,
+                    queries,
+                    query_ws,
+                    truth,
+                    opts,
+                    keep=args.keep,
+                )
+            )
         )
-    )
+    measured = median_of(runs)
     results = {
         "meta": {
             "command": "python -m bench.index "
@@ -97,6 +127,7 @@ def main(argv: list[str] | None = None) -> None:
             "batch": args.batch,
             "queries": args.queries,
             "seed": args.seed,
+            "runs": args.runs,
             "workspace_rows": corpus.ws_rows,
             "workspace_shares": list(corpus.shares),
             "documents": corpus.n_docs,
@@ -107,6 +138,7 @@ def main(argv: list[str] | None = None) -> None:
         },
         "generator": stats,
         **measured,
+        "runs": runs if len(runs) > 1 else [],
     }
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"index_{args.rows}.json"

@@ -88,6 +88,7 @@ def options(base_rows: int, n_ws: int) -> list[Option]:
             (hnsw_ddl("idx_bi_hnsw", 16, 64),),
             (
                 Variant("seed ef_search=40"),
+                Variant("seed ef_search=100", settings={"hnsw.ef_search": "100"}),
                 Variant(
                     "seed ef_search=40, generic plan",
                     settings={"plan_cache_mode": "force_generic_plan"},
@@ -134,6 +135,9 @@ def options(base_rows: int, n_ws: int) -> list[Option]:
             (hnsw_ddl("idx_bi_half", 16, 64, "(embedding::halfvec(1536)) halfvec_cosine_ops"),),
             (
                 Variant("halfvec ef_search=40", sql=SQL_HALFVEC),
+                Variant(
+                    "halfvec ef_search=100", sql=SQL_HALFVEC, settings={"hnsw.ef_search": "100"}
+                ),
                 Variant("halfvec ef_search=40, forced", sql=SQL_HALFVEC, settings=FORCED),
                 Variant(
                     "halfvec ef_search=100, forced",
@@ -193,7 +197,12 @@ def options(base_rows: int, n_ws: int) -> list[Option]:
                 f"WITH (lists = {lists})",
             ),
             (
+                Variant(f"ivfflat lists={lists} probes=5", settings={"ivfflat.probes": "5"}),
                 Variant(f"ivfflat lists={lists} probes=10", settings={"ivfflat.probes": "10"}),
+                Variant(
+                    f"ivfflat lists={lists} probes=5, forced",
+                    settings=FORCED | {"ivfflat.probes": "5"},
+                ),
                 Variant(
                     f"ivfflat lists={lists} probes=10, forced",
                     settings=FORCED | {"ivfflat.probes": "10"},
