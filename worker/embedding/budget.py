@@ -71,6 +71,7 @@ class Grant:
     sent_at: float
     seq_tokens: int | None = None
     seq_requests: int | None = None
+    assigned_s: float = 0.0  # the wait the shared budget gave it when it was granted
 
 
 class Budget(Protocol):
@@ -233,7 +234,7 @@ class SharedBudget:
                 if wait_s > 0:
                     await asyncio.sleep(wait_s)
                 now = time.monotonic()
-                return Grant(now - started, now, int(seq_t), int(seq_r))
+                return Grant(now - started, now, int(seq_t), int(seq_r), wait_s)
             self.stats.polls += 1
             await asyncio.sleep(max(wait_s, 0.001))
 

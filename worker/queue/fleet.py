@@ -54,7 +54,8 @@ def health_check_key(queue: str, name: str) -> str:
 
 
 def record_key(queue: str, wid: str | None = None) -> str:
-    return f"{keys.FLEET_PREFIX}{queue}:{wid or worker_id()}"
+    """The fleet record of worker ``wid`` (this process when None) on ``queue``."""
+    return f"{keys.FLEET_PREFIX}{queue}:{worker_id() if wid is None else wid}"
 
 
 @dataclass
