@@ -93,3 +93,29 @@ def test_a_failed_caller_is_dropped_with_its_unpacked_rows(loop) -> None:
     second = pending.pack(now=0.0)
     assert second.texts == ["w"] and dead not in second.routes
     assert (pending.rows, pending.tokens, len(pending)) == (0, 0, 0)
+
+
+def test_live_rows_go_first_in_requests_of_their_own(loop) -> None:
+    pending = PendingRows(max_inputs=100, max_tokens=10**6)
+    bulk = _caller(loop, [f"old {i}" for i in range(50)])
+    live = _caller(loop, ["fresh a", "fresh b"])
+    live.live = True
+    pending.add(bulk, 0.0)
+    pending.add(live, 1.0)
+    assert pending.live_rows == 2 and pending.rows == 52
+    first = pending.pack(2.0)
+    assert first.live and _routes(first, live) == [0, 1] and bulk not in first.routes
+    assert pending.live_rows == 0
+    second = pending.pack(3.0)
+    assert not second.live and len(_routes(second, bulk)) == 50
+
+
+def test_a_failed_live_caller_leaves_no_live_rows_behind(loop) -> None:
+    pending = PendingRows(max_inputs=100, max_tokens=10**6)
+    live = _caller(loop, ["a", "b", "c"])
+    live.live = True
+    pending.add(live, 0.0)
+    live.future.set_exception(RuntimeError("request failed"))
+    pending.drop(live)
+    assert pending.live_rows == 0 and pending.rows == 0
+    assert pending.pack(1.0).rows == 0
