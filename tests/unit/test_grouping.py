@@ -139,3 +139,29 @@ def test_bad_limits_are_refused() -> None:
         _writer(rec, writers=0)
     with pytest.raises(ValueError):
         _writer(rec, max_items=0)
+
+
+async def test_an_item_submitted_first_is_taken_ahead_of_the_queue() -> None:
+    groups: list[list[str]] = []
+    gate = asyncio.Event()
+
+    async def write_group(items):
+        groups.append(list(items))
+        await gate.wait()
+        return list(items)
+
+    async def write_one(item):
+        return item
+
+    writer = GroupWriter(write_group, write_one, lambda i: i, writers=1, max_items=2)
+    bulk = [asyncio.create_task(writer.submit(f"bulk{i}")) for i in range(5)]
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # the first group (bulk0, bulk1) is being written
+    live = asyncio.create_task(writer.submit("live", first=True))
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    # The only writer is busy: a flush task of its own writes the live item, alone.
+    assert groups == [["bulk0", "bulk1"], ["live"]]
+    gate.set()
+    await asyncio.gather(*bulk, live)
+    assert groups[2:] == [["bulk2", "bulk3"], ["bulk4"]]

@@ -5,17 +5,20 @@
 --   ARGV[2..6]: configured tokens/min, requests/min, period ms, headroom, burst fraction
 -- A bucket's state is its theoretical arrival time (tat, ms): the level is
 -- rate * (tau - (tat - now)), capped at capacity; tau = burst * period / headroom.
--- Hash fields: tt/rt tats, tl/rl limits learned from headers, pause (ms), st/sr counters.
+-- Hash fields: tt/rt tats, tl/rl limits learned from headers (tla: when; they count for
+-- one period, then the configured limits again), pause (ms), st/sr counters.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 local op = ARGV[1]
 local conf = {t = tonumber(ARGV[2]), r = tonumber(ARGV[3])}
 local period, headroom, burst = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-local h = redis.call('HMGET', KEYS[1], 'tt', 'rt', 'tl', 'rl', 'pause', 'st', 'sr')
+local h = redis.call('HMGET', KEYS[1], 'tt', 'rt', 'tl', 'rl', 'pause', 'st', 'sr', 'tla')
 local tat = {t = tonumber(h[1]) or 0, r = tonumber(h[2]) or 0}
 local learned = {t = tonumber(h[3]) or 0, r = tonumber(h[4]) or 0}
 local pause = tonumber(h[5]) or 0
 local seq = {t = tonumber(h[6]) or 0, r = tonumber(h[7]) or 0}
+local learned_at = tonumber(h[8]) or 0
+if now - learned_at > period then learned = {t = 0, r = 0} end
 local tau = burst * period / headroom
 
 local function rate(b)  -- units per ms
@@ -27,7 +30,7 @@ end
 local function save()
   redis.call('HSET', KEYS[1], 'tt', tostring(tat.t), 'rt', tostring(tat.r),
     'tl', tostring(learned.t), 'rl', tostring(learned.r), 'pause', tostring(pause),
-    'st', tostring(seq.t), 'sr', tostring(seq.r))
+    'st', tostring(seq.t), 'sr', tostring(seq.r), 'tla', tostring(learned_at))
   redis.call('PEXPIRE', KEYS[1], math.ceil(period * 10))
 end
 
@@ -66,7 +69,10 @@ elseif op == 'observe' then
   local remaining = {t = tonumber(ARGV[9]), r = tonumber(ARGV[10])}
   local since = {t = seq.t - tonumber(ARGV[11]), r = seq.r - tonumber(ARGV[12])}
   for _, b in ipairs({'t', 'r'}) do
-    if limit[b] and limit[b] > 0 then learned[b] = math.min(conf[b], limit[b]) end
+    if limit[b] and limit[b] > 0 then
+      learned[b] = math.min(conf[b], limit[b])
+      learned_at = now
+    end
     if remaining[b] then
       -- level <= remaining - what the fleet was granted after this request
       local ceiling = remaining[b] - since[b]

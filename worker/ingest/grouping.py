@@ -11,6 +11,10 @@ A group that fails is retried item by item (``write_one``), so one bad item fail
 and its neighbours are written; each caller gets its own item's result or exception.
 ``write_group`` may also return an exception in an item's place: that item fails alone
 and the rest of the group stands.
+An item submitted ``first`` (a live item's, ``worker.core.priority``) is written in a
+group of first items only, ahead of everything queued without it, and by a flush task
+of its own when every writer is busy: a backfill's writes do not stand in its way, and
+its own write is not one of a hundred.
 Two items with the same ``key`` never share a group: the later one waits for the next.
 A group also ends at ``max_size`` (by the ``size`` of its items: one statement carries
 them all); an item bigger than that is written in a group of its own.
@@ -20,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Awaitable, Callable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -79,28 +83,45 @@ class GroupWriter(Generic[W, R]):
         self._writers = writers
         self._max_items = max_items
         self._queue: deque[_Pending[W, R]] = deque()
+        self._first: deque[_Pending[W, R]] = deque()  # taken before ``_queue``
+        self._first_flusher = False  # a flush task for first items only is running
         self._flushers: set[asyncio.Task[None]] = set()
         self.stats = GroupStats()
 
-    async def submit(self, item: W) -> R:
+    async def submit(self, item: W, *, first: bool = False) -> R:
         """Queue ``item`` and wait for its result. A caller cancelled before its group is
         taken is dropped from the queue; once taken, its group is written regardless (the
-        write is atomic: it commits whole or not at all)."""
+        write is atomic: it commits whole or not at all). ``first``: ahead of the rest."""
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(item, self._key(item), future))
+        (self._first if first else self._queue).append(_Pending(item, self._key(item), future))
         if len(self._flushers) < self._writers:
-            task = asyncio.create_task(self._flush())
-            self._flushers.add(task)
-            task.add_done_callback(self._flushers.discard)
+            self._start(self._flush())
+        elif first and not self._first_flusher:
+            self._first_flusher = True
+            self._start(self._flush(first_only=True))
         return await future
 
-    def _take(self) -> list[_Pending[W, R]]:
+    def _start(self, flush: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(flush)
+        self._flushers.add(task)
+        task.add_done_callback(self._flushers.discard)
+
+    def _take(self, first_only: bool = False) -> list[_Pending[W, R]]:
         group: list[_Pending[W, R]] = []
         keys: set[Hashable] = set()
+        self._take_from(self._first, group, keys)
+        if not group and not first_only:
+            self._take_from(self._queue, group, keys)
+        return group
+
+    def _take_from(
+        self, queue: deque[_Pending[W, R]], group: list[_Pending[W, R]], keys: set[Hashable]
+    ) -> None:
+        """Add what fits from ``queue`` to ``group``."""
         deferred: list[_Pending[W, R]] = []
         used = 0
-        while self._queue and len(group) < self._max_items:
-            p = self._queue.popleft()
+        while queue and len(group) < self._max_items:
+            p = queue.popleft()
             if p.future.done():  # its caller was cancelled while it waited
                 continue
             if p.key in keys:
@@ -113,11 +134,17 @@ class GroupWriter(Generic[W, R]):
             keys.add(p.key)
             group.append(p)
             used += size
-        self._queue.extendleft(reversed(deferred))
-        return group
+        queue.extendleft(reversed(deferred))
 
-    async def _flush(self) -> None:
-        while group := self._take():
+    async def _flush(self, first_only: bool = False) -> None:
+        try:
+            await self._flush_groups(first_only)
+        finally:
+            if first_only:
+                self._first_flusher = False
+
+    async def _flush_groups(self, first_only: bool) -> None:
+        while group := self._take(first_only):
             self.stats.groups += 1
             self.stats.items += len(group)
             self.stats.largest = max(self.stats.largest, len(group))

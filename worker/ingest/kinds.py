@@ -67,7 +67,7 @@ class ItemPath(Protocol):
 
 
 class GroupPath(Protocol):
-    async def write(self, ready: CommWrite) -> dict[str, Any]: ...
+    async def write(self, ready: CommWrite, *, first: bool = False) -> dict[str, Any]: ...
 
 
 class Writers(Protocol):
@@ -114,7 +114,7 @@ class Kind:
         extra = _embedded(job, chunks, fresh, embedder.model)
         return ChunkedWrite(job, pulled.fmt, chunks, vectors, embedder.model, extra)
 
-    async def store(self, writers: Writers, ready: Ready) -> dict[str, Any]:
+    async def store(self, writers: Writers, ready: Ready, live: bool = False) -> dict[str, Any]:
         """The write path: one transaction for the item."""
         return await writers.items.write(ready)
 
@@ -172,10 +172,10 @@ class CommunicationKind(Kind):
             extra,
         )
 
-    async def store(self, writers: Writers, ready: Ready) -> dict[str, Any]:
+    async def store(self, writers: Writers, ready: Ready, live: bool = False) -> dict[str, Any]:
         """Ready communications are written in groups: one response answers hundreds."""
         assert isinstance(ready, CommWrite)
-        return await writers.groups.write(ready)
+        return await writers.groups.write(ready, first=live)
 
     async def write(self, conn: asyncpg.Connection, ready: Ready) -> db_store.Written:
         assert isinstance(ready, CommWrite)
@@ -333,11 +333,11 @@ class EmailKind(CommunicationKind):
             ready.extra["attachment_tokens"] = tokens
         return ready
 
-    async def store(self, writers: Writers, ready: Ready) -> dict[str, Any]:
+    async def store(self, writers: Writers, ready: Ready, live: bool = False) -> dict[str, Any]:
         assert isinstance(ready, CommWrite)
         if ready.attachments:
             return await writers.items.write(ready)
-        return await writers.groups.write(ready)
+        return await writers.groups.write(ready, first=live)
 
 
 class DeletionKind(Kind):

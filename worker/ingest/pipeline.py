@@ -121,7 +121,7 @@ class Pipeline:
             ready = await job.kind.embed(self.embedder, job, pulled, chunks)
             job.flow.arrived()  # reused vectors / nothing to embed: stop being waited for
             t2 = time.perf_counter()
-            result = await job.kind.store(self, ready)
+            result = await job.kind.store(self, ready, job.flow.live)
             t3 = time.perf_counter()
         timings = {"fetch_chunk_s": t1 - t0, "embed_s": t2 - t1, "store_s": t3 - t2}
         return {**result, **{k: round(v, 4) for k, v in timings.items()}}

@@ -99,8 +99,9 @@ class GroupWrite:
             max_size=settings.group_write_max_bytes,
         )
 
-    async def write(self, ready: CommWrite) -> dict[str, Any]:
-        return await self.writer.submit(ready)
+    async def write(self, ready: CommWrite, *, first: bool = False) -> dict[str, Any]:
+        """``first``: a live item's write, taken ahead of the bulk writes queued."""
+        return await self.writer.submit(ready, first=first)
 
     async def _group(self, writes: Sequence[CommWrite]) -> list[dict[str, Any]]:
         if len(writes) == 1:
