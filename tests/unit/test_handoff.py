@@ -81,3 +81,19 @@ async def test_timeout_and_shutdown_cancel_runs_and_still_report_them() -> None:
     assert slow.cancelled() and seen == [True]
     assert await handoffs.drain(0.05) == 1  # shutdown: the other one is cancelled
     assert stuck.cancelled() and seen == [True, True] and handoffs.rows == 0
+
+
+async def test_pages_wait_for_room_among_the_items_in_flight() -> None:
+    from worker.queue.admission import Admission
+
+    admission = Admission(max_items=150)
+    await admission.take(100)
+    second = asyncio.create_task(admission.take(100))
+    await asyncio.sleep(0)
+    assert not second.done() and admission.waiting == 1  # 200 > 150: it waits
+    admission.give(60)
+    await asyncio.sleep(0)
+    assert second.done() and admission.items == 140
+    admission.give(140)
+    await admission.take(500)  # bigger than the ceiling: runs alone, never stuck
+    assert admission.items == 500

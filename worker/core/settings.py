@@ -233,6 +233,13 @@ class Settings(BaseSettings):
         description="A job whose rows are queued for embedding gives its queue slot back "
         "while the handed-off jobs hold at most this many rows (0: jobs keep their slots)",
     )
+    page_items_in_flight: int = Field(
+        default=2000,
+        ge=1,
+        description="Items of page jobs one worker runs at once; further pages wait for "
+        "room before their items start (bounds memory, the event loop's and the pool's "
+        "queues: a fresh e-mail is not queued behind a backfill's thousands)",
+    )
     handoff_drain_s: float = Field(
         default=30.0,
         ge=0,

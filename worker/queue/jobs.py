@@ -109,8 +109,11 @@ async def ingest_page(ctx: dict[str, Any], page: Any) -> dict[str, Any]:
     structlog.contextvars.bind_contextvars(arq_job_id=delivery.arq_job_id)
     rt.batcher.note_bulk()  # the items are on their way; the queue may look empty already
     payloads = [QuietPayload(i) if isinstance(i, dict) else i for i in items]
+    await rt.admission.take(len(payloads))  # room among the pages' items in flight
     offers = [rt.handoffs.offer() for _ in payloads]
     runs = [_start_item(rt, p, delivery, o) for p, o in zip(payloads, offers, strict=True)]
+    for run in runs:
+        run.add_done_callback(lambda _: rt.admission.give())
     redis: ArqRedis | None = ctx.get("redis")
     try:
         if redis is None or not delivery.arq_job_id:  # a test calling this directly

@@ -21,6 +21,7 @@ from worker.embedding import EmbeddingBatcher, make_provider
 from worker.embedding.budget import Budget, Limits, SharedBudget, budget_id
 from worker.ingest.pipeline import Pipeline
 from worker.queue import keys
+from worker.queue.admission import Admission
 from worker.queue.fleet import Activity, worker_id, worker_name
 from worker.queue.handoff import Handoffs
 from worker.queue.metrics import Metrics
@@ -45,6 +46,7 @@ class Runtime:
     handoffs: Handoffs
     activity: Activity
     metrics: Metrics
+    admission: Admission
     budget_redis: Redis | None = None
 
     @classmethod
@@ -86,6 +88,7 @@ class Runtime:
             handoffs,
             activity,
             metrics,
+            Admission(settings.page_items_in_flight),
             budget_redis,
         )
 
@@ -98,6 +101,7 @@ class Runtime:
             "pid": os.getpid(),
             "started_at": round(self.activity.started_at, 1),
             "in_flight": self.activity.in_flight,
+            "pages_waiting": self.admission.waiting,
             "handed_off_rows": self.handoffs.rows,
             "window_s": self.activity.window_s,
             **self.activity.window(),
