@@ -64,6 +64,14 @@ def main(argv: list[str] | None = None) -> None:
         help="repeat the whole measurement (fresh server each time) and report medians",
     )
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument(
+        "--server",
+        choices=["pg18", "pg16"],
+        default="pg18",
+        help="pg18: PostgreSQL 18 + pgvector 0.8.6 (default); pg16: PostgreSQL 16.2 + "
+        "pgvector 0.6.2 (pgserver wheel): the options and variants it supports, written to "
+        "index_<rows>_pg16.json and a section of the report",
+    )
     p.add_argument("--only", nargs="*", metavar="OPTION", help="option names (default all)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     p.add_argument("--report", type=Path, default=DEFAULT_REPORT)
@@ -73,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.render:
         results = json.loads(args.render.read_text())
-        report.write(results, args.render.with_suffix(".png"), args.report)
+        report.write(results, args.render.with_suffix(".png"), args.report, _fallback(args.render))
         return
 
     started = time.time()
@@ -112,6 +120,7 @@ def main(argv: list[str] | None = None) -> None:
                     truth,
                     opts,
                     keep=args.keep,
+                    server=args.server,
                 )
             )
         )
@@ -128,6 +137,7 @@ def main(argv: list[str] | None = None) -> None:
             "queries": args.queries,
             "seed": args.seed,
             "runs": args.runs,
+            "server": args.server,
             "workspace_rows": corpus.ws_rows,
             "workspace_shares": list(corpus.shares),
             "documents": corpus.n_docs,
@@ -141,11 +151,21 @@ def main(argv: list[str] | None = None) -> None:
         "runs": runs if len(runs) > 1 else [],
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"index_{args.rows}.json"
+    suffix = "" if args.server == "pg18" else f"_{args.server}"
+    path = args.out / f"index_{args.rows}{suffix}.json"
     path.write_text(json.dumps(results, indent=1) + "\n")
     log(f"results: {path}")
-    report.write(results, path.with_suffix(".png"), args.report)
-    log(f"plot: {path.with_suffix('.png')}; report: {args.report}")
+    main_path = args.out / f"index_{args.rows}.json"
+    if main_path.exists():
+        main_results = json.loads(main_path.read_text())
+        report.write(main_results, main_path.with_suffix(".png"), args.report, _fallback(main_path))
+        log(f"plot: {main_path.with_suffix('.png')}; report: {args.report}")
+
+
+def _fallback(main_path: Path) -> dict[str, Any] | None:
+    """The PostgreSQL 16 / pgvector 0.6 results next to ``main_path``, if measured."""
+    other = main_path.with_name(main_path.stem + "_pg16.json")
+    return json.loads(other.read_text()) if other.exists() else None
 
 
 if __name__ == "__main__":

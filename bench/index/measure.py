@@ -141,8 +141,17 @@ class Bench:
         queries: np.ndarray,
         query_ws: np.ndarray,
         truth: np.ndarray,
+        server: str = "pg18",
     ) -> Bench:
-        pg = EmbeddedPostgres(root / "pg", extra_conf=SERVER_CONF).start()
+        if server == "pg16":
+            # PostgreSQL 16.2 + pgvector 0.6.2 from the pgserver wheel (a dev dependency),
+            # as the tests' pg16 subset runs it; it has no pg_stat_statements to preload.
+            from tests.support.servers import pgserver_bin
+
+            conf = {**SERVER_CONF, "shared_preload_libraries": "''"}
+            pg = EmbeddedPostgres(root / "pg", extra_conf=conf, bin_dir=pgserver_bin()).start()
+        else:
+            pg = EmbeddedPostgres(root / "pg", extra_conf=SERVER_CONF).start()
         conn = await asyncpg.connect(pg.dsn())
         await conn.execute('CREATE DATABASE "bench_index"')
         await conn.close()
@@ -460,6 +469,12 @@ class Bench:
             "_ids": got,
         }
 
+    def supports(self, needed: tuple[int, ...] | str) -> bool:
+        if isinstance(needed, str):
+            needed = tuple(int(x) for x in needed.split("."))
+        have = tuple(int(x) for x in self.pgvector.split(".")[:2])
+        return have >= tuple(needed)
+
     async def run_option(self, option: Option) -> dict[str, Any]:
         log(f"option {option.name}: {option.description}")
         started = time.perf_counter()
@@ -488,7 +503,12 @@ class Bench:
         result["index_mb"] = await self.index_mb(option.indexes)
         log(f"  index {result['index_mb']} MB")
         result["variants"] = []
+        result["skipped_variants"] = [
+            v.name for v in option.variants if not self.supports(v.pgvector)
+        ]
         for v in option.variants:
+            if not self.supports(v.pgvector):
+                continue
             r = await self.run_variant(v, table)
             log(
                 f"  {v.name}: p50 {r['main']['p50_ms']} p95 {r['main']['p95_ms']} ms, "
@@ -519,10 +539,13 @@ async def measure(
     truth: np.ndarray,
     opts: list[Option],
     keep: bool = False,
+    server: str = "pg18",
 ) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix="cos-bench-index-"))
     log(f"PostgreSQL in {root}")
-    bench = await Bench.create(root, corpus, base_rows, writers, batch, queries, query_ws, truth)
+    bench = await Bench.create(
+        root, corpus, base_rows, writers, batch, queries, query_ws, truth, server
+    )
     out: dict[str, Any] = {
         "server": bench.server,
         "pgvector": bench.pgvector,
@@ -534,6 +557,10 @@ async def measure(
     try:
         out["base_load"] = await bench.load_base()
         for opt in opts:
+            if not bench.supports(opt.pgvector):
+                log(f"option {opt.name}: skipped (needs pgvector {opt.pgvector})")
+                out.setdefault("skipped_options", []).append(opt.name)
+                continue
             res = await bench.run_option(opt)
             if opt.name == "exact":
                 sql_ids = res["variants"][0]["_ids"]

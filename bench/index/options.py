@@ -36,6 +36,11 @@ class Variant:
     settings: dict[str, str] = field(default_factory=dict)
     note: str = ""
 
+    @property
+    def pgvector(self) -> tuple[int, ...]:
+        """The pgvector version the variant needs (iterative scans: 0.8)."""
+        return (0, 8) if any(k.endswith(".iterative_scan") for k in self.settings) else (0, 5)
+
 
 @dataclass(frozen=True)
 class Option:
@@ -48,7 +53,7 @@ class Option:
     indexes: tuple[str, ...] = ()
     #: "plain" (bench_index.chunks) or "partitioned" (bench_index.chunks_part)
     table: str = "plain"
-    #: needs pgvector >= 0.7 (halfvec, binary_quantize) / 0.8 (iterative scans)
+    #: needs pgvector >= 0.7 (halfvec, binary_quantize)
     pgvector: str = "0.5"
     description: str = ""
 
@@ -164,6 +169,14 @@ def options(base_rows: int, n_ws: int) -> list[Option]:
             (
                 Variant(
                     "bq 100 re-ranked", sql=sql_binary(100), settings={"hnsw.ef_search": "100"}
+                ),
+                Variant(
+                    "bq 150 re-ranked", sql=sql_binary(150), settings={"hnsw.ef_search": "150"}
+                ),
+                Variant(
+                    "bq 100 re-ranked, relaxed_order",
+                    sql=sql_binary(100),
+                    settings={"hnsw.ef_search": "100"} | RELAXED,
                 ),
                 Variant(
                     "bq 40 re-ranked, forced",

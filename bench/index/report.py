@@ -180,18 +180,27 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     top = max(r["insert"] for r in rows)
     for i, name in enumerate(options):
         sel = [r for r in rows if r["option"] == name]
+        for forced in (False, True):
+            part = [r for r in sel if ("forced" in r["variant"]) == forced]
+            if not part:
+                continue
+            ax.scatter(
+                [r["recall"] for r in part],
+                [r["p95"] for r in part],
+                s=[40 + 600 * r["insert"] / top for r in part],
+                facecolors="none" if forced else cmap(i % 10),
+                edgecolors=cmap(i % 10) if forced else "black",
+                alpha=0.8 if forced else 0.6,
+                linewidths=1.2,
+            )
         ax.scatter(
-            [r["recall"] for r in sel],
-            [r["p95"] for r in sel],
-            s=[40 + 600 * r["insert"] / top for r in sel],
-            color=cmap(i % 10),
-            alpha=0.6,
-            edgecolors="black",
-            label=f"{name} ({sel[0]['insert']:,.0f} rows/s)",
+            [], [], s=40, color=cmap(i % 10), label=f"{name} ({sel[0]['insert']:,.0f} rows/s)"
         )
         for r in sel:
+            if "forced" in r["variant"]:
+                continue
             ax.annotate(
-                r["variant"].replace(name, "").strip(" ,") or r["variant"],
+                r["variant"],
                 (r["recall"], r["p95"]),
                 fontsize=6,
                 xytext=(4, 3),
@@ -201,7 +210,10 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     ax.set_ylabel("p95 latency, ms (log)")
     ax.set_yscale("log")
     ax.axvline(0.95, color="grey", ls=":", lw=1)
-    ax.set_title("recall vs p95 (marker area ~ insert rows/s under the worker's write pattern)")
+    ax.set_title(
+        "recall vs p95; marker area ~ insert rows/s; hollow: index forced (enable_sort off)",
+        fontsize=9,
+    )
     ax.legend(fontsize=7, loc="upper left")
     first = [next(r for r in rows if r["option"] == n) for n in options]
     bx.barh(
@@ -211,7 +223,10 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     )
     bx.set_yticks(range(len(first)), [r["option"] for r in first], fontsize=8)
     bx.invert_yaxis()
-    bx.set_xlabel("insert rows/s into the indexed table (binary COPY, 250 rows/txn, 4 writers)")
+    bx.set_xscale("log")
+    bx.set_xlabel(
+        "insert rows/s into the indexed table (log; binary COPY, 250 rows/txn, 4 writers)"
+    )
     for i, r in enumerate(first):
         bx.annotate(
             f"{r['insert']:,.0f}",
@@ -333,10 +348,47 @@ def render(results: dict[str, Any], plot_name: str) -> str:
     return "\n".join(lines)
 
 
-def write(results: dict[str, Any], plot_path: Path, report_path: Path) -> None:
+def fallback_section(fb: dict[str, Any]) -> str:
+    m = fb["meta"]
+    rows = _rows(fb)
+    targets(rows)
+    skipped = ", ".join(fb.get("skipped_options", [])) or "none"
+    skipped_v = [v for o in fb["options"] for v in o.get("skipped_variants", [])]
+    return "\n".join(
+        [
+            f"## On pgvector {fb['pgvector']} (PostgreSQL {fb['server']}), measured",
+            "",
+            f"The same data, queries and procedure (`{m['command'].strip()}`, "
+            f"{m['runs']} run(s), {m['seconds'] / 60:.0f} min; results "
+            f"[`results/index/index_{m['rows']}_pg16.json`](results/index/index_{m['rows']}_pg16.json)) "
+            "on the pgserver wheel's PostgreSQL 16.2 + pgvector 0.6.2, what the tests' `pg16` "
+            f"subset runs. Not available there, so not run: options {skipped} (no `halfvec`, "
+            "no `binary_quantize`: pgvector 0.7); variants "
+            + (", ".join(skipped_v) or "none")
+            + " (no iterative scans: 0.8). Targets against this server's own seed.",
+            "",
+            table(rows),
+            "Plans per workspace:",
+            "",
+            plans_table(fb),
+            "Recall and p95 per workspace:",
+            "",
+            per_workspace(fb),
+        ]
+    )
+
+
+def write(
+    results: dict[str, Any],
+    plot_path: Path,
+    report_path: Path,
+    fallback: dict[str, Any] | None = None,
+) -> None:
     rows = _rows(results)
     plot(rows, plot_path)
     text = render(results, plot_path.name)
+    if fallback:
+        text += "\n" + fallback_section(fallback)
     kept = ""
     if report_path.exists():
         old = report_path.read_text()
