@@ -21,7 +21,13 @@ from worker.embedding.ratelimit import RateLimitInfo
 from worker.servers.embedded import EmbeddedRedis
 
 # 60,000 tokens per 2 s "minute": bucket 3,000 tokens, bulk requests up to 2,250.
-LIMITS = Limits(requests_per_minute=100_000, tokens_per_minute=60_000, period_s=2.0)
+LIMITS = Limits(
+    requests_per_minute=100_000,
+    tokens_per_minute=60_000,
+    period_s=2.0,
+    headroom=0.95,
+    burst_fraction=0.05,
+)
 
 
 def _budgets(redis: Redis, n: int, limits: Limits = LIMITS) -> list[SharedBudget]:
