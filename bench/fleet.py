@@ -149,3 +149,32 @@ async def bench_fairness(
         f"{backfill_done} backfill items done by the last probe"
     )
     return r
+
+
+def plot_fleet(results: dict[str, Any], path: Any) -> None:
+    """Figure 4b: accepted tokens per (sliding) minute against the limit, per worker count."""
+    fleet = results.get("fleet")
+    if not fleet:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    limit = None
+    for n, v in fleet.items():
+        run = v["runs"][0]
+        limit = run["tpm_limit"]
+        xs = [t for t, _ in run["tpm_series"]]
+        ys = [tokens / limit for _, tokens in run["tpm_series"]]
+        ax.plot(xs, ys, label=f"{n} worker(s): steady {100 * run['tpm_fraction_steady']:.1f} %")
+    ax.axhline(1.0, color="black", linewidth=0.8, linestyle="--", label="account limit")
+    ax.set_xlabel("seconds since the first request")
+    ax.set_ylabel("accepted tokens, last 60 s / limit")
+    ax.set_title(f"One account limit ({limit:,} TPM), workers sharing one budget")
+    ax.set_ylim(0, 1.15)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -643,6 +643,11 @@ async def bench_ratelimited(
             "tpm_fraction_overall": (total / (span / 60.0)) / tpm,
             "tpm_fraction_steady": frac_steady,
             "series": run.series,
+            # accepted tokens in the 60 s before each 5 s step, from the first request
+            "tpm_series": [
+                (round(s, 1), sum(n for t, n in acc if s - 60.0 < t - t_first <= s))
+                for s in [5.0 * k for k in range(int((t_last - t_first) / 5.0) + 2)]
+            ],
         }
         log(
             f"rate-limited, {n_workers} worker(s), run {i + 1}: "
@@ -1107,6 +1112,9 @@ def main(argv: list[str] | None = None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "latest.json").write_text(json.dumps(results, indent=1, default=str))
     plot(results, args.out / "throughput.png")
+    from bench.fleet import plot_fleet
+
+    plot_fleet(results, args.out / "fleet.png")
     md = table(results)
     if args.out == RESULTS:  # probe runs (--out elsewhere) leave the committed table alone
         (HERE / "RESULTS.md").write_text(

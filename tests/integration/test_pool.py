@@ -144,3 +144,32 @@ async def test_connections_learn_the_statements_types_when_they_open(
             assert (await first_burst(pool) > 0) is expect_introspection
         finally:
             await pool.close()
+
+
+async def test_a_live_run_gets_a_kept_connection_while_bulk_holds_every_other(
+    migrated_dsn: str,
+) -> None:
+    import asyncio
+
+    from worker.db.pool import LIVE_CONNECTIONS, RoutedPool
+
+    settings = Settings(database_url=migrated_dsn)
+    bulk = await create_pool(settings, migrated_dsn, min_size=1, max_size=1)
+    live = await create_pool(settings, migrated_dsn, min_size=1, max_size=1)
+    pool = RoutedPool(bulk, live)
+    try:
+        async with pool.acquire() as held:  # the backfill holds the only bulk connection
+            waiting = asyncio.create_task(pool.fetchval("SELECT 1"))  # ... and bulk waits
+
+            async def live_run() -> int:
+                LIVE_CONNECTIONS.set(True)
+                async with pool.acquire() as conn:
+                    assert conn is not held
+                    one = await conn.fetchval("SELECT 1")
+                return int(one + await pool.fetchval("SELECT 2"))  # (Pool.fetch too)
+
+            assert await asyncio.wait_for(live_run(), 10) == 3
+            assert not waiting.done()
+        assert await waiting == 1
+    finally:
+        await pool.close()

@@ -51,6 +51,12 @@ class Settings(BaseSettings):
         "type lookups on the event loop the burst's first jobs are waiting for",
     )
     db_pool_max: int = Field(default=8, ge=1)
+    db_pool_live: int = Field(
+        default=2,
+        ge=0,
+        description="Connections kept for live items (worker.core.priority), so a fresh "
+        "e-mail does not queue behind a backfill's writes for one; 0 = none kept",
+    )
     migrations_dir: Path = Field(default=REPO_ROOT / "migrations")
 
     # --- embeddings --------------------------------------------------------------

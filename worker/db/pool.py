@@ -8,6 +8,7 @@ the DSN names, and the pgvector codec is registered so vectors travel in binary.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from contextvars import ContextVar
 from typing import Any
 
 import asyncpg
@@ -81,6 +82,40 @@ async def create_pool(
         command_timeout=settings.job_timeout_s,
     )
     return pool
+
+
+#: Set in a live item's run (``worker.core.priority``): its connections come from the
+#: connections kept for live items (``reserve_for_live``), not from the back of a
+#: backfill's queue of acquisitions.
+LIVE_CONNECTIONS: ContextVar[bool] = ContextVar("live_connections", default=False)
+
+
+class RoutedPool:
+    """Two pools behind one: a live item's run (``LIVE_CONNECTIONS`` set in its task) gets
+    its connections from ``live``, everything else from ``bulk``.
+
+    Why: a live item acquires a connection in four stages (receive, pickup, vector reuse,
+    write), each of them code shared with bulk items; under a backfill every one of those
+    acquisitions waited for a group write of a hundred items to finish. The stages keep
+    calling ``pool.acquire()`` (and ``pool.fetch`` and friends); the run's context decides
+    which pool answers. Anything else is the pool of the current context's."""
+
+    def __init__(self, bulk: asyncpg.Pool, live: asyncpg.Pool) -> None:
+        self.bulk = bulk
+        self.live = live
+
+    def _current(self) -> asyncpg.Pool:
+        return self.live if LIVE_CONNECTIONS.get() else self.bulk
+
+    def acquire(self, *, timeout: float | None = None) -> Any:
+        return self._current().acquire(timeout=timeout)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._current(), name)
+
+    async def close(self) -> None:
+        await self.live.close()
+        await self.bulk.close()
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:

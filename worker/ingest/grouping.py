@@ -12,9 +12,9 @@ and its neighbours are written; each caller gets its own item's result or except
 ``write_group`` may also return an exception in an item's place: that item fails alone
 and the rest of the group stands.
 An item submitted ``first`` (a live item's, ``worker.core.priority``) is written in a
-group of first items only, ahead of everything queued without it, and by a flush task
-of its own when every writer is busy: a backfill's writes do not stand in its way, and
-its own write is not one of a hundred.
+group of first items only, ahead of everything queued without it, by a flush task of
+its own (in the submitter's context: its kept connections, ``worker.db.pool``): a
+backfill's writes do not stand in its way, and its own write is not one of a hundred.
 Two items with the same ``key`` never share a group: the later one waits for the next.
 A group also ends at ``max_size`` (by the ``size`` of its items: one statement carries
 them all); an item bigger than that is written in a group of its own.
@@ -23,6 +23,7 @@ them all); an item bigger than that is written in a group of its own.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Hashable, Sequence
 from dataclasses import dataclass
@@ -94,15 +95,19 @@ class GroupWriter(Generic[W, R]):
         write is atomic: it commits whole or not at all). ``first``: ahead of the rest."""
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         (self._first if first else self._queue).append(_Pending(item, self._key(item), future))
-        if len(self._flushers) < self._writers:
-            self._start(self._flush())
-        elif first and not self._first_flusher:
+        if first and not self._first_flusher:
             self._first_flusher = True
-            self._start(self._flush(first_only=True))
+            self._start(self._flush(first_only=True), inherit=True)
+        elif not first and len(self._flushers) < self._writers:
+            self._start(self._flush())
         return await future
 
-    def _start(self, flush: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(flush)
+    def _start(self, flush: Coroutine[Any, Any, None], *, inherit: bool = False) -> None:
+        """A flush task; it runs in a fresh context unless ``inherit`` (the first items'
+        own: a live submitter's context, e.g. its kept connections, must not carry over
+        to the bulk groups a shared flush task writes)."""
+        context = contextvars.copy_context() if inherit else contextvars.Context()
+        task = asyncio.create_task(flush, context=context)
         self._flushers.add(task)
         task.add_done_callback(self._flushers.discard)
 

@@ -20,6 +20,7 @@ from arq.connections import ArqRedis
 
 from worker.core.priority import is_live_score
 from worker.db import backfill, ledger
+from worker.db.pool import LIVE_CONNECTIONS
 from worker.ingest.delivery import Delivery, RetryLater, is_transient, pipeline_ledger_id
 from worker.ingest.pipeline import Pipeline
 from worker.queue import keys
@@ -202,6 +203,8 @@ def _page_result(runs: list[asyncio.Task[dict[str, Any]]], handed_off: int) -> d
 
 async def _run(rt: Runtime, payload: Any, delivery: Delivery) -> dict[str, Any]:
     """One item's run, counted in flight and measured (``cos-worker status``, metrics)."""
+    if delivery.live:
+        LIVE_CONNECTIONS.set(True)  # this run's task only: its connections are kept ones
     rt.activity.in_flight += 1
     if rt.metrics.enabled:
         rt.metrics.in_flight.inc()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 from dataclasses import dataclass
+from typing import cast
 
 import asyncpg
 import structlog
@@ -16,7 +17,7 @@ from redis.asyncio import Redis
 
 from worker.core.settings import Settings
 from worker.db.migrate import Migrator
-from worker.db.pool import create_pool, worker_statements
+from worker.db.pool import RoutedPool, create_pool, worker_statements
 from worker.embedding import EmbeddingBatcher, make_provider
 from worker.embedding.budget import Budget, Limits, SharedBudget, budget_id
 from worker.ingest.pipeline import Pipeline
@@ -59,6 +60,15 @@ class Runtime:
         # Load the tokenizer now (~0.3 s), not inside the first job's event-loop turn.
         await asyncio.to_thread(get_encoding)
         pool = await create_pool(settings, database_url, prepare=worker_statements())
+        if settings.db_pool_live:
+            live = await create_pool(
+                settings,
+                database_url,
+                min_size=1,
+                max_size=settings.db_pool_live,
+                prepare=worker_statements(),
+            )
+            pool = cast(asyncpg.Pool, RoutedPool(pool, live))  # (closes both)
         provider = make_provider(settings)
         await provider.warm_up()
         budget, budget_redis = await _shared_budget(settings, services)
