@@ -122,6 +122,10 @@ async def bench_fairness(
             busy.append(await _probe(conn, redis, settings, m, phases))
             await asyncio.sleep(gap_s)
         backfill_done = await _done(conn, BACKFILL_WS)
+        # The embedder's own time for the probes' one-input requests (the stand-in computes
+        # on the cores the backfill uses; OpenAI would not make them wait for ours).
+        requests = env.server_stats()["requests"]
+        single = [r["compute_ms"] for r in requests if r.get("inputs") == 1 and "compute_ms" in r]
     finally:
         await redis.aclose()
         await pool.close()
@@ -141,6 +145,8 @@ async def bench_fairness(
         "idle_samples_ms": idle,
         "busy_samples_ms": busy,
         "busy_phases_ms": phases,  # ms from enqueue to each of the probe's events
+        # server-side ms (beyond its injected latency) of one-input requests, idle then busy
+        "single_input_server_ms": single,
     }
     r["p50_ratio"] = r["busy_p50_ms"] / r["idle_p50_ms"]
     log(
