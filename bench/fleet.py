@@ -130,7 +130,7 @@ async def bench_fairness(
         await redis.aclose()
         await pool.close()
         await conn.close()
-        stop_workers(procs)
+        worker_stats = stop_workers(procs)
         env.control(latency_ms=0)
         await env.drop_db(dsn)
     r = {
@@ -147,6 +147,9 @@ async def bench_fairness(
         "busy_phases_ms": phases,  # ms from enqueue to each of the probe's events
         # server-side ms (beyond its injected latency) of one-input requests, idle then busy
         "single_input_server_ms": single,
+        # how late the worker's loop woke a 50 ms sleeper over the whole scenario
+        "loop_lag": worker_stats[0].get("loop_lag") if worker_stats else None,
+        "gc": worker_stats[0].get("gc") if worker_stats else None,
     }
     r["p50_ratio"] = r["busy_p50_ms"] / r["idle_p50_ms"]
     log(
