@@ -271,6 +271,21 @@ def render(results: dict[str, Any], plot_name: str) -> str:
         "the exact top-10 of the same filtered query with no vector index (SQL; it agrees "
         f"with a numpy exact search to {results.get('truth_check', {}).get('sql_exact_vs_numpy_exact_overlap', 'n/a')}).",
         "",
+        "**Table**: `bench_index.chunks`, standalone, in a scratch database with the real "
+        "migrations applied (so `anon`/`authenticated`/`service_role`, `core.workspaces`, "
+        "`core.members` and the `authz` helpers are the schema's own): the columns of "
+        "`meetings.transcript_chunks` that an index or a search touches (`id uuid` primary key, "
+        "`workspace_id` with its FK to `core.workspaces`, `content` ~400 characters, "
+        "`content_hash`, `embedding_model`, `embedding vector(1536)`), the btree of "
+        "`idx_chunks_ws_model_hash` (`workspace_id, embedding_model, content_hash`), RLS "
+        "enabled with the schema's two policies for it (`service_role` all; `authenticated` "
+        "reads `workspace_id IN (SELECT authz.user_workspaces())`). One member per workspace "
+        "in `core.members`. Autovacuum off on the table; server with `shared_buffers = 2GB` "
+        "(the largest index fits), `max_wal_size = 16GB` and a `CHECKPOINT` before each build "
+        "and each insert phase. Every option starts from the same 95k-row heap; its index "
+        "and inserted rows are dropped after it (partitioned: its own table, filled by "
+        "`INSERT ... SELECT`).",
+        "",
         f"Base load (the backfill's first half): {load['rows']:,} rows by binary COPY in "
         f"{load['copy_s']} s = {load['rows_per_s']:,.0f} rows/s, heap + TOAST "
         f"{load['heap_toast_mb']:.0f} MB. **backfill rows/s** = base rows / (COPY s + build s), "
