@@ -115,8 +115,8 @@ class Limits:
     requests_per_minute: float
     tokens_per_minute: float
     period_s: float = 60.0
-    headroom: float = 0.97
-    burst_fraction: float = 0.03
+    headroom: float = 0.96
+    burst_fraction: float = 0.04
     live_reserve: float = 0.25
 
     def args(self) -> list[Any]:
