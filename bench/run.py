@@ -1117,8 +1117,9 @@ def main(argv: list[str] | None = None) -> None:
     plot_fleet(results, args.out / "fleet.png")
     md = table(results)
     if args.out == RESULTS:  # probe runs (--out elsewhere) leave the committed table alone
+        fleet = "\n![fleet](results/fleet.png)\n" if results.get("fleet") else ""
         (HERE / "RESULTS.md").write_text(
-            "# Benchmark results\n\n" + md + "\n![throughput](results/throughput.png)\n"
+            "# Benchmark results\n\n" + md + "\n![throughput](results/throughput.png)\n" + fleet
         )
     print(md)
 
