@@ -380,7 +380,7 @@ def fallback_section(fb: dict[str, Any]) -> str:
             "on the pgserver wheel's PostgreSQL 16.2 + pgvector 0.6.2, what the tests' `pg16` "
             f"subset runs. Not available there, so not run: options {skipped} (no `halfvec`, "
             "no `binary_quantize`: pgvector 0.7); variants "
-            + (", ".join(skipped_v) or "none")
+            + ("; ".join(f"*{v}*" for v in skipped_v) or "none")
             + " (no iterative scans: 0.8). Targets against this server's own seed.",
             "",
             table(rows),

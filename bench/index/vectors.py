@@ -287,6 +287,7 @@ def _normalize(x: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------------- statistics
 def _pct(a: np.ndarray) -> dict[str, float]:
+    a = a[np.isfinite(a)]  # a workspace smaller than k has fewer than k neighbours
     qs = np.percentile(a, [5, 25, 50, 75, 95])
     return {
         "p5": round(float(qs[0]), 3),
