@@ -254,7 +254,7 @@ def render(results: dict[str, Any], plot_name: str) -> str:
         "",
         f"Measured by `{m['command'].strip()}` on {m['started']} ({m['seconds'] / 60:.0f} min): "
         f"PostgreSQL {results['server']}, pgvector {results['pgvector']}, {m['cpus']} CPUs "
-        "(shared machine: single runs vary by +-20 %). Results: "
+        "(shared with other engineers' runs: the small print under a figure is its range over the runs). Results: "
         f"[`results/index/index_{m['rows']}.json`](results/index/index_{m['rows']}.json), "
         f"plot: [`results/index/{plot_name}`](results/index/{plot_name}).",
         "",
