@@ -83,16 +83,25 @@ def _p(values: list[float], q: float) -> float:
 
 
 async def bench_fairness(
-    env: Any, backfill: int, probes: int, latency_ms: float, gap_s: float = 0.25
+    env: Any,
+    backfill: int,
+    probes: int,
+    latency_ms: float,
+    gap_s: float = 0.25,
+    live_lane: bool = False,
 ) -> dict[str, Any]:
     """Live e-mails' enqueue-to-committed latency on an idle worker, then while another
-    workspace's ``backfill``-item backfill runs on the same worker (figure 8)."""
+    workspace's ``backfill``-item backfill runs on the same worker (figure 8); with
+    ``live_lane``, a live-lane worker (``cos-worker live-lane``) runs beside it."""
     from bench.run import log, start_workers, stop_workers, worker_settings
 
     dsn = await env.fresh_db()
     queue = f"bench:{uuid.uuid4().hex[:8]}"
     env.control(latency_ms=latency_ms, tpm_limit=None)
     procs = start_workers(env, worker_settings(env, dsn, queue), 1, "fairness")
+    if live_lane:
+        lane = worker_settings(env, dsn, queue, worker_lane="live")
+        procs += start_workers(env, lane, 1, "fairness-live")
     conn = await asyncpg.connect(dsn)
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
     redis = await connect(env.redis.url)
@@ -134,6 +143,7 @@ async def bench_fairness(
         env.control(latency_ms=0)
         await env.drop_db(dsn)
     r = {
+        "live_lane": live_lane,
         "backfill_items": backfill,
         "backfill_enqueue_s": enqueued_s,
         "backfill_done_after_probes": int(backfill_done),
@@ -153,7 +163,7 @@ async def bench_fairness(
     }
     r["p50_ratio"] = r["busy_p50_ms"] / r["idle_p50_ms"]
     log(
-        f"fairness: live p50 {r['idle_p50_ms']:.0f} ms idle, {r['busy_p50_ms']:.0f} ms during "
+        f"fairness{' (live lane)' if live_lane else ''}: live p50 {r['idle_p50_ms']:.0f} ms idle, {r['busy_p50_ms']:.0f} ms during "
         f"a {backfill}-item backfill (x{r['p50_ratio']:.2f}; p95 {r['busy_p95_ms']:.0f} ms); "
         f"{backfill_done} backfill items done by the last probe"
     )

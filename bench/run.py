@@ -988,6 +988,16 @@ def table(results: dict[str, Any]) -> str:
             "<= 2x idle p50",
             fa["p50_ratio"] <= 2.0,
         )
+    fl8 = results.get("fairness_lane")
+    if fl8:
+        row(
+            "8b",
+            "Figure 8 with a live-lane worker (`cos-worker live-lane`) beside the one",
+            f"p50 {fmt(fl8['busy_p50_ms'], '.0f')} ms (p95 {fmt(fl8['busy_p95_ms'], '.0f')}) vs "
+            f"{fmt(fl8['idle_p50_ms'], '.0f')} ms idle: x{fmt(fl8['p50_ratio'])}",
+            "<= 2x idle p50",
+            fl8["p50_ratio"] <= 2.0,
+        )
     so = results.get("scaleout")
     if so:
         parts = [
@@ -1045,6 +1055,12 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
             results["fairness"] = await bench_fairness(
                 env, args.backfill_items, args.fairness_probes, args.latency_ms
             )
+        if "fairness-lane" in only:
+            from bench.fleet import bench_fairness
+
+            results["fairness_lane"] = await bench_fairness(
+                env, args.backfill_items, args.fairness_probes, args.latency_ms, live_lane=True
+            )
         if "memory" in only:
             results["memory"] = await bench_memory(
                 env, args.memory_runs or args.runs, args.transcript_mb
@@ -1066,6 +1082,7 @@ def main(argv: list[str] | None = None) -> None:
             "ratelimited",
             "fleet",
             "fairness",
+            "fairness-lane",
             "memory",
             "latency",
             "scaleout",

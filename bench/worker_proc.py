@@ -21,8 +21,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from arq.worker import Worker
-
 from worker.client import redis_settings_for
 from worker.core.settings import Settings
 from worker.queue import app
@@ -123,7 +121,7 @@ async def main(settings_json: str, ready: str, stats: str, poll_delay: float) ->
     opts.update(on_startup=on_startup, on_shutdown=on_shutdown)
     # As worker.main.WorkerSettings does (the deployable worker).
     opts.setdefault("poll_delay", getattr(settings, "worker_poll_delay_s", poll_delay))
-    worker = Worker(
+    worker = app.worker_class(settings)(
         **opts,
         redis_settings=redis_settings_for(settings.redis_url or ""),
         ctx={"settings": settings},

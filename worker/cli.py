@@ -256,6 +256,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("demo", help="embedded servers + sample corpus + worker + search")
     enq = sub.add_parser("enqueue", help="enqueue payloads from a JSONL file")
     enq.add_argument("file")
+    sub.add_parser(
+        "live-lane",
+        help="a worker that takes only live items (fresh e-mail ahead of backfills; "
+        "docs/fleet.md); run beside the `arq worker.main.WorkerSettings` workers",
+    )
     st = sub.add_parser("status", help="queue depth, in flight, ledger counts")
     st.add_argument("--json", action="store_true")
     se = sub.add_parser("search", help="top chunks by cosine similarity")
@@ -285,6 +290,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = get_settings()
     configure_logging(settings)
+    if args.command == "live-lane":
+        from worker.queue.main import run_live_lane
+
+        run_live_lane(settings)  # arq's own loop and signal handling, as `arq worker...`
+        return 0
     started = time.perf_counter()
     try:
         code = asyncio.run(_run(args, settings))

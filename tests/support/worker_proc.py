@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import os
 
-from arq.worker import Worker
-
 from worker.client import redis_settings_for
 from worker.core.settings import Settings
-from worker.queue.app import worker_options
+from worker.queue.app import worker_class, worker_options
 
 
 def main() -> None:
@@ -23,7 +21,7 @@ def main() -> None:
         **worker_options(settings),
         "poll_delay": float(os.environ.get("WORKER_POLL_DELAY", "0.05")),
     }
-    worker = Worker(
+    worker = worker_class(settings)(
         **options,
         redis_settings=redis_settings_for(settings.redis_url or ""),
         ctx={"settings": settings},

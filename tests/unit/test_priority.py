@@ -74,7 +74,7 @@ def test_the_queue_score_carries_the_priority_to_the_worker() -> None:
 def test_arqs_log_line_tells_a_live_jobs_real_delay() -> None:
     record = logging.LogRecord(
         "arq.worker", logging.INFO, "", 0, HideJobArguments.START_LINE,
-        (0.05, "abc:ingest", "{'body': 'secret'}", " delayed=3600.25s"), None,
+        (0.05, "abc:ingest", "{'body': 'secret'}", f" delayed={LIVE_SCORE_LEAD_MS / 1000 + 0.25:.2f}s"), None,
     )  # fmt: skip
     HideJobArguments().filter(record)
     assert record.getMessage().endswith("(…) delayed=0.25s live")

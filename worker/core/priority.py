@@ -9,9 +9,10 @@ and nothing may sit idle while it waits. So an item is *live* or *bulk*:
 * bulk: everything else (backfills, full syncs, large media, deletions, items whose
   time is unknown).
 
-Live jobs are scored ``LIVE_SCORE_LEAD_MS`` earlier in arq's queue (a sorted set read
-lowest score first), so they are taken before any bulk job queued in the hour before
-them, while bulk jobs keep the order they came in. In the worker a live item's rows go
+Live jobs are scored ``LIVE_SCORE_LEAD_MS`` (30 days) earlier in arq's queue (a sorted
+set read lowest score first), so they are taken before any bulk job still waiting, while
+bulk jobs keep the order they came in; a live-lane process (``worker.queue.lanes``) takes
+only them. In the worker a live item's rows go
 to the embedding batcher's live lane (own requests, no linger) and take from the budget's
 live reserve (``worker.embedding.budget``). Bulk work still gets every slot and all of the
 rate the live items leave.
@@ -35,9 +36,11 @@ from worker.core.payloads import (
 
 Priority = Literal["auto", "live", "bulk"]
 
-#: How much earlier than its enqueue time a live job is scored in arq's queue. The worker
-#: knows a live job by it (``is_live_score``); arq's own log line is told the real delay.
-LIVE_SCORE_LEAD_MS = 3_600_000
+#: How much earlier than its enqueue time a live job is scored in arq's queue: 30 days, so
+#: every live job sorts before every bulk job still waiting (and the live lane,
+#: ``worker.queue.lanes``, tells them apart by score alone). The worker knows a live job
+#: by it (``is_live_score``); arq's own log line is told the real delay.
+LIVE_SCORE_LEAD_MS = 30 * 24 * 3_600_000
 
 #: Base64 characters of a raw message read for its Date header (12 KiB of headers).
 _HEADER_PREFIX_CHARS = 16_384
@@ -90,7 +93,7 @@ def is_live(
 
 
 def queue_score(enqueued_ms: int, live: bool) -> int:
-    """The job's score in arq's queue: live jobs ahead of the last hour's bulk ones."""
+    """The job's score in arq's queue: live jobs ahead of every waiting bulk one."""
     return enqueued_ms - LIVE_SCORE_LEAD_MS if live else enqueued_ms
 
 

@@ -300,6 +300,11 @@ class Settings(BaseSettings):
         description="Names this worker's arq health-check key (`arq --check` finds it); "
         "unset = the host name (one per container). Give workers sharing a host their own",
     )
+    worker_lane: Literal["all", "live"] = Field(
+        default="all",
+        description="live: this worker takes only live jobs (cos-worker live-lane; "
+        "docs/fleet.md): fresh items run in a process a backfill does not occupy",
+    )
     worker_health_check_s: float = Field(
         default=10.0,
         gt=0,

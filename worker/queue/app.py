@@ -18,6 +18,7 @@ from worker.core.allocator import set_mmap_threshold
 from worker.core.log import configure_logging
 from worker.core.settings import Settings, get_settings
 from worker.queue import backlog, fleet, jobs, keys, serialization
+from worker.queue.lanes import LiveLaneWorker
 from worker.queue.runtime import Runtime
 from worker.servers.services import Services
 
@@ -49,29 +50,36 @@ async def shutdown(ctx: dict[str, Any]) -> None:
         await runtime.close()
 
 
+def _cron_jobs(settings: Settings) -> list[Any]:
+    """The nightly maintenance and the reconciler (not on the live lane)."""
+    return [
+        cron(
+            jobs.maintenance,
+            hour={settings.maintenance_hour},
+            minute={settings.maintenance_minute},
+            run_at_startup=False,
+            unique=True,
+            timeout=24 * 3600,
+        ),
+        # Redis is the transport, the ledger the record: re-enqueue what Redis lost.
+        cron(
+            jobs.reconcile,
+            name=keys.RECONCILE,
+            minute=set(range(0, 60, settings.reconcile_every_minutes)),
+            run_at_startup=False,
+            unique=True,
+            timeout=600,
+        ),
+    ]
+
+
 def worker_options(settings: Settings) -> dict[str, Any]:
     """Everything arq needs except redis settings; shared by WorkerSettings and tests."""
+    live_lane = settings.worker_lane == "live"
+    name = fleet.worker_name(settings.worker_name) + (":live" if live_lane else "")
     return {
         "functions": [jobs.ingest, jobs.ingest_page, jobs.embed_pending],
-        "cron_jobs": [
-            cron(
-                jobs.maintenance,
-                hour={settings.maintenance_hour},
-                minute={settings.maintenance_minute},
-                run_at_startup=False,
-                unique=True,
-                timeout=24 * 3600,
-            ),
-            # Redis is the transport, the ledger the record: re-enqueue what Redis lost.
-            cron(
-                jobs.reconcile,
-                name=keys.RECONCILE,
-                minute=set(range(0, 60, settings.reconcile_every_minutes)),
-                run_at_startup=False,
-                unique=True,
-                timeout=600,
-            ),
-        ],
+        "cron_jobs": [] if live_lane else _cron_jobs(settings),
         "on_startup": startup,
         "on_shutdown": shutdown,
         "queue_name": settings.queue_name,
@@ -84,12 +92,15 @@ def worker_options(settings: Settings) -> dict[str, Any]:
         "keep_result": 3600,
         # One key per worker (arq's default is one per queue): cos-worker status counts them.
         "health_check_interval": settings.worker_health_check_s,
-        "health_check_key": fleet.health_check_key(
-            settings.queue_name, fleet.worker_name(settings.worker_name)
-        ),
+        "health_check_key": fleet.health_check_key(settings.queue_name, name),
         "job_serializer": serialization.dumps,
         "job_deserializer": serialization.loads,
     }
+
+
+def worker_class(settings: Settings) -> type[Worker]:
+    """arq's Worker, or the live lane's (``WORKER_LANE=live``: ``worker.queue.lanes``)."""
+    return LiveLaneWorker if settings.worker_lane == "live" else Worker
 
 
 async def run_bursts(

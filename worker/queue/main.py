@@ -12,7 +12,7 @@ from typing import ClassVar
 from arq.connections import RedisSettings
 
 from worker.core.settings import Settings, get_settings
-from worker.queue.app import worker_options
+from worker.queue.app import worker_class, worker_options
 from worker.queue.client import redis_settings_for
 from worker.servers.services import Services
 
@@ -35,3 +35,10 @@ class WorkerSettings:
 
 for _name, _value in worker_options(_settings).items():
     setattr(WorkerSettings, _name, _value)
+
+
+def run_live_lane(settings: Settings) -> None:
+    """``cos-worker live-lane``: a worker taking only live jobs (``worker.queue.lanes``)."""
+    lane = settings.model_copy(update={"worker_lane": "live"})
+    worker = worker_class(lane)(**worker_options(lane), redis_settings=_resolve_redis(lane))
+    worker.run()
