@@ -228,3 +228,30 @@ async def test_a_fresh_email_goes_ahead_of_another_workspaces_backfill(
     assert "cos_worker_embedding_tokens_total" in text
     assert 'cos_worker_embedding_requests_total{outcome="ok"}' in text
     assert "cos_worker_embedding_batch_inputs_bucket" in text
+
+
+async def test_the_live_lane_takes_live_items_only(
+    fresh_db, own_redis, api, workers_factory
+) -> None:
+    api.reset()
+    queue = f"fleet:{uuid.uuid4().hex[:8]}"
+    env = worker_env(fresh_db, own_redis.url, api, queue, worker_lane="live")
+    workers = workers_factory(env)
+    ws = await new_workspace(fresh_db)
+    old = _items(ws, 5, "lane-old", words=40)  # sent 2026-11-01: bulk
+    fresh = _items(ws, 3, "lane-new", words=40, sent_at=datetime.now(UTC).isoformat())
+    async with Driver(fresh_db, own_redis.url, queue) as d:
+        workers.start(1)
+        await client.enqueue_many(d.redis, old, db=d.pool, settings=d.settings)  # one page
+        for item in fresh:  # a page is live only if all its items are: these go one by one
+            await client.enqueue(d.redis, item, db=d.pool, settings=d.settings)
+        sql = "SELECT count(*) FROM ops.ingestion_jobs WHERE status = 'done'"
+        deadline = time.monotonic() + 60
+        while await d.pool.fetchval(sql) < len(fresh):
+            assert time.monotonic() < deadline, "the live lane did not take the live items"
+            workers.check()
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(2.0)  # long enough for it to take a bulk job, had it wanted to
+        counts = await ledger_counts(fresh_db)
+        assert counts == {"done": len(fresh), "queued": len(old)}, counts
+        assert await d.redis.zcard(queue) == 1  # the bulk items' page job, still waiting
