@@ -96,11 +96,8 @@ class Settings(BaseSettings):
         default=0.96,
         gt=0,
         le=1,
-        description="Steady-state share of the limits the budget spends; with "
-        "EMBED_RATE_BURST_FRACTION at most 1, a strict sliding minute is never exceeded "
-        "(0.95 + 0.05 measured 95.2 % of the limit for one worker, at the 95 % target's "
-        "edge; 0.96 + 0.04 keeps bulk requests at 3 % of the TPM, 300k tokens at 10M: "
-        "bench/NOTES.md)",
+        description="Steady-state share of the limits spent; with EMBED_RATE_BURST_FRACTION "
+        "at most 1, a strict sliding minute is never exceeded (bench/NOTES.md, the fleet)",
     )
     embed_rate_burst_fraction: float = Field(
         default=0.04,
@@ -301,9 +298,7 @@ class Settings(BaseSettings):
         "unset = the host name (one per container). Give workers sharing a host their own",
     )
     worker_lane: Literal["all", "live"] = Field(
-        default="all",
-        description="live: this worker takes only live jobs (cos-worker live-lane; "
-        "docs/fleet.md): fresh items run in a process a backfill does not occupy",
+        default="all", description="live: take only live jobs (cos-worker live-lane)"
     )
     worker_health_check_s: float = Field(
         default=10.0,
