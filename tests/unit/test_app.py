@@ -41,3 +41,15 @@ def test_arq_formats_job_arguments_without_walking_the_payload() -> None:
     assert isinstance(args[0], serialization.QuietPayload) and args[0] == {"body": body}
     # A handed-off retry re-enqueues the same payload: it serializes as the plain object.
     assert serialization.dumps(args[0]) == serialization.dumps({"body": body})
+
+
+def test_the_live_lane_has_its_own_health_key_and_no_cron() -> None:
+    from worker.queue.app import worker_class
+    from worker.queue.lanes import LiveLaneWorker
+
+    lane = Settings(worker_lane="live", worker_name="box")
+    options = worker_options(lane)
+    assert options["health_check_key"].endswith(":box:live")
+    assert options["cron_jobs"] == []
+    assert worker_class(lane) is LiveLaneWorker
+    assert worker_options(Settings(worker_name="box"))["health_check_key"].endswith(":box")

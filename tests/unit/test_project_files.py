@@ -52,7 +52,11 @@ def test_compose_stack() -> None:
     assert worker["command"] == ["arq", "worker.main.WorkerSettings"]
     assert worker["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
     assert worker["depends_on"]["redis"]["condition"] == "service_healthy"
-    for name in ("migrate", "worker"):
+    lane = svc["live-lane"]
+    assert lane["command"] == ["cos-worker", "live-lane"]
+    assert lane["environment"]["WORKER_LANE"] == "live"  # `arq --check` finds its key
+    assert lane["healthcheck"]["test"] == worker["healthcheck"]["test"]
+    for name in ("migrate", "worker", "live-lane"):
         env = svc[name]["environment"]
         assert (
             env["DATABASE_URL"].startswith("postgresql://") and "@postgres:" in env["DATABASE_URL"]
