@@ -27,6 +27,7 @@ LIMITS = Limits(
     period_s=2.0,
     headroom=0.95,
     burst_fraction=0.05,
+    live_reserve=0.25,
 )
 
 

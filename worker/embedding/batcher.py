@@ -35,7 +35,7 @@ from worker.embedding.base import (
     EmbeddingProvider,
     EmbeddingResult,
 )
-from worker.embedding.budget import Budget, LocalBudget
+from worker.embedding.budget import Budget, Limits, LocalBudget
 from worker.embedding.linger import BacklogProbe, Linger
 from worker.embedding.packing import Batch, Caller, PendingRows
 from worker.embedding.ratelimit import RateLimiter
@@ -82,14 +82,7 @@ class EmbeddingBatcher:
         self.dimensions = settings.embedding_dimensions
         self._rate_limited = bool(getattr(provider, "rate_limited", True))
         self.budget: Budget = budget or LocalBudget(
-            limiter
-            or RateLimiter(
-                settings.embed_requests_per_minute,
-                settings.embed_tokens_per_minute,
-                period_s=settings.embed_rate_period_s,
-                headroom=settings.embed_rate_headroom,
-                burst_fraction=settings.embed_rate_burst_fraction,
-            )
+            limiter or Limits.from_settings(settings).local(share=1)
         )
         self.max_inputs = settings.embed_batch_max_inputs
         self.max_tokens = settings.embed_batch_max_tokens

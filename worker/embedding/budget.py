@@ -47,6 +47,7 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from worker.core.settings import Settings
 from worker.embedding.ratelimit import RateLimiter, RateLimitInfo
 
 log = structlog.get_logger(__name__)
@@ -114,10 +115,22 @@ class Limits:
 
     requests_per_minute: float
     tokens_per_minute: float
-    period_s: float = 60.0
-    headroom: float = 0.96
-    burst_fraction: float = 0.04
-    live_reserve: float = 0.25
+    period_s: float
+    headroom: float
+    burst_fraction: float
+    live_reserve: float
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Limits:
+        """The limits and shape ``EMBED_*`` configure (every worker is told the account's)."""
+        return cls(
+            requests_per_minute=settings.embed_requests_per_minute,
+            tokens_per_minute=settings.embed_tokens_per_minute,
+            period_s=settings.embed_rate_period_s,
+            headroom=settings.embed_rate_headroom,
+            burst_fraction=settings.embed_rate_burst_fraction,
+            live_reserve=settings.embed_live_reserve,
+        )
 
     def args(self) -> list[Any]:
         return [
@@ -266,3 +279,7 @@ class SharedBudget:
         done = await self._call("penalize", *self.limits.args(), retry_after_s * 1000.0)
         if done is None and self._fallback is not None:
             await self._fallback.penalize(retry_after_s)
+
+    async def aclose(self) -> None:
+        """Close the Redis client the budget was given (it is the budget's own)."""
+        await self._redis.aclose()

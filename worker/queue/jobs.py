@@ -206,8 +206,6 @@ async def _run(rt: Runtime, payload: Any, delivery: Delivery) -> dict[str, Any]:
     if delivery.live:
         LIVE_CONNECTIONS.set(True)  # this run's task only: its connections are kept ones
     rt.activity.in_flight += 1
-    if rt.metrics.enabled:
-        rt.metrics.in_flight.inc()
     outcome = "error"
     try:
         result = await _run_pipeline(rt.pipeline, payload, delivery)
@@ -219,7 +217,6 @@ async def _run(rt: Runtime, payload: Any, delivery: Delivery) -> dict[str, Any]:
     finally:
         rt.activity.in_flight -= 1
         if rt.metrics.enabled:
-            rt.metrics.in_flight.dec()
             since = delivery.enqueue_time_ms
             latency = time.time() - since / 1000 if since else None
             rt.metrics.item(outcome, latency, delivery.live)

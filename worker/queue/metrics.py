@@ -8,6 +8,7 @@ and a sample dashboard are in docs/metrics.md.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -25,7 +26,15 @@ BATCH_BUCKETS = (1, 4, 16, 64, 128, 256, 512, 1024, 2048)
 class Metrics:
     """Counters and histograms of one worker; every method is a no-op while disabled."""
 
-    def __init__(self, settings: Settings, worker: str) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        worker: str,
+        *,
+        in_flight: Callable[[], float] = lambda: 0,
+        degraded: Callable[[], float] = lambda: 0,
+    ) -> None:
+        """``in_flight`` and ``degraded`` are read at each scrape (the worker keeps them)."""
         self.enabled = settings.metrics_port is not None
         self.port: int | None = None
         self._server: Any = None
@@ -57,14 +66,14 @@ class Metrics:
             "cos_worker_embedding_batch_inputs", "Inputs per successful request",
             buckets=BATCH_BUCKETS, registry=registry,
         )  # fmt: skip
-        self.in_flight = Gauge(
+        Gauge(
             "cos_worker_items_in_flight", "Item runs in progress", registry=registry
-        )
-        self.budget_degraded = Gauge(
+        ).set_function(in_flight)
+        Gauge(
             "cos_worker_budget_degraded",
             "1 while Redis is unreachable and the worker spends its local share",
             registry=registry,
-        )
+        ).set_function(degraded)
         Gauge("cos_worker_info", "This worker", ["worker"], registry=registry).labels(**labels).set(
             1
         )

@@ -19,7 +19,7 @@ from worker.core.settings import Settings
 from worker.db.migrate import Migrator
 from worker.db.pool import RoutedPool, create_pool, worker_statements
 from worker.embedding import EmbeddingBatcher, make_provider
-from worker.embedding.budget import Budget, Limits, SharedBudget, budget_id
+from worker.embedding.budget import Limits, SharedBudget, budget_id
 from worker.ingest.pipeline import Pipeline
 from worker.queue import keys
 from worker.queue.admission import Admission
@@ -48,7 +48,7 @@ class Runtime:
     activity: Activity
     metrics: Metrics
     admission: Admission
-    budget_redis: Redis | None = None
+    shared_budget: SharedBudget | None = None  # None: the batcher paces this process alone
 
     @classmethod
     async def open(cls, settings: Settings, services: Services | None = None) -> Runtime:
@@ -71,10 +71,15 @@ class Runtime:
             pool = cast(asyncpg.Pool, RoutedPool(pool, live))  # (closes both)
         provider = make_provider(settings)
         await provider.warm_up()
-        budget, budget_redis = await _shared_budget(settings, services)
-        batcher = EmbeddingBatcher(provider, settings, budget=budget)
+        shared = await _shared_budget(settings, services)
+        batcher = EmbeddingBatcher(provider, settings, budget=shared)
         activity = Activity(window_s=settings.embed_rate_period_s)
-        metrics = Metrics(settings, worker_id())
+        metrics = Metrics(
+            settings,
+            worker_id(),
+            in_flight=lambda: activity.in_flight,
+            degraded=lambda: float(shared is not None and shared.degraded),
+        )
         batcher.observers += [activity.observe, metrics.request]
         await batcher.start()
         model = settings.effective_model
@@ -99,13 +104,12 @@ class Runtime:
             activity,
             metrics,
             Admission(settings.page_items_in_flight),
-            budget_redis,
+            shared,
         )
 
     def report(self) -> dict[str, object]:
         """This worker's fleet record (``worker.queue.fleet``, ``cos-worker status``)."""
-        budget = self.batcher.budget
-        shared = budget if isinstance(budget, SharedBudget) else None
+        shared = self.shared_budget
         return {
             "name": worker_name(self.settings.worker_name),
             "pid": os.getpid(),
@@ -125,8 +129,8 @@ class Runtime:
         await self.handoffs.drain(self.settings.handoff_drain_s)
         await self.pipeline.aclose()
         await self.batcher.aclose()
-        if self.budget_redis is not None:
-            await self.budget_redis.aclose()
+        if self.shared_budget is not None:
+            await self.shared_budget.aclose()
         self.metrics.close()
         await self.pool.close()
         log.info(
@@ -137,13 +141,11 @@ class Runtime:
         )
 
 
-async def _shared_budget(
-    settings: Settings, services: Services
-) -> tuple[Budget | None, Redis | None]:
+async def _shared_budget(settings: Settings, services: Services) -> SharedBudget | None:
     """The fleet's budget in Redis for a rate-limited provider (None: the batcher paces
     this process alone: the local provider, or ``EMBED_BUDGET_SHARED=false``)."""
     if settings.provider != "openai" or not settings.embed_budget_shared:
-        return None, None
+        return None
     url = await services.ensure_redis()
     timeout = settings.embed_budget_timeout_s
     redis = Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
@@ -151,14 +153,7 @@ async def _shared_budget(
     name = settings.embed_budget_id or budget_id(
         settings.openai_base_url or "", key, settings.embedding_model
     )
-    limits = Limits(
-        requests_per_minute=settings.embed_requests_per_minute,
-        tokens_per_minute=settings.embed_tokens_per_minute,
-        period_s=settings.embed_rate_period_s,
-        headroom=settings.embed_rate_headroom,
-        burst_fraction=settings.embed_rate_burst_fraction,
-        live_reserve=settings.embed_live_reserve,
-    )
+    limits = Limits.from_settings(settings)
     budget = SharedBudget(redis, keys.BUDGET_PREFIX + name, worker_id(), limits, timeout_s=timeout)
     log.info("embedding.budget_shared", budget=name, tokens_per_minute=limits.tokens_per_minute)
-    return budget, redis
+    return budget
