@@ -26,6 +26,7 @@ from worker.core.log import configure_logging
 from worker.core.payloads import PayloadError
 from worker.core.settings import Settings, get_settings
 from worker.db.migrate import MigrationError, Migrator
+from worker.db.search import KINDS, MODES
 from worker.servers.services import Services
 
 console = Console(soft_wrap=True)
@@ -170,23 +171,50 @@ async def _status(settings: Settings, services: Services, args: argparse.Namespa
 
 async def _search(settings: Settings, services: Services, args: argparse.Namespace) -> int:
     from worker.db.pool import create_pool
-    from worker.db.search import describe_place, search, snippet
+    from worker.db.search import Filters, describe_place, search, snippet
 
+    filters = Filters(
+        kinds=args.kind,
+        sources=args.source,
+        since=args.since,
+        until=args.until,
+        contact_id=args.contact,
+    )
     pool = await create_pool(settings, await services.ensure_database(), min_size=1, max_size=1)
     try:
-        hits = await search(settings, pool, UUID(args.workspace), args.text, args.limit)
+        hits = await search(
+            settings,
+            pool,
+            args.workspace,
+            args.text,
+            args.limit,
+            mode=args.mode,
+            filters=filters,
+        )
     finally:
         await pool.close()
+    if args.json:
+        print(json.dumps(hits, default=str))
+        return 0
     for hit in hits:
         when = f" {hit['start_ms']}-{hit['end_ms']}ms" if hit.get("start_ms") is not None else ""
         who = f" {hit['speaker']}" if hit.get("speaker") else ""
         where = describe_place(hit)
+        rank = f"{hit['distance']:.3f}" if hit.get("distance") is not None else "text"
         console.print(
-            f"{hit['distance']:.3f} ({hit['kind']}{who}{when}{where}) "
-            f"{snippet(hit['content'], args.text, 300)}",
+            f"{rank} ({hit['kind']}{who}{when}{where}) {snippet(hit['content'], args.text, 300)}",
             markup=False,
         )
     return 0
+
+
+def _timestamp(value: str) -> datetime:
+    """An ISO 8601 time for --since/--until; a date alone is midnight UTC."""
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 date or time: {value!r}") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 async def _maintenance(settings: Settings, services: Services, args: argparse.Namespace) -> int:
@@ -263,10 +291,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     st = sub.add_parser("status", help="queue depth, in flight, ledger counts")
     st.add_argument("--json", action="store_true")
-    se = sub.add_parser("search", help="top chunks by cosine similarity")
+    se = sub.add_parser(
+        "search", help="top chunks: vector, full text or both (public.search_memory)"
+    )
     se.add_argument("text")
-    se.add_argument("--workspace", required=True)
-    se.add_argument("--limit", type=int, default=5)
+    se.add_argument("--workspace", required=True, type=UUID)
+    se.add_argument("--limit", type=int, default=5, help="1-100")
+    se.add_argument("--mode", choices=MODES, default="hybrid")
+    se.add_argument("--kind", action="append", choices=KINDS, help="repeatable")
+    se.add_argument("--source", action="append", help="connector source; repeatable")
+    se.add_argument("--since", type=_timestamp, help="ISO 8601, inclusive")
+    se.add_argument("--until", type=_timestamp, help="ISO 8601, exclusive")
+    se.add_argument("--contact", type=UUID, help="a contact who took part")
+    se.add_argument("--json", action="store_true")
     mt = sub.add_parser("maintenance", help="ANALYZE / REINDEX / slow-query report now")
     mt.add_argument("--dry-run", action="store_true")
     mt.add_argument("--json", action="store_true")

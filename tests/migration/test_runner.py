@@ -17,6 +17,7 @@ from worker.db.migrate import MigrationError, Migrator, discover
 from worker.servers.embedded import EmbeddedPostgres
 
 MIGRATIONS = REPO_ROOT / "migrations"
+VERSIONS = ["001", "002", "003", "004", "005", "006"]
 CATALOG = """
 SELECT n.nspname || '.' || c.relname || ':' || c.relkind::text AS obj
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -45,19 +46,19 @@ def _psql(pg: EmbeddedPostgres, dsn: str, path: Path) -> None:
 
 async def test_discover_finds_versions_and_rollbacks() -> None:
     files = discover(MIGRATIONS)
-    assert [f.version for f in files] == ["001", "002", "003", "004", "005"]
+    assert [f.version for f in files] == VERSIONS
     assert all(f.down_path is not None for f in files)
 
 
 async def test_up_twice_changes_nothing(new_database) -> None:
     dsn = new_database()
     migrator = Migrator(dsn)
-    assert await migrator.up() == ["001", "002", "003", "004", "005"]
+    assert await migrator.up() == VERSIONS
     before = await _fetch(dsn, CATALOG)
     assert await migrator.up() == []
     assert await _fetch(dsn, CATALOG) == before
     rows = await _fetch(dsn, "SELECT version, checksum FROM public.schema_migrations ORDER BY 1")
-    assert [r["version"] for r in rows] == ["001", "002", "003", "004", "005"]
+    assert [r["version"] for r in rows] == VERSIONS
     assert all(r["checksum"] for r in rows)
     assert {s.state for s in await migrator.status()} == {"applied"}
 
@@ -74,6 +75,7 @@ async def test_psql_twice_then_runner_adopts(pg: EmbeddedPostgres, new_database)
         ("003", None),
         ("004", None),
         ("005", None),
+        ("006", None),
     ]
     before = await _fetch(dsn, CATALOG)
     assert await Migrator(dsn).up() == []
@@ -86,9 +88,9 @@ async def test_racing_migrators_apply_each_file_once(new_database) -> None:
     dsn = new_database()
     results = await asyncio.gather(*(Migrator(dsn).up() for _ in range(4)))
     applied = [v for r in results for v in r]
-    assert sorted(applied) == ["001", "002", "003", "004", "005"]
+    assert sorted(applied) == VERSIONS
     rows = await _fetch(dsn, "SELECT count(*) AS n FROM public.schema_migrations")
-    assert rows[0]["n"] == 5
+    assert rows[0]["n"] == len(VERSIONS)
 
 
 async def test_checksum_drift_is_a_clear_error(new_database, tmp_path: Path) -> None:
@@ -107,6 +109,7 @@ async def test_checksum_drift_is_a_clear_error(new_database, tmp_path: Path) -> 
         "003": "applied",
         "004": "applied",
         "005": "applied",
+        "006": "applied",
     }
 
 
@@ -115,13 +118,13 @@ async def test_down_and_up_again(new_database) -> None:
     migrator = Migrator(dsn)
     await migrator.up()
     before = await _fetch(dsn, CATALOG)
-    assert await migrator.down("001") == ["005", "004", "003", "002"]
+    assert await migrator.down("001") == ["006", "005", "004", "003", "002"]
     policies = await _fetch(dsn, "SELECT count(*) AS n FROM pg_policies")
     assert policies[0]["n"] == 0
     assert await migrator.down("0") == ["001"]
     left = await _fetch(dsn, CATALOG)
     assert left == []
-    assert await migrator.up() == ["001", "002", "003", "004", "005"]
+    assert await migrator.up() == VERSIONS
     assert await _fetch(dsn, CATALOG) == before
 
 
@@ -137,7 +140,7 @@ async def test_failed_file_rolls_back_and_reports(new_database, tmp_path: Path) 
     rows = await _fetch(dsn, "SELECT to_regclass('core.half_done') IS NULL AS gone")
     assert rows[0]["gone"]
     versions = await _fetch(dsn, "SELECT version FROM public.schema_migrations ORDER BY 1")
-    assert [r["version"] for r in versions] == ["001", "002", "003", "004", "005"]
+    assert [r["version"] for r in versions] == VERSIONS
 
 
 def test_cli_exits_nonzero_on_drift(pg: EmbeddedPostgres, new_database, tmp_path: Path) -> None:
@@ -175,7 +178,7 @@ async def test_an_owner_that_is_not_a_superuser_migrates(pg: EmbeddedPostgres) -
     run_sql(pg.dsn(db), "CREATE EXTENSION vector")
     try:
         migrator = Migrator(pg.dsn(db, user=role))
-        assert await migrator.up() == ["001", "002", "003", "004", "005"]
+        assert await migrator.up() == VERSIONS
         assert await migrator.up() == []
         rows = await _fetch(pg.dsn(db), "SELECT extname FROM pg_extension ORDER BY 1")
         assert "pg_stat_statements" not in {r["extname"] for r in rows}

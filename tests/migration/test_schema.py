@@ -97,6 +97,7 @@ HNSW = {
     "idx_media_chunks_embedding": ("media", "media_chunks"),
     "idx_insights_embedding": ("intel", "insights"),
 }
+QUANTIZED = {"idx_comms_embedding", "idx_chunks_embedding", "idx_media_chunks_embedding"}
 
 
 def apply(pg, dsn: str, *files: Path) -> None:
@@ -215,7 +216,10 @@ async def test_q6_indexes(conn):
     for name, (schema, table) in HNSW.items():
         r = by_name[name]
         assert (r["schemaname"], r["tablename"]) == (schema, table)
-        assert "USING hnsw (embedding vector_cosine_ops)" in r["indexdef"]
+        if name in QUANTIZED:  # 006: binary-quantized (pgvector >= 0.7; this server: 0.8)
+            assert "((binary_quantize(embedding))::bit(1536)) bit_hamming_ops" in r["indexdef"]
+        else:
+            assert "USING hnsw (embedding vector_cosine_ops)" in r["indexdef"]
         assert "m='16'" in r["indexdef"] and "ef_construction='64'" in r["indexdef"]
     assert sum("USING hnsw" in r["indexdef"] for r in rows) == 5
     assert "ivfflat" not in " ".join(r["indexdef"] for r in rows)
@@ -236,6 +240,7 @@ async def test_q7_migration_tracking(conn):
         ("003", "003_helpers_out_of_auth"),
         ("004", "004_document_chunks"),
         ("005", "005_sync_seen"),
+        ("006", "006_vector_search"),
     ]
 
 
@@ -243,7 +248,7 @@ async def test_runner_applies_every_file(migrated_dsn):
     c = await asyncpg.connect(migrated_dsn)
     try:
         rows = await c.fetch("SELECT version, checksum FROM public.schema_migrations ORDER BY 1")
-        assert [r["version"] for r in rows] == ["001", "002", "003", "004", "005"]
+        assert [r["version"] for r in rows] == ["001", "002", "003", "004", "005", "006"]
         assert await c.fetchval("SELECT count(*) FROM pg_policies") >= 120
     finally:
         await c.close()
@@ -775,6 +780,7 @@ async def test_applying_twice_changes_nothing(pg, new_database):
     apply(pg, dsn, *UP)
     once = await snapshot(dsn)
     apply(pg, dsn, UP[0], UP[0], UP[1], UP[1], UP[2], UP[0], UP[2], UP[3], UP[3], UP[4], UP[4])
+    apply(pg, dsn, UP[5], UP[5])
     assert await snapshot(dsn) == once
     assert len(once["policies"]) >= 120
     assert len(once["indexes"]) >= 80
@@ -784,30 +790,42 @@ async def test_up_down_up_round_trip(pg, new_database):
     dsn = new_database()
     apply(pg, dsn, *UP)
     before = await snapshot(dsn)
+    assert await search_function(dsn)
 
-    apply(pg, dsn, DOWN[0])  # 005: the full-sync table
+    apply(pg, dsn, DOWN[0])  # 006: the seed's vector indexes come back, the function goes
+    after_006_down = await snapshot(dsn)
+    assert [r[0] for r in after_006_down["migrations"]] == ["001", "002", "003", "004", "005"]
+    seed_defs = {r[2]: r[3] for r in after_006_down["indexes"] if r[2] in HNSW}
+    assert len(seed_defs) == 5
+    assert all("USING hnsw (embedding vector_cosine_ops)" in d for d in seed_defs.values())
+    assert not await search_function(dsn)
+    apply(pg, dsn, UP[5])
+    assert await snapshot(dsn) == before
+    apply(pg, dsn, DOWN[0])
+
+    apply(pg, dsn, DOWN[1])  # 005: the full-sync table
     after_005_down = await snapshot(dsn)
     assert [r[0] for r in after_005_down["migrations"]] == ["001", "002", "003", "004"]
     assert ("ops", "sync_seen") not in {r[:2] for r in after_005_down["relations"]}
     assert not any("sync_seen" in str(r) for r in after_005_down["policies"])
     apply(pg, dsn, UP[4])
-    assert await snapshot(dsn) == before
-    apply(pg, dsn, DOWN[0])
+    assert await snapshot(dsn) == after_006_down
+    apply(pg, dsn, DOWN[1])
 
-    apply(pg, dsn, DOWN[1])  # 004: the chunk position column
+    apply(pg, dsn, DOWN[2])  # 004: the chunk position column
     after_004_down = await snapshot(dsn)
     assert [r[0] for r in after_004_down["migrations"]] == ["001", "002", "003"]
     assert ("media", "media_chunks", "metadata") not in {c[:3] for c in after_004_down["columns"]}
     apply(pg, dsn, UP[3])
     assert await snapshot(dsn) == after_005_down
-    apply(pg, dsn, DOWN[1])
+    apply(pg, dsn, DOWN[2])
 
-    apply(pg, dsn, DOWN[2])  # 003: only its row (002 creates the same layout now)
+    apply(pg, dsn, DOWN[3])  # 003: only its row (002 creates the same layout now)
     after_003_down = await snapshot(dsn)
     assert [r[0] for r in after_003_down["migrations"]] == ["001", "002"]
     assert after_003_down["policies"] == after_005_down["policies"]
 
-    apply(pg, dsn, DOWN[3])
+    apply(pg, dsn, DOWN[4])
     after_002_down = await snapshot(dsn)
     assert after_002_down["policies"] == []
     assert not any(r[3] == "True" for r in after_002_down["relations"])  # RLS off
@@ -816,7 +834,7 @@ async def test_up_down_up_round_trip(pg, new_database):
     assert {r[0] for r in after_002_down["schemas"]} == {*SCHEMAS, "auth"}
     assert [r[0] for r in after_002_down["migrations"]] == ["001"]
 
-    apply(pg, dsn, DOWN[4])
+    apply(pg, dsn, DOWN[5])
     gone = await snapshot(dsn)
     assert {r[0] for r in gone["schemas"]} == {"auth"}
     assert gone["migrations"] == []
@@ -826,6 +844,17 @@ async def test_up_down_up_round_trip(pg, new_database):
     apply(pg, dsn, *UP)
     assert await snapshot(dsn) == before
 
-    # and once more through 002 to 005 only
-    apply(pg, dsn, DOWN[0], DOWN[1], DOWN[2], DOWN[3], UP[1], UP[2], UP[3], UP[4])
+    # and once more through 002 to 006 only
+    apply(pg, dsn, *DOWN[:5], *UP[1:])
     assert await snapshot(dsn) == before
+
+
+async def search_function(dsn: str) -> bool:
+    """Whether public.search_memory exists (``public`` is outside the snapshot)."""
+    c = await asyncpg.connect(dsn)
+    try:
+        n = await c.fetchval("SELECT count(*) FROM pg_proc WHERE proname = 'search_memory'")
+        return bool(n)
+    finally:
+        await c.close()
+

@@ -27,6 +27,7 @@ from worker.db.migrate import Migrator
 
 MIGRATIONS = REPO_ROOT / "migrations"
 UP = sorted(MIGRATIONS.glob("0*.sql"))
+VERSIONS = ["001", "002", "003", "004", "005", "006"]
 
 AUTH_STATE = """
 SELECT n.nspname, pg_get_userbyid(n.nspowner) AS owner, n.nspacl::text AS acl,
@@ -107,11 +108,11 @@ async def test_the_runner_migrates_twice_rolls_back_and_migrates_again(
 ) -> None:
     auth_before = run_sql(project.admin_dsn, AUTH_STATE, fetch=True)
     migrator = Migrator(project.dsn())
-    assert await migrator.up() == ["001", "002", "003", "004", "005"]
+    assert await migrator.up() == VERSIONS
     assert await migrator.up() == []
     assert run_sql(project.admin_dsn, AUTH_STATE, fetch=True) == auth_before  # untouched
-    assert await migrator.down("0") == ["005", "004", "003", "002", "001"]
-    assert await migrator.up() == ["001", "002", "003", "004", "005"]
+    assert await migrator.down("0") == VERSIONS[::-1]
+    assert await migrator.up() == VERSIONS
     assert {s.state for s in await migrator.status()} == {"applied"}
     assert run_sql(project.admin_dsn, AUTH_STATE, fetch=True) == auth_before
 
@@ -139,10 +140,21 @@ async def test_tenancy_holds_for_authenticated_users(project: SupabaseShaped) ->
                     "SELECT workspace_id FROM core.contacts"
                 )
                 assert {r[0] for r in seen} == {mine}, who
+        # 006's search_memory runs under the caller's RLS, with `vector` in `extensions`
+        search = "SELECT kind FROM public.search_memory($1, NULL, 'quarterly numbers')"
+        for who, mine, theirs in [("owner", W1, W2), ("outsider", W2, W1)]:
+            async with conn.transaction():
+                await become(conn, who)
+                assert [r["kind"] for r in await conn.fetch(search, mine)] == ["communication"]
+                assert await conn.fetch(search, theirs) == [], who
         async with conn.transaction():
             await become(conn, "anon")
             with pytest.raises(asyncpg.InsufficientPrivilegeError):
                 await conn.fetch("SELECT * FROM comms.communications")
+        async with conn.transaction():
+            await become(conn, "anon")
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.fetch(search, W1)
         async with conn.transaction():
             await become(conn, "owner")
             with pytest.raises(asyncpg.InsufficientPrivilegeError):

@@ -165,7 +165,7 @@ class Queries:
     reuse_chunk_embeddings_staged: str
     reuse_comm_embedding: str
     reuse_comm_embeddings: str
-    search_chunks: str
+    search_memory: str
     seed_insight: str
     seed_workspace: str
     set_contact_embedding: str

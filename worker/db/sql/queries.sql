@@ -301,32 +301,13 @@ LIMIT $3;
 UPDATE intel.insights SET embedding = $3, embedding_model = $2, embedded_at = now()
 WHERE id = $1;
 
--- name: search_chunks
--- Top chunks across the three chunked sources by cosine distance, for `cos-worker search`.
--- A media chunk says where it is in its document (position) and, for an attachment, the
--- message it came with (came_with: that message's subject, else its external id).
-(SELECT 'transcript' AS kind, c.content, c.speaker, c.start_ms, c.end_ms,
-        NULL::jsonb AS position, NULL::text AS came_with, c.embedding <=> $2 AS distance
- FROM meetings.transcript_chunks c WHERE c.workspace_id = $1
- ORDER BY c.embedding <=> $2 LIMIT $3)
-UNION ALL
-(SELECT 'media', c.content, NULL, c.start_ms, c.end_ms, c.metadata -> 'position',
-        (SELECT coalesce(m.subject, m.external_id)
-         FROM media.asset_links l
-         JOIN comms.communications m
-           ON m.workspace_id = l.workspace_id AND m.id = l.communication_id
-         WHERE l.workspace_id = c.workspace_id AND l.asset_id = c.asset_id
-         ORDER BY m.sent_at NULLS LAST, m.id LIMIT 1),
-        c.embedding <=> $2
- FROM media.media_chunks c WHERE c.workspace_id = $1
- ORDER BY c.embedding <=> $2 LIMIT $3)
-UNION ALL
-(SELECT 'communication', coalesce(c.subject || E'\n', '') || left(c.body, 400), c.sender_name,
-        NULL, NULL, NULL, NULL, c.embedding <=> $2
- FROM comms.communications c WHERE c.workspace_id = $1 AND c.embedding IS NOT NULL
- ORDER BY c.embedding <=> $2 LIMIT $3)
-ORDER BY distance
-LIMIT $3;
+-- name: search_memory
+-- `cos-worker search`: migration 006's retrieval function, the one the platform calls
+-- (docs/search.md): workspace, embedding, query text, limit, kinds, sources, since, until,
+-- contact.
+SELECT kind, id, item_id, source, content, speaker, start_ms, end_ms, position, came_with,
+       occurred_at, distance, text_rank, score
+FROM public.search_memory($1, $2, $3, $4, $5, $6, $7, $8, $9);
 
 -- name: ledger_counts
 SELECT status::text AS status, count(*) AS n FROM ops.ingestion_jobs GROUP BY status;
