@@ -54,6 +54,10 @@ async def _seed(dsn: str) -> None:
 LATER_TABLES = {("ops", "sync_seen")}
 
 
+# 006 rebuilds the three bulk-written vector indexes and records each in ops.index_builds
+REBUILT = {"ops.index_builds": 3}
+
+
 async def _counts(dsn: str) -> dict[str, int]:
     conn = await asyncpg.connect(dsn)
     try:
@@ -132,11 +136,12 @@ async def test_the_runner_moves_a_released_002_database_forward(
         "003": "pending",
         "004": "pending",
         "005": "pending",
+        "006": "pending",
     }
-    assert await migrator.up() == ["003", "004", "005"]
+    assert await migrator.up() == ["003", "004", "005", "006"]
     assert await migrator.up() == []
     assert {s.state for s in await migrator.status()} == {"applied"}
-    assert await _counts(dsn) == before
+    assert await _counts(dsn) == before | REBUILT
     await _assert_new_layout(dsn, fresh)
 
 
@@ -153,5 +158,7 @@ async def test_psql_moves_a_released_002_database_forward(pg, new_database) -> N
     apply(pg, dsn, MIGRATIONS / "003_helpers_out_of_auth.sql")  # idempotent
     apply(pg, dsn, MIGRATIONS / "004_document_chunks.sql")
     apply(pg, dsn, MIGRATIONS / "005_sync_seen.sql")
-    assert await _counts(dsn) == before
+    apply(pg, dsn, MIGRATIONS / "006_vector_search.sql")
+    apply(pg, dsn, MIGRATIONS / "006_vector_search.sql")  # idempotent
+    assert await _counts(dsn) == before | REBUILT
     await _assert_new_layout(dsn, fresh)
