@@ -20,6 +20,7 @@ from typing import Any
 from uuid import UUID
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress
 
 from worker.core.log import configure_logging
@@ -170,6 +171,8 @@ async def _status(settings: Settings, services: Services, args: argparse.Namespa
 
 
 async def _search(settings: Settings, services: Services, args: argparse.Namespace) -> int:
+    import asyncpg
+
     from worker.db.pool import create_pool
     from worker.db.search import Filters, describe_place, search, snippet
 
@@ -191,6 +194,9 @@ async def _search(settings: Settings, services: Services, args: argparse.Namespa
             mode=args.mode,
             filters=filters,
         )
+    except asyncpg.DataError as exc:  # the function names the argument and the reason
+        err_console.print(f"[red]search:[/] {escape(str(exc))}", highlight=False)
+        return 2
     finally:
         await pool.close()
     if args.json:

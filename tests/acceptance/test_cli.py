@@ -108,6 +108,25 @@ async def test_enqueue_status_and_search(
     found = cli("search", "board deck Monday", "--workspace", str(ws), "--limit", "1", env=env)
     assert found.returncode == 0, found.stderr
     assert "quarterly board deck" in found.stdout
+    # --json is JSON alone; text mode asks no embedding; filters reach the function
+    hits = json.loads(
+        cli("search", "hiring", "--workspace", str(ws), "--mode", "text", "--json", env=env).stdout
+    )
+    assert [h["content"] for h in hits] == ["subject cli-3\nHiring plan: two engineers in Q1."]
+    assert hits[0]["distance"] is None and hits[0]["text_rank"] > 0
+    none = cli("search", "hiring", "--workspace", str(ws), "--kind", "media", "--json", env=env)
+    assert none.returncode == 0 and json.loads(none.stdout) == []
+    later = cli(
+        "search", "hiring", "--workspace", str(ws), "--since", "2999-01-01", "--json", env=env
+    )
+    assert json.loads(later.stdout) == []
+    bad = cli("search", "x", "--workspace", str(ws), "--since", "last week", env=env)
+    assert (
+        bad.returncode == 2 and "--since: not an ISO 8601 date or time: 'last week'" in bad.stderr
+    )
+    limit = cli("search", "x", "--workspace", str(ws), "--limit", "0", env=env)
+    assert limit.returncode == 2 and "p_limit: 0 is outside 1..100" in limit.stderr
+    assert "Traceback" not in limit.stderr
 
 
 @pytest.mark.slow
