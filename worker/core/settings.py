@@ -352,6 +352,7 @@ class Settings(BaseSettings):
     reindex_growth_factor: float = Field(default=2.0, gt=1)
     reindex_bloat_ratio: float = Field(default=0.30, gt=0)
     reindex_max_per_run: int = Field(default=2, ge=0)
+    reindex_recall_target: float = Field(default=0.90, ge=0, le=1, description="0: no probe")
     maintenance_work_mem: str = "1GB"
     maintenance_parallel_workers: int = Field(default=2, ge=0)
     maintenance_lock_timeout: str = "5s"

@@ -151,6 +151,13 @@ class Queries:
     pending_contacts: str
     pending_insights: str
     quote_ident: str
+    recall_approx_bit: str
+    recall_approx_vector: str
+    recall_exact: str
+    recall_index_shape: str
+    recall_sample: str
+    recall_set_local: str
+    recall_table_rows: str
     reconcile_candidates: str
     reconcile_lock_unchanged: str
     reconcile_touch: str
@@ -159,6 +166,7 @@ class Queries:
     reindex_drop_invalid: str
     reindex_invalid_indexes: str
     reindex_rebuild: str
+    reindex_recall_at_build: str
     reindex_upsert_build: str
     reindex_vector_indexes: str
     reuse_chunk_embeddings: str

@@ -47,13 +47,18 @@ import asyncpg
 
 from worker.core.settings import Settings
 from worker.db.queries import Q
+from worker.maintenance import recall
 from worker.maintenance.analyze import PROJECT_SCHEMAS
 from worker.maintenance.capabilities import Access, Capabilities, reindex_access
 
 MIN_ROWS_FOR_REBUILD = 1_000
+PROBE_QUERIES = 20  # sampled queries per index and run (recall probe)
+PROBE_TIMEOUT_MS = 10_000  # bound on each of the probe's statements
+#: a recall this close to the one measured right after the last rebuild is not drift
+RECALL_TOLERANCE = 0.05  # the probe's noise at 20 samples (bench/INDEX.md, Drift)
 PAGE_USABLE_BYTES = 8192 - 24 - 8  # page header, HNSW special space
 HNSW_ELEMENT_HEADER = 72  # type/level/deleted/version, 10 heap TIDs, neighbour TID, pad
-VECTOR_HEADER = 8  # varlena length + dim + unused
+VECTOR_HEADER = 8  # varlena length + dim + unused (vector, halfvec); + bit length (bit)
 ITEM_POINTER = 6
 ITEM_ID = 4
 
@@ -76,7 +81,8 @@ class VectorIndex:
 
 @dataclass(frozen=True)
 class ReindexDecision:
-    """What to do with one index: ``baseline``, ``rebuild`` or ``none``, and why."""
+    """What to do with one index: ``baseline``, ``rebuild`` or ``none``; ``reason`` a code,
+    ``why`` the same in words with the numbers."""
 
     index: VectorIndex
     action: str
@@ -84,6 +90,10 @@ class ReindexDecision:
     rows_at_build: int | None
     growth: float | None
     bloat: float
+    why: str = ""
+    probe: recall.Probe | None = None
+    recall_after_build: float | None = None
+    dead_ratio: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -115,15 +125,17 @@ def _m_option(reloptions: list[str] | None) -> int:
 
 
 def _vector_bytes(column_type: str) -> int | None:
-    """On-disk size of one value of ``vector(n)`` / ``halfvec(n)``; None if unknown."""
+    """On-disk size of one indexed value: ``vector(n)``, ``halfvec(n)`` or ``bit(n)`` (the
+    binary-quantized expression: n/8 bytes after the varlena and bit-length words); None
+    if unknown."""
     if "(" not in column_type:
         return None
     base, _, rest = column_type.partition("(")
     dims = rest.rstrip(")")
     if not dims.isdigit():
         return None
-    width = {"vector": 4, "halfvec": 2}.get(base.split(".")[-1])
-    return None if width is None else VECTOR_HEADER + width * int(dims)
+    bits = {"vector": 32, "halfvec": 16, "bit": 1}.get(base.split(".")[-1])
+    return None if bits is None else VECTOR_HEADER + math.ceil(bits * int(dims) / 8)
 
 
 def expected_pages(index: VectorIndex) -> int | None:
@@ -141,15 +153,28 @@ def expected_pages(index: VectorIndex) -> int | None:
     return 1 + math.ceil(index.live_rows / per_page)  # + metapage
 
 
+def dead_ratio(index: VectorIndex) -> float:
+    """Dead tuples' share of the table (deleted/updated rows VACUUM has not removed)."""
+    total = index.live_rows + index.dead_rows
+    return index.dead_rows / total if total else 0.0
+
+
 def bloat_estimate(index: VectorIndex) -> float:
     """Estimated wasted fraction of the index (0..1): dead-tuple or size based."""
-    total = index.live_rows + index.dead_rows
-    dead_ratio = index.dead_rows / total if total else 0.0
     size_ratio = 0.0
     expected = expected_pages(index)
     if expected is not None and index.pages > 0:
         size_ratio = max(0.0, 1.0 - expected / index.pages)
-    return max(dead_ratio, size_ratio)
+    return max(dead_ratio(index), size_ratio)
+
+
+def _measured(probe: recall.Probe | None, target: float) -> str:
+    if probe is None:
+        return "recall not probed"
+    if probe.recall is None:
+        return f"recall not measured ({probe.note})"
+    sign = "<" if probe.recall < target else ">="
+    return f"recall@10 {probe.recall:.2f} {sign} {target:.2f} on {probe.answered} sampled queries"
 
 
 def decide(
@@ -158,25 +183,63 @@ def decide(
     settings: Settings,
     *,
     min_rows: int = MIN_ROWS_FOR_REBUILD,
+    probe: recall.Probe | None = None,
+    recall_after_build: float | None = None,
 ) -> ReindexDecision:
     """The policy as a pure function (see module docstring)."""
     bloat = bloat_estimate(index)
-    if rows_at_build is None:
-        return ReindexDecision(index, "baseline", "first_seen", None, None, bloat)
-    growth = index.live_rows / max(rows_at_build, 1)  # built on an empty table: any growth
+    dead = dead_ratio(index)
+    growth = None if rows_at_build is None else index.live_rows / max(rows_at_build, 1)
+    target = settings.reindex_recall_target
+    measured = _measured(probe, target)
+    facts = [measured]
+    if growth is not None:
+        facts.append(f"{growth:.1f}x the rows of the last build ({rows_at_build})")
+    facts.append(f"dead tuples {dead:.0%}, estimated bloat {bloat:.0%}")
+
+    def out(action: str, reason: str, lead: str) -> ReindexDecision:
+        why = "; ".join([lead, *[f for f in facts if f != lead]])
+        return ReindexDecision(
+            index, action, reason, rows_at_build, growth, bloat, why, probe,
+            recall_after_build, dead,
+        )  # fmt: skip
+
     if index.live_rows < min_rows:
-        return ReindexDecision(index, "none", "table_too_small", rows_at_build, growth, bloat)
-    if growth >= settings.reindex_growth_factor:
-        return ReindexDecision(index, "rebuild", "growth", rows_at_build, growth, bloat)
+        if rows_at_build is None:
+            return out("baseline", "first_seen", "first seen: its build is not known")
+        return out("none", "table_too_small", f"{index.live_rows} rows < {min_rows}")
+    value = None if probe is None else probe.recall
+    low = value is not None and value < target
+    if (
+        low
+        and recall_after_build is not None
+        and (value or 0.0) >= recall_after_build - RECALL_TOLERANCE
+    ):
+        return out(
+            "none",
+            "recall_below_target_since_build",
+            f"{measured}, but {recall_after_build:.2f} right after the last rebuild: not "
+            "drift, a rebuild would not restore it (the index's options and search's decide)",
+        )
+    if low:
+        return out("rebuild", "recall", measured)
+    if rows_at_build is None:
+        return out("baseline", "first_seen", "first seen: its build is not known")
+    if growth is not None and growth >= settings.reindex_growth_factor:
+        return out("rebuild", "growth", f"{growth:.1f}x growth >= {settings.reindex_growth_factor}")
     if bloat >= settings.reindex_bloat_ratio:
-        return ReindexDecision(index, "rebuild", "bloat", rows_at_build, growth, bloat)
-    return ReindexDecision(index, "none", "within_policy", rows_at_build, growth, bloat)
+        return out("rebuild", "bloat", f"estimated bloat {bloat:.0%} >= "
+                   f"{settings.reindex_bloat_ratio:.0%}")  # fmt: skip
+    return out("none", "within_policy", "within policy")
 
 
 def cap(decisions: list[ReindexDecision], limit: int) -> list[ReindexDecision]:
-    """Keep the ``limit`` most urgent rebuilds; the rest are deferred to a later run."""
+    """Keep the ``limit`` most urgent rebuilds; the rest are deferred to a later run.
+    A measured recall shortfall comes first (largest first), then growth and bloat."""
 
     def urgency(d: ReindexDecision) -> float:
+        if d.reason == "recall" and d.probe is not None and d.probe.recall is not None:
+            return 100 + (1 - d.probe.recall)
         return max(d.growth or 0.0, 1 + d.bloat)
 
     rebuilds = sorted((d for d in decisions if d.action == "rebuild"), key=urgency, reverse=True)
@@ -251,15 +314,41 @@ async def drop_invalid(conn: asyncpg.Connection, index: InvalidIndex) -> None:
     await conn.execute(Q.reindex_drop_invalid.format(index=index.qualified))
 
 
+def should_probe(index: VectorIndex, settings: Settings, min_rows: int) -> bool:
+    """Probe only what a rebuild could follow: enabled, big enough, ours to rebuild."""
+    return (
+        settings.reindex_recall_target > 0 and index.live_rows >= min_rows and index.access.allowed
+    )
+
+
 async def plan(
-    conn: asyncpg.Connection, settings: Settings, caps: Capabilities
+    conn: asyncpg.Connection,
+    settings: Settings,
+    caps: Capabilities,
+    bookkeeping: asyncpg.Connection | None = None,
 ) -> tuple[list[ReindexDecision], list[ReindexDecision]]:
-    """Every vector index's decision, and the capped list of rebuilds to do now."""
+    """Every vector index's decision, and the capped list of rebuilds to do now.
+    ``bookkeeping`` reads the past runs (``ops.maintenance_runs``), ``conn`` the rest."""
     indexes = await vector_indexes(conn, caps)
     records = await build_records(conn)
-    decisions = [
-        decide(i, records.get(i.name), settings, min_rows=MIN_ROWS_FOR_REBUILD) for i in indexes
-    ]
+    after = await recall.at_build(bookkeeping or conn)
+    decisions = []
+    for i in indexes:
+        measured = None
+        if should_probe(i, settings, MIN_ROWS_FOR_REBUILD):
+            measured = await recall.measure(
+                conn, i.name, i.live_rows, caps, PROBE_QUERIES, PROBE_TIMEOUT_MS
+            )
+        decisions.append(
+            decide(
+                i,
+                records.get(i.name),
+                settings,
+                min_rows=MIN_ROWS_FOR_REBUILD,
+                probe=measured,
+                recall_after_build=after.get(i.name),
+            )
+        )
     # Only indexes we may rebuild compete for the cap: one we may not would take the slot
     # every night and starve the others. The caller reports those as skipped.
     allowed = [d for d in decisions if d.index.access.allowed]
@@ -279,5 +368,10 @@ def describe(decision: ReindexDecision, deferred: bool) -> dict[str, object]:
         "expected_pages": expected_pages(decision.index),
         "growth": None if decision.growth is None else round(decision.growth, 3),
         "bloat": round(decision.bloat, 3),
+        "dead_ratio": round(decision.dead_ratio, 3),
+        "recall": None if decision.probe is None else decision.probe.recall,
+        "recall_after_build": decision.recall_after_build,
+        "probe": None if decision.probe is None else decision.probe.to_dict(),
+        "why": decision.why,
         "access": "allowed" if decision.index.access.allowed else decision.index.access.reason,
     }

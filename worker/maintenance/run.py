@@ -55,7 +55,7 @@ import structlog
 from worker.core.settings import Settings
 from worker.db.pool import connect
 from worker.db.queries import Q
-from worker.maintenance import analyze, capabilities, reindex, retention, slow_queries
+from worker.maintenance import analyze, capabilities, recall, reindex, retention, slow_queries
 from worker.maintenance.capabilities import Access, Capabilities
 from worker.maintenance.report import ActionRecord, MaintenanceReport, Recorder
 from worker.maintenance.slow_queries import Source as SlowQuerySource
@@ -183,7 +183,7 @@ class _Run:
             await self.act(action, partial(analyze.analyze_table, self.maint, s))
 
     async def reindex(self) -> None:
-        decisions, chosen = await reindex.plan(self.maint, self.settings, self.caps)
+        decisions, chosen = await reindex.plan(self.maint, self.settings, self.caps, self.rec.conn)
         denied = [d for d in decisions if d.action == "rebuild" and not d.index.access.allowed]
         for d in decisions:
             deferred = d.action == "rebuild" and d not in chosen and d not in denied
@@ -211,17 +211,31 @@ class _Run:
                     "rows_now": idx.live_rows,
                     "growth": round(d.growth or 0.0, 3),
                     "bloat": round(d.bloat, 3),
+                    "dead_ratio": round(d.dead_ratio, 3),
                     "pages_before": idx.pages,
+                    "recall_before": None if d.probe is None else d.probe.recall,
+                    "policy": d.why,
                 },
             )
             if not idx.access.allowed:
                 self.deny(action, idx.access)
 
-            async def work(d: reindex.ReindexDecision = d) -> None:
+            async def work(d: reindex.ReindexDecision = d, action: ActionRecord = action) -> None:
                 begin = time.monotonic()
                 await reindex.rebuild(self.maint, d.index)
                 ms = round((time.monotonic() - begin) * 1000)
                 await reindex.record_build(self.rec.conn, d.index, d.index.live_rows, d.reason, ms)
+                if d.probe is not None and d.probe.recall is not None:
+                    # What the rebuild bought, and the next runs' yardstick (recall_at_build).
+                    after = await recall.measure(
+                        self.maint,
+                        d.index.name,
+                        d.index.live_rows,
+                        self.caps,
+                        reindex.PROBE_QUERIES,
+                        reindex.PROBE_TIMEOUT_MS,
+                    )
+                    action.details["recall_after"] = after.recall
 
             await self.act(action, work)
 

@@ -70,9 +70,11 @@ ANALYZE {table};
 -- name: reindex_vector_indexes
 -- Valid HNSW/IVFFlat indexes of the project's schemas ($1) with what the policy needs:
 -- size in pages, the table's live/dead rows (reltuples when the counters are empty), the
--- indexed column's type and the index options (m) for the expected-size estimate. Who may
--- REINDEX (capabilities.reindex_access): MAINTAIN when the server knows it ($2, 17+),
--- ownership of the table before (an index's owner is its table's).
+-- index's first column's type (the column's, or an expression's: bit(1536) for the
+-- binary-quantized index of migration 006) and the index options (m) for the
+-- expected-size estimate. Who may REINDEX (capabilities.reindex_access): MAINTAIN when
+-- the server knows it ($2, 17+), ownership of the table before (an index's owner is its
+-- table's).
 SELECT n.nspname                                             AS schema,
        ic.relname                                            AS index,
        quote_ident(n.nspname) || '.' || quote_ident(ic.relname) AS qualified,
@@ -93,7 +95,7 @@ JOIN pg_namespace n ON n.oid = ic.relnamespace
 JOIN pg_am am ON am.oid = ic.relam
 JOIN pg_class tc ON tc.oid = i.indrelid
 JOIN pg_namespace tn ON tn.oid = tc.relnamespace
-LEFT JOIN pg_attribute a ON a.attrelid = tc.oid AND a.attnum = i.indkey[0]
+LEFT JOIN pg_attribute a ON a.attrelid = ic.oid AND a.attnum = 1
 LEFT JOIN pg_stat_user_tables s ON s.relid = tc.oid
 WHERE am.amname IN ('hnsw', 'ivfflat')
   AND i.indisvalid
@@ -139,6 +141,84 @@ SET table_name = EXCLUDED.table_name, rows_at_build = EXCLUDED.rows_at_build,
 -- {index}: reindex_vector_indexes' qualified (quoted). Cannot run inside a transaction
 -- block; reads and writes continue while the new index is built.
 REINDEX INDEX CONCURRENTLY {index};
+
+-- name: reindex_recall_at_build
+-- The recall the probe measured right after each index's last rebuild by this job
+-- (the reindex action's details.recall_after), if that rebuild is still the index's last
+-- build (ops.index_builds: a later build, e.g. by a migration, makes it stale). A recall
+-- that low right after a rebuild is not drift: rebuilding again would not restore it.
+SELECT DISTINCT ON (b.index_name) b.index_name,
+       (a -> 'details' ->> 'recall_after')::float8 AS recall_after
+FROM ops.maintenance_runs r
+CROSS JOIN LATERAL jsonb_array_elements(r.actions) a
+JOIN ops.index_builds b ON b.index_name = a ->> 'target'
+WHERE NOT r.dry_run
+  AND a ->> 'kind' = 'reindex' AND a ->> 'status' = 'done'
+  AND a -> 'details' ->> 'recall_after' IS NOT NULL
+  AND coalesce(r.finished_at, now()) >= b.built_at
+ORDER BY b.index_name, r.started_at DESC;
+
+-- name: recall_index_shape
+-- What the recall probe (worker/maintenance/recall.py) needs of index $1 (schema.index):
+-- its table (quoted), access method, definition (the indexed column or expression and
+-- operator class are parsed from it) and pgvector's schema (quoted), to name its
+-- functions and operators whatever the search_path.
+SELECT quote_ident(tn.nspname) || '.' || quote_ident(tc.relname) AS qualified_table,
+       am.amname                                             AS method,
+       pg_get_indexdef(i.indexrelid)                         AS indexdef,
+       (SELECT quote_ident(n.nspname) FROM pg_extension e
+        JOIN pg_namespace n ON n.oid = e.extnamespace
+        WHERE e.extname = 'vector')                          AS vector_schema
+FROM pg_index i
+JOIN pg_class ic ON ic.oid = i.indexrelid
+JOIN pg_am am ON am.oid = ic.relam
+JOIN pg_class tc ON tc.oid = i.indrelid
+JOIN pg_namespace tn ON tn.oid = tc.relnamespace
+WHERE i.indexrelid = to_regclass($1);
+
+-- name: recall_table_rows
+-- The table's ($1, quoted) estimated rows: the probe's sampling rate.
+SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = $1::regclass;
+
+-- name: recall_set_local
+-- A transaction-local setting of the probe ($1 name, $2 value): gone at COMMIT/ROLLBACK.
+SELECT set_config($1, $2, true);
+
+-- name: recall_sample
+-- {table}, {column}: from recall_index_shape (quoted / parsed from the definition). About
+-- $1 % of the heap's rows (BERNOULLI reads every heap page but no TOAST), $2 of them at
+-- random: the stored vectors the probe's queries are made from.
+SELECT {column} FROM {table} TABLESAMPLE BERNOULLI ($1)
+WHERE {column} IS NOT NULL
+ORDER BY random()
+LIMIT $2;
+
+-- name: recall_approx_vector
+-- The probe's query for an index on a vector column: {operator} the operator class's
+-- distance, {schema} pgvector's; $1 the query vector, $2 k. Run with the index forced.
+SELECT ctid FROM {table}
+ORDER BY {column} OPERATOR({schema}.{operator}) $1::{schema}.vector
+LIMIT $2;
+
+-- name: recall_approx_bit
+-- The probe's query for a binary-quantized index (migration 006): $3 candidates by
+-- Hamming distance on the index ({bits} the expression's length), re-ranked by exact
+-- cosine distance, the first $2. As search_memory runs it.
+SELECT c FROM (
+  SELECT ctid AS c, {column} AS e FROM {table}
+  ORDER BY ({schema}.binary_quantize({column}))::bit({bits})
+           OPERATOR({schema}.<~>) {schema}.binary_quantize($1::{schema}.vector)
+  LIMIT $3) x
+ORDER BY e OPERATOR({schema}.<=>) $1::{schema}.vector
+LIMIT $2;
+
+-- name: recall_exact
+-- The exact answer the probe compares with (run with index scans off): every embedding
+-- of the table read and compared, so bounded by the probe's statement_timeout.
+SELECT ctid FROM {table}
+WHERE {column} IS NOT NULL
+ORDER BY {column} OPERATOR({schema}.{operator}) $1::{schema}.vector
+LIMIT $2;
 
 -- name: reindex_drop_invalid
 -- {index}: reindex_invalid_indexes' qualified (quoted). Does not block writes.
