@@ -3,7 +3,9 @@
     python -m bench.run --size small|medium|large [--only NAME ...] [--runs N]
 
 NAME is one of: throughput (figures 1-3: end-to-end vs COPY ceiling, requests vs
-minimum, re-ingest), ratelimited (4), memory (5), latency (6), scaleout (7).
+minimum, re-ingest), ratelimited (4), memory (5), latency (6), scaleout (7); and by
+name: memory-backfill (5b: one worker's peak RSS over the whole corpus), fleet,
+fairness.
 
 It starts its own servers in a temp dir: embedded PostgreSQL 18 + pgvector (fsync ON,
 synchronous_commit ON: the shipped defaults), redis-server, and the OpenAI-compatible
@@ -200,9 +202,20 @@ def start_workers(env: Env, settings: dict[str, Any], n: int, tag: str) -> list[
         d = env.root / "workers" / f"{tag}-{i}-{uuid.uuid4().hex[:4]}"
         d.mkdir(parents=True)
         out = open(d / "worker.log", "wb")  # noqa: SIM115 - lives as long as the process
+        # BENCH_MEMRAY=DIR: every worker under memray (``memray tree DIR/TAG-I.bin``: the
+        # allocations alive at its high-water mark, by call stack).
+        memray = os.environ.get("BENCH_MEMRAY")
+        wrap = (
+            ["-m", "memray", "run", "-q", "-f", "-o", str(Path(memray) / f"{tag}-{i}.bin")]
+            if memray
+            else []
+        )
+        if memray:
+            Path(memray).mkdir(parents=True, exist_ok=True)
         proc = subprocess.Popen(
             [
                 sys.executable,
+                *wrap,
                 "-m",
                 "bench.worker_proc",
                 json.dumps(settings, default=str),
@@ -744,6 +757,39 @@ async def bench_memory(env: Env, runs: int, megabytes: float) -> dict[str, Any]:
     return {"runs": per_run, **medians(per_run, ["peak_rss_mb", "idle_rss_mb", "seconds"])}
 
 
+async def bench_memory_backfill(
+    env: Env, payloads: list[dict[str, Any]], runs: int
+) -> dict[str, Any]:
+    """Figure 5b: one worker process ingests the whole corpus (a backfill, enqueued as
+    figure 1 does), default settings but the bench's TPM budget; its peak RSS is the
+    process's VmHWM, written by ``bench.worker_proc`` when it stops. Target <= 200 MB."""
+    per_run = []
+    for i in range(runs):
+        dsn = await env.fresh_db()
+        run = await ingest(env, dsn, payloads, tag=f"membf{i}")
+        await env.drop_db(dsn)
+        w = run.workers[0] if run.workers else {}
+        r = {
+            "seconds": run.seconds,
+            "items": run.items,
+            "vector_rows": run.vector_rows,
+            "failed": run.ledger.get("failed"),
+            "peak_rss_mb": w.get("vm_hwm_kb", 0) / 1024,
+            "idle_rss_mb": w.get("idle_rss_kb", 0) / 1024,
+            "end_rss_mb": w.get("end_rss_kb", 0) / 1024,
+        }
+        log(
+            f"backfill memory run {i + 1}: peak RSS {r['peak_rss_mb']:.0f} MB (VmHWM), idle "
+            f"{r['idle_rss_mb']:.0f} MB, at the end {r['end_rss_mb']:.0f} MB; "
+            f"{run.items} items in {run.seconds:.1f}s"
+        )
+        per_run.append(r)
+    return {
+        "runs": per_run,
+        **medians(per_run, ["peak_rss_mb", "idle_rss_mb", "end_rss_mb", "seconds"]),
+    }
+
+
 async def bench_latency(env: Env, n: int, latency_ms: float, gap_s: float = 0.1) -> dict[str, Any]:
     dsn = await env.fresh_db()
     queue = f"bench:{uuid.uuid4().hex[:8]}"
@@ -950,6 +996,17 @@ def table(results: dict[str, Any]) -> str:
             "<= 200 MB",
             mem["peak_rss_mb"] <= 200,
         )
+    mb = results.get("memory_backfill")
+    if mb:
+        m_ = results["meta"]
+        row(
+            "5b",
+            f"Peak RSS, one worker ingesting the corpus ({m_['items']} items)",
+            f"{fmt(mb['peak_rss_mb'], '.0f')} MB (idle worker {fmt(mb['idle_rss_mb'], '.0f')} "
+            f"MB; {fmt(mb['seconds'], '.1f')} s)",
+            "<= 200 MB",
+            mb["peak_rss_mb"] <= 200,
+        )
     lat = results.get("latency")
     if lat:
         budget = lat["embedder_latency_ms"] + 50
@@ -1063,6 +1120,10 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
             results["fairness_lane"] = await bench_fairness(
                 env, args.backfill_items, args.fairness_probes, args.latency_ms, live_lane=True
             )
+        if "memory-backfill" in only:
+            results["memory_backfill"] = await bench_memory_backfill(
+                env, payloads, args.memory_runs or args.runs
+            )
         if "memory" in only:
             results["memory"] = await bench_memory(
                 env, args.memory_runs or args.runs, args.transcript_mb
@@ -1086,6 +1147,7 @@ def main(argv: list[str] | None = None) -> None:
             "fairness",
             "fairness-lane",
             "memory",
+            "memory-backfill",
             "latency",
             "scaleout",
             "none",

@@ -3,7 +3,8 @@
 ``python -m bench.worker_proc SETTINGS_JSON READY_FILE STATS_FILE [POLL_DELAY]``
 
 Writes READY_FILE once the runtime is open (pool, tokenizer, batcher), runs until
-SIGTERM/SIGINT, then writes STATS_FILE: peak RSS (``ru_maxrss``/VmHWM), the embedding
+SIGTERM/SIGINT, then writes STATS_FILE: peak RSS (``ru_maxrss``/VmHWM), RSS once started
+and when stopped, the embedding
 batcher's counters, the event loop's lag (how late a 50 ms sleeper woke) and the garbage
 collector's pauses per generation.
 """
@@ -27,10 +28,18 @@ from worker.queue import app
 
 
 def vm_hwm_kb() -> int:
+    return _status_kb("VmHWM:") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def vm_rss_kb() -> int:
+    return _status_kb("VmRSS:")
+
+
+def _status_kb(field: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(field):
             return int(line.split()[1])
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return 0
 
 
 LAG_TICK_S = 0.05
@@ -110,6 +119,7 @@ async def main(settings_json: str, ready: str, stats: str, poll_delay: float) ->
             loop = asyncio.get_running_loop()
             loop.slow_callback_duration = float(os.environ["BENCH_SLOW_CALLBACK_MS"]) / 1000
             loop.set_debug(True)
+        holder["idle_rss_kb"] = vm_rss_kb()  # started: imports, tokenizer, pools, SDK
         Path(ready).write_text("ok")
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
@@ -138,6 +148,7 @@ async def main(settings_json: str, ready: str, stats: str, poll_delay: float) ->
     except asyncio.CancelledError:
         pass
     finally:
+        end_rss_kb = vm_rss_kb()  # before the runtime closes
         if "lag_watch" in holder:
             holder["lag_watch"].cancel()
         await worker.close()
@@ -145,6 +156,8 @@ async def main(settings_json: str, ready: str, stats: str, poll_delay: float) ->
             json.dumps(
                 {
                     "vm_hwm_kb": vm_hwm_kb(),
+                    "idle_rss_kb": holder.get("idle_rss_kb"),
+                    "end_rss_kb": end_rss_kb,
                     "batcher": holder.get("batcher"),
                     "jobs_complete": worker.jobs_complete,
                     "jobs_failed": worker.jobs_failed,
