@@ -168,6 +168,19 @@ async def test_a_degraded_index_is_rebuilt_for_its_measured_recall(db: str) -> N
         left = index(after, CHUNKS)
         assert left["decision"] == "none" and left["reason"] == "within_policy"
         assert left["recall"] >= 0.95 and left["recall_after_build"] >= 0.95
+
+        # Growth and dead tuples measured harmless do not rebuild (bench/INDEX.md, Drift).
+        await conn.execute(
+            "UPDATE ops.index_builds SET rows_at_build = 1000 WHERE index_name = $1", CHUNKS
+        )
+        await conn.execute("DELETE FROM meetings.transcript_chunks WHERE chunk_index % 3 = 0")
+        await conn.execute("SELECT pg_stat_force_next_flush()")
+        grown = await run_maintenance(settings(reindex_bloat_ratio=0.9), db)
+        chunks = index(grown, CHUNKS)
+        print(f"grown, a third deleted: {chunks}")
+        assert chunks["growth"] >= 2.0 and chunks["dead_ratio"] > 0.3
+        assert chunks["recall"] >= 0.9 and chunks["decision"] == "none"
+        assert "growth measured harmless" in chunks["why"]
     finally:
         await conn.close()
 

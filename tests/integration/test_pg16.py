@@ -207,7 +207,8 @@ async def test_ownership_decides_on_16_for_a_role_that_is_not_superuser(
     finally:
         await admin.close()
     monkeypatch.setattr(reindex_mod, "MIN_ROWS_FOR_REBUILD", 1)
-    settings = Settings(maintenance_work_mem="64MB", reindex_max_per_run=5)
+    # growth is the trigger here (the recall probe would find these small indexes healthy)
+    settings = Settings(maintenance_work_mem="64MB", reindex_max_per_run=5, reindex_recall_target=0)
     owner_dsn = pg16.dsn(db16.rsplit("/", 1)[1], user=OWNER)
 
     with capture_logs() as logs:

@@ -16,9 +16,9 @@ first, and what a phase leaves out is said in the report with the reason.
   (``shared_preload_libraries``; unknown, ``None``, when the role may not read that
   setting: the scan then finds out).
 * **pgvector**: its version, and the features that depend on it: ``halfvec`` (0.7) and
-  iterative index scans (0.8). Neither is used by the worker or by maintenance today
-  (the reindex size estimate only reads a ``halfvec`` column's type if one exists); they
-  are reported so an operator, and a future change, can see what this server offers.
+  iterative index scans (0.8). The recall probe queries a binary-quantized index as
+  search does on this version (``relaxed_order`` and 100 candidates on 0.8, 150 before);
+  ``halfvec`` is only reported (the size estimate reads a column's type if one exists).
 """
 
 from __future__ import annotations

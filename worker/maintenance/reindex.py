@@ -1,31 +1,36 @@
 """Vector-index rebuilds by policy, and cleanup of invalid leftovers.
 
-Policy (per HNSW/IVFFlat index in the project's schemas):
+Policy (per HNSW/IVFFlat index in the project's schemas), from measured drift
+(``python -m bench.index --drift``, bench/INDEX.md "Drift"): growing a table 3x through
+its index, deleting half its rows, or replacing all of them changed recall@10 by no
+more than the measurement's noise against a fresh build of the same rows. What a
+rebuild restores is a graph that answers badly, so that is what is measured:
 
-* **Growth.** ``ops.index_builds`` remembers the table's live rows when the index
-  was last built. When the table has grown to ``reindex_growth_factor`` times that,
-  the index is rebuilt: an HNSW graph grown one insert at a time is laid out in
-  insertion order across many pages, and IVFFlat lists computed on the first rows no
-  longer fit the data. The first time an index is seen it gets a baseline row (the
-  current size) and no rebuild, because we do not know how it was built.
-* **Bloat.** ``pgstatindex`` does not understand HNSW, so bloat is estimated from the
-  catalog as the larger of two ratios:
+* **Recall** (``reindex_recall_target``, 0.90; 0: off). The probe
+  (:mod:`worker.maintenance.recall`) runs ``PROBE_QUERIES`` sampled queries through the
+  index's own query shape and exactly; below the target: rebuild (reason ``recall``).
+  A rebuild records the recall it restored (``recall_after``); while the recall stays
+  within ``RECALL_TOLERANCE`` of that, rebuilding again would not help and is not done
+  (``recall_below_target_since_build``: the index's options or search's settings fall
+  short, not the graph).
+* **Growth** (``reindex_growth_factor`` x the live rows of the last build, kept in
+  ``ops.index_builds``) rebuilds only where recall was not measured (probe off, shape
+  unknown, timed out): there it stands in for the measurement. The first time an index
+  is seen it gets a baseline row and no rebuild, unless its recall is measured short.
+* **Bloat** (``reindex_bloat_ratio``) gives space back: ``1 - expected_pages /
+  actual_pages``, the expected size from pgvector's page layout (a 72-byte element
+  header + the value, ``vector``/``halfvec``/``bit`` — the binary-quantized index's
+  ``bit(1536)`` is 192 bytes + 8 — and a neighbour tuple of ``(2 + 1/(m-1)) * m`` item
+  pointers per row, in 8 kB pages). VACUUM never shrinks an HNSW index, so after a large
+  delete it stays big while live rows drop (inserts then refill it). Dead tuples are
+  reported (``dead_ratio``) but rebuild nothing: measured, they cost no recall, and
+  VACUUM removes them. ``n_live_tup`` counts unembedded rows too, so the estimate errs
+  toward not rebuilding.
+* Tables under ``MIN_ROWS_FOR_REBUILD`` live rows are neither probed nor rebuilt; nor
+  are indexes the role may not rebuild probed. At most ``reindex_max_per_run`` rebuilds
+  per run: recall shortfalls first, then the largest overshoot.
 
-  - *dead tuples*: ``n_dead_tup / (n_live_tup + n_dead_tup)`` of the table. Deleted
-    and updated rows keep their graph entries until VACUUM; a high ratio means the
-    index is searching through garbage.
-  - *size*: ``1 - expected_pages / actual_pages`` where the expected size follows
-    pgvector's page layout: one element tuple (72 bytes of header + the vector) and
-    one neighbour tuple (``(2 + 1/(m-1)) * m`` item pointers on average) per indexed
-    row, packed into 8 kB pages. VACUUM marks deleted elements but never shrinks an
-    HNSW index, so after a large delete the index stays big while live rows drop.
-
-  Limits: ``n_live_tup`` also counts rows whose embedding is NULL (not indexed), so
-  the size estimate errs low (toward *not* rebuilding) on tables with many
-  unembedded rows; counters are approximate and reset with ``pg_stat_reset``; the
-  size estimate is only made for ``vector``/``halfvec`` columns.
-* Tables under ``MIN_ROWS_FOR_REBUILD`` live rows are never rebuilt (nothing to gain).
-* At most ``reindex_max_per_run`` rebuilds per run, largest overshoot first.
+Every decision has a ``reason`` (a code) and a ``why`` (the numbers, in words).
 
 Rebuilds use ``REINDEX INDEX CONCURRENTLY`` (cannot run inside a transaction block,
 so the caller's connection must be in autocommit, which asyncpg is outside
@@ -160,12 +165,11 @@ def dead_ratio(index: VectorIndex) -> float:
 
 
 def bloat_estimate(index: VectorIndex) -> float:
-    """Estimated wasted fraction of the index (0..1): dead-tuple or size based."""
-    size_ratio = 0.0
+    """Estimated wasted fraction of the index's pages (0..1), from its size."""
     expected = expected_pages(index)
-    if expected is not None and index.pages > 0:
-        size_ratio = max(0.0, 1.0 - expected / index.pages)
-    return max(dead_ratio(index), size_ratio)
+    if expected is None or index.pages <= 0:
+        return 0.0
+    return max(0.0, 1.0 - expected / index.pages)
 
 
 def _measured(probe: recall.Probe | None, target: float) -> str:
@@ -226,7 +230,10 @@ def decide(
     if rows_at_build is None:
         return out("baseline", "first_seen", "first seen: its build is not known")
     if growth is not None and growth >= settings.reindex_growth_factor:
-        return out("rebuild", "growth", f"{growth:.1f}x growth >= {settings.reindex_growth_factor}")
+        if value is None:  # growth stands in for the recall it could not measure
+            lead = f"{growth:.1f}x growth >= {settings.reindex_growth_factor}"
+            return out("rebuild", "growth", lead)
+        facts.append("growth measured harmless: no rebuild for it")
     if bloat >= settings.reindex_bloat_ratio:
         return out("rebuild", "bloat", f"estimated bloat {bloat:.0%} >= "
                    f"{settings.reindex_bloat_ratio:.0%}")  # fmt: skip
