@@ -1,4 +1,5 @@
-"""Index-strategy benchmark: ``python -m bench.index [--rows N] [--only OPTION ...]``.
+"""Index-strategy benchmark: ``python -m bench.index [--rows N] [--only OPTION ...]``;
+``python -m bench.index --drift [...]``: drift after growth and deletes (drift.py).
 
 Writes ``OUT/index_<rows>.json``, ``OUT/index_<rows>.png`` and the report (default
 ``bench/INDEX.md``). ``--render FILE`` re-renders the plot and report from a results file
@@ -45,6 +46,12 @@ def median_of(runs: list[Any]) -> Any:
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if "--drift" in argv:  # index drift after growth and deletes: bench/index/drift.py
+        from bench.index import drift
+
+        drift.main([a for a in argv if a != "--drift"])
+        return
     p = argparse.ArgumentParser(prog="python -m bench.index", description=__doc__)
     p.add_argument("--rows", type=int, default=100_000, help="vectors in the table (default 100k)")
     p.add_argument("--queries", type=int, default=200, help="queries per variant (default 200)")
