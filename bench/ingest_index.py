@@ -27,11 +27,13 @@ runs, and bench/run.py's **10M** TPM / 10k RPM budget (``worker_settings``) in
 by an earlier run's bucket carries over). The order of the variants rotates run by run.
 
 Per ingest: seconds from the first enqueue to the last commit (``bench.run.ingest``), the
-vector rows, rows/s, PostgreSQL's CPU seconds (the postmaster's process tree: its own and
-its reaped children's times plus its live children's, before and after), the worker's
+vector rows, rows/s, CPU seconds of PostgreSQL (the postmaster's process tree: its own and
+its reaped children's times plus its live children's, before and after), of the worker
+process (this process's waited-for children) and of the embeddings stand-in, the worker's
 peak RSS (VmHWM, ``bench.worker_proc``), the embedder's requests and tokens, the ledger
 (all done, none failed) and the load average. Medians and ranges per variant; the ratio
-seed / shipped of the median seconds and of each run's pair.
+seed / shipped of the median seconds and of each run's pair (and of PostgreSQL's CPU: on a
+machine loaded by other work the wall time also counts waiting for a core).
 
 Output: ``OUT/ingest_index_<size>[_chunkN].json`` (default ``bench/results``) and the
 markdown table on stdout; ``--render FILE`` prints the table of an earlier results file.
@@ -45,6 +47,7 @@ import json
 import os
 import platform
 import re
+import resource
 import statistics
 import sys
 import time
@@ -69,7 +72,7 @@ ROLLBACK_006 = REPO_ROOT / "migrations" / "rollback" / "006_vector_search.down.s
 LIFTED = {"embed_tokens_per_minute": 1_000_000_000, "embed_requests_per_minute": 1_000_000}
 # bench/run.py's worker_settings: what every other figure runs with
 DEFAULT_BUDGET = {"embed_tokens_per_minute": 10_000_000, "embed_requests_per_minute": 10_000}
-METRICS = ("seconds", "rows_per_s", "pg_cpu_s", "peak_rss_mb")
+METRICS = ("seconds", "rows_per_s", "pg_cpu_s", "worker_cpu_s", "embedder_cpu_s", "peak_rss_mb")
 
 
 # ----------------------------------------------------------------------------- pure logic
@@ -140,15 +143,18 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
             "variants": per,
             "seed_over_shipped": ratio(mine, "seed", "shipped"),
             "shipped_over_none": ratio(mine, "shipped", "none"),
+            "pg_cpu_seed_over_shipped": ratio(mine, "seed", "shipped", "pg_cpu_s"),
         }
     return out
 
 
-def ratio(records: list[dict[str, Any]], num: str, den: str) -> dict[str, Any] | None:
-    """seconds(num) / seconds(den): of the medians, and per run (records with the same
-    ``run`` number paired)."""
-    a = {r["run"]: r["seconds"] for r in records if r["variant"] == num}
-    b = {r["run"]: r["seconds"] for r in records if r["variant"] == den}
+def ratio(
+    records: list[dict[str, Any]], num: str, den: str, key: str = "seconds"
+) -> dict[str, Any] | None:
+    """key(num) / key(den), seconds by default: of the medians, and per run (records with
+    the same ``run`` number paired)."""
+    a = {r["run"]: r[key] for r in records if r["variant"] == num and r.get(key) is not None}
+    b = {r["run"]: r[key] for r in records if r["variant"] == den and r.get(key) is not None}
     if not a or not b:
         return None
     pairs = [a[k] / b[k] for k in sorted(a) if k in b and b[k] > 0]
@@ -181,8 +187,8 @@ def table(results: dict[str, Any]) -> str:
         f"on {m['cpus']} CPUs. Command: `{m['command']}`.",
         "",
         "| budget | index | runs | ingest s | vector rows | rows/s | PostgreSQL CPU s "
-        "| worker peak RSS MB | requests / tokens | ledger |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| worker CPU s | embedder CPU s | worker peak RSS MB | requests / tokens | ledger |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     label = {
         "seed": "seed `vector` HNSW (006 rolled back)",
@@ -194,19 +200,27 @@ def table(results: dict[str, Any]) -> str:
             lines.append(
                 f"| {budget} | {label[variant]} | {v['runs']} | {_cell(v['seconds'], '.1f')} | "
                 f"{v['vector_rows']['median']:,.0f} | {_cell(v['rows_per_s'], ',.0f')} | "
-                f"{_cell(v['pg_cpu_s'], '.1f')} | {_cell(v['peak_rss_mb'], '.0f')} | "
+                f"{_cell(v['pg_cpu_s'], '.1f')} | {_cell(v['worker_cpu_s'], '.1f')} | "
+                f"{_cell(v['embedder_cpu_s'], '.1f')} | {_cell(v['peak_rss_mb'], '.0f')} | "
                 f"{v['requests']['median']:.0f} / {v['tokens']['median']:,.0f} | "
                 f"{'all done, 0 failed' if v['all_done'] else '**not all done**'} |"
             )
     lines.append("")
     for budget, b in summary.items():
         r, f = b["seed_over_shipped"], b["shipped_over_none"]
+        c = b.get("pg_cpu_seed_over_shipped")
         if r:
             runs = ", ".join(f"{x:.2f}" for x in r["per_run"])
             lines.append(
-                f"* {budget} budget: seed / shipped **{r['of_medians']:.2f}x** "
+                f"* {budget} budget: ingest seconds seed / shipped **{r['of_medians']:.2f}x** "
                 f"(runs: {runs}; target >= 3x)"
                 + (f"; shipped / none {f['of_medians']:.2f}x" if f else "")
+                + (
+                    f"; PostgreSQL CPU seed / shipped {c['of_medians']:.2f}x "
+                    f"(runs: {', '.join(f'{x:.2f}' for x in c['per_run'])})"
+                    if c
+                    else ""
+                )
             )
     return "\n".join(lines) + "\n"
 
@@ -216,7 +230,8 @@ def postmaster_pid(env: Env) -> int:
     return int((env.pg.pgdata / "postmaster.pid").read_text().split()[0])
 
 
-def pg_cpu_seconds(pid: int) -> float | None:
+def tree_cpu_seconds(pid: int) -> float | None:
+    """CPU seconds so far of ``pid`` and its descendants (``process_tree_cpu``)."""
     import psutil
 
     try:
@@ -233,6 +248,12 @@ def pg_cpu_seconds(pid: int) -> float | None:
         return process_tree_cpu(own, live)
     except psutil.Error:
         return None
+
+
+def children_cpu() -> float:
+    """User + system seconds of this process's waited-for children (the workers)."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
 
 
 async def indexdefs(dsn: str) -> dict[str, str | None]:
@@ -282,13 +303,14 @@ async def one(
         "embed_budget_id": f"bench-ingest-index-{uuid.uuid4().hex[:8]}",
         **extra,
     }
-    pid = postmaster_pid(env)
+    pid, emb_pid = postmaster_pid(env), env.openai_proc.pid
     load_before = os.getloadavg()
-    cpu0 = pg_cpu_seconds(pid)
+    cpu0, emb0, kids0 = tree_cpu_seconds(pid), tree_cpu_seconds(emb_pid), children_cpu()
     try:
         res = await ingest(env, dsn, payloads, tag=f"{variant}-{budget}-{run}", **settings)
     finally:
-        cpu1 = pg_cpu_seconds(pid)
+        # the worker process has been waited for: its (and its children's) CPU is ours now
+        cpu1, emb1, kids1 = tree_cpu_seconds(pid), tree_cpu_seconds(emb_pid), children_cpu()
         await env.drop_db(dsn)
     w = res.workers[0] if res.workers else {}
     led = res.ledger
@@ -301,6 +323,8 @@ async def one(
         "vector_rows": res.vector_rows,
         "rows_per_s": res.vector_rows / res.seconds,
         "pg_cpu_s": None if cpu0 is None or cpu1 is None else cpu1 - cpu0,
+        "worker_cpu_s": kids1 - kids0,
+        "embedder_cpu_s": None if emb0 is None or emb1 is None else emb1 - emb0,
         "peak_rss_mb": w["vm_hwm_kb"] / 1024 if w.get("vm_hwm_kb") else None,
         "worker_jobs": {k: w.get(k) for k in ("jobs_complete", "jobs_failed", "jobs_retried")},
         "requests": res.server["requests"],
@@ -317,7 +341,8 @@ async def one(
     }
     log(
         f"run {run} {budget:7} {variant:7}: {r['seconds']:.1f} s, {r['vector_rows']} rows "
-        f"({r['rows_per_s']:.0f}/s), PG CPU {fmt(r['pg_cpu_s'])} s, RSS "
+        f"({r['rows_per_s']:.0f}/s), CPU s PG {fmt(r['pg_cpu_s'])} worker "
+        f"{fmt(r['worker_cpu_s'])} embedder {fmt(r['embedder_cpu_s'])}, RSS "
         f"{fmt(r['peak_rss_mb'], '.0f')} MB, {r['requests']} requests / {r['tokens']} tokens, "
         f"ledger {led.get('done')} done {led.get('failed')} failed; load {load_before[0]:.1f}"
     )

@@ -62,7 +62,9 @@ def _rec(run: int, variant: str, seconds: float, budget: str = "lifted") -> dict
         "seconds": seconds,
         "vector_rows": rows,
         "rows_per_s": rows / seconds,
-        "pg_cpu_s": seconds * 1.5,
+        "pg_cpu_s": seconds * 1.5 if variant == "seed" else seconds / 2,
+        "worker_cpu_s": 12.0,
+        "embedder_cpu_s": None,
         "peak_rss_mb": 250.0 + run,
         "requests": 12,
         "tokens": 3_000_000,
@@ -103,6 +105,11 @@ def test_summarize_medians_ranges_and_budgets() -> None:
     assert seed["peak_rss_mb"]["max"] == 252.0
     assert seed["runs"] == 3 and seed["all_done"]
     assert s["lifted"]["shipped_over_none"]["of_medians"] == pytest.approx(22.0 / 15.0)
+    cpu = s["lifted"]["pg_cpu_seed_over_shipped"]
+    assert cpu["of_medians"] == pytest.approx(99.0 / 11.0)
+    assert cpu["per_run"] == pytest.approx([9.0, 8.4, 9.0])
+    assert seed["worker_cpu_s"]["median"] == 12.0
+    assert seed["embedder_cpu_s"] == {"median": None, "min": None, "max": None, "n": 0}
     d = s["default"]
     assert set(d["variants"]) == {"seed", "shipped"}
     assert d["seed_over_shipped"]["of_medians"] == pytest.approx(80.0 / 30.0)
@@ -135,6 +142,11 @@ def test_table_renders_every_variant_and_the_ratios() -> None:
     assert "seed / shipped **3.00x** (runs: 3.00, 2.80, 3.00; target >= 3x)" in md
     assert "seed / shipped **2.67x**" in md
     assert "all done, 0 failed" in md
+    assert "PostgreSQL CPU seed / shipped 9.00x (runs: 9.00, 8.40, 9.00)" in md
+    assert (
+        "| 99.0 <sub>90.0-105.0</sub> | 12.0 <sub>12.0-12.0</sub> | n/a | 251 <sub>250-252</sub> |"
+        in md
+    )
     assert "`python -m bench.ingest_index --runs 3`" in md
 
 
