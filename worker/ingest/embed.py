@@ -89,9 +89,8 @@ class ItemEmbedder:
     ) -> tuple[np.ndarray, list[Chunk]]:
         """Vectors for every chunk, reusing the workspace's vectors for identical texts
         (``kind``'s chunk table: a document attached again costs no tokens)."""
-        out = np.empty((len(chunks), self.dimensions), dtype=np.float32)
         if not chunks:
-            return out, []
+            return np.empty((0, self.dimensions), dtype=np.float32), []
         async with self.pool.acquire() as conn:
             known = await reuse.reusable_chunk_vectors(
                 conn,
@@ -141,8 +140,13 @@ class ItemEmbedder:
             if not self._in_flight[oldest].done():
                 break
             del self._in_flight[oldest]
+        if len(fresh) == len(chunks):
+            # Every chunk new and distinct (a first ingest): the batcher's rows are the
+            # answer, in order. A copy of them was a second copy of every vector in flight.
+            return vectors, new
         for chash, future in waiting.items():
             known[chash] = await future
+        out = np.empty((len(chunks), self.dimensions), dtype=np.float32)
         for i, c in enumerate(chunks):
             out[i] = known[c.content_hash]
         return out, list(fresh.values())
