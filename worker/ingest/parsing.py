@@ -36,9 +36,7 @@ from typing import Any, TypeVar
 import pebble
 
 from worker.core.settings import Settings
-from worker.extract.documents import extract_document
 from worker.extract.limits import Limits
-from worker.extract.mime import parse_email
 from worker.extract.results import Document, ParsedEmail
 from worker.text.html import html_to_text
 
@@ -96,6 +94,21 @@ def _limit_memory(megabytes: int) -> None:  # runs in each child, before any tas
 
 def _html_text(body: str) -> str:  # a module-level function: it is pickled by name
     return html_to_text(body)
+
+
+# The parsers run in the children only: the worker process never imports them (MIME,
+# the document formats, pypdfium2: ~10 MB resident in every worker). The forkserver
+# has (``_PRELOAD``), so in a child these imports are a lookup.
+def _parse_email(raw: bytes, limits: Limits) -> ParsedEmail:
+    from worker.extract.mime import parse_email
+
+    return parse_email(raw, limits)
+
+
+def _extract_document(data: bytes, limits: Limits) -> Document:
+    from worker.extract.documents import extract_document
+
+    return extract_document(data, limits)
 
 
 #: Arguments longer than this (bytes, or characters of text) go to the child through a
@@ -218,7 +231,7 @@ class Parser:
     async def email(self, raw: bytes) -> ParsedEmail:
         """A raw RFC 5322 message; :class:`ParseError` (field ``raw``) if it is killed."""
         try:
-            return await self._run("message", parse_email, raw, self.limits)
+            return await self._run("message", _parse_email, raw, self.limits)
         except ParseError as exc:
             raise ParseError(exc.reason, field="raw") from None
 
@@ -226,7 +239,7 @@ class Parser:
         """A document's text with positions; a parse that does not return is a skipped
         document (the reason says why), so one bad attachment never fails its message."""
         try:
-            return await self._run("document", extract_document, data, self.limits)
+            return await self._run("document", _extract_document, data, self.limits)
         except ParseError as exc:
             return Document(
                 "other", "application/octet-stream", status="skipped", reason=exc.reason
