@@ -241,3 +241,40 @@ async def test_probe_on_pgvector_06(pg16: EmbeddedPostgres) -> None:
         assert rebuilt.details["recall_before"] < 0.9
     finally:
         await drop(pg16, dsn)
+
+
+async def test_churn_since_the_build_rebuilds(db: str) -> None:
+    seed = "USING hnsw (embedding vector_cosine_ops) WITH (m = 16, ef_construction = 64)"
+    await load(db, seed)
+    await run_maintenance(settings(), db)  # first seen: baseline (3,000 rows)
+    counted = await run_maintenance(settings(), db)  # the first run after it: counters
+    assert index(counted, CHUNKS)["churn"] is None
+    conn = await connect(Settings(), db, as_role=False)
+    try:
+        # A third of the rows replaced: deleted (and vacuumed, as autovacuum would),
+        # then as many new ones written into the freed graph slots.
+        await conn.execute("DELETE FROM meetings.transcript_chunks WHERE chunk_index < 1100")
+        await conn.execute("VACUUM meetings.transcript_chunks")
+        fresh = clustered(1100, seed=3)
+        await conn.copy_records_to_table(
+            "transcript_chunks",
+            schema_name="meetings",
+            columns=COLUMNS,
+            records=[
+                (WS, TRANSCRIPT, MEETING, ROWS + i, "new", f"n{i}", 3, fresh[i], "test")
+                for i in range(1100)
+            ],
+        )
+        await conn.execute("SELECT pg_stat_force_next_flush()")
+    finally:
+        await conn.close()
+    churned = await run_maintenance(settings(), db)
+    chunks = index(churned, CHUNKS)
+    print(f"\nchurned: {chunks}")
+    assert chunks["recall"] >= 0.9  # the probe cannot see it; the churn rule does
+    assert chunks["churn"] >= 0.33 and chunks["decision"] == "rebuild"
+    assert chunks["reason"] == "churn"
+    assert chunks["why"].startswith("37% of the rows replaced since the build >= 33%")
+    assert [a.reason for a in churned.actions_of("reindex", "done")] == ["churn"]
+    again = await run_maintenance(settings(), db)  # counted afresh from this build
+    assert index(again, CHUNKS)["churn"] is None and not again.actions_of("reindex")

@@ -163,6 +163,7 @@ class Queries:
     reconcile_touch: str
     refresh_threads: str
     reindex_build_records: str
+    reindex_counters_at_build: str
     reindex_drop_invalid: str
     reindex_invalid_indexes: str
     reindex_rebuild: str

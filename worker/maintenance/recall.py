@@ -223,3 +223,10 @@ async def at_build(conn: asyncpg.Connection) -> dict[str, float]:
     """``index_name -> recall`` probed right after its last rebuild by this job."""
     rows = await conn.fetch(Q.reindex_recall_at_build)
     return {r["index_name"]: float(r["recall_after"]) for r in rows}
+
+
+async def counters_at_build(conn: asyncpg.Connection) -> dict[str, tuple[int, int]]:
+    """``index_name -> (inserted, deleted)``: the table's cumulative counters as the first
+    run after the index's last build saw them (the churn rule's baseline)."""
+    rows = await conn.fetch(Q.reindex_counters_at_build)
+    return {r["index_name"]: (int(r["inserted_total"]), int(r["deleted_total"])) for r in rows}

@@ -2,9 +2,10 @@
 
 Policy (per HNSW/IVFFlat index in the project's schemas), from measured drift
 (``python -m bench.index --drift``, bench/INDEX.md "Drift"): growing a table 3x through
-its index, deleting half its rows, or replacing all of them changed recall@10 by no
-more than the measurement's noise against a fresh build of the same rows. What a
-rebuild restores is a graph that answers badly, so that is what is measured:
+its index or deleting half its rows (+ VACUUM) changed recall@10 by no more than the
+measurement's noise against a fresh build of the same rows; replacing a third or more
+of them cost ~0.02. What a rebuild restores is a graph that answers badly, so that is
+what is measured, where it can be:
 
 * **Recall** (``reindex_recall_target``, 0.90; 0: off). The probe
   (:mod:`worker.maintenance.recall`) runs ``PROBE_QUERIES`` sampled queries through the
@@ -13,6 +14,11 @@ rebuild restores is a graph that answers badly, so that is what is measured:
   within ``RECALL_TOLERANCE`` of that, rebuilding again would not help and is not done
   (``recall_below_target_since_build``: the index's options or search's settings fall
   short, not the graph).
+* **Churn** (``CHURN_REBUILD``): rows both deleted and inserted since the build (the
+  table's ``n_tup_del``/``n_tup_ins`` against the first run after the build) reaching a
+  third of the rows then: rebuild (reason ``churn``). New rows written into the slots
+  VACUUM freed cost the shipped query ~0.02 recall@10 — real, but below what 20 probe
+  samples resolve, so this rule stands in for the probe there.
 * **Growth** (``reindex_growth_factor`` x the live rows of the last build, kept in
   ``ops.index_builds``) rebuilds only where recall was not measured (probe off, shape
   unknown, timed out): there it stands in for the measurement. The first time an index
@@ -59,6 +65,9 @@ from worker.maintenance.capabilities import Access, Capabilities, reindex_access
 MIN_ROWS_FOR_REBUILD = 1_000
 PROBE_QUERIES = 20  # sampled queries per index and run (recall probe)
 PROBE_TIMEOUT_MS = 10_000  # bound on each of the probe's statements
+#: rows deleted and as many inserted since the build, as a share of the rows then: the
+#: freed graph slots refilled cost ~0.02 recall@10 (bench/INDEX.md, Drift)
+CHURN_REBUILD = 0.33
 #: a recall this close to the one measured right after the last rebuild is not drift
 RECALL_TOLERANCE = 0.05  # the probe's noise at 20 samples (bench/INDEX.md, Drift)
 PAGE_USABLE_BYTES = 8192 - 24 - 8  # page header, HNSW special space
@@ -82,6 +91,8 @@ class VectorIndex:
     column_type: str
     m: int
     access: Access  # may the login role REINDEX it (MAINTAIN on 17+, ownership before)
+    inserted_total: int = 0  # the table's cumulative n_tup_ins / n_tup_del
+    deleted_total: int = 0
 
 
 @dataclass(frozen=True)
@@ -99,6 +110,7 @@ class ReindexDecision:
     probe: recall.Probe | None = None
     recall_after_build: float | None = None
     dead_ratio: float = 0.0
+    churn: float | None = None
 
 
 @dataclass(frozen=True)
@@ -189,6 +201,7 @@ def decide(
     min_rows: int = MIN_ROWS_FOR_REBUILD,
     probe: recall.Probe | None = None,
     recall_after_build: float | None = None,
+    churn: float | None = None,
 ) -> ReindexDecision:
     """The policy as a pure function (see module docstring)."""
     bloat = bloat_estimate(index)
@@ -199,13 +212,15 @@ def decide(
     facts = [measured]
     if growth is not None:
         facts.append(f"{growth:.1f}x the rows of the last build ({rows_at_build})")
+    if churn is not None:
+        facts.append(f"{churn:.0%} of the rows replaced since the build")
     facts.append(f"dead tuples {dead:.0%}, estimated bloat {bloat:.0%}")
 
     def out(action: str, reason: str, lead: str) -> ReindexDecision:
-        why = "; ".join([lead, *[f for f in facts if f != lead]])
+        why = "; ".join([lead, *[f for f in facts if not lead.startswith(f)]])
         return ReindexDecision(
             index, action, reason, rows_at_build, growth, bloat, why, probe,
-            recall_after_build, dead,
+            recall_after_build, dead, churn,
         )  # fmt: skip
 
     if index.live_rows < min_rows:
@@ -229,6 +244,9 @@ def decide(
         return out("rebuild", "recall", measured)
     if rows_at_build is None:
         return out("baseline", "first_seen", "first seen: its build is not known")
+    if churn is not None and churn >= CHURN_REBUILD:  # a drift the probe cannot resolve
+        return out("rebuild", "churn", f"{churn:.0%} of the rows replaced since the build "
+                   f">= {CHURN_REBUILD:.0%}")  # fmt: skip
     if growth is not None and growth >= settings.reindex_growth_factor:
         if value is None:  # growth stands in for the recall it could not measure
             lead = f"{growth:.1f}x growth >= {settings.reindex_growth_factor}"
@@ -247,7 +265,7 @@ def cap(decisions: list[ReindexDecision], limit: int) -> list[ReindexDecision]:
     def urgency(d: ReindexDecision) -> float:
         if d.reason == "recall" and d.probe is not None and d.probe.recall is not None:
             return 100 + (1 - d.probe.recall)
-        return max(d.growth or 0.0, 1 + d.bloat)
+        return max(d.growth or 0.0, 1 + d.bloat, 1 + (d.churn or 0.0))
 
     rebuilds = sorted((d for d in decisions if d.action == "rebuild"), key=urgency, reverse=True)
     return rebuilds[:limit]
@@ -267,6 +285,8 @@ async def vector_indexes(conn: asyncpg.Connection, caps: Capabilities) -> list[V
             pages=int(r["pages"]),
             live_rows=int(r["live_rows"]) or int(r["reltuples"]),
             dead_rows=int(r["dead_rows"]),
+            inserted_total=int(r["inserted_total"]),
+            deleted_total=int(r["deleted_total"]),
             column_type=r["column_type"] or "",
             m=_m_option(r["reloptions"]),
             access=reindex_access(caps, has_maintain=r["has_maintain"], owns_table=r["owns_table"]),
@@ -321,6 +341,19 @@ async def drop_invalid(conn: asyncpg.Connection, index: InvalidIndex) -> None:
     await conn.execute(Q.reindex_drop_invalid.format(index=index.qualified))
 
 
+def churn(
+    index: VectorIndex, rows_at_build: int | None, then: tuple[int, int] | None
+) -> float | None:
+    """Rows both deleted and inserted since the build (the smaller count), as a share of
+    the rows at the build; None when unknown (no baseline, counters reset)."""
+    if rows_at_build is None or then is None:
+        return None
+    inserted, deleted = index.inserted_total - then[0], index.deleted_total - then[1]
+    if inserted < 0 or deleted < 0:
+        return None
+    return min(inserted, deleted) / max(rows_at_build, 1)
+
+
 def should_probe(index: VectorIndex, settings: Settings, min_rows: int) -> bool:
     """Probe only what a rebuild could follow: enabled, big enough, ours to rebuild."""
     return (
@@ -339,6 +372,7 @@ async def plan(
     indexes = await vector_indexes(conn, caps)
     records = await build_records(conn)
     after = await recall.at_build(bookkeeping or conn)
+    counters = await recall.counters_at_build(bookkeeping or conn)
     decisions = []
     for i in indexes:
         measured = None
@@ -354,31 +388,10 @@ async def plan(
                 min_rows=MIN_ROWS_FOR_REBUILD,
                 probe=measured,
                 recall_after_build=after.get(i.name),
+                churn=churn(i, records.get(i.name), counters.get(i.name)),
             )
         )
     # Only indexes we may rebuild compete for the cap: one we may not would take the slot
     # every night and starve the others. The caller reports those as skipped.
     allowed = [d for d in decisions if d.index.access.allowed]
     return decisions, cap(allowed, settings.reindex_max_per_run)
-
-
-def describe(decision: ReindexDecision, deferred: bool) -> dict[str, object]:
-    """The decision as a report row (why each index was or was not rebuilt)."""
-    return {
-        "index": decision.index.name,
-        "decision": "deferred_by_cap" if deferred else decision.action,
-        "reason": decision.reason,
-        "live_rows": decision.index.live_rows,
-        "dead_rows": decision.index.dead_rows,
-        "rows_at_build": decision.rows_at_build,
-        "pages": decision.index.pages,
-        "expected_pages": expected_pages(decision.index),
-        "growth": None if decision.growth is None else round(decision.growth, 3),
-        "bloat": round(decision.bloat, 3),
-        "dead_ratio": round(decision.dead_ratio, 3),
-        "recall": None if decision.probe is None else decision.probe.recall,
-        "recall_after_build": decision.recall_after_build,
-        "probe": None if decision.probe is None else decision.probe.to_dict(),
-        "why": decision.why,
-        "access": "allowed" if decision.index.access.allowed else decision.index.access.reason,
-    }

@@ -17,6 +17,7 @@ import asyncpg
 from worker.db.ledger import NewEvent, append_events
 from worker.db.queries import Q
 from worker.maintenance import slow_queries
+from worker.maintenance.reindex import ReindexDecision, expected_pages
 
 
 @dataclass
@@ -154,3 +155,28 @@ class Recorder:
         await self._write(
             Q.maintenance_run_finish, args, "maintenance.finished", {"status": r.status, **summary}
         )
+
+
+def describe_index(decision: ReindexDecision, deferred: bool) -> dict[str, object]:
+    """The decision as a report row (why each index was or was not rebuilt)."""
+    return {
+        "index": decision.index.name,
+        "decision": "deferred_by_cap" if deferred else decision.action,
+        "reason": decision.reason,
+        "live_rows": decision.index.live_rows,
+        "dead_rows": decision.index.dead_rows,
+        "rows_at_build": decision.rows_at_build,
+        "pages": decision.index.pages,
+        "expected_pages": expected_pages(decision.index),
+        "growth": None if decision.growth is None else round(decision.growth, 3),
+        "bloat": round(decision.bloat, 3),
+        "dead_ratio": round(decision.dead_ratio, 3),
+        "inserted_total": decision.index.inserted_total,
+        "deleted_total": decision.index.deleted_total,
+        "churn": None if decision.churn is None else round(decision.churn, 3),
+        "recall": None if decision.probe is None else decision.probe.recall,
+        "recall_after_build": decision.recall_after_build,
+        "probe": None if decision.probe is None else decision.probe.to_dict(),
+        "why": decision.why,
+        "access": "allowed" if decision.index.access.allowed else decision.index.access.reason,
+    }

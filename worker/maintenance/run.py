@@ -57,7 +57,7 @@ from worker.db.pool import connect
 from worker.db.queries import Q
 from worker.maintenance import analyze, capabilities, recall, reindex, retention, slow_queries
 from worker.maintenance.capabilities import Access, Capabilities
-from worker.maintenance.report import ActionRecord, MaintenanceReport, Recorder
+from worker.maintenance.report import ActionRecord, MaintenanceReport, Recorder, describe_index
 from worker.maintenance.slow_queries import Source as SlowQuerySource
 
 log = structlog.get_logger(__name__)
@@ -187,7 +187,7 @@ class _Run:
         denied = [d for d in decisions if d.action == "rebuild" and not d.index.access.allowed]
         for d in decisions:
             deferred = d.action == "rebuild" and d not in chosen and d not in denied
-            self.report.indexes.append(reindex.describe(d, deferred))
+            self.report.indexes.append(describe_index(d, deferred))
             if d.action == "baseline":
                 rows = d.index.live_rows
                 await self.act(

@@ -83,6 +83,8 @@ SELECT n.nspname                                             AS schema,
        pg_relation_size(ic.oid) / current_setting('block_size')::int AS pages,
        coalesce(s.n_live_tup, 0)                             AS live_rows,
        coalesce(s.n_dead_tup, 0)                             AS dead_rows,
+       coalesce(s.n_tup_ins, 0)                              AS inserted_total,
+       coalesce(s.n_tup_del, 0)                              AS deleted_total,
        greatest(tc.reltuples, 0)::bigint                     AS reltuples,
        format_type(a.atttypid, a.atttypmod)                  AS column_type,
        ic.reloptions                                         AS reloptions,
@@ -157,6 +159,23 @@ WHERE NOT r.dry_run
   AND a -> 'details' ->> 'recall_after' IS NOT NULL
   AND coalesce(r.finished_at, now()) >= b.built_at
 ORDER BY b.index_name, r.started_at DESC;
+
+-- name: reindex_counters_at_build
+-- The table's cumulative insert/delete counters (pg_stat_user_tables n_tup_ins/n_tup_del,
+-- kept in each run's summary -> 'indexes') as the first finished run after each index's
+-- last build saw them: rows churned since the build are today's counters minus these.
+-- A build made during a run is first seen by the next one (what happened in between is
+-- missed: the churn errs low). Counters that went down since were reset: the caller
+-- treats the churn as unknown.
+SELECT DISTINCT ON (b.index_name) b.index_name,
+       (i ->> 'inserted_total')::bigint AS inserted_total,
+       (i ->> 'deleted_total')::bigint  AS deleted_total
+FROM ops.index_builds b
+JOIN ops.maintenance_runs r ON r.started_at >= b.built_at
+CROSS JOIN LATERAL jsonb_array_elements(r.summary -> 'indexes') i
+WHERE NOT r.dry_run AND r.finished_at IS NOT NULL
+  AND i ->> 'index' = b.index_name AND i ? 'deleted_total'
+ORDER BY b.index_name, r.started_at;
 
 -- name: recall_index_shape
 -- What the recall probe (worker/maintenance/recall.py) needs of index $1 (schema.index):
