@@ -45,9 +45,9 @@ def model_accepts_dimensions(model: str) -> bool:
 # -------------------------------------------------------------------------- OpenAI model
 
 
-# A base64 embedding as OpenAI sends it: ``"embedding": "<base64>"`` (no escapes). Inside
-# a JSON string a quote is always escaped, so this only ever matches a key and its value.
-_B64_EMBEDDING = re.compile(rb'"embedding"\s*:\s*"([A-Za-z0-9+/]*=*)"')
+# A key "embedding" and the opening quote of a string value. Inside a JSON string a quote
+# is always escaped, so this only ever matches a key; the value runs to the next quote.
+_KEY_VALUE = re.compile(rb'"embedding"\s*:\s*"')
 _KEY = b'"embedding"'
 _BLANK = b'"embedding":""'
 
@@ -80,11 +80,18 @@ class EmbeddingsDecoder:
 
     def feed(self, chunk: bytes) -> None:
         buf = self._tail + chunk if self._tail else chunk
-        pos = 0
-        for m in _B64_EMBEDDING.finditer(buf):
+        pos = at = 0  # kept up to ``pos``; searched up to ``at``
+        while (m := _KEY_VALUE.search(buf, at)) is not None:
+            start = m.end()
+            end = buf.find(b'"', start)
+            if end < 0:
+                break  # the value goes on in the next chunk
+            at = end + 1
+            if buf.find(b"\\", start, end) >= 0:
+                continue  # escapes: left to the JSON parser
             self._rest += (buf[pos : m.start()], _BLANK)
-            self._row(buf, *m.span(1))
-            pos = m.end()
+            self._row(buf, start, end)
+            pos = at
         # Keep what may be a key whose value is still on its way (or the key's start).
         cut = buf.rfind(_KEY, pos)
         if cut < 0 or len(buf) - cut > self._pending_max:
@@ -101,7 +108,7 @@ class EmbeddingsDecoder:
         if k >= self.expected_count:
             return  # (the count check at ``finish`` refuses the answer)
         try:
-            raw = base64.b64decode(memoryview(buf)[start:end], validate=True)
+            raw = binascii.a2b_base64(memoryview(buf)[start:end], strict_mode=True)
         except (binascii.Error, ValueError):
             self.errors[k] = "invalid base64"
             return
