@@ -173,3 +173,25 @@ async def test_a_live_run_gets_a_kept_connection_while_bulk_holds_every_other(
         assert await waiting == 1
     finally:
         await pool.close()
+
+
+async def test_the_worker_pool_opens_where_006_was_rolled_back(
+    new_database: Callable[[], str],
+) -> None:
+    """Ingestion does not need search: the statements every worker connection prepares
+    leave ``search_memory`` out, so workers keep running while 006 is rolled back."""
+    from worker.db.pool import worker_statements
+
+    dsn = new_database()
+    migrator = Migrator(dsn)
+    await migrator.up()
+    assert await migrator.down("005") == ["006"]
+    pool = await create_pool(
+        Settings(database_url=dsn), dsn, min_size=1, max_size=1, prepare=worker_statements()
+    )
+    try:
+        assert await pool.fetchval("SELECT count(*) FROM comms.communications") == 0
+        with pytest.raises(asyncpg.UndefinedFunctionError):
+            await pool.fetch(Q.search_memory, uuid.uuid4(), None, "x", 5, *[None] * 5)
+    finally:
+        await pool.close()

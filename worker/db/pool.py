@@ -54,8 +54,10 @@ def _prepare_on_connect(
 
 def worker_statements() -> list[str]:
     """What the worker's pool prepares on each connection as it opens: the ingestion
-    queries (``Q.plain()``), so asyncpg learns their types before the first burst."""
-    return Q.plain()
+    queries (``Q.plain()``), so asyncpg learns their types before the first burst.
+    Not search: ingestion does not need 006's ``search_memory``, so a worker keeps
+    running on a database where 006 was rolled back (or not applied yet)."""
+    return [sql for sql in Q.plain() if sql != Q.search_memory]
 
 
 async def create_pool(
