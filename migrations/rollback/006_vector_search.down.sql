@@ -1,7 +1,8 @@
 -- =============================================================================
 -- 006_vector_search.down.sql — undo 006_vector_search.sql
 --
--- Drops public.search_memory and gives idx_comms_embedding, idx_chunks_embedding and
+-- Drops public.search_memory and the chunk tables' content_tsv (their full-text indexes
+-- go back onto the expression), and gives idx_comms_embedding, idx_chunks_embedding and
 -- idx_media_chunks_embedding back their seed definition (vector HNSW, cosine, m 16,
 -- ef_construction 64): a full HNSW build of every embedded row (~33 s per 100k rows on
 -- 2 cores, writes to the table wait for it). Deletes the '006' tracking row.
@@ -46,6 +47,24 @@ BEGIN
   END LOOP;
 END
 $idx$;
+
+-- full text back on the expression (dropping the column drops its index)
+DO $fts$
+DECLARE
+  t record;
+BEGIN
+  FOR t IN
+    SELECT * FROM (VALUES
+      ('meetings', 'transcript_chunks', 'idx_chunks_content_fts'),
+      ('media', 'media_chunks', 'idx_media_chunks_content_fts')) AS v (nsp, tbl, idx)
+  LOOP
+    CONTINUE WHEN to_regclass(format('%I.%I', t.nsp, t.tbl)) IS NULL;  -- 001 rolled back
+    EXECUTE format('ALTER TABLE %I.%I DROP COLUMN IF EXISTS content_tsv', t.nsp, t.tbl);
+    EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON %I.%I '
+                   'USING gin (to_tsvector(''english''::regconfig, content))', t.idx, t.nsp, t.tbl);
+  END LOOP;
+END
+$fts$;
 
 DO $t$
 BEGIN

@@ -225,8 +225,9 @@ async def test_q6_indexes(conn):
     assert "ivfflat" not in " ".join(r["indexdef"] for r in rows)
     defs = {r["indexname"]: r["indexdef"] for r in rows}
     assert "USING gin (body_tsv)" in defs["idx_comms_body_tsv"]
-    assert "to_tsvector" in defs["idx_chunks_content_fts"]
-    assert "to_tsvector" in defs["idx_media_chunks_content_fts"]
+    # 006: on the stored content_tsv column (a generated to_tsvector of content)
+    assert "USING gin (content_tsv)" in defs["idx_chunks_content_fts"]
+    assert "USING gin (content_tsv)" in defs["idx_media_chunks_content_fts"]
     assert "USING gin (addresses)" in defs["idx_contacts_addresses"]
     assert "USING gin (speakers)" in defs["idx_chunks_speakers"]
     assert "USING gin (payload)" in defs["idx_events_payload"]
@@ -798,6 +799,9 @@ async def test_up_down_up_round_trip(pg, new_database):
     seed_defs = {r[2]: r[3] for r in after_006_down["indexes"] if r[2] in HNSW}
     assert len(seed_defs) == 5
     assert all("USING hnsw (embedding vector_cosine_ops)" in d for d in seed_defs.values())
+    fts = {r[2]: r[3] for r in after_006_down["indexes"] if r[2].endswith("_content_fts")}
+    assert len(fts) == 2 and all("to_tsvector" in d for d in fts.values())
+    assert not any(c[2] == "content_tsv" for c in after_006_down["columns"])
     assert not await search_function(dsn)
     apply(pg, dsn, UP[5])
     assert await snapshot(dsn) == before
@@ -857,4 +861,3 @@ async def search_function(dsn: str) -> bool:
         return bool(n)
     finally:
         await c.close()
-
