@@ -110,3 +110,19 @@ def test_make_provider_openai_when_key_set() -> None:
     assert isinstance(
         make_provider(Settings(openai_api_key="sk-test", embedding_provider="local")), LocalProvider
     )
+
+
+def test_vectors_are_dense_so_sign_bits_follow_angles() -> None:
+    """006's index keeps one sign bit per component: for a 3-word query among 400 texts,
+    the cosine-nearest text must be among the 20 nearest by Hamming distance of those bits
+    (sparse hashed vectors put it at rank ~150: the bits only said "zero")."""
+    words = [f"w{i:03d}x{i * 7919 % 1000:03d}" for i in range(1200)]
+    texts = [" ".join(words[3 * i : 3 * i + 12]) for i in range(400)]
+    stored = local_embed(texts)
+    assert np.count_nonzero(stored, axis=1).min() > 0.95 * EMBEDDING_DIMENSIONS
+    bits = stored > 0
+    for i in range(0, 400, 40):
+        q = local_embed([" ".join(words[3 * i + 1 : 3 * i + 4])])[0]
+        nearest = int(np.argmax(stored @ q))
+        hamming = np.count_nonzero(bits != (q > 0), axis=1)
+        assert int(np.count_nonzero(hamming < hamming[nearest])) < 20

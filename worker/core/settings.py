@@ -20,7 +20,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 EMBEDDING_DIMENSIONS = 1536
 # OpenAI's hard limit for a single input of the text-embedding-3 family.
 MAX_INPUT_TOKENS = 8191
-LOCAL_MODEL_NAME = "local-hash-1536-v1"
+LOCAL_MODEL_NAME = "local-hash-1536-v2"  # v2: rotated (dense) vectors, same cosines
 
 
 class Settings(BaseSettings):
