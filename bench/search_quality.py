@@ -684,14 +684,10 @@ def conclusion(results: list[dict[str, Any]]) -> list[str]:
         + " / ".join(g("hybrid", t) for t in lex)
         + ") while vector-only falls to "
         + " / ".join(g("vector", t) for t in lex)
-        + ". Hybrid is *below* text alone there: when the vector list misses the "
-        "item, its only match is the full-text list's rank 1, which scores 1/61, the same "
-        "as the vector list's rank 1; the final ORDER BY breaks the tie by cosine distance "
-        "(`r.distance NULLS LAST`), so the vector's candidate wins and the exact match comes "
-        "second (hybrid hit@10 there: "
-        + " / ".join(g("hybrid", t, "hit") for t in lex)
-        + "). Equal-weight RRF on a one-match text list: a known trade-off, not a bug; "
-        "breaking score ties by presence in both lists or by `text_rank` would recover it.",
+        + ". Between equal scores search_memory puts the full-text hit first (a text "
+        "list's rank 1 ties with the vector list's rank 1 at 1/61): before that tie rule the "
+        "vector's candidate won it and hybrid's MRR on `exact` was 0.86 (first run of this "
+        "bench, with the same query set).",
         "* Where any word of the question is not in the item (`mixed`, `paraphrase`, `typo`), "
         "full text returns nothing (`websearch_to_tsquery` ANDs every non-stop word; empty "
         "share "
@@ -707,24 +703,18 @@ def conclusion(results: list[dict[str, Any]]) -> list[str]:
         "'summarize') already takes full text out of the fusion. With a real embedding model "
         "this is where vector (and so hybrid) would gain most; with this lexical stand-in, "
         "`paraphrase` (one rare term among many) stays hard for every mode.",
-        "* Vector-only is also held back by the index path, not only by the embedder: on "
-        f"`exact` it reaches hit@10 {g('vector', 'exact', 'hit')} where an exact cosine scan "
-        f"(`vector_exact`) reaches {g('vector_exact', 'exact', 'hit')}. search_memory "
-        "pre-selects 100 rows per table by Hamming distance of the binary quantization "
-        "and re-ranks those by cosine; `local_embed` vectors are sparse (a 3-word query has "
-        "~15 positive dimensions, a 500-token chunk a few hundred), so Hamming distance "
-        f"mostly measures length and the best cosine match is often not among the 100 {lost}. "
-        "Dense real embeddings quantize well (bench/INDEX.md: recall@10 0.964), so this "
-        "gap is mostly the stand-in's; it does hit the offline `local` provider's search.",
+        "* The binary-quantized pre-selection costs vector search little: on `exact` "
+        f"vector-only reaches hit@10 {g('vector', 'exact', 'hit')} where an exact cosine scan "
+        f"(`vector_exact`) reaches {g('vector_exact', 'exact', 'hit')} {lost}. In the first run "
+        "of this bench it reached 0.16: `local_embed`'s hashed vectors were sparse, their sign "
+        "bits mostly said 'zero' and Hamming distance measured length; the local model now "
+        "rotates them (same cosines, dense: worker/embedding/local.py), as real embeddings "
+        "are dense (bench/INDEX.md: recall@10 0.964).",
         f"* Cost: hybrid p50 {ms('hybrid')} ms, text {ms('text')} ms, vector {ms('vector')} ms "
-        "per call. The full-"
-        "text branch computes `to_tsvector('english', content)` for every transcript and "
-        "media chunk of the workspace on every call (no index on that expression; "
-        "communications have the stored, GIN-indexed `body_tsv`), so text and hybrid grow "
-        "linearly with the workspace. A GIN expression index (or a stored tsvector column) "
-        "on the two chunk tables would make hybrid cost about what vector does. The machine "
-        "was shared (load average in the table heading): absolute times are inflated, the "
-        "ratio is the point.",
+        "per call (the first run: 815 / 743 / 98 ms, when the chunk tables' full text was an "
+        "expression index and ranking re-parsed every matching chunk; 006 now stores "
+        "`content_tsv`). The machine was shared (load average in the table heading): absolute "
+        "times are inflated, the ratio is the point.",
     ]
 
 
