@@ -4,7 +4,7 @@ Policy (per HNSW/IVFFlat index in the project's schemas), from measured drift
 (``python -m bench.index --drift``, bench/INDEX.md "Drift"): growing a table 3x through
 its index or deleting half its rows (+ VACUUM) changed recall@10 by no more than the
 measurement's noise against a fresh build of the same rows; replacing a third or more
-of them cost ~0.02. What a rebuild restores is a graph that answers badly, so that is
+of them cost 0.01-0.03. What a rebuild restores is a graph that answers badly, so that is
 what is measured, where it can be:
 
 * **Recall** (``reindex_recall_target``, 0.90; 0: off). The probe
@@ -17,7 +17,7 @@ what is measured, where it can be:
 * **Churn** (``CHURN_REBUILD``): rows both deleted and inserted since the build (the
   table's ``n_tup_del``/``n_tup_ins`` against the first run after the build) reaching a
   third of the rows then: rebuild (reason ``churn``). New rows written into the slots
-  VACUUM freed cost the shipped query ~0.02 recall@10 — real, but below what 20 probe
+  VACUUM freed cost the shipped query 0.01-0.03 recall@10 — real, but below what 20 probe
   samples resolve, so this rule stands in for the probe there.
 * **Growth** (``reindex_growth_factor`` x the live rows of the last build, kept in
   ``ops.index_builds``) rebuilds only where recall was not measured (probe off, shape
@@ -66,7 +66,7 @@ MIN_ROWS_FOR_REBUILD = 1_000
 PROBE_QUERIES = 20  # sampled queries per index and run (recall probe)
 PROBE_TIMEOUT_MS = 10_000  # bound on each of the probe's statements
 #: rows deleted and as many inserted since the build, as a share of the rows then: the
-#: freed graph slots refilled cost ~0.02 recall@10 (bench/INDEX.md, Drift)
+#: freed graph slots refilled cost 0.01-0.03 recall@10 (bench/INDEX.md, Drift)
 CHURN_REBUILD = 0.33
 #: a recall this close to the one measured right after the last rebuild is not drift
 RECALL_TOLERANCE = 0.05  # the probe's noise at 20 samples (bench/INDEX.md, Drift)
