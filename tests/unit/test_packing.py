@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 
-import numpy as np
 import pytest
 
 from worker.embedding.packing import ROUND_ROBIN_QUANTUM, Caller, PendingRows
@@ -14,13 +13,7 @@ def _caller(
     loop: asyncio.AbstractEventLoop, texts: list[str], tokens: list[int] | None = None
 ) -> Caller:
     counts = tokens if tokens is not None else [1] * len(texts)
-    return Caller(
-        texts,
-        counts,
-        np.zeros((len(texts), 2), np.float32),
-        loop.create_future(),
-        remaining=len(texts),
-    )
+    return Caller(texts, counts, loop.create_future(), remaining=len(texts))
 
 
 @pytest.fixture

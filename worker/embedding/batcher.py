@@ -181,7 +181,6 @@ class EmbeddingBatcher:
         caller = Caller(
             texts=list(texts),
             tokens=[int(n) for n in token_counts],
-            result=np.empty((len(texts), self.dimensions), dtype=np.float32),
             future=loop.create_future(),
             remaining=len(texts),
             live=live,
@@ -296,6 +295,8 @@ class EmbeddingBatcher:
         for caller, (dst, src) in batch.routes.items():
             if caller.dead:
                 continue
+            if caller.result is None:
+                caller.result = np.empty((len(caller.texts), vectors.shape[1]), dtype=np.float32)
             caller.result[dst] = vectors[src]
             caller.remaining -= len(dst)
             if caller.remaining == 0:

@@ -33,8 +33,11 @@ class Caller:
 
     texts: list[str]
     tokens: list[int]
-    result: np.ndarray
     future: asyncio.Future[np.ndarray]
+    # allocated when its first vectors arrive, not when it queues: under a tight budget
+    # the callers of every admitted item wait here (a 9,127-row backfill: 56 MB of
+    # arrays waiting for tokens)
+    result: np.ndarray | None = None
     cursor: int = 0  # next row not yet packed
     remaining: int = 0  # rows not yet filled
     live: bool = False  # a live item's rows: packed ahead of bulk, in requests of their own
