@@ -70,6 +70,8 @@ async def test_a_thread_embeds_what_each_message_says_new(
     )
     assert quoted_fact[0][0] == len(thread)  # full-text search still sees the whole bodies
 
-    hits = await search_workspace(settings, migrated_dsn, ws, FACT)
+    # the embeddings rank the message that said it first (replies embed only what they
+    # add; hybrid's full-text list also finds the replies that quote it)
+    hits = await search_workspace(settings, migrated_dsn, ws, FACT, mode="vector")
     assert hits[0]["kind"] == "communication"
     assert hits[0]["content"].startswith("Lisbon warehouse\n"), hits[0]["content"][:80]

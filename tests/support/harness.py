@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 from arq.worker import Worker
@@ -12,6 +12,9 @@ from pgvector.asyncpg import register_vector
 
 from worker.core.settings import Settings
 from worker.queue.app import run_bursts
+
+if TYPE_CHECKING:
+    from worker.db.search import Mode
 
 DEFAULTS: dict[str, Any] = {
     "openai_api_key": "sk-test-not-a-real-key-1234567890",
@@ -139,14 +142,20 @@ def mutate(payload: dict[str, Any], **changes: Any) -> dict[str, Any]:
 
 
 async def search_workspace(
-    settings: Settings, dsn: str, workspace_id: Any, text: str, limit: int = 3
+    settings: Settings,
+    dsn: str,
+    workspace_id: Any,
+    text: str,
+    limit: int = 3,
+    mode: Mode = "hybrid",
 ) -> list[dict[str, Any]]:
-    """``cos-worker search``'s query for ``text`` in one workspace, on a pool of its own."""
+    """``cos-worker search``'s query for ``text`` in one workspace, on a pool of its own
+    (``mode="vector"``: what the embeddings alone rank first)."""
     from worker.db.pool import create_pool
     from worker.db.search import search
 
     pool = await create_pool(settings, dsn, min_size=1, max_size=1)
     try:
-        return await search(settings, pool, workspace_id, text, limit=limit)
+        return await search(settings, pool, workspace_id, text, limit=limit, mode=mode)
     finally:
         await pool.close()
