@@ -220,7 +220,8 @@ BEGIN
   -- Written once, planned per call with the arguments known (EXECUTE ... USING): the
   -- unused branches fold away and a small workspace is sorted exactly.
   -- $1 workspace, $2 embedding, $3 tsquery, $4 limit, $5 kinds, $6 sources, $7 since,
-  -- $8 until, $9 contact, $10 candidates per source, $11 depth.
+  -- $8 until, $9 contact, $10 candidates per source, $11 depth. tstzrange($7, $8) is
+  -- [since, until), a NULL bound unbounded.
   q := format($sql$
 WITH
 vec_t AS (
@@ -310,8 +311,7 @@ $sql$,
          WHERE t.workspace_id = c.workspace_id AND t.id = c.transcript_id AND t.source = ANY ($6)))
     AND ($7 IS NULL AND $8 IS NULL OR EXISTS (SELECT 1 FROM meetings.meetings m
          WHERE m.workspace_id = c.workspace_id AND m.id = c.meeting_id
-           AND coalesce(m.starts_at, c.created_at) >= coalesce($7, '-infinity')
-           AND coalesce(m.starts_at, c.created_at) < coalesce($8, 'infinity')))
+           AND coalesce(m.starts_at, c.created_at) <@ tstzrange($7, $8)))
     AND ($9 IS NULL OR EXISTS (SELECT 1 FROM meetings.participants p
          WHERE p.workspace_id = c.workspace_id AND p.meeting_id = c.meeting_id
            AND p.contact_id = $9)))$f$,
@@ -326,12 +326,7 @@ $sql$,
                          JOIN comms.communications cm
                            ON cm.workspace_id = l.workspace_id AND cm.id = l.communication_id
                          WHERE l.workspace_id = a.workspace_id AND l.asset_id = a.id),
-                        a.created_at) >= coalesce($7, '-infinity')
-           AND coalesce((SELECT min(cm.sent_at) FROM media.asset_links l
-                         JOIN comms.communications cm
-                           ON cm.workspace_id = l.workspace_id AND cm.id = l.communication_id
-                         WHERE l.workspace_id = a.workspace_id AND l.asset_id = a.id),
-                        a.created_at) < coalesce($8, 'infinity')))
+                        a.created_at) <@ tstzrange($7, $8)))
     AND ($9 IS NULL OR EXISTS (SELECT 1 FROM media.asset_links l
          WHERE l.workspace_id = c.workspace_id AND l.asset_id = c.asset_id
            AND (EXISTS (SELECT 1 FROM comms.participants p
@@ -343,8 +338,7 @@ $sql$,
     -- %6$s: a communication passes the filters
     $f$('communication' = ANY (coalesce($5, ARRAY['communication']))
     AND ($6 IS NULL OR c.source = ANY ($6))
-    AND coalesce(c.sent_at, c.created_at) >= coalesce($7, '-infinity')
-    AND coalesce(c.sent_at, c.created_at) < coalesce($8, 'infinity')
+    AND ($7 IS NULL AND $8 IS NULL OR coalesce(c.sent_at, c.created_at) <@ tstzrange($7, $8))
     AND ($9 IS NULL OR EXISTS (SELECT 1 FROM comms.participants p
          WHERE p.workspace_id = c.workspace_id AND p.communication_id = c.id
            AND p.contact_id = $9)))$f$);

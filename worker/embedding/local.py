@@ -16,6 +16,7 @@ its outputs then follow angles (sign random projections, SimHash), as a real mod
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import math
 import re
@@ -30,7 +31,6 @@ _WORD = re.compile(r"\w+", re.UNICODE)
 _WORD_CACHE_MAX = 500_000
 _word_cache: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
 _hash_cache: dict[str, int] = {}
-_sign_cache: dict[int, np.ndarray] = {}
 _cache_lock = threading.Lock()
 # Per word: the whole-word feature has weight _WORD_WEIGHT, its char trigrams together
 # have L2 weight 1, so "engineer" ~ "engineers" (cos ~0.65) while unrelated words are ~0.
@@ -188,16 +188,10 @@ def _rotate(mat: np.ndarray) -> np.ndarray:
     return (spectrum.real - spectrum.imag) / math.sqrt(dim)
 
 
+@functools.cache
 def _signs(dim: int) -> np.ndarray:
-    with _cache_lock:
-        signs = _sign_cache.get(dim)
-        if signs is None:
-            # from the feature hash, not a seeded generator: fixed across numpy versions
-            signs = np.array(
-                [1.0 if (_feature_hash(f"sign:{i}") >> 63) & 1 else -1.0 for i in range(dim)]
-            )
-            _sign_cache[dim] = signs
-    return signs
+    # from the feature hash, not a seeded generator: fixed across numpy versions
+    return np.array([1.0 if (_feature_hash(f"sign:{i}") >> 63) & 1 else -1.0 for i in range(dim)])
 
 
 class LocalProvider:
