@@ -75,6 +75,38 @@ def ivf_lists(rows: int) -> int:
     return max(1, round(rows / 1000))
 
 
+def bq_option(m: int, ef_c: int) -> Option:
+    """The binary-quantized HNSW at other build parameters, queried as search_memory does
+    (relaxed_order, 100 or 150 candidates): what a cheaper graph costs in recall."""
+    name = f"bq m{m}/ef_c{ef_c}"
+    return Option(
+        f"bq_m{m}_ef{ef_c}",
+        (
+            hnsw_ddl(
+                "idx_bi_bq", m, ef_c, "(binary_quantize(embedding)::bit(1536)) bit_hamming_ops"
+            ),
+        ),
+        tuple(
+            Variant(
+                f"{name} {n} re-ranked, relaxed_order",
+                sql=sql_binary(n),
+                settings={"hnsw.ef_search": str(n)} | RELAXED,
+            )
+            for n in (100, 150)
+        )
+        + (
+            Variant(
+                f"{name} 100 re-ranked, forced, relaxed_order",
+                sql=sql_binary(100),
+                settings=FORCED | {"hnsw.ef_search": "100"} | RELAXED,
+            ),
+        ),
+        ("idx_bi_bq",),
+        pgvector="0.7",
+        description=f"binary-quantized HNSW, m {m}, ef_construction {ef_c}",
+    )
+
+
 def options(base_rows: int, n_ws: int) -> list[Option]:
     lists = ivf_lists(base_rows)
     partial_ddl = tuple(
@@ -203,6 +235,9 @@ def options(base_rows: int, n_ws: int) -> list[Option]:
             pgvector="0.7",
             description="binary-quantized HNSW (bit_hamming_ops), exact cosine re-ranking",
         ),
+        bq_option(12, 64),
+        bq_option(12, 48),
+        bq_option(16, 48),
         Option(
             "ivfflat",
             (
