@@ -235,6 +235,33 @@ def options(base_rows: int, n_ws: int) -> list[Option]:
             pgvector="0.7",
             description="binary-quantized HNSW (bit_hamming_ops), exact cosine re-ranking",
         ),
+        Option(
+            "bq_ivfflat",
+            (
+                f"CREATE INDEX idx_bi_bq_ivf ON {{t}} USING ivfflat "
+                f"((binary_quantize(embedding)::bit(1536)) bit_hamming_ops) WITH (lists = {lists})",
+            ),
+            tuple(
+                Variant(
+                    f"bq ivfflat probes={p} {n} re-ranked, relaxed_order",
+                    sql=sql_binary(n),
+                    settings={"ivfflat.probes": str(p), "ivfflat.iterative_scan": "relaxed_order"},
+                )
+                for p, n in ((5, 100), (10, 100), (10, 150), (20, 150))
+            )
+            + (
+                Variant(
+                    "bq ivfflat probes=10 100 re-ranked, forced, relaxed_order",
+                    sql=sql_binary(100),
+                    settings=FORCED
+                    | {"ivfflat.probes": "10", "ivfflat.iterative_scan": "relaxed_order"},
+                ),
+            ),
+            ("idx_bi_bq_ivf",),
+            pgvector="0.8",
+            description=f"binary-quantized IVFFlat built after the load (lists {lists}), "
+            "exact cosine re-ranking",
+        ),
         bq_option(12, 64),
         bq_option(12, 48),
         bq_option(16, 48),
