@@ -45,8 +45,8 @@ from typing import Any
 import asyncpg
 import numpy as np
 
-from bench.index.measure import COLUMNS, TABLE, Bench, log
-from bench.index.options import SQL_VECTOR, K, hnsw_ddl, sql_binary
+from bench.index.measure import COLUMNS, TABLE, Bench, Plan, log
+from bench.index.options import SQL_VECTOR, K, hnsw_ddl, ivf_lists, sql_binary
 from bench.index.vectors import Corpus, row_index, row_uuid, user_uuid, workspace_uuid
 from worker.maintenance import recall as recall_mod
 
@@ -59,14 +59,32 @@ BQ_EXPR = "(binary_quantize(embedding)::bit(1536)) bit_hamming_ops"
 @dataclass(frozen=True)
 class Design:
     name: str
-    ddl: str
+    ddl: str  # "{t}" the table; an IVFFlat's "{lists}" its lists
     sql: str
     settings: dict[str, str]
     pgvector: tuple[int, int]
     description: str
 
+    @property
+    def ivf(self) -> bool:
+        return "{lists}" in self.ddl
 
-def designs(iterative: bool) -> list[Design]:
+
+#: probes measured at every step of an IVFFlat design besides the design's own
+#: ("sqrt": round(sqrt(lists))), and in the lists sweep
+IVF_PROBES: tuple[int | str, ...] = (1, 5, 10, "sqrt")
+SWEEP_PROBES: tuple[int | str, ...] = (1, 2, 3, 5, 10, 20, 40, "sqrt")
+
+
+def ivf_probes(p: int | str, lists: int) -> int:
+    return max(1, round(lists**0.5)) if p == "sqrt" else int(p)
+
+
+def ivf_settings(probes: int) -> dict[str, str]:
+    return {"ivfflat.probes": str(probes), "ivfflat.iterative_scan": "relaxed_order"}
+
+
+def designs(iterative: bool, ivf_probe: int = 10) -> list[Design]:
     bq_settings = {"hnsw.ef_search": "100"}
     if iterative:
         bq_settings["hnsw.iterative_scan"] = "relaxed_order"
@@ -87,6 +105,15 @@ def designs(iterative: bool) -> list[Design]:
             (0, 5),
             "seed vector HNSW m 16 / ef_construction 64, ef_search 100 (the 0.6 fallback)",
         ),
+        Design(
+            "bq_ivf",
+            f"CREATE INDEX {INDEX} ON {{t}} USING ivfflat ({BQ_EXPR}) WITH (lists = {{lists}})",
+            sql_binary(100),
+            ivf_settings(ivf_probe),
+            (0, 8),
+            f"binary-quantized IVFFlat (lists = rows/1000 at the build), 100 Hamming "
+            f"candidates re-ranked by cosine, probes {ivf_probe}, relaxed_order",
+        ),
     ]
 
 
@@ -99,6 +126,9 @@ class Drift:
         self.live = np.zeros(bench.corpus.rows, dtype=bool)
         self.probe_samples = probe_samples
         self.next_new = 0  # next never-inserted row for growth/churn
+        self.lists = 0  # an IVFFlat design's lists at its last build
+        self.ivf_probes = IVF_PROBES
+        self.forced: dict[str, str] = {}  # added to every query's settings (the sweep's)
 
     # ------------------------------------------------------------------ table state
     async def load(self, rows: np.ndarray, writers: int = 1, batch: int = 5000) -> float:
@@ -177,8 +207,9 @@ class Drift:
         finally:
             await conn.close()
 
-    async def reset(self, design: Design, base: int) -> float:
-        """Back to the first ``base`` rows with a fresh index on them; build seconds."""
+    async def reset(self, design: Design, base: int, lists: int | None = None) -> float:
+        """Back to the first ``base`` rows with a fresh index on them; build seconds. An
+        IVFFlat's lists: ``lists``, by default rows/1000 (1 on an empty table)."""
         await self.sql(f"DROP INDEX IF EXISTS bench_index.{INDEX}")
         extra = np.flatnonzero(self.live[base:]) + base
         conn = await self.bench.connect()
@@ -195,10 +226,11 @@ class Drift:
         if len(missing):
             await self.load(missing)
         await self.sql(f"VACUUM {TABLE}", "CHECKPOINT")
+        self.lists = lists if lists is not None else ivf_lists(base)
         build = await self.sql(
             "SET maintenance_work_mem = '2GB'",
             "SET max_parallel_maintenance_workers = 2",
-            design.ddl.format(t=TABLE),
+            design.ddl.format(t=TABLE, lists=self.lists),
         )
         await self.sql(f"ANALYZE {TABLE}")
         self.next_new = base
@@ -216,12 +248,16 @@ class Drift:
         top[~np.isfinite(np.take_along_axis(s, top, axis=1))] = -1
         return top
 
-    async def measure(self, design: Design, rebuilt: bool) -> dict[str, Any]:
+    async def measure(
+        self, design: Design, rebuilt: bool | str, probe: bool = True
+    ) -> dict[str, Any]:
         """The shipped query shape, index size and the recall probe; on a fresh build of
-        the same rows (REINDEX, rolled back afterwards) when ``rebuilt``."""
+        the same rows when ``rebuilt`` (REINDEX; "recreate": an IVFFlat dropped and
+        created with lists = rows/1000), rolled back afterwards."""
         bench = self.bench
         conn = await bench.connect()
         out: dict[str, Any] = {}
+        lists = self.lists
         tr = conn.transaction()
         await tr.start()
         try:
@@ -229,14 +265,36 @@ class Drift:
                 await conn.execute("SET LOCAL maintenance_work_mem = '2GB'")
                 await conn.execute("SET LOCAL max_parallel_maintenance_workers = 2")
                 t0 = time.perf_counter()
-                await conn.execute(f"REINDEX INDEX bench_index.{INDEX}")
+                if rebuilt == "recreate":
+                    lists = ivf_lists(int(self.live.sum()))
+                    await conn.execute(f"DROP INDEX bench_index.{INDEX}")
+                    await conn.execute(design.ddl.format(t=TABLE, lists=lists))
+                else:
+                    await conn.execute(f"REINDEX INDEX bench_index.{INDEX}")
                 out["reindex_s"] = round(time.perf_counter() - t0, 2)
+            if design.ivf:
+                out["lists"] = lists
             out["index_mb"] = round(
                 await conn.fetchval(f"SELECT pg_relation_size('bench_index.{INDEX}')") / 2**20, 1
             )
-            out["probe"] = await self.probe(conn)
+            out["probe"] = await self.probe(conn) if probe else {}
+            if design.ivf and probe:
+                # the probe as the search would query (worker.maintenance.recall sets only
+                # hnsw.*: an IVFFlat is probed at ivfflat.probes 1 without iterative scans)
+                await conn.execute("SAVEPOINT ivf")
+                for k, v in design.settings.items():
+                    await conn.execute(f"SELECT set_config('{k}', '{v}', true)")
+                out["probe_search"] = await self.probe(conn)
+                await conn.execute("ROLLBACK TO SAVEPOINT ivf")
             await conn.execute("SET LOCAL ROLE authenticated")
-            out.update(await self.queries(conn, design))
+            out.update(await self.queries(conn, design, plan=True))
+            if design.ivf:
+                out["by_probes"] = {}
+                for n in sorted({min(ivf_probes(p, lists), lists) for p in self.ivf_probes}):
+                    q = await self.queries(conn, design, ivf_settings(n))
+                    out["by_probes"][str(n)] = {
+                        k: q[k] for k in ("recall_at_10", "p50_ms", "p95_ms")
+                    }
         finally:
             await tr.rollback()
             await conn.close()
@@ -256,9 +314,21 @@ class Drift:
         await conn.execute("ROLLBACK TO SAVEPOINT probe")
         return result.to_dict()
 
-    async def queries(self, conn: asyncpg.Connection, design: Design) -> dict[str, Any]:
+    async def queries(
+        self,
+        conn: asyncpg.Connection,
+        design: Design,
+        settings: dict[str, str] | None = None,
+        plan: bool = False,
+    ) -> dict[str, Any]:
+        """Recall and latency of the design's query (``settings`` instead of the design's);
+        ``plan``: also the plan of the first query of the largest workspace."""
         bench = self.bench
-        settings = {"plan_cache_mode": "force_custom_plan", **design.settings}
+        settings = {
+            "plan_cache_mode": "force_custom_plan",
+            **(settings or design.settings),
+            **self.forced,
+        }
         for k, v in settings.items():
             await conn.execute(f"SELECT set_config('{k}', '{v}', true)")
         stmt = await conn.prepare(design.sql.format(t=TABLE))
@@ -283,17 +353,35 @@ class Drift:
         )
         tiny = len(bench.corpus.shares) - 1
         main = bench.query_ws != tiny
-        return {
+        out: dict[str, Any] = {
             "recall_at_10": round(float(recall[main].mean()), 4),
             "recall_all": round(float(recall.mean()), 4),
             "p50_ms": round(float(np.percentile(lat[main], 50)), 2),
             "p95_ms": round(float(np.percentile(lat[main], 95)), 2),
             "tiny_recall": round(float(recall[~main].mean()), 4),
         }
+        if plan:
+            w = int(np.argmax(bench.corpus.ws_rows))
+            j = int(np.flatnonzero(bench.query_ws == w)[0])
+            claims = json.dumps({"sub": str(user_uuid(w)), "role": "authenticated"})
+            await conn.execute("SELECT set_config('request.jwt.claims', $1, true)", claims)
+            text = await conn.fetchval(
+                "EXPLAIN (FORMAT JSON) " + design.sql.format(t=TABLE),
+                workspace_uuid(w),
+                bench.queries[j],
+            )
+            out["plan"] = " > ".join(Plan.from_json(text).nodes)
+        return out
 
-    async def step(self, design: Design, label: str, rebuild: bool = True) -> dict[str, Any]:
+    async def step(
+        self, design: Design, label: str, rebuild: bool = True, recreate: bool | None = None
+    ) -> dict[str, Any]:
+        """Measure the maintained index and (``rebuild``) a REINDEX of it; an IVFFlat's
+        also re-created with lists = rows/1000 (``recreate``; default: when that differs
+        from its lists)."""
         drifted = await self.measure(design, rebuilt=False)
-        out: dict[str, Any] = {"step": label, "rows": int(self.live.sum()), "drifted": drifted}
+        rows = int(self.live.sum())
+        out: dict[str, Any] = {"step": label, "rows": rows, "drifted": drifted}
         if rebuild:
             fresh = await self.measure(design, rebuilt=True)
             out["rebuilt"] = fresh
@@ -304,6 +392,10 @@ class Drift:
                 "index_mb": round(drifted["index_mb"] - fresh["index_mb"], 1),
                 "probe_recall": _diff(drifted["probe"], fresh["probe"]),
             }
+        if recreate is None:
+            recreate = rebuild and design.ivf and ivf_lists(rows) != self.lists
+        if recreate:
+            out["recreated"] = await self.measure(design, rebuilt="recreate", probe=False)
         log(f"  {_line(out)}")
         return out
 
@@ -321,12 +413,26 @@ def _line(s: dict[str, Any]) -> str:
         f"p50 {d['p50_ms']:.2f} p95 {d['p95_ms']:.2f} ms, {d['index_mb']} MB, "
         f"probe {d['probe'].get('recall')}"
     )
+    if "probe_search" in d:
+        text += f" (as search {d['probe_search'].get('recall')})"
     if "rebuilt" in s:
         r = s["rebuilt"]
         text += (
             f" | rebuilt {r['recall_at_10']:.3f} p50 {r['p50_ms']:.2f} p95 {r['p95_ms']:.2f} ms,"
             f" {r['index_mb']} MB, probe {r['probe'].get('recall')} (REINDEX {r['reindex_s']} s)"
         )
+    if "recreated" in s:
+        r = s["recreated"]
+        text += (
+            f" | lists {r['lists']}: {r['recall_at_10']:.3f} p50 {r['p50_ms']:.2f}"
+            f" p95 {r['p95_ms']:.2f} ms ({r['reindex_s']} s)"
+        )
+    if "by_probes" in d:
+        text += " | probes " + ", ".join(
+            f"{p}: {v['recall_at_10']:.3f}/{v['p95_ms']:.1f}" for p, v in d["by_probes"].items()
+        )
+    if "plan" in d:
+        text += f" | {d['plan']}"
     return text
 
 
@@ -367,11 +473,75 @@ async def run_design(dr: Drift, design: Design, base: int, seed: int) -> dict[st
     await dr.sql(f"DROP INDEX IF EXISTS bench_index.{INDEX}")
     return {
         "name": design.name,
+        "scenario": "drift",
         "description": design.description,
-        "ddl": design.ddl.format(t=TABLE),
+        "ddl": design.ddl.format(t=TABLE, lists=ivf_lists(base)),
         "sql": design.sql.format(t=TABLE),
         "settings": design.settings,
         "build_s": round(build, 2),
+        "steps": steps,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+
+
+async def cold_start(dr: Drift, design: Design, checkpoints: list[int]) -> dict[str, Any]:
+    """An IVFFlat created on an empty table (lists = 1, as a migration on a fresh
+    database), then every row written through it with the worker's pattern; at each
+    checkpoint (rows) compared with the index re-created with lists = rows/1000."""
+    log(f"cold start {design.name}: created on an empty table, rows to {checkpoints}")
+    started = time.perf_counter()
+    await dr.reset(design, 0)
+    steps: list[dict[str, Any]] = []
+    for rows in checkpoints:
+        n = rows - int(dr.live.sum())
+        secs = await dr.grow(n)
+        log(f"  inserted {n} rows: {n / secs:.0f} rows/s")
+        steps.append(await dr.step(design, f"cold {rows}", rebuild=False, recreate=True))
+        steps[-1]["insert_rows_per_s"] = round(n / secs, 1)
+    await dr.sql(f"DROP INDEX IF EXISTS bench_index.{INDEX}")
+    return {
+        "name": design.name,
+        "scenario": "cold",
+        "description": design.description + "; created on the empty table (lists 1)",
+        "steps": steps,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+
+
+async def sweep(
+    dr: Drift, design: Design, rows_list: list[int], lists_list: list[int]
+) -> dict[str, Any]:
+    """Recall and latency by ivfflat.probes for IVFFlats built after the load with each
+    of ``lists_list`` lists (and rows/1000) on each of ``rows_list`` rows."""
+    log(f"sweep {design.name}: rows {rows_list}, lists {lists_list} and rows/1000")
+    started = time.perf_counter()
+    steps: list[dict[str, Any]] = []
+    saved = dr.ivf_probes
+    dr.ivf_probes = SWEEP_PROBES
+    # the index's own recall: no sort left to the planner (bench.index's "forced")
+    dr.forced = {"enable_sort": "off"}
+    try:
+        for rows in rows_list:
+            for lists in sorted({*lists_list, ivf_lists(rows)}):
+                build = await dr.reset(design, rows, lists)
+                out = {
+                    "step": f"lists {lists}",
+                    "rows": rows,
+                    "lists": lists,
+                    "rows_per_list": round(rows / lists),
+                    "build_s": round(build, 2),
+                    "drifted": await dr.measure(design, rebuilt=False, probe=False),
+                }
+                log(f"  rows {rows} build {build:.1f} s: {_line(out)}")
+                steps.append(out)
+    finally:
+        dr.ivf_probes = saved
+        dr.forced = {}
+    await dr.sql(f"DROP INDEX IF EXISTS bench_index.{INDEX}")
+    return {
+        "name": design.name,
+        "scenario": "sweep",
+        "description": design.description + "; lists and probes swept, enable_sort off",
         "steps": steps,
         "seconds": round(time.perf_counter() - started, 1),
     }
@@ -396,13 +566,20 @@ async def drift(args: argparse.Namespace, corpus: Corpus) -> dict[str, Any]:
     try:
         dr = Drift(bench, sims, args.probe_samples)
         wanted = args.only
-        for d in designs(bench.supports((0, 8))):
+        for d in designs(bench.supports((0, 8)), args.ivf_probes):
             if d.name not in wanted:
                 continue
             if not bench.supports(d.pgvector):
                 log(f"design {d.name}: skipped (needs pgvector {d.pgvector})")
                 continue
-            out["designs"].append(await run_design(dr, d, args.rows, args.seed))
+            if "drift" in args.scenarios:
+                out["designs"].append(await run_design(dr, d, args.rows, args.seed))
+            if d.ivf and "cold" in args.scenarios:
+                rows = sorted({*args.cold_rows, args.rows, 2 * args.rows, 3 * args.rows})
+                out["designs"].append(await cold_start(dr, d, rows))
+            if d.ivf and "sweep" in args.scenarios:
+                rows = args.sweep_rows or [args.rows]
+                out["designs"].append(await sweep(dr, d, rows, args.sweep_lists))
     finally:
         bench.pg.stop(mode="fast")
         shutil.rmtree(root, ignore_errors=True)
@@ -416,7 +593,10 @@ def table(results: dict[str, Any]) -> str:
         "index MB | probe recall |",
         "|---|---|---|---|---|---|---|---|",
     ]
+    ivf = [d for d in results["designs"] if "by_probes" in d["steps"][0]["drifted"]]
     for d in results["designs"]:
+        if d in ivf:
+            continue
         for s in d["steps"]:
             a, b = s["drifted"], s.get("rebuilt")
             probe = a["probe"].get("recall")
@@ -437,7 +617,61 @@ def table(results: dict[str, Any]) -> str:
                     f"{probe} / {b['probe'].get('recall')}",
                 ]
             lines.append(f"| {d['name']} | {s['step']} | {s['rows']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    if len(lines) == 2:
+        lines = []
+    for d in ivf:
+        lines.append("")
+        lines.extend(ivf_table(d))
+    return "\n".join(lines).strip("\n")
+
+
+def _probes(m: dict[str, Any]) -> str:
+    return ", ".join(
+        f"{p}: {v['recall_at_10']:.3f} / {v['p95_ms']:.1f}" for p, v in m["by_probes"].items()
+    )
+
+
+def ivf_table(d: dict[str, Any]) -> list[str]:
+    """An IVFFlat design's steps: the maintained index, its REINDEX and its re-creation
+    with lists = rows/1000 (recall@10 / p95 ms at the design's probes), the probe as the
+    maintenance job runs it and as the search queries, recall / p95 by probes."""
+    scenario = d.get("scenario", "drift")
+    if scenario == "sweep":
+        out = [
+            f"{d['name']}, {scenario}: recall@10 / p95 ms by ivfflat.probes (relaxed_order)",
+            "",
+            "| rows | lists | rows/list | build s | plan | by probes |",
+            "|---|---|---|---|---|---|",
+        ]
+        for s in d["steps"]:
+            m = s["drifted"]
+            out.append(
+                f"| {s['rows']} | {s['lists']} | {s['rows_per_list']} | {s['build_s']} | "
+                f"{m['plan']} | {_probes(m)} |"
+            )
+        return out
+    out = [
+        f"{d['name']}, {scenario}: recall@10 / p95 ms",
+        "",
+        "| step | rows | lists | maintained | REINDEX | re-created (lists) | probe as job / "
+        "as search | maintained by probes | re-created by probes |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for s in d["steps"]:
+        m, r, c = s["drifted"], s.get("rebuilt"), s.get("recreated")
+        cells = [
+            s["step"],
+            str(s["rows"]),
+            str(m["lists"]),
+            f"{m['recall_at_10']:.3f} / {m['p95_ms']:.1f}",
+            f"{r['recall_at_10']:.3f} / {r['p95_ms']:.1f}" if r else "",
+            f"{c['recall_at_10']:.3f} / {c['p95_ms']:.1f} ({c['lists']})" if c else "",
+            f"{m['probe'].get('recall')} / {m['probe_search'].get('recall')}",
+            _probes(m),
+            _probes(c) if c else "",
+        ]
+        out.append("| " + " | ".join(cells) + " |")
+    return out
 
 
 def main(argv: list[str]) -> None:
@@ -452,11 +686,26 @@ def main(argv: list[str]) -> None:
     p.add_argument(
         "--only",
         nargs="*",
-        choices=["bq", "seed"],
+        choices=["bq", "seed", "bq_ivf"],
         default=["bq"],
         help="designs (default bq, the shipped one: ~10 min; the seed's vector HNSW writes "
         "and rebuilds 5-10x slower; bench/INDEX.md's figures: --rows 50000 --only bq seed)",
     )
+    p.add_argument(
+        "--scenarios",
+        nargs="*",
+        choices=["drift", "cold", "sweep"],
+        default=["drift"],
+        help="drift: growth, deletes, churn (default); for IVFFlat designs also cold: "
+        "created on the empty table (lists 1), rows written through it to --cold-rows and "
+        "1-3x --rows; sweep: built with --sweep-lists lists on --sweep-rows rows, "
+        "recall by probes",
+    )
+    p.add_argument("--ivf-probes", type=int, default=10, help="bq_ivf's ivfflat.probes (10)")
+    p.add_argument("--cold-rows", type=int, nargs="*", default=[10_000, 30_000])
+    p.add_argument("--sweep-rows", type=int, nargs="*", default=[], help="default --rows")
+    p.add_argument("--sweep-lists", type=int, nargs="*", default=[10, 30, 100, 300])
+    p.add_argument("--tag", default="", help="suffix of the results file name")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     p.add_argument("--render", type=Path, metavar="FILE", help="print a results file's table")
     args = p.parse_args(argv)
@@ -478,6 +727,8 @@ def main(argv: list[str]) -> None:
             "batch": args.batch,
             "seed": args.seed,
             "server": args.server,
+            "scenarios": args.scenarios,
+            "ivf_probes": args.ivf_probes,
             "cpus": os.cpu_count(),
             "machine": platform.platform(),
             "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
@@ -487,6 +738,7 @@ def main(argv: list[str]) -> None:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     suffix = "" if args.server == "pg18" else f"_{args.server}"
+    suffix += f"_{args.tag}" if args.tag else ""
     path = args.out / f"drift_{args.rows}{suffix}.json"
     path.write_text(json.dumps(results, indent=1) + "\n")
     log(f"results: {path} ({results['meta']['seconds']} s)")
