@@ -5,17 +5,28 @@ OpenAI-compatible test server (``bench/NOTES.md``, "A worker within 200 MB")."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import hashlib
 import json
 import subprocess
 import sys
 import tracemalloc
+import weakref
 from collections.abc import Callable
 
 import numpy as np
 
+from tests.support.harness import new_workspace
+from tests.support.openai_server import OpenAIServer
 from worker.core.settings import Settings
+from worker.db.pool import create_pool
+from worker.embedding import EmbeddingBatcher
 from worker.embedding.local import local_embed
-from worker.embedding.providers import OpenAIProvider
+from worker.embedding.providers import OpenAIProvider, make_provider
+from worker.ingest.embed import RECENT_VECTORS, ItemEmbedder
+from worker.ingest.flow import Flow
+from worker.text.chunking import Chunk
+from worker.text.tokens import count_tokens
 
 #: Modules a started worker must not load: the OpenAI SDK (~20 MB resident, 680
 #: modules) and the HTTP stacks that only it brings (the worker's client is ``httpx``);
@@ -107,3 +118,79 @@ async def _traced_embed(base_url: str, texts: list[str]) -> tuple[int, np.ndarra
     finally:
         await provider.aclose()
     return peak, result.vectors
+
+
+async def test_recent_vectors_are_bounded_while_an_item_waits(
+    settings_factory: Callable[..., Settings], fake_openai: OpenAIServer
+) -> None:
+    """The vectors kept for items arriving with the same texts (``RECENT_VECTORS``) stay
+    bounded, and never keep a finished item's array alive, while an older item still
+    waits for its request (as every admitted item waits for tokens under a tight budget):
+    eviction stopped at the oldest entry still pending, and the entries kept were views
+    of whole arrays (38 MB of a 10M-TPM backfill's peak). Nor does the batcher's
+    dispatcher keep the last request's arrays while it waits for more rows."""
+    settings = settings_factory(embed_request_timeout_s=60.0, embed_batch_linger_ms=0)
+    ws = await new_workspace(settings.database_url)
+    pool = await create_pool(settings, settings.database_url, max_size=2)
+    batcher = EmbeddingBatcher(make_provider(settings), settings)
+    embedder = ItemEmbedder(pool, batcher, settings.embedding_model, 1536)
+    try:
+        fake_openai.push_faults({"timeout": True, "sleep_s": 5.0})  # its answer comes late
+        stuck = asyncio.create_task(
+            embedder.chunks("media", ws, _chunks("stuck", 1), Flow(batcher.expect))
+        )
+        for _ in range(500):  # its request reaches the server
+            if fake_openai.stats()["count"]:
+                break
+            await asyncio.sleep(0.01)
+        gc.collect()
+        tracemalloc.start()
+        try:
+            freed = []
+            for item in range(3):
+                vectors, _ = await embedder.chunks(
+                    "media", ws, _chunks(f"item {item}", RECENT_VECTORS), Flow(batcher.expect)
+                )
+                freed.append(weakref.ref(vectors))
+                del vectors
+            await asyncio.sleep(0)  # (the loop's last callbacks hold the last answer)
+            gc.collect()
+            # what the embedder and the batcher hold (the server runs in this process)
+            mine = [tracemalloc.Filter(True, f"*/worker/{p}") for p in _CLIENT_SIDE]
+            held = sum(
+                s.size
+                for s in tracemalloc.take_snapshot().filter_traces(mine).statistics("filename")
+            )
+        finally:
+            tracemalloc.stop()
+        assert not stuck.done()  # (else eviction was never stopped by it)
+        assert [ref() is None for ref in freed] == [True, True, True]
+        row = 1536 * 4
+        assert held < RECENT_VECTORS * row * 1.25, held  # 3x as many rows were embedded
+        inputs = fake_openai.stats()["inputs"]
+        again, fresh = await embedder.chunks(
+            "media", ws, _chunks("item 2", 8), Flow(batcher.expect)
+        )
+        assert fresh == [] and fake_openai.stats()["inputs"] == inputs  # reused, not sent
+        np.testing.assert_array_equal(again, local_embed([c.text for c in _chunks("item 2", 8)]))
+        await stuck
+    finally:
+        await embedder.aclose()
+        await batcher.aclose()
+        await pool.close()
+
+
+_CLIENT_SIDE = (
+    "ingest/*",
+    "embedding/batcher.py",
+    "embedding/packing.py",
+    "embedding/providers.py",
+)
+
+
+def _chunks(prefix: str, n: int) -> list[Chunk]:
+    texts = [f"{prefix}, chunk {i}: a sentence of moderate length" for i in range(n)]
+    return [
+        Chunk(i, t, count_tokens(t), hashlib.sha256(t.encode()).hexdigest())
+        for i, t in enumerate(texts)
+    ]
