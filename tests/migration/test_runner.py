@@ -17,7 +17,7 @@ from worker.db.migrate import MigrationError, Migrator, discover
 from worker.servers.embedded import EmbeddedPostgres
 
 MIGRATIONS = REPO_ROOT / "migrations"
-VERSIONS = ["001", "002", "003", "004", "005", "006"]
+VERSIONS = ["001", "002", "003", "004", "005", "006", "007"]
 CATALOG = """
 SELECT n.nspname || '.' || c.relname || ':' || c.relkind::text AS obj
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -76,6 +76,7 @@ async def test_psql_twice_then_runner_adopts(pg: EmbeddedPostgres, new_database)
         ("004", None),
         ("005", None),
         ("006", None),
+        ("007", None),
     ]
     before = await _fetch(dsn, CATALOG)
     assert await Migrator(dsn).up() == []
@@ -110,6 +111,7 @@ async def test_checksum_drift_is_a_clear_error(new_database, tmp_path: Path) -> 
         "004": "applied",
         "005": "applied",
         "006": "applied",
+        "007": "applied",
     }
 
 
@@ -118,7 +120,7 @@ async def test_down_and_up_again(new_database) -> None:
     migrator = Migrator(dsn)
     await migrator.up()
     before = await _fetch(dsn, CATALOG)
-    assert await migrator.down("001") == ["006", "005", "004", "003", "002"]
+    assert await migrator.down("001") == ["007", "006", "005", "004", "003", "002"]
     policies = await _fetch(dsn, "SELECT count(*) AS n FROM pg_policies")
     assert policies[0]["n"] == 0
     assert await migrator.down("0") == ["001"]

@@ -216,13 +216,17 @@ async def test_q6_indexes(conn):
     for name, (schema, table) in HNSW.items():
         r = by_name[name]
         assert (r["schemaname"], r["tablename"]) == (schema, table)
-        if name in QUANTIZED:  # 006: binary-quantized (pgvector >= 0.7; this server: 0.8)
-            assert "((binary_quantize(embedding))::bit(1536)) bit_hamming_ops" in r["indexdef"]
+        if name in QUANTIZED:  # 007: binary-quantized IVFFlat (pgvector >= 0.8: this server)
+            assert (
+                "USING ivfflat (((binary_quantize(embedding))::bit(1536)) bit_hamming_ops)"
+                in (r["indexdef"])
+            )
+            assert "lists='1'" in r["indexdef"]  # an empty table: one list (007)
         else:
             assert "USING hnsw (embedding vector_cosine_ops)" in r["indexdef"]
-        assert "m='16'" in r["indexdef"] and "ef_construction='64'" in r["indexdef"]
-    assert sum("USING hnsw" in r["indexdef"] for r in rows) == 5
-    assert "ivfflat" not in " ".join(r["indexdef"] for r in rows)
+            assert "m='16'" in r["indexdef"] and "ef_construction='64'" in r["indexdef"]
+    assert sum("USING hnsw" in r["indexdef"] for r in rows) == 2
+    assert sum("USING ivfflat" in r["indexdef"] for r in rows) == 3
     defs = {r["indexname"]: r["indexdef"] for r in rows}
     assert "USING gin (body_tsv)" in defs["idx_comms_body_tsv"]
     # 006: on the stored content_tsv column (a generated to_tsvector of content)
@@ -242,6 +246,7 @@ async def test_q7_migration_tracking(conn):
         ("004", "004_document_chunks"),
         ("005", "005_sync_seen"),
         ("006", "006_vector_search"),
+        ("007", "007_ivfflat_vectors"),
     ]
 
 
@@ -249,7 +254,7 @@ async def test_runner_applies_every_file(migrated_dsn):
     c = await asyncpg.connect(migrated_dsn)
     try:
         rows = await c.fetch("SELECT version, checksum FROM public.schema_migrations ORDER BY 1")
-        assert [r["version"] for r in rows] == ["001", "002", "003", "004", "005", "006"]
+        assert [r["version"] for r in rows] == ["001", "002", "003", "004", "005", "006", "007"]
         assert await c.fetchval("SELECT count(*) FROM pg_policies") >= 120
     finally:
         await c.close()
@@ -297,8 +302,13 @@ async def test_helper_functions(conn):
            WHERE n.nspname = ANY($1::text[]) ORDER BY 1""",
         SCHEMAS,
     )
-    assert len(rows) == 5
-    assert {r["name"] for r in rows} >= {"core.set_updated_at", "ops.refuse_event_mutation"}
+    assert len(rows) == 7
+    assert {r["name"] for r in rows} >= {
+        "core.set_updated_at",
+        "ops.refuse_event_mutation",
+        "ops.ivfflat_lists",  # 007
+        "ops.ivfflat_probes",
+    }
     for r in rows:
         assert any(c.startswith("search_path=") for c in r["proconfig"] or []), r["name"]
     auth = await conn.fetch(
@@ -781,7 +791,7 @@ async def test_applying_twice_changes_nothing(pg, new_database):
     apply(pg, dsn, *UP)
     once = await snapshot(dsn)
     apply(pg, dsn, UP[0], UP[0], UP[1], UP[1], UP[2], UP[0], UP[2], UP[3], UP[3], UP[4], UP[4])
-    apply(pg, dsn, UP[5], UP[5])
+    apply(pg, dsn, UP[5], UP[5], UP[6], UP[6])
     assert await snapshot(dsn) == once
     assert len(once["policies"]) >= 120
     assert len(once["indexes"]) >= 80
@@ -792,8 +802,33 @@ async def test_up_down_up_round_trip(pg, new_database):
     apply(pg, dsn, *UP)
     before = await snapshot(dsn)
     assert await search_function(dsn)
+    ivf = {r[2]: r[3] for r in before["indexes"] if r[2] in QUANTIZED}
+    assert len(ivf) == 3 and all(
+        "USING ivfflat" in d and "binary_quantize" in d for d in ivf.values()
+    )
 
-    apply(pg, dsn, DOWN[0])  # 006: the seed's vector indexes come back, the function goes
+    apply(pg, dsn, DOWN[0])  # 007: 006's binary-quantized HNSW and search_memory come back
+    after_007_down = await snapshot(dsn)
+    assert [r[0] for r in after_007_down["migrations"]] == [
+        "001",
+        "002",
+        "003",
+        "004",
+        "005",
+        "006",
+    ]
+    hnsw = {r[2]: r[3] for r in after_007_down["indexes"] if r[2] in QUANTIZED}
+    assert len(hnsw) == 3 and all(
+        "USING hnsw" in d and "binary_quantize" in d for d in hnsw.values()
+    )
+    assert not any(r[1].startswith("ivfflat_") for r in after_007_down["functions"])
+    assert await search_runs(dsn)  # 006's body again: 007's calls ops.ivfflat_probes
+    apply(pg, dsn, UP[6])
+    assert await snapshot(dsn) == before
+    apply(pg, dsn, DOWN[0])
+    apply(pg, dsn, DOWN[0])  # idempotent
+
+    apply(pg, dsn, DOWN[1])  # 006: the seed's vector indexes come back, the function goes
     after_006_down = await snapshot(dsn)
     assert [r[0] for r in after_006_down["migrations"]] == ["001", "002", "003", "004", "005"]
     seed_defs = {r[2]: r[3] for r in after_006_down["indexes"] if r[2] in HNSW}
@@ -804,32 +839,32 @@ async def test_up_down_up_round_trip(pg, new_database):
     assert not any(c[2] == "content_tsv" for c in after_006_down["columns"])
     assert not await search_function(dsn)
     apply(pg, dsn, UP[5])
-    assert await snapshot(dsn) == before
-    apply(pg, dsn, DOWN[0])
+    assert await snapshot(dsn) == after_007_down
+    apply(pg, dsn, DOWN[1])
 
-    apply(pg, dsn, DOWN[1])  # 005: the full-sync table
+    apply(pg, dsn, DOWN[2])  # 005: the full-sync table
     after_005_down = await snapshot(dsn)
     assert [r[0] for r in after_005_down["migrations"]] == ["001", "002", "003", "004"]
     assert ("ops", "sync_seen") not in {r[:2] for r in after_005_down["relations"]}
     assert not any("sync_seen" in str(r) for r in after_005_down["policies"])
     apply(pg, dsn, UP[4])
     assert await snapshot(dsn) == after_006_down
-    apply(pg, dsn, DOWN[1])
+    apply(pg, dsn, DOWN[2])
 
-    apply(pg, dsn, DOWN[2])  # 004: the chunk position column
+    apply(pg, dsn, DOWN[3])  # 004: the chunk position column
     after_004_down = await snapshot(dsn)
     assert [r[0] for r in after_004_down["migrations"]] == ["001", "002", "003"]
     assert ("media", "media_chunks", "metadata") not in {c[:3] for c in after_004_down["columns"]}
     apply(pg, dsn, UP[3])
     assert await snapshot(dsn) == after_005_down
-    apply(pg, dsn, DOWN[2])
+    apply(pg, dsn, DOWN[3])
 
-    apply(pg, dsn, DOWN[3])  # 003: only its row (002 creates the same layout now)
+    apply(pg, dsn, DOWN[4])  # 003: only its row (002 creates the same layout now)
     after_003_down = await snapshot(dsn)
     assert [r[0] for r in after_003_down["migrations"]] == ["001", "002"]
     assert after_003_down["policies"] == after_005_down["policies"]
 
-    apply(pg, dsn, DOWN[4])
+    apply(pg, dsn, DOWN[5])
     after_002_down = await snapshot(dsn)
     assert after_002_down["policies"] == []
     assert not any(r[3] == "True" for r in after_002_down["relations"])  # RLS off
@@ -838,7 +873,7 @@ async def test_up_down_up_round_trip(pg, new_database):
     assert {r[0] for r in after_002_down["schemas"]} == {*SCHEMAS, "auth"}
     assert [r[0] for r in after_002_down["migrations"]] == ["001"]
 
-    apply(pg, dsn, DOWN[5])
+    apply(pg, dsn, DOWN[6])
     gone = await snapshot(dsn)
     assert {r[0] for r in gone["schemas"]} == {"auth"}
     assert gone["migrations"] == []
@@ -849,8 +884,18 @@ async def test_up_down_up_round_trip(pg, new_database):
     assert await snapshot(dsn) == before
 
     # and once more through 002 to 006 only
-    apply(pg, dsn, *DOWN[:5], *UP[1:])
+    apply(pg, dsn, *DOWN[:6], *UP[1:])
     assert await snapshot(dsn) == before
+
+
+async def search_runs(dsn: str) -> bool:
+    """public.search_memory runs (its body's references resolve) for a text query."""
+    c = await asyncpg.connect(dsn)
+    try:
+        await c.fetch("SELECT * FROM public.search_memory(gen_random_uuid(), NULL, 'x')")
+        return True
+    finally:
+        await c.close()
 
 
 async def search_function(dsn: str) -> bool:

@@ -27,7 +27,7 @@ from worker.db.migrate import Migrator
 
 MIGRATIONS = REPO_ROOT / "migrations"
 UP = sorted(MIGRATIONS.glob("0*.sql"))
-VERSIONS = ["001", "002", "003", "004", "005", "006"]
+VERSIONS = ["001", "002", "003", "004", "005", "006", "007"]
 
 AUTH_STATE = """
 SELECT n.nspname, pg_get_userbyid(n.nspowner) AS owner, n.nspacl::text AS acl,

@@ -137,8 +137,9 @@ async def test_the_runner_moves_a_released_002_database_forward(
         "004": "pending",
         "005": "pending",
         "006": "pending",
+        "007": "pending",
     }
-    assert await migrator.up() == ["003", "004", "005", "006"]
+    assert await migrator.up() == ["003", "004", "005", "006", "007"]
     assert await migrator.up() == []
     assert {s.state for s in await migrator.status()} == {"applied"}
     assert await _counts(dsn) == before | REBUILT
@@ -160,5 +161,7 @@ async def test_psql_moves_a_released_002_database_forward(pg, new_database) -> N
     apply(pg, dsn, MIGRATIONS / "005_sync_seen.sql")
     apply(pg, dsn, MIGRATIONS / "006_vector_search.sql")
     apply(pg, dsn, MIGRATIONS / "006_vector_search.sql")  # idempotent
+    apply(pg, dsn, MIGRATIONS / "007_ivfflat_vectors.sql")
+    apply(pg, dsn, MIGRATIONS / "007_ivfflat_vectors.sql")  # idempotent
     assert await _counts(dsn) == before | REBUILT
     await _assert_new_layout(dsn, fresh)
