@@ -1,6 +1,7 @@
 """Issue 21's done-when, measured: the worker ingesting one corpus with the seed's vector
-HNSW indexes, with the shipped ones (006: binary-quantized HNSW) and with none, on fresh
-databases of one server, alternated within each run.
+HNSW indexes, with 006's binary-quantized HNSW, with the shipped ones (007: binary-
+quantized IVFFlat) and with none, on fresh databases of one server, alternated within
+each run.
 
     python -m bench.ingest_index [--size issue21|medium|...] [--runs 3] [--out DIR]
                                  [--default-budget-runs 1] [--chunk-tokens N]
@@ -13,8 +14,11 @@ Variants (each ingest a fresh database cloned from the migrated template, one wo
   are the seed's ``hnsw (embedding vector_cosine_ops)`` again. Only that block: the whole
   file also drops ``public.search_memory``, which this worker's pool prepares on every
   connection it opens (``Q.plain()``), so the worker would not start;
-* **shipped**: the template as migrated (006's ``hnsw ((binary_quantize(embedding)::
-  bit(1536)) bit_hamming_ops)``);
+* **hnsw_bq**: the index block of ``007_ivfflat_vectors.down.sql``: 006's ``hnsw
+  ((binary_quantize(embedding)::bit(1536)) bit_hamming_ops)``;
+* **shipped**: the template as migrated (007's ``ivfflat ((binary_quantize(embedding)::
+  bit(1536)) bit_hamming_ops)``; the template is empty, so one list, as on a fresh
+  database);
 * **none**: the three indexes dropped: the floor (the seed's two other HNSW indexes,
   on ``core.contacts`` and ``intel.insights``, stay in every variant: ingestion writes no
   vectors there).
@@ -61,7 +65,7 @@ from bench import corpus as corpus_mod
 from bench.run import RESULTS, WS, Env, corpus_tokens, ingest, log
 from worker.core.settings import REPO_ROOT
 
-VARIANTS = ("seed", "shipped", "none")
+VARIANTS = ("seed", "hnsw_bq", "shipped", "none")
 BUDGETS = ("lifted", "default")
 INDEXES = (
     ("comms", "idx_comms_embedding"),
@@ -69,6 +73,7 @@ INDEXES = (
     ("media", "idx_media_chunks_embedding"),
 )
 ROLLBACK_006 = REPO_ROOT / "migrations" / "rollback" / "006_vector_search.down.sql"
+ROLLBACK_007 = REPO_ROOT / "migrations" / "rollback" / "007_ivfflat_vectors.down.sql"
 LIFTED = {"embed_tokens_per_minute": 1_000_000_000, "embed_requests_per_minute": 1_000_000}
 # bench/run.py's worker_settings: what every other figure runs with
 DEFAULT_BUDGET = {"embed_tokens_per_minute": 10_000_000, "embed_requests_per_minute": 10_000}
@@ -84,13 +89,16 @@ def variant_order(run: int, variants: tuple[str, ...] = VARIANTS) -> list[str]:
 
 def classify(indexdefs: dict[str, str | None]) -> str:
     """Which variant the three indexes' definitions are: all absent = none, all binary-
-    quantized = shipped, all plain ``vector_cosine_ops`` = seed, else mixed."""
+    quantized IVFFlat = shipped (007), binary-quantized HNSW = hnsw_bq (006), all plain
+    ``vector_cosine_ops`` HNSW = seed, else mixed."""
     kinds = set()
     for d in indexdefs.values():
         if d is None:
             kinds.add("none")
-        elif "binary_quantize" in d and "bit_hamming_ops" in d:
+        elif "binary_quantize" in d and "bit_hamming_ops" in d and "USING ivfflat" in d:
             kinds.add("shipped")
+        elif "binary_quantize" in d and "bit_hamming_ops" in d and "USING hnsw" in d:
+            kinds.add("hnsw_bq")
         elif "hnsw" in d and "vector_cosine_ops" in d:
             kinds.add("seed")
         else:
@@ -99,7 +107,8 @@ def classify(indexdefs: dict[str, str | None]) -> str:
 
 
 def rollback_index_block(sql: str) -> str:
-    """The ``DO $idx$ ... $idx$;`` statement of 006's rollback: the seed's indexes back."""
+    """The ``DO $idx$ ... $idx$;`` statement of a rollback: 006's gives the seed's indexes
+    back (from either binary-quantized index), 007's the binary-quantized HNSW."""
     m = re.search(r"^DO \$idx\$.*?^\$idx\$;", sql, re.S | re.M)
     if m is None:
         raise ValueError("no DO $idx$ ... $idx$; block in the rollback")
@@ -143,6 +152,7 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
             "variants": per,
             "seed_over_shipped": ratio(mine, "seed", "shipped"),
             "shipped_over_none": ratio(mine, "shipped", "none"),
+            "seed_over_hnsw_bq": ratio(mine, "seed", "hnsw_bq"),
             "pg_cpu_seed_over_shipped": ratio(mine, "seed", "shipped", "pg_cpu_s"),
         }
     return out
@@ -192,7 +202,8 @@ def table(results: dict[str, Any]) -> str:
     ]
     label = {
         "seed": "seed `vector` HNSW (006 rolled back)",
-        "shipped": "shipped: 006 binary-quantized HNSW",
+        "hnsw_bq": "006 binary-quantized HNSW (007 rolled back)",
+        "shipped": "shipped: 007 binary-quantized IVFFlat",
         "none": "none (three dropped)",
     }
     for budget, b in summary.items():
@@ -215,6 +226,11 @@ def table(results: dict[str, Any]) -> str:
                 f"* {budget} budget: ingest seconds seed / shipped **{r['of_medians']:.2f}x** "
                 f"(runs: {runs}; target >= 3x)"
                 + (f"; shipped / none {f['of_medians']:.2f}x" if f else "")
+                + (
+                    f"; seed / 006 binary-quantized HNSW {h['of_medians']:.2f}x"
+                    if (h := b.get("seed_over_hnsw_bq"))
+                    else ""
+                )
                 + (
                     f"; PostgreSQL CPU seed / shipped {c['of_medians']:.2f}x "
                     f"(runs: {', '.join(f'{x:.2f}' for x in c['per_run'])})"
@@ -278,6 +294,8 @@ async def prepare(env: Env, variant: str) -> tuple[str, dict[str, str | None]]:
     try:
         if variant == "seed":
             await conn.execute(rollback_index_block(ROLLBACK_006.read_text()))
+        elif variant == "hnsw_bq":
+            await conn.execute(rollback_index_block(ROLLBACK_007.read_text()))
         elif variant == "none":
             for schema, name in INDEXES:
                 await conn.execute(f'DROP INDEX "{schema}"."{name}"')

@@ -20,22 +20,26 @@ from bench.ingest_index import (
 )
 
 SEED = "CREATE INDEX idx_chunks_embedding ON meetings.transcript_chunks USING hnsw (embedding vector_cosine_ops) WITH (m='16', ef_construction='64')"
-SHIPPED = "CREATE INDEX idx_chunks_embedding ON meetings.transcript_chunks USING hnsw (((binary_quantize(embedding))::bit(1536)) bit_hamming_ops) WITH (m='16', ef_construction='64')"
+HNSW_BQ = "CREATE INDEX idx_chunks_embedding ON meetings.transcript_chunks USING hnsw (((binary_quantize(embedding))::bit(1536)) bit_hamming_ops) WITH (m='16', ef_construction='64')"
+SHIPPED = "CREATE INDEX idx_chunks_embedding ON meetings.transcript_chunks USING ivfflat (((binary_quantize(embedding))::bit(1536)) bit_hamming_ops) WITH (lists='1')"
 
 
 def test_order_rotates_so_every_variant_takes_every_place() -> None:
-    orders = [variant_order(i) for i in range(3)]
+    n = len(VARIANTS)
+    orders = [variant_order(i) for i in range(n)]
     assert orders[0] == list(VARIANTS)
     for order in orders:
         assert sorted(order) == sorted(VARIANTS)
-    for place in range(3):
+    for place in range(n):
         assert {o[place] for o in orders} == set(VARIANTS)
-    assert variant_order(3) == variant_order(0)
+    assert variant_order(n) == variant_order(0)
 
 
 def test_classify() -> None:
     assert classify({"a": SEED, "b": SEED, "c": SEED}) == "seed"
     assert classify({"a": SHIPPED, "b": SHIPPED, "c": SHIPPED}) == "shipped"
+    assert classify({"a": HNSW_BQ, "b": HNSW_BQ, "c": HNSW_BQ}) == "hnsw_bq"
+    assert classify({"a": HNSW_BQ, "b": SHIPPED, "c": SHIPPED}) == "mixed"
     assert classify({"a": None, "b": None, "c": None}) == "none"
     assert classify({"a": SEED, "b": SHIPPED, "c": SHIPPED}) == "mixed"
     assert classify({"a": SEED, "b": None, "c": SEED}) == "mixed"
@@ -138,7 +142,7 @@ def test_table_renders_every_variant_and_the_ratios() -> None:
     }
     md = table({"meta": meta, "summary": summarize(RECORDS)})
     assert "| lifted | seed `vector` HNSW (006 rolled back) | 3 | 66.0 <sub>60.0-70.0</sub>" in md
-    assert "| default | shipped: 006 binary-quantized HNSW | 1 | 30.0 |" in md
+    assert "| default | shipped: 007 binary-quantized IVFFlat | 1 | 30.0 |" in md
     assert "seed / shipped **3.00x** (runs: 3.00, 2.80, 3.00; target >= 3x)" in md
     assert "seed / shipped **2.67x**" in md
     assert "all done, 0 failed" in md
