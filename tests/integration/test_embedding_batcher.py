@@ -543,3 +543,29 @@ def test_warm_up_moves_the_sdks_lazy_imports_out_of_the_first_request(
     ).stdout.split()
     lazy = [m for m in out if m.startswith(("openai.resources", "anyio._backends"))]
     assert bool(lazy) is not warm, out
+
+
+async def test_answers_land_in_the_callers_rows_past_a_bad_answer_and_a_gone_caller(
+    fake_openai: OpenAIServer,
+) -> None:
+    """Answers are decoded straight into the callers' arrays: a refused answer (decoded into
+    them, then its count found wrong) is overwritten by the retry's; a caller cancelled
+    before the retry gets scratch rows for its own texts, and the texts it shared with
+    another caller (sent once) still reach that caller's rows."""
+    fake_openai.push_faults({"wrong_count": True})
+    shared = texts_for("shared", 4)
+    gone, kept = [*shared, "gone only"], [*shared[::-1], "kept only", shared[0]]
+    s = settings(fake_openai, embed_batch_linger_ms=30)
+    async with EmbeddingBatcher(OpenAIProvider(s), s, retry_initial_wait_s=0.5) as b:
+        first = asyncio.create_task(embed(b, gone))
+        second = asyncio.create_task(embed(b, kept))
+        for _ in range(500):  # the first answer is on its way
+            if fake_openai.stats()["count"]:
+                break
+            await asyncio.sleep(0.01)
+        first.cancel()
+        np.testing.assert_array_equal(await second, local_embed(kept))
+        assert b.stats.retries == 1 and b.stats.deduplicated == 5
+    assert [r["inputs"] for r in fake_openai.stats()["requests"]] == [6, 6]
+    with pytest.raises(asyncio.CancelledError):
+        await first

@@ -119,3 +119,51 @@ def test_only_a_row_at_a_time_is_held() -> None:
     for i in range(0, len(raw), 100):
         decoder.feed(raw[i : i + 100])
     assert sum(len(p) for p in decoder._rest) < len(raw) - 50 * len(b64(vs[0]))
+
+
+@pytest.mark.parametrize("fmt", ["base64", "float", "mixed"])
+def test_decoded_into_the_given_rows(fmt: str) -> None:
+    """With ``into`` (the batcher's callers' rows, scattered over arrays of their own)
+    every row lands in its destination and no array of the decoder's own is returned."""
+    vs = vectors(5, 8)
+    its = items(vs, "float" if fmt == "float" else "base64")
+    if fmt == "mixed":
+        its[1]["embedding"] = vs[1].tolist()  # a float row among decoded ones
+    first, second = np.zeros((4, DIM), np.float32), np.zeros((3, DIM), np.float32)
+    into = [second[2], first[0], first[3], second[0], first[1]]
+    out, tokens = decode_embeddings(body(its), 5, DIM, into)
+    assert out is None and tokens == 7
+    np.testing.assert_array_equal(np.stack(into), vs)
+    np.testing.assert_array_equal(first[2], np.zeros(DIM))  # rows not given: untouched
+    np.testing.assert_array_equal(second[1], np.zeros(DIM))
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda d: d["data"].pop(), "expected 3 embeddings, got 2"),
+        (lambda d: d["data"][2].update(embedding=b64(np.full(DIM, np.inf))), "non-finite"),
+        (lambda d: d["data"][0].update(embedding=[float("nan")] * DIM), "non-finite"),
+        (lambda d: d["data"][1].update(embedding="@@@@"), "invalid base64"),
+    ],
+)
+def test_decoding_into_rows_is_as_strict(mutate: Any, message: str) -> None:
+    """Refused as without ``into``: the caller learns its rows hold no answer."""
+    doc = json.loads(body(items(vectors(3, 4))))
+    mutate(doc)
+    into = list(np.zeros((3, DIM), np.float32))
+    with pytest.raises(EmbeddingResponseError, match=message):
+        decode_embeddings(json.dumps(doc).encode(), 3, DIM, into)
+
+
+def test_finite_values_of_any_size_are_accepted() -> None:
+    """The non-finite check sums in float64: the largest float32 values do not overflow."""
+    vs = np.full((4, DIM), np.finfo(np.float32).max, np.float32)
+    vs[1] *= -1
+    out, _ = decode_embeddings(body(items(vs)), 4, DIM)
+    np.testing.assert_array_equal(out, vs)
+
+
+def test_destinations_must_match_the_inputs() -> None:
+    with pytest.raises(ValueError, match="2 destination rows for 3 inputs"):
+        EmbeddingsDecoder(3, DIM, list(np.zeros((2, DIM), np.float32)))

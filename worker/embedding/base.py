@@ -6,6 +6,7 @@ offline model) and the batcher share these types without importing each other.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -16,9 +17,10 @@ from worker.embedding.ratelimit import RateLimitInfo
 
 @dataclass(slots=True)
 class EmbeddingResult:
-    """One provider call: float32 vectors (n, dims) in input order plus accounting."""
+    """One provider call: float32 vectors (n, dims) in input order plus accounting.
+    ``vectors`` is None when the provider wrote them into the rows it was given."""
 
-    vectors: np.ndarray
+    vectors: np.ndarray | None
     prompt_tokens: int
     rate_limits: RateLimitInfo | None = None
 
@@ -67,7 +69,12 @@ class EmbeddingProvider(Protocol):
 
     model: str
 
-    async def embed(self, texts: list[str]) -> EmbeddingResult: ...
+    async def embed(
+        self, texts: list[str], into: Sequence[np.ndarray] | None = None
+    ) -> EmbeddingResult:
+        """Vectors for ``texts``. ``into`` (one float32 row per input) is where they may be
+        written (the batcher's callers' rows); a provider that returns an array of its own
+        instead (the local model) may ignore it."""
 
     async def warm_up(self) -> None:
         """Pay one-time costs at startup rather than inside the first request."""

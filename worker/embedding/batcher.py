@@ -13,7 +13,7 @@ linger caps), then packs items round-robin across callers (``packing.py``: a 50k
 cannot starve a 5-chunk one), deduplicating identical texts; live items' rows go first, in
 requests of their own, without lingering. Each request passes the rate budget
 (``budget.py``: shared by the fleet in Redis, or a local limiter) and is retried with
-tenacity; its vectors are scattered straight into each caller's result array.
+tenacity; its answer is decoded straight into its callers' rows (``_destinations``).
 A request that finally fails fails only the callers that had rows in it.
 """
 
@@ -33,7 +33,6 @@ from worker.core.settings import MAX_INPUT_TOKENS, Settings
 from worker.embedding.base import (
     EmbeddingHTTPError,
     EmbeddingProvider,
-    EmbeddingResult,
 )
 from worker.embedding.budget import Budget, Limits, LocalBudget
 from worker.embedding.linger import BacklogProbe, Linger
@@ -276,7 +275,7 @@ class EmbeddingBatcher:
 
     async def _run(self, batch: Batch, slot: asyncio.Semaphore) -> None:
         try:
-            vectors = await self._request(batch.texts, batch.tokens, batch.live)
+            await self._request(batch)
         except Exception as exc:
             self.stats.failures += 1
             log.warning(
@@ -295,34 +294,63 @@ class EmbeddingBatcher:
         finally:
             slot.release()
             self._wakeup.set()  # the dispatcher may be waiting for a slot
+        for caller, (dst, _) in batch.routes.items():
+            if caller.dead:
+                continue
+            caller.remaining -= len(dst)
+            if caller.remaining == 0:
+                assert caller.result is not None
+                caller.future.set_result(caller.result)
+
+    async def _request(self, batch: Batch) -> None:
+        """The batch's vectors into its callers' rows, or the request's final error."""
+        retrying = request_retrying(self.settings, self._retry_initial, self._before_retry)
+        async for attempt in retrying:
+            with attempt:
+                await self._attempt(batch, attempt.retry_state.attempt_number)
+
+    def _destinations(
+        self, batch: Batch
+    ) -> tuple[list[np.ndarray], list[tuple[np.ndarray, int, int]]]:
+        """A row per input for the provider to write into: the first live caller's row
+        that asked for it (inputs only dead callers asked for: scratch rows), and the
+        other rows that asked for the same text (deduplicated), as (array, row, input),
+        copied from it once answered.
+
+        Why: decoded into an array of its own and then scattered, every answer in flight
+        was held twice (up to 12.6 MB a full request). Made after the budget's grant, so
+        callers waiting for tokens still hold no array (``Caller.result``)."""
+        into: list[np.ndarray | None] = [None] * len(batch.texts)
+        copies: list[tuple[np.ndarray, int, int]] = []
         for caller, (dst, src) in batch.routes.items():
             if caller.dead:
                 continue
             if caller.result is None:
-                caller.result = np.empty((len(caller.texts), vectors.shape[1]), dtype=np.float32)
-            caller.result[dst] = vectors[src]
-            caller.remaining -= len(dst)
-            if caller.remaining == 0:
-                caller.future.set_result(caller.result)
+                shape = (len(caller.texts), self.dimensions)
+                caller.result = np.empty(shape, dtype=np.float32)
+            result = caller.result
+            for row, pos in zip(dst, src, strict=True):
+                if into[pos] is None:
+                    into[pos] = result[row]
+                else:
+                    copies.append((result, row, pos))
+        missing = [pos for pos, row in enumerate(into) if row is None]
+        if missing:
+            scratch = np.empty((len(missing), self.dimensions), dtype=np.float32)
+            for pos, spare in zip(missing, scratch, strict=True):
+                into[pos] = spare
+        return into, copies  # type: ignore[return-value]  # (no None left)
 
-    async def _request(self, texts: list[str], tokens: int, live: bool) -> np.ndarray:
-        retrying = request_retrying(self.settings, self._retry_initial, self._before_retry)
-        async for attempt in retrying:
-            with attempt:
-                number = attempt.retry_state.attempt_number
-                result = await self._attempt(texts, tokens, number, live)
-        return result.vectors
-
-    async def _attempt(
-        self, texts: list[str], tokens: int, attempt: int, live: bool
-    ) -> EmbeddingResult:
+    async def _attempt(self, batch: Batch, attempt: int) -> None:
+        texts, tokens = batch.texts, batch.tokens
         grant = None
         if self._rate_limited:
-            grant = await self.budget.take(tokens, live=live)
+            grant = await self.budget.take(tokens, live=batch.live)
             self.stats.rate_limit_wait_s += grant.waited_s
+        into, copies = self._destinations(batch)
         started = time.perf_counter()
         try:
-            result = await self.provider.embed(texts)
+            result = await self.provider.embed(texts, into)
         except EmbeddingHTTPError as exc:
             if exc.status_code == 429:
                 self.stats.rate_limited_responses += 1
@@ -332,6 +360,13 @@ class EmbeddingBatcher:
         finally:
             self.stats.request_seconds += time.perf_counter() - started
         duration = time.perf_counter() - started
+        if result.vectors is not None:  # an array of the provider's own: scatter it
+            for caller, (dst, src) in batch.routes.items():
+                if caller.result is not None:
+                    caller.result[dst] = result.vectors[src]
+        else:
+            for array, row, pos in copies:
+                array[row] = into[pos]
         if grant is not None:
             await self.budget.observe(grant, result.rate_limits)
         self._notify("ok", tokens, len(texts))
@@ -347,7 +382,6 @@ class EmbeddingBatcher:
             attempt=attempt,
             model=self.provider.model,
         )
-        return result
 
     def _notify(self, outcome: str, tokens: int, inputs: int) -> None:
         for observer in self.observers:

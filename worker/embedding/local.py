@@ -21,6 +21,7 @@ import hashlib
 import math
 import re
 import threading
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -206,7 +207,10 @@ class LocalProvider:
     async def warm_up(self) -> None:
         """Nothing to load: the model is a hash."""
 
-    async def embed(self, texts: list[str]) -> EmbeddingResult:
+    async def embed(
+        self, texts: list[str], into: Sequence[np.ndarray] | None = None
+    ) -> EmbeddingResult:
+        """``into`` is ignored: hashing fills an array of its own (the batcher copies it)."""
         tokens = sum(len(_WORD.findall(t)) for t in texts)
         if len(texts) > 64:
             # Keep the event loop responsive for other jobs while hashing big batches.

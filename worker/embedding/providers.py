@@ -12,8 +12,10 @@ import base64
 import binascii
 import contextlib
 import json
+import math
 import os
 import re
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -65,15 +67,32 @@ class EmbeddingsDecoder:
     with escapes) stay in the parsed rest and go through ``np.asarray`` one by one.
     Any inconsistency raises :class:`EmbeddingResponseError`: returning a partial or
     misaligned result would silently corrupt the vector store.
+
+    ``into``: a float32 row per input (the batcher's callers' rows) to decode row i into,
+    not an array of its own (then copied to the callers: one more copy of every answer in
+    flight, 12.6 MB a full request). Written as the answer arrives, before it is checked:
+    after an error their contents are undefined (the batcher retries or fails them).
     """
 
-    def __init__(self, expected_count: int, dim: int) -> None:
+    def __init__(
+        self, expected_count: int, dim: int, into: Sequence[np.ndarray] | None = None
+    ) -> None:
         self.expected_count = expected_count
         self.dim = dim
         self.row_bytes = dim * 4
         # a base64 row is this long; a key with more than this after it is no such row
         self._pending_max = len(_KEY) + 64 + (self.row_bytes + 2) // 3 * 4
-        self.out = np.empty((expected_count, dim), dtype=np.float32)
+        if into is not None and len(into) != expected_count:
+            raise ValueError(f"{len(into)} destination rows for {expected_count} inputs")
+        self.out: np.ndarray | None = None
+        self.into: np.ndarray | Sequence[np.ndarray]
+        if into is None:
+            self.out = self.into = np.empty((expected_count, dim), dtype=np.float32)
+        else:
+            self.into = into
+        # Sum of every value (float64: no sum of finite float32 values overflows it): NaN
+        # or infinite iff some value is. One reduction a row, in the decoding thread.
+        self.total = 0.0
         self.rows = 0  # base64 rows decoded, in body order
         self.errors: dict[int, str] = {}  # row -> what was wrong with it
         self._rest: list[bytes] = []
@@ -116,10 +135,12 @@ class EmbeddingsDecoder:
         if len(raw) != self.row_bytes:
             self.errors[k] = f"{len(raw) // 4} dimensions, expected {self.dim}"
             return
-        self.out[k] = np.frombuffer(raw, dtype="<f4")
+        row = np.frombuffer(raw, dtype="<f4")
+        self.total += float(np.add.reduce(row, dtype=np.float64))
+        self.into[k][...] = row
 
-    def finish(self) -> tuple[np.ndarray, int]:
-        """(vectors float32 (n, dim), prompt_tokens) once the whole body was fed."""
+    def finish(self) -> tuple[np.ndarray | None, int]:
+        """(vectors float32 (n, dim) or None if ``into``, prompt_tokens) once all is fed."""
         self._rest.append(self._tail)
         self._tail = b""
         try:
@@ -132,8 +153,8 @@ class EmbeddingsDecoder:
             self._rest = []
         return self._check(payload)
 
-    def _check(self, payload: Any) -> tuple[np.ndarray, int]:
-        n, dim, out = self.expected_count, self.dim, self.out
+    def _check(self, payload: Any) -> tuple[np.ndarray | None, int]:
+        n, dim, into = self.expected_count, self.dim, self.into
         if not isinstance(payload, dict) or not isinstance(payload.get("data"), list):
             raise EmbeddingResponseError("response has no 'data' list")
         data: list[Any] = payload["data"]
@@ -158,18 +179,19 @@ class EmbeddingsDecoder:
                 source.append(_row_of(i, emb, dim))
         # Rows decoded ahead of a float row sit above their item: move them down, from
         # the last item (a row is never needed by an item before it).
+        total = self.total
         for i in range(n - 1, -1, -1):
             src = source[i]
             if isinstance(src, np.ndarray):
-                out[i] = src
+                total += float(np.add.reduce(src, dtype=np.float64))
+                into[i][...] = src
             elif src != i:
-                out[i] = out[src]
-        # (min and max are NaN if any value is, and +-inf if any is: no n x dim mask)
-        if out.size and not (np.isfinite(out.min()) and np.isfinite(out.max())):
+                into[i][...] = into[src]
+        if not math.isfinite(total):
             raise EmbeddingResponseError("response contains non-finite values")
         usage = payload.get("usage")
         tokens = usage.get("prompt_tokens", 0) if isinstance(usage, dict) else 0
-        return out, int(tokens) if isinstance(tokens, int | float) else 0
+        return self.out, int(tokens) if isinstance(tokens, int | float) else 0
 
 
 class _Misplaced(Exception):
@@ -198,15 +220,17 @@ def _row_of(i: int, emb: Any, dim: int) -> np.ndarray:
     raise EmbeddingResponseError(f"embedding {i}: unexpected type {type(emb).__name__}")
 
 
-def decode_embeddings(body: bytes, expected_count: int, dim: int) -> tuple[np.ndarray, int]:
+def decode_embeddings(
+    body: bytes, expected_count: int, dim: int, into: Sequence[np.ndarray] | None = None
+) -> tuple[np.ndarray | None, int]:
     """Parse and strictly validate a whole embeddings response body (see
-    :class:`EmbeddingsDecoder`). Returns (vectors float32 (n, dim), prompt_tokens)."""
-    decoder = EmbeddingsDecoder(expected_count, dim)
+    :class:`EmbeddingsDecoder`). Returns (vectors float32 (n, dim) or None, prompt_tokens)."""
+    decoder = EmbeddingsDecoder(expected_count, dim, into)
     decoder.feed(body)
     try:
         return decoder.finish()
     except _Misplaced:
-        plain = EmbeddingsDecoder(expected_count, dim)
+        plain = EmbeddingsDecoder(expected_count, dim, into)
         try:
             payload = json.loads(body)
         except (ValueError, UnicodeDecodeError):  # (finish parsed it blanked already)
@@ -258,7 +282,11 @@ class OpenAIProvider:
 
             anyio.Event()  # loads its backend for the running event loop
 
-    async def embed(self, texts: list[str]) -> EmbeddingResult:
+    async def embed(
+        self, texts: list[str], into: Sequence[np.ndarray] | None = None
+    ) -> EmbeddingResult:
+        """Vectors for ``texts``; with ``into`` (a row per input) decoded into those rows,
+        and the result's ``vectors`` is None."""
         request: dict[str, Any] = {
             "model": self.model,
             "input": texts,
@@ -267,7 +295,7 @@ class OpenAIProvider:
         if self.send_dimensions:
             request["dimensions"] = self.dimensions
         content = json.dumps(request).encode()
-        decoder = EmbeddingsDecoder(len(texts), self.dimensions)
+        decoder = EmbeddingsDecoder(len(texts), self.dimensions, into)
         try:
             async with self._client.stream(
                 "POST", self._url, content=content, headers=_JSON
