@@ -278,3 +278,57 @@ async def test_churn_since_the_build_rebuilds(db: str) -> None:
     assert [a.reason for a in churned.actions_of("reindex", "done")] == ["churn"]
     again = await run_maintenance(settings(), db)  # counted afresh from this build
     assert index(again, CHUNKS)["churn"] is None and not again.actions_of("reindex")
+
+
+IVF_ONE_LIST = (
+    "USING ivfflat ((binary_quantize(embedding)::bit(1536)) bit_hamming_ops) WITH (lists = 1)"
+)
+
+
+async def test_ivfflat_lists_follow_the_rows(db: str) -> None:
+    """Migration 007 builds its IVFFlat indexes with ops.ivfflat_lists of the rows there:
+    one list on a fresh database. Once the table holds 3,000 rows the rule calls for 3:
+    the job re-creates the index with them (same name, valid, search still answers from
+    it), probes it as search_memory does, records the build, and leaves it alone next."""
+    await load(db, IVF_ONE_LIST)
+    report = await run_maintenance(settings(), db)
+    chunks = index(report, CHUNKS)
+    print(f"\nivfflat: {chunks}")
+    assert chunks["decision"] == "rebuild" and chunks["reason"] == "lists"
+    assert "1 lists where its rows call for 3" in chunks["why"]
+    action = next(a for a in report.actions if a.kind == "reindex" and a.target == CHUNKS)
+    assert action.status == "done", action
+    assert action.details["lists_before"] == 1 and action.details["lists_after"] == 3
+    conn = await asyncpg.connect(db)
+    try:
+        defs = await conn.fetch(
+            "SELECT c.relname, i.indisvalid, pg_get_indexdef(c.oid) AS def FROM pg_index i "
+            "JOIN pg_class c ON c.oid = i.indexrelid "
+            "WHERE i.indrelid = 'meetings.transcript_chunks'::regclass AND c.relam = "
+            "(SELECT oid FROM pg_am WHERE amname = 'ivfflat')"
+        )
+        assert [(r["relname"], r["indisvalid"]) for r in defs] == [("idx_chunks_embedding", True)]
+        assert "lists='3'" in defs[0]["def"] and "binary_quantize" in defs[0]["def"]
+        built = await conn.fetchrow(
+            "SELECT rows_at_build, reason FROM ops.index_builds WHERE index_name = $1", CHUNKS
+        )
+        assert built["rows_at_build"] == ROWS and built["reason"] == "lists"
+        q = "[" + ",".join(f"{x:.6f}" for x in clustered(1, seed=9)[0]) + "]"
+        plan = "\n".join(
+            r[0]
+            for r in await conn.fetch(
+                "EXPLAIN SELECT id FROM meetings.transcript_chunks ORDER BY "
+                "binary_quantize(embedding)::bit(1536) <~> binary_quantize($1::vector) LIMIT 10",
+                q,
+            )
+        )
+        assert "idx_chunks_embedding" in plan
+        hits = await conn.fetch(
+            "SELECT * FROM public.search_memory($1, $2::vector, NULL, 5)", WS, q
+        )
+        assert len(hits) == 5
+    finally:
+        await conn.close()
+    again = index(await run_maintenance(settings(), db, dry_run=True), CHUNKS)
+    assert again["decision"] == "none" and again["reason"] == "within_policy", again
+    assert again["recall"] >= 0.9 and "hamming" in again["probe"]["shape"]

@@ -147,6 +147,11 @@ class Queries:
     migrate_supersede_checksum: str
     migrate_table_exists: str
     oldest_queued: str
+    ivfflat_lists_for: str
+    ivfflat_probes_for: str
+    ivfflat_replacement_ddl: str
+    ivfflat_swap_drop: str
+    ivfflat_swap_rename: str
     oldest_queued_by_workspace: str
     pending_contacts: str
     pending_insights: str

@@ -15,7 +15,9 @@ measures that graph, over the whole table:
      nearest by Hamming distance (``hnsw.ef_search`` 100, ``iterative_scan =
      relaxed_order`` on pgvector 0.8; 150 and 150 without iterative scans), re-ranked by
      ``embedding <=> q``, first 10;
-
+   * an IVFFlat index (migration 007's binary-quantized ones): the same, with
+     ``ivfflat.probes = ops.ivfflat_probes(lists)`` and ``ivfflat.iterative_scan =
+     relaxed_order``, as search_memory runs it;
    then the exact answer, ``ORDER BY embedding <op> q LIMIT 10`` with index scans off;
 3. recall@10 = the mean share of the exact 10 the index found.
 
@@ -39,6 +41,7 @@ import asyncpg
 import numpy as np
 
 from worker.db.queries import Q
+from worker.maintenance import ivfflat
 from worker.maintenance.capabilities import Capabilities
 
 K = 10
@@ -49,6 +52,7 @@ OPERATORS = {"cosine": "<=>", "l2": "<->", "ip": "<#>", "l1": "<+>"}
 FORCED = {"enable_indexscan": "on", "enable_seqscan": "off", "enable_sort": "off"}
 EXACT = {"enable_indexscan": "off", "enable_seqscan": "on", "enable_sort": "on"}
 _BIT = re.compile(r'binary_quantize\(("?\w+"?)\)\)?::bit\((\d+)\)')
+_LISTS = re.compile(r"lists='?(\d+)")
 _COLUMN = re.compile(r'USING \w+ \(("?\w+"?) (?:[\w"]+\.)?vector_(cosine|l2|ip|l1)_ops')
 
 
@@ -63,6 +67,7 @@ class Target:
     operator: str  # exact distance: the index's, or cosine for the re-ranked bit index
     bits: int | None  # the binary-quantized expression's length; None: a vector column
     vector_schema: str  # quoted
+    lists: int | None = None  # an IVFFlat index's lists (its definition's WITH)
 
     @property
     def shape(self) -> str:
@@ -105,13 +110,15 @@ async def target_for(conn: asyncpg.Connection, index: str) -> Target | None:
     if shape is None or r["method"] not in ("hnsw", "ivfflat"):
         return None
     column, operator, bits = shape
+    lists = _LISTS.search(r["indexdef"])
     return Target(index, r["qualified_table"], r["method"], column, operator, bits,
-                  r["vector_schema"])  # fmt: skip
+                  r["vector_schema"], int(lists[1]) if lists else None)  # fmt: skip
 
 
-def _queries(t: Target, iterative: bool) -> tuple[str, str, dict[str, str], int]:
+def _queries(t: Target, iterative: bool, probes: int = 10) -> tuple[str, str, dict[str, str], int]:
     """(approximate SQL, exact SQL, approximate settings, candidates); ``$1`` the query
-    vector, ``$2`` k, ``$3`` candidates (the bit shape)."""
+    vector, ``$2`` k, ``$3`` candidates (the bit shape). ``probes``: an IVFFlat index's
+    ``ivfflat.probes``, as search_memory sets it for the index's lists (007)."""
     names = {
         "table": t.table,
         "column": t.column,
@@ -121,6 +128,10 @@ def _queries(t: Target, iterative: bool) -> tuple[str, str, dict[str, str], int]
     }
     exact = Q.recall_exact.format(**names)
     gucs = dict(FORCED)
+    if t.method == "ivfflat":
+        gucs["ivfflat.probes"] = str(probes)
+        if iterative:
+            gucs["ivfflat.iterative_scan"] = "relaxed_order"
     if t.bits is None:
         if t.method == "hnsw":
             gucs["hnsw.ef_search"] = "100"
@@ -156,7 +167,8 @@ async def probe(
     transaction-local settings: nothing leaks into the session."""
     begin = time.monotonic()
     rng = np.random.default_rng(seed)
-    approx_sql, exact_sql, gucs, candidates = _queries(target, iterative)
+    probes = await ivfflat.probes(conn, target.lists) if target.method == "ivfflat" else 10
+    approx_sql, exact_sql, gucs, candidates = _queries(target, iterative, probes)
     extra = (candidates,) if target.bits is not None else ()
     rows = rows if rows is not None else await conn.fetchval(Q.recall_table_rows, target.table)
     percent = min(100.0, 100.0 * max(20 * samples, 1000) / max(int(rows or 0), 1))

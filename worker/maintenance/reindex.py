@@ -52,16 +52,16 @@ running ``CREATE INDEX CONCURRENTLY``.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import asyncpg
 
 from worker.core.settings import Settings
 from worker.db.queries import Q
-from worker.maintenance import recall
+from worker.maintenance import ivfflat, recall
 from worker.maintenance.analyze import PROJECT_SCHEMAS
 from worker.maintenance.capabilities import Access, Capabilities, reindex_access
+from worker.maintenance.index_size import bloat_estimate
 
 MIN_ROWS_FOR_REBUILD = 1_000
 PROBE_QUERIES = 20  # sampled queries per index and run (recall probe)
@@ -71,11 +71,6 @@ PROBE_TIMEOUT_MS = 10_000  # bound on each of the probe's statements
 CHURN_REBUILD = 0.33
 #: a recall this close to the one measured right after the last rebuild is not drift
 RECALL_TOLERANCE = 0.05  # the probe's noise at 20 samples (bench/INDEX.md, Drift)
-PAGE_USABLE_BYTES = 8192 - 24 - 8  # page header, HNSW special space
-HNSW_ELEMENT_HEADER = 72  # type/level/deleted/version, 10 heap TIDs, neighbour TID, pad
-VECTOR_HEADER = 8  # varlena length + dim + unused (vector, halfvec); + bit length (bit)
-ITEM_POINTER = 6
-ITEM_ID = 4
 
 
 @dataclass(frozen=True)
@@ -94,6 +89,7 @@ class VectorIndex:
     access: Access  # may the login role REINDEX it (MAINTAIN on 17+, ownership before)
     inserted_total: int = 0  # the table's cumulative n_tup_ins / n_tup_del
     deleted_total: int = 0
+    lists: int | None = None  # an IVFFlat index's lists option
 
 
 @dataclass(frozen=True)
@@ -112,6 +108,8 @@ class ReindexDecision:
     recall_after_build: float | None = None
     dead_ratio: float = 0.0
     churn: float | None = None
+    #: an IVFFlat rebuild's new lists (re-created, not REINDEXed); None: REINDEX as it is
+    lists: int | None = None
 
 
 @dataclass(frozen=True)
@@ -142,47 +140,10 @@ def _m_option(reloptions: list[str] | None) -> int:
     return 16  # pgvector's default
 
 
-def _vector_bytes(column_type: str) -> int | None:
-    """On-disk size of one indexed value: ``vector(n)``, ``halfvec(n)`` or ``bit(n)`` (the
-    binary-quantized expression: n/8 bytes after the varlena and bit-length words); None
-    if unknown."""
-    if "(" not in column_type:
-        return None
-    base, _, rest = column_type.partition("(")
-    dims = rest.rstrip(")")
-    if not dims.isdigit():
-        return None
-    bits = {"vector": 32, "halfvec": 16, "bit": 1}.get(base.split(".")[-1])
-    return None if bits is None else VECTOR_HEADER + math.ceil(bits * int(dims) / 8)
-
-
-def expected_pages(index: VectorIndex) -> int | None:
-    """Pages an HNSW index over ``live_rows`` rows takes when freshly built (estimate)."""
-    value = _vector_bytes(index.column_type)
-    if value is None or index.method != "hnsw":
-        return None
-    element = math.ceil((HNSW_ELEMENT_HEADER + value) / 8) * 8
-    m = max(index.m, 2)
-    neighbours = (2 + 1 / (m - 1)) * m
-    neighbour = math.ceil((4 + neighbours * ITEM_POINTER) / 8) * 8
-    per_page = max(1, PAGE_USABLE_BYTES // (element + neighbour + 2 * ITEM_ID))
-    if element + neighbour + 2 * ITEM_ID > PAGE_USABLE_BYTES:  # huge vectors: 2 pages
-        return 1 + 2 * index.live_rows
-    return 1 + math.ceil(index.live_rows / per_page)  # + metapage
-
-
 def dead_ratio(index: VectorIndex) -> float:
     """Dead tuples' share of the table (deleted/updated rows VACUUM has not removed)."""
     total = index.live_rows + index.dead_rows
     return index.dead_rows / total if total else 0.0
-
-
-def bloat_estimate(index: VectorIndex) -> float:
-    """Estimated wasted fraction of the index's pages (0..1), from its size."""
-    expected = expected_pages(index)
-    if expected is None or index.pages <= 0:
-        return 0.0
-    return max(0.0, 1.0 - expected / index.pages)
 
 
 def _measured(probe: recall.Probe | None, target: float) -> str:
@@ -203,8 +164,10 @@ def decide(
     probe: recall.Probe | None = None,
     recall_after_build: float | None = None,
     churn: float | None = None,
+    lists_target: int | None = None,
 ) -> ReindexDecision:
-    """The policy as a pure function (see module docstring)."""
+    """The policy as a pure function (see module docstring). ``lists_target``: for an
+    IVFFlat index, ``ops.ivfflat_lists`` of its rows now."""
     bloat = bloat_estimate(index)
     dead = dead_ratio(index)
     growth = None if rows_at_build is None else index.live_rows / max(rows_at_build, 1)
@@ -216,18 +179,21 @@ def decide(
     if churn is not None:
         facts.append(f"{churn:.0%} of the rows replaced since the build")
     facts.append(f"dead tuples {dead:.0%}, estimated bloat {bloat:.0%}")
+    relist = ivfflat.lists_off(index.lists, lists_target) if index.method == "ivfflat" else None
 
     def out(action: str, reason: str, lead: str) -> ReindexDecision:
         why = "; ".join([lead, *[f for f in facts if not lead.startswith(f)]])
         return ReindexDecision(
             index, action, reason, rows_at_build, growth, bloat, why, probe,
-            recall_after_build, dead, churn,
+            recall_after_build, dead, churn, lists_target if relist else None,
         )  # fmt: skip
 
     if index.live_rows < min_rows:
         if rows_at_build is None:
             return out("baseline", "first_seen", "first seen: its build is not known")
         return out("none", "table_too_small", f"{index.live_rows} rows < {min_rows}")
+    if relist is not None:  # before recall: one list answers well, but reads every row
+        return out("rebuild", "lists", relist)
     value = None if probe is None else probe.recall
     low = value is not None and value < target
     if (
@@ -292,6 +258,7 @@ async def vector_indexes(conn: asyncpg.Connection, caps: Capabilities) -> list[V
             deleted_total=int(r["deleted_total"]),
             column_type=r["column_type"] or "",
             m=_m_option(r["reloptions"]),
+            lists=ivfflat.lists_option(r["reloptions"]),
             access=reindex_access(caps, has_maintain=r["has_maintain"], owns_table=r["owns_table"]),
         )
         for r in rows
@@ -318,9 +285,14 @@ async def record_build(
     )
 
 
-async def rebuild(conn: asyncpg.Connection, index: VectorIndex) -> None:
-    """``REINDEX INDEX CONCURRENTLY``; ``conn`` must not be inside a transaction."""
-    await conn.execute(Q.reindex_rebuild.format(index=index.qualified))
+async def rebuild(conn: asyncpg.Connection, decision: ReindexDecision) -> None:
+    """``REINDEX INDEX CONCURRENTLY``, or for new IVFFlat lists a concurrent build beside
+    it and a swap (:mod:`worker.maintenance.ivfflat`); ``conn`` outside a transaction."""
+    index = decision.index
+    if decision.lists is not None:
+        await ivfflat.recreate(conn, index.qualified, index.name.split(".", 1)[1], decision.lists)
+    else:
+        await conn.execute(Q.reindex_rebuild.format(index=index.qualified))
 
 
 async def invalid_indexes(conn: asyncpg.Connection) -> list[InvalidIndex]:
@@ -378,6 +350,7 @@ async def plan(
     counters = await recall.counters_at_build(bookkeeping or conn)
     decisions = []
     for i in indexes:
+        target = await ivfflat.target_lists(conn, i.live_rows) if i.method == "ivfflat" else None
         measured = None
         if should_probe(i, settings, MIN_ROWS_FOR_REBUILD):
             measured = await recall.measure(
@@ -392,6 +365,7 @@ async def plan(
                 probe=measured,
                 recall_after_build=after.get(i.name),
                 churn=churn(i, records.get(i.name), counters.get(i.name)),
+                lists_target=target,
             )
         )
     # Only indexes we may rebuild compete for the cap: one we may not would take the slot

@@ -17,7 +17,8 @@ import asyncpg
 from worker.db.ledger import NewEvent, append_events
 from worker.db.queries import Q
 from worker.maintenance import slow_queries
-from worker.maintenance.reindex import ReindexDecision, expected_pages
+from worker.maintenance.index_size import expected_pages
+from worker.maintenance.reindex import ReindexDecision
 
 
 @dataclass

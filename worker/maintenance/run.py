@@ -213,6 +213,8 @@ class _Run:
                     "bloat": round(d.bloat, 3),
                     "dead_ratio": round(d.dead_ratio, 3),
                     "pages_before": idx.pages,
+                    "lists_before": idx.lists,
+                    "lists_after": d.lists,
                     "recall_before": None if d.probe is None else d.probe.recall,
                     "policy": d.why,
                 },
@@ -222,7 +224,7 @@ class _Run:
 
             async def work(d: reindex.ReindexDecision = d, action: ActionRecord = action) -> None:
                 begin = time.monotonic()
-                await reindex.rebuild(self.maint, d.index)
+                await reindex.rebuild(self.maint, d)
                 ms = round((time.monotonic() - begin) * 1000)
                 await reindex.record_build(self.rec.conn, d.index, d.index.live_rows, d.reason, ms)
                 if d.probe is not None and d.probe.recall is not None:

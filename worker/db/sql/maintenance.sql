@@ -358,3 +358,30 @@ FROM ops.ingestion_jobs
 WHERE status IN ('done', 'skipped', 'failed')
   AND payload IS NOT NULL
   AND finished_at < now() - make_interval(secs => $1);
+
+-- name: ivfflat_lists_for
+-- The lists an IVFFlat index over $1 embedded rows should have (migration 007's rule,
+-- ops.ivfflat_lists: one place for the migration, search and this job).
+SELECT ops.ivfflat_lists($1::bigint);
+
+-- name: ivfflat_probes_for
+-- The lists a search probes in an IVFFlat index of $1 lists (ops.ivfflat_probes, 007).
+SELECT ops.ivfflat_probes($1::integer);
+
+-- name: ivfflat_replacement_ddl
+-- The statement that builds index $1's (quoted) replacement $2 (bare name) with $3 lists:
+-- its own definition, concurrently, renamed, other lists. Run by the caller outside a
+-- transaction block: reads and writes continue while it is built.
+SELECT regexp_replace(
+         regexp_replace(pg_get_indexdef($1::regclass), '^CREATE INDEX \S+ ON',
+                        'CREATE INDEX CONCURRENTLY ' || quote_ident($2) || ' ON'),
+         'lists=''?\d+''?', 'lists=' || $3::integer);
+
+-- name: ivfflat_swap_drop
+-- {index}: the old index (quoted). Inside the swap's transaction, with the rename after it:
+-- the table is locked for the moment the two take, never for the build.
+DROP INDEX {index};
+
+-- name: ivfflat_swap_rename
+-- {replacement}: the new index (quoted); {name}: the old one's bare name (quoted).
+ALTER INDEX {replacement} RENAME TO {name};
