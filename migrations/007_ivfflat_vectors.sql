@@ -16,7 +16,7 @@
 --   one list (every search reads all the table's 192-byte codes; fine to tens of
 --   thousands of rows). The maintenance job (docs/maintenance.md) re-creates an index
 --   whose lists are off by 2x for its rows, and rebuilds one whose measured recall
---   drifts: after a large first backfill, run `cos-worker maintain` (or wait for its
+--   drifts: after a large first backfill, run `cos-worker maintenance` (or wait for its
 --   schedule).
 -- * ops.ivfflat_lists(rows) and ops.ivfflat_probes(lists): the sizing rules, one place
 --   for this file, search_memory and the maintenance job.
