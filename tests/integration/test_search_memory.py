@@ -162,17 +162,43 @@ async def _seed(dsn: str, corpus: Corpus, n_big: int) -> None:
         await conn.close()
 
 
-@pytest.fixture(scope="module", params=["pg18", pytest.param("pg16", marks=pytest.mark.pg16)])
+#: pg18-lists: the IVFFlat indexes re-created with 16 lists after the load (what the
+#: maintenance job does once a table has grown), so search probes 10 of 16 lists and a
+#: filter's missing rows must come from its iterative scan; pg18: one list (a fresh
+#: database's: every code read).
+RELIST = """
+DO $$
+DECLARE t record;
+BEGIN
+  FOR t IN SELECT * FROM (VALUES ('comms', 'communications', 'idx_comms_embedding'),
+      ('meetings', 'transcript_chunks', 'idx_chunks_embedding'),
+      ('media', 'media_chunks', 'idx_media_chunks_embedding')) AS v (nsp, tbl, idx)
+  LOOP
+    EXECUTE format('DROP INDEX %I.%I', t.nsp, t.idx);
+    EXECUTE format('CREATE INDEX %I ON %I.%I USING ivfflat '
+                   '((binary_quantize(embedding)::bit(1536)) bit_hamming_ops) WITH (lists = 16)',
+                   t.idx, t.nsp, t.tbl);
+  END LOOP;
+END $$;
+ANALYZE;
+"""
+
+
+@pytest.fixture(
+    scope="module", params=["pg18", "pg18-lists", pytest.param("pg16", marks=pytest.mark.pg16)]
+)
 def seeded(request: pytest.FixtureRequest) -> Iterator[tuple[str, Corpus, str]]:
     """A migrated database per server with one large and one tiny workspace."""
-    server: EmbeddedPostgres = request.getfixturevalue("pg" if request.param == "pg18" else "pg16")
+    server: EmbeddedPostgres = request.getfixturevalue("pg16" if request.param == "pg16" else "pg")
     name = f"search_{uuid.uuid4().hex[:8]}"
     run_sql(server.dsn(), f'CREATE DATABASE "{name}"')
     dsn = server.dsn(name)
     _sync(Migrator(dsn).up())
     corpus = Corpus()
     # seed HNSW inserts on pgvector 0.6 are ~5x slower: fewer rows there
-    _sync(_seed(dsn, corpus, 2400 if request.param == "pg18" else 1200))
+    _sync(_seed(dsn, corpus, 1200 if request.param == "pg16" else 2400))
+    if request.param == "pg18-lists":
+        run_sql(dsn, RELIST)
     yield dsn, corpus, request.param
     run_sql(server.dsn(), f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
@@ -322,8 +348,9 @@ async def test_bad_arguments_name_the_field(seeded, conn, args, message) -> None
 
 
 async def test_the_fallback_is_what_the_server_allows(seeded, conn) -> None:
-    """pgvector 0.8: binary-quantized indexes, iterative scans, 100 candidates; 0.6: the
-    seed's HNSW and ef_search 100 (migration 006 warned, the indexes stayed)."""
+    """pgvector 0.8: binary-quantized IVFFlat (007), iterative scans, 100 candidates, the
+    probes from the lists; 0.6: the seed's HNSW and ef_search 100 (006 and 007 warned, the
+    indexes stayed)."""
     _, _, server = seeded
     config = await conn.fetchval("SELECT proconfig FROM pg_proc WHERE proname = 'search_memory'")
     defs = await conn.fetch(
@@ -331,9 +358,18 @@ async def test_the_fallback_is_what_the_server_allows(seeded, conn) -> None:
         "('idx_comms_embedding', 'idx_chunks_embedding', 'idx_media_chunks_embedding')"
     )
     quantized = ["binary_quantize" in r["indexdef"] for r in defs]
-    if server == "pg18":
+    if server.startswith("pg18"):
         assert quantized == [True] * 3
-        assert {"hnsw.ef_search=100", "hnsw.iterative_scan=relaxed_order"} <= set(config)
+        assert all("USING ivfflat" in r["indexdef"] for r in defs)
+        assert {"hnsw.ef_search=100", "ivfflat.iterative_scan=relaxed_order"} <= set(config)
+        # the probes follow the lists: all of 1, 10 of 16 (ops.ivfflat_probes)
+        lists = 16 if server == "pg18-lists" else 1
+        assert await conn.fetchval("SELECT ops.ivfflat_probes($1)", lists) == min(lists, 10)
+        # set for the call only: the caller's session keeps its own value
+        await conn.execute("SET ivfflat.probes = 3")
+        await conn.fetch("SELECT * FROM public.search_memory($1, NULL, 'plan')", BIG)
+        assert await conn.fetchval("SHOW ivfflat.probes") == "3"
+        await conn.execute("RESET ivfflat.probes")
     else:
         assert quantized == [False] * 3
         assert "hnsw.ef_search=100" in config
