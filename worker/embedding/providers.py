@@ -85,13 +85,11 @@ class EmbeddingsDecoder:
         if into is not None and len(into) != expected_count:
             raise ValueError(f"{len(into)} destination rows for {expected_count} inputs")
         self.out: np.ndarray | None = None
-        self.into: np.ndarray | Sequence[np.ndarray]
+        self.into: np.ndarray | Sequence[np.ndarray] = into if into is not None else []
         if into is None:
             self.out = self.into = np.empty((expected_count, dim), dtype=np.float32)
-        else:
-            self.into = into
-        # Sum of every value (float64: no sum of finite float32 values overflows it): NaN
-        # or infinite iff some value is. One reduction a row, in the decoding thread.
+        # Sum of every value in float64 (no finite float32 values overflow it): not finite
+        # iff some value is not. One reduction a row, in the decoding thread.
         self.total = 0.0
         self.rows = 0  # base64 rows decoded, in body order
         self.errors: dict[int, str] = {}  # row -> what was wrong with it
