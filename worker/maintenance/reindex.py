@@ -7,6 +7,8 @@ measurement's noise against a fresh build of the same rows; replacing a third or
 of them cost 0.01-0.03. What a rebuild restores is a graph that answers badly, so that is
 what is measured, where it can be:
 
+* **Lists** (IVFFlat, :mod:`worker.maintenance.ivfflat`): lists off for the rows now
+  (``ops.ivfflat_lists``) re-create the index with the rule's (reason ``lists``), first.
 * **Recall** (``reindex_recall_target``, 0.90; 0: off). The probe
   (:mod:`worker.maintenance.recall`) runs ``PROBE_QUERIES`` sampled queries through the
   index's own query shape and exactly; below the target: rebuild (reason ``recall``).
@@ -213,10 +215,13 @@ def decide(
         return out("rebuild", "recall", measured)
     if rows_at_build is None:
         return out("baseline", "first_seen", "first seen: its build is not known")
-    if churn is not None and churn >= CHURN_REBUILD:  # a drift the probe cannot resolve
+    # IVFFlat: neither churn nor growth measured a drift (bench/INDEX.md, Drift); the lists
+    # rule above re-creates it as it grows
+    graph = index.method != "ivfflat"
+    if graph and churn is not None and churn >= CHURN_REBUILD:  # a drift the probe misses
         return out("rebuild", "churn", f"{churn:.0%} of the rows replaced since the build "
                    f">= {CHURN_REBUILD:.0%}")  # fmt: skip
-    if growth is not None and growth >= settings.reindex_growth_factor:
+    if graph and growth is not None and growth >= settings.reindex_growth_factor:
         if value is None:  # growth stands in for the recall it could not measure
             lead = f"{growth:.1f}x growth >= {settings.reindex_growth_factor}"
             return out("rebuild", "growth", lead)
