@@ -134,11 +134,11 @@ def test_migrate_on_embedded_defaults_starts_and_stops_the_server(tmp_path: Path
     data_dir = tmp_path / "data"
     up = cli("migrate", "up", env={"DATA_DIR": str(data_dir)})
     assert up.returncode == 0, up.stdout + up.stderr
-    assert "applied: 001, 002, 003, 004, 005, 006" in up.stdout
+    assert "applied: 001, 002, 003, 004, 005, 006, 007" in up.stdout
     status = cli("migrate", "status", env={"DATA_DIR": str(data_dir)})
     assert status.returncode == 0, status.stderr
     states = [line.split()[2] for line in status.stdout.splitlines() if line[:3].isdigit()]
-    assert states == ["applied"] * 6
+    assert states == ["applied"] * 7
     assert (data_dir / "postgres" / "pgdata" / "PG_VERSION").exists()  # data kept
     assert not (data_dir / "postgres" / "pgdata" / "postmaster.pid").exists()  # server stopped
 
