@@ -69,10 +69,8 @@ $$;
 COMMENT ON FUNCTION ops.ivfflat_probes(integer) IS
   'IVFFlat lists a search probes (ivfflat.probes) for an index of this many lists';
 
-REVOKE ALL ON FUNCTION ops.ivfflat_lists(bigint) FROM PUBLIC;
-REVOKE ALL ON FUNCTION ops.ivfflat_probes(integer) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION ops.ivfflat_lists(bigint) TO service_role;
-GRANT EXECUTE ON FUNCTION ops.ivfflat_probes(integer) TO authenticated, service_role;
+-- (EXECUTE stays PUBLIC's: arithmetic on a number, called by search_memory under the
+-- caller's role and by the maintenance job under whichever role it logs in as)
 
 -- ---------------------------------------------------------------------------
 -- The three bulk-written vector indexes
