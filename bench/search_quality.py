@@ -5,7 +5,7 @@
 Builds a labelled query set from the bench corpus (``bench/corpus.py``, the same seed as
 ``bench.run``), ingests the corpus once with the real workers (``bench.run``'s servers:
 embedded PostgreSQL 18 + pgvector, redis, the OpenAI-compatible stand-in), then runs
-every query in the three modes of ``public.search_memory`` (migration 006) with k = 10,
+every query in the three modes of ``public.search_memory`` (migrations 006, 007) with k = 10,
 as an ``authenticated`` member of the workspace (role + JWT claims on the session, as
 PostgREST sets them: RLS applies). Writes ``OUT/search_quality_<size>.json`` and renders
 ``bench/SEARCH.md`` from every ``search_quality_*.json`` in OUT.
@@ -543,7 +543,7 @@ def render(results: list[dict[str, Any]]) -> str:
         "",
         "`python -m bench.search_quality --size small|medium` (bench/search_quality.py: what "
         "the query set is, how it is labelled and measured). Every query runs through "
-        "`public.search_memory` (migration 006) in the three modes, k = 10, as an "
+        "`public.search_memory` (migrations 006, 007) in the three modes, k = 10, as an "
         "`authenticated` member of the workspace (RLS on), against the bench corpus "
         "ingested by the real workers.",
         "",
