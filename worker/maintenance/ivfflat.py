@@ -68,9 +68,12 @@ async def probes(conn: asyncpg.Connection, lists: int | None) -> int:
     return int(value)
 
 
-async def recreate(conn: asyncpg.Connection, qualified: str, name: str, lists: int) -> None:
+async def recreate(
+    conn: asyncpg.Connection, qualified: str, name: str, lists: int, table: str
+) -> None:
     """Replace index ``qualified`` (quoted; ``name`` its bare name) by a build of the same
-    definition with ``lists`` lists. ``conn`` must not be inside a transaction."""
+    definition with ``lists`` lists, then ANALYZE ``table`` (``schema.table``): the old
+    index's expression statistics went with it. ``conn`` must not be in a transaction."""
     replacement = f"{name}_ccnew"[:63]
     ddl = await conn.fetchval(Q.ivfflat_replacement_ddl, qualified, replacement, lists)
     await conn.execute(ddl)
@@ -83,3 +86,5 @@ async def recreate(conn: asyncpg.Connection, qualified: str, name: str, lists: i
                 replacement=f"{schema}.{quote}", name=await conn.fetchval(Q.quote_ident, name)
             )
         )
+    parts = [await conn.fetchval(Q.quote_ident, part) for part in table.split(".", 1)]
+    await conn.execute(Q.analyze_table.format(table=".".join(parts)))

@@ -295,7 +295,8 @@ async def rebuild(conn: asyncpg.Connection, decision: ReindexDecision) -> None:
     it and a swap (:mod:`worker.maintenance.ivfflat`); ``conn`` outside a transaction."""
     index = decision.index
     if decision.lists is not None:
-        await ivfflat.recreate(conn, index.qualified, index.name.split(".", 1)[1], decision.lists)
+        bare = index.name.split(".", 1)[1]
+        await ivfflat.recreate(conn, index.qualified, bare, decision.lists, index.table_name)
     else:
         await conn.execute(Q.reindex_rebuild.format(index=index.qualified))
 
