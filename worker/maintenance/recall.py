@@ -52,7 +52,6 @@ OPERATORS = {"cosine": "<=>", "l2": "<->", "ip": "<#>", "l1": "<+>"}
 FORCED = {"enable_indexscan": "on", "enable_seqscan": "off", "enable_sort": "off"}
 EXACT = {"enable_indexscan": "off", "enable_seqscan": "on", "enable_sort": "on"}
 _BIT = re.compile(r'binary_quantize\(("?\w+"?)\)\)?::bit\((\d+)\)')
-_LISTS = re.compile(r"lists='?(\d+)")
 _COLUMN = re.compile(r'USING \w+ \(("?\w+"?) (?:[\w"]+\.)?vector_(cosine|l2|ip|l1)_ops')
 
 
@@ -67,7 +66,7 @@ class Target:
     operator: str  # exact distance: the index's, or cosine for the re-ranked bit index
     bits: int | None  # the binary-quantized expression's length; None: a vector column
     vector_schema: str  # quoted
-    lists: int | None = None  # an IVFFlat index's lists (its definition's WITH)
+    lists: int | None = None  # an IVFFlat index's lists option
 
     @property
     def shape(self) -> str:
@@ -110,12 +109,13 @@ async def target_for(conn: asyncpg.Connection, index: str) -> Target | None:
     if shape is None or r["method"] not in ("hnsw", "ivfflat"):
         return None
     column, operator, bits = shape
-    lists = _LISTS.search(r["indexdef"])
     return Target(index, r["qualified_table"], r["method"], column, operator, bits,
-                  r["vector_schema"], int(lists[1]) if lists else None)  # fmt: skip
+                  r["vector_schema"], ivfflat.lists_option(r["reloptions"]))  # fmt: skip
 
 
-def _queries(t: Target, iterative: bool, probes: int = 10) -> tuple[str, str, dict[str, str], int]:
+def _queries(
+    t: Target, iterative: bool, probes: int | None = None
+) -> tuple[str, str, dict[str, str], int]:
     """(approximate SQL, exact SQL, approximate settings, candidates); ``$1`` the query
     vector, ``$2`` k, ``$3`` candidates (the bit shape). ``probes``: an IVFFlat index's
     ``ivfflat.probes``, as search_memory sets it for the index's lists (007)."""
@@ -128,7 +128,7 @@ def _queries(t: Target, iterative: bool, probes: int = 10) -> tuple[str, str, di
     }
     exact = Q.recall_exact.format(**names)
     gucs = dict(FORCED)
-    if t.method == "ivfflat":
+    if probes is not None:  # an IVFFlat index
         gucs["ivfflat.probes"] = str(probes)
         if iterative:
             gucs["ivfflat.iterative_scan"] = "relaxed_order"
@@ -167,7 +167,7 @@ async def probe(
     transaction-local settings: nothing leaks into the session."""
     begin = time.monotonic()
     rng = np.random.default_rng(seed)
-    probes = await ivfflat.probes(conn, target.lists) if target.method == "ivfflat" else 10
+    probes = await ivfflat.probes(conn, target.lists) if target.method == "ivfflat" else None
     approx_sql, exact_sql, gucs, candidates = _queries(target, iterative, probes)
     extra = (candidates,) if target.bits is not None else ()
     rows = rows if rows is not None else await conn.fetchval(Q.recall_table_rows, target.table)

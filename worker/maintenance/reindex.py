@@ -181,7 +181,7 @@ def decide(
     if churn is not None:
         facts.append(f"{churn:.0%} of the rows replaced since the build")
     facts.append(f"dead tuples {dead:.0%}, estimated bloat {bloat:.0%}")
-    relist = ivfflat.lists_off(index.lists, lists_target) if index.method == "ivfflat" else None
+    relist = ivfflat.lists_off(index.lists, lists_target)  # (None but for IVFFlat)
 
     def out(action: str, reason: str, lead: str) -> ReindexDecision:
         why = "; ".join([lead, *[f for f in facts if not lead.startswith(f)]])

@@ -185,6 +185,7 @@ ORDER BY b.index_name, r.started_at;
 SELECT quote_ident(tn.nspname) || '.' || quote_ident(tc.relname) AS qualified_table,
        am.amname                                             AS method,
        pg_get_indexdef(i.indexrelid)                         AS indexdef,
+       ic.reloptions                                         AS reloptions,
        (SELECT quote_ident(n.nspname) FROM pg_extension e
         JOIN pg_namespace n ON n.oid = e.extnamespace
         WHERE e.extname = 'vector')                          AS vector_schema
